@@ -1,0 +1,1330 @@
+//! The YAML configuration: schema, defaults and validation with `file:line:column` errors.
+//!
+//! Parsing happens in two steps. serde-saphyr reads the text into `Raw*` structs
+//! (unknown keys, wrong types, bad durations, bad modes and relative paths fail
+//! here, at the offending value); `validate` then checks what needs several values
+//! at once (duplicates, references, cross-field limits) and reports every such
+//! problem, each with its location, before anything runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use serde_saphyr::{Location, Spanned};
+
+use crate::secret::Secret;
+
+/// Where the daemon looks for its configuration when neither `--config` nor
+/// `CAS_RENEWD_CONFIG` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/cas-renewd/config.yaml";
+
+/// Config files larger than this are refused before parsing: a real one is a few KiB.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// One located problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub line: u64,
+    pub column: u64,
+    /// Dotted path of the key, e.g. `certificates[1].output.dir`.
+    pub key: String,
+    pub message: String,
+    /// Source excerpt under the message, when the parser gave one.
+    pub snippet: Option<String>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.key,
+            self.message
+        )?;
+        if let Some(snippet) = &self.snippet {
+            write!(f, "\n{snippet}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read configuration: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: configuration is {size} bytes; the limit is {MAX_CONFIG_BYTES}")]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error("{}", display_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// The located problems, empty for I/O errors.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid(p) => p,
+            _ => &[],
+        }
+    }
+}
+
+fn display_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---------------------------------------------------------------------------
+// Value types with their own checks, so a bad value is reported where it stands.
+
+/// A `humantime` duration such as `30s`, `15m` or `30d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"30s\", \"15m\" or \"30d\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<HumanDuration, E> {
+                humantime::parse_duration(s.trim())
+                    .map(HumanDuration)
+                    .map_err(|e| {
+                        E::custom(format!(
+                            "invalid duration {s:?}: {e} (write it like \"30s\", \"15m\", \"72h\" or \"30d\")"
+                        ))
+                    })
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!(
+                    "a duration needs a unit: write \"{n}s\", \"{n}m\" or \"{n}d\", not {n}"
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!("a duration needs a unit, not {n}")))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!("a duration needs a unit, not {n}")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A Unix file mode written as a quoted octal string (`"0640"`). An unquoted `0640`
+/// is refused: YAML 1.1 reads it as octal and YAML 1.2 as decimal 640, so it is
+/// ambiguous. Only permission bits (at most `0777`) are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl FileMode {
+    fn parse(s: &str) -> Result<Self, String> {
+        let digits = s.strip_prefix("0o").unwrap_or(s);
+        if digits.is_empty()
+            || digits.len() > 5
+            || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+        {
+            return Err(format!(
+                "invalid file mode {s:?}: write three or four octal digits such as \"0640\""
+            ));
+        }
+        let mode =
+            u32::from_str_radix(digits, 8).map_err(|e| format!("invalid file mode {s:?}: {e}"))?;
+        if mode > 0o777 {
+            return Err(format!(
+                "file mode {s:?} sets setuid, setgid or sticky bits; only permission bits up to \"0777\" are allowed"
+            ));
+        }
+        Ok(FileMode(mode))
+    }
+}
+
+impl fmt::Display for FileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        fn unquoted<E: de::Error>(shown: &str) -> E {
+            E::custom(format!(
+                "file mode {shown} is not quoted; write it as a quoted octal string such as \"0640\" (unquoted, YAML may read it as a decimal number)"
+            ))
+        }
+        impl Visitor<'_> for V {
+            type Value = FileMode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a quoted octal file mode such as \"0640\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<FileMode, E> {
+                FileMode::parse(s).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<FileMode, E> {
+                Err(unquoted(&n.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<FileMode, E> {
+                Err(unquoted(&n.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<FileMode, E> {
+                Err(unquoted(&n.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An absolute path without `..` components.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AbsPath(pub PathBuf);
+
+impl AbsPath {
+    fn parse(s: &str) -> Result<Self, String> {
+        let p = Path::new(s);
+        if !p.is_absolute() {
+            return Err(format!(
+                "path {s:?} is relative; write an absolute path (starting with /)"
+            ));
+        }
+        if p.components().any(|c| c == Component::ParentDir) {
+            return Err(format!("path {s:?} contains `..`; write it without"));
+        }
+        // Normalise `/a/./b/` to `/a/b` so that duplicates are found by comparison.
+        Ok(AbsPath(p.components().collect()))
+    }
+}
+
+impl<'de> Deserialize<'de> for AbsPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        AbsPath::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// An API endpoint: `https://`, or `http://` only towards a loopback address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint(pub reqwest::Url);
+
+impl Endpoint {
+    fn parse(s: &str) -> Result<Self, String> {
+        let url = reqwest::Url::parse(s).map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if is_loopback_host(&url) => {}
+            "http" => {
+                return Err(format!(
+                    "{s:?} uses plain http:// towards a host that is not loopback; use https:// (http:// is only for a local simulator on 127.0.0.1 or ::1)"
+                ));
+            }
+            other => return Err(format!("{s:?} has scheme {other:?}; use https://")),
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("{s:?} has no host"));
+        }
+        if !(url.path() == "/" || url.path().is_empty()) || url.query().is_some() {
+            return Err(format!(
+                "{s:?} has a path or query; give only scheme, host and port"
+            ));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!("{s:?} carries user information; remove it"));
+        }
+        Ok(Endpoint(url))
+    }
+}
+
+/// Whether a URL's host is a loopback address or `localhost`.
+pub fn is_loopback_host(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Endpoint::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// Key algorithms a certificate can be issued for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum KeyAlgorithm {
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
+    #[serde(rename = "ecdsa-p256")]
+    EcdsaP256,
+    #[serde(rename = "ecdsa-p384")]
+    EcdsaP384,
+}
+
+impl KeyAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyAlgorithm::Rsa2048 => "rsa-2048",
+            KeyAlgorithm::Rsa3072 => "rsa-3072",
+            KeyAlgorithm::Rsa4096 => "rsa-4096",
+            KeyAlgorithm::EcdsaP256 => "ecdsa-p256",
+            KeyAlgorithm::EcdsaP384 => "ecdsa-p384",
+        }
+    }
+}
+
+/// How domain ownership is proven when an order waits in `domain_verify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationMethod {
+    None,
+    Dns,
+    File,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+// ---------------------------------------------------------------------------
+// Raw schema: what the YAML may say.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    api: RawApi,
+    credentials: Option<Spanned<RawCredentials>>,
+    state_dir: Option<AbsPath>,
+    #[serde(default)]
+    schedule: RawSchedule,
+    #[serde(default)]
+    renewal: RawRenewal,
+    #[serde(default)]
+    defaults: RawDefaults,
+    certificates: Option<Spanned<Vec<RawCertificate>>>,
+    discover: Option<RawDiscover>,
+    #[serde(default)]
+    hooks: BTreeMap<String, RawHook>,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    endpoint: Option<Endpoint>,
+    dns_endpoint: Option<Endpoint>,
+    timeout: Option<Spanned<HumanDuration>>,
+    max_attempts: Option<Spanned<u32>>,
+    rate_limit_per_second: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredentials {
+    access_key_id: Option<String>,
+    access_key_secret: Option<Secret>,
+    access_key_secret_file: Option<AbsPath>,
+    security_token: Option<Secret>,
+    profile: Option<String>,
+    ecs_ram_role: Option<String>,
+    metadata_endpoint: Option<Endpoint>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    cron: Option<Spanned<String>>,
+    jitter: Option<HumanDuration>,
+    run_at_start: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRenewal {
+    renew_before: Option<Spanned<HumanDuration>>,
+    poll_interval: Option<Spanned<HumanDuration>>,
+    poll_max_interval: Option<Spanned<HumanDuration>>,
+    issuance_timeout: Option<Spanned<HumanDuration>>,
+    concurrency: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    key: Option<RawKey>,
+    validation: Option<Spanned<RawValidation>>,
+    reload: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    algorithm: Option<KeyAlgorithm>,
+    reuse: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValidation {
+    method: ValidationMethod,
+    webroot: Option<AbsPath>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificate {
+    name: Spanned<String>,
+    domain: Spanned<String>,
+    #[serde(default)]
+    output: RawOutput,
+    key: Option<RawKey>,
+    validation: Option<Spanned<RawValidation>>,
+    reload: Option<Vec<Spanned<String>>>,
+    verify: Option<RawVerify>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    dir: Option<Spanned<AbsPath>>,
+    owner: Option<String>,
+    group: Option<String>,
+    key_mode: Option<FileMode>,
+    cert_mode: Option<FileMode>,
+    keep: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    connect: Spanned<String>,
+    server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscover {
+    keyword: Spanned<String>,
+    output_root: AbsPath,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHook {
+    command: Spanned<Vec<String>>,
+    timeout: Option<Spanned<HumanDuration>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<LogFormat>,
+    level: Option<Spanned<String>>,
+}
+
+// ---------------------------------------------------------------------------
+// Validated configuration: what the program uses.
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from; relative to nothing, used in messages.
+    pub source: PathBuf,
+    pub api: ApiConfig,
+    pub credentials: Option<CredentialsConfig>,
+    pub state_dir: PathBuf,
+    pub schedule: ScheduleConfig,
+    pub renewal: RenewalConfig,
+    pub certificates: Vec<CertificateConfig>,
+    pub discover: Option<DiscoverConfig>,
+    pub defaults: CertificateDefaults,
+    pub hooks: BTreeMap<String, HookConfig>,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub endpoint: reqwest::Url,
+    pub dns_endpoint: reqwest::Url,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub rate_limit_per_second: f64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            endpoint: reqwest::Url::parse("https://cas.aliyuncs.com")
+                .expect("a literal, valid URL"),
+            dns_endpoint: reqwest::Url::parse("https://alidns.aliyuncs.com")
+                .expect("a literal, valid URL"),
+            timeout: Duration::from_secs(30),
+            max_attempts: 6,
+            rate_limit_per_second: 8.0,
+        }
+    }
+}
+
+/// Credentials given in the configuration file. Which kind wins is decided in
+/// `cas::credentials`; this only says what the file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialsConfig {
+    AccessKey {
+        access_key_id: String,
+        secret: SecretSource,
+        security_token: Option<Secret>,
+    },
+    Profile(String),
+    EcsRamRole {
+        /// Empty: ask the metadata service which role the instance has.
+        role_name: String,
+        metadata_endpoint: Option<reqwest::Url>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Inline(Secret),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleConfig {
+    pub cron: String,
+    pub jitter: Duration,
+    pub run_at_start: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RenewalConfig {
+    pub renew_before: Duration,
+    pub poll_interval: Duration,
+    pub poll_max_interval: Duration,
+    pub issuance_timeout: Duration,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpec {
+    pub algorithm: KeyAlgorithm,
+    pub reuse: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationConfig {
+    pub method: ValidationMethod,
+    pub webroot: Option<PathBuf>,
+}
+
+/// What a certificate inherits unless it sets its own.
+#[derive(Debug, Clone)]
+pub struct CertificateDefaults {
+    pub key: KeySpec,
+    pub validation: ValidationConfig,
+    pub reload: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CertificateConfig {
+    pub name: String,
+    pub domain: String,
+    pub output: OutputConfig,
+    pub key: KeySpec,
+    pub validation: ValidationConfig,
+    pub reload: Vec<String>,
+    pub verify: Option<VerifyConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputConfig {
+    pub dir: PathBuf,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub key_mode: u32,
+    pub cert_mode: u32,
+    pub keep: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    pub connect: String,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiscoverConfig {
+    pub keyword: String,
+    pub output_root: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct HookConfig {
+    pub command: Vec<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/cas-renewd";
+pub const DEFAULT_OUTPUT_ROOT: &str = "/etc/ssl/cas-renewd";
+const DEFAULT_CRON: &str = "0 17 3 * * *";
+const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most retries an operator may ask for; more only delays the error.
+const MAX_ATTEMPTS_LIMIT: u32 = 20;
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_owned(),
+                size: meta.len(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `source` names the file in messages.
+    pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigError> {
+        let raw = parse_raw(text, source)?;
+        validate(raw, source)
+    }
+
+    /// Finds a configured certificate by name.
+    pub fn certificate(&self, name: &str) -> Option<&CertificateConfig> {
+        self.certificates.iter().find(|c| c.name == name)
+    }
+}
+
+fn parse_raw(text: &str, source: &Path) -> Result<RawConfig, ConfigError> {
+    if text.trim().is_empty() {
+        return Err(ConfigError::Invalid(vec![Problem {
+            file: source.to_owned(),
+            line: 1,
+            column: 1,
+            key: "(document)".into(),
+            message: "the file is empty; see config/cas-renewd.example.yaml".into(),
+            snippet: None,
+        }]));
+    }
+    let mut path = None;
+    // An alias bomb in a config file is an attack, not a configuration: cap how
+    // much aliases may expand far below the parser's defaults.
+    let mut alias_limits = serde_saphyr::options::AliasLimits::default();
+    alias_limits.max_total_replayed_events = 10_000;
+    alias_limits.max_replay_stack_depth = 16;
+    alias_limits.max_alias_expansions_per_anchor = 100;
+    let options = serde_saphyr::options! { alias_limits: alias_limits };
+    serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = Some(e.path().to_string());
+            e.into_inner()
+        })
+    })
+    .map_err(|e| ConfigError::Invalid(vec![problem_from_yaml(&e, path, source)]))
+}
+
+fn problem_from_yaml(e: &serde_saphyr::Error, path: Option<String>, source: &Path) -> Problem {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((1, 1));
+    let source_name = source.display().to_string();
+    let rendered = e.render_with_options(serde_saphyr::render_options! {
+        source_name: Some(source_name.as_str()),
+    });
+    // The rendering starts with "error: line L column C: message"; keep the message
+    // and the snippet beneath it, and put our own located header in front.
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or_default();
+    let message = first
+        .split_once(": ")
+        .map(|(_, rest)| rest)
+        .map(
+            |rest| match rest.split_once(&format!("column {column}: ")) {
+                Some((_, m)) => m,
+                None => rest,
+            },
+        )
+        .unwrap_or(first)
+        .to_owned();
+    let snippet: Vec<&str> = lines.collect();
+    let key = match path.as_deref() {
+        None | Some("" | ".") => "(document)".to_owned(),
+        // `Spanned` wraps its value in a `value` field; no key of ours is so named.
+        Some(p) => p
+            .replace(".value[", "[")
+            .replace(".value.", ".")
+            .trim_end_matches(".value")
+            .to_owned(),
+    };
+    Problem {
+        file: source.to_owned(),
+        line,
+        column,
+        key,
+        message,
+        snippet: (!snippet.is_empty()).then(|| snippet.join("\n")),
+    }
+}
+
+/// Collects located problems during validation.
+struct Problems<'a> {
+    file: &'a Path,
+    list: Vec<Problem>,
+}
+
+impl Problems<'_> {
+    fn at(&mut self, loc: Location, key: impl Into<String>, message: impl Into<String>) {
+        let (line, column) = if loc == Location::UNKNOWN {
+            (1, 1)
+        } else {
+            (loc.line(), loc.column())
+        };
+        self.list.push(Problem {
+            file: self.file.to_owned(),
+            line,
+            column,
+            key: key.into(),
+            message: message.into(),
+            snippet: None,
+        });
+    }
+}
+
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn is_valid_domain(domain: &str) -> bool {
+    let d = domain.strip_prefix("*.").unwrap_or(domain);
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// A schedule has six fields (seconds first) or seven (with a year), each made of
+/// the characters cron expressions use.
+fn check_cron(expr: &str) -> Result<(), String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if !(6..=7).contains(&fields.len()) {
+        return Err(format!(
+            "cron expression {expr:?} has {} fields; write six: sec min hour day month weekday (e.g. \"0 17 3 * * *\")",
+            fields.len()
+        ));
+    }
+    for f in &fields {
+        if !f
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"*/,-?LW#".contains(&b))
+        {
+            return Err(format!("cron field {f:?} has characters cron does not use"));
+        }
+    }
+    Ok(())
+}
+
+fn key_spec(raw: Option<&RawKey>, inherited: &KeySpec) -> KeySpec {
+    KeySpec {
+        algorithm: raw.and_then(|k| k.algorithm).unwrap_or(inherited.algorithm),
+        reuse: raw.and_then(|k| k.reuse).unwrap_or(inherited.reuse),
+    }
+}
+
+fn validation_config(
+    raw: Option<&Spanned<RawValidation>>,
+    inherited: &ValidationConfig,
+    key: &str,
+    p: &mut Problems<'_>,
+) -> ValidationConfig {
+    let Some(v) = raw else {
+        return inherited.clone();
+    };
+    if v.value.method == ValidationMethod::File && v.value.webroot.is_none() {
+        p.at(
+            v.referenced,
+            format!("{key}.webroot"),
+            "validation method `file` needs `webroot`: the directory the web server serves for this domain",
+        );
+    }
+    ValidationConfig {
+        method: v.value.method,
+        webroot: v.value.webroot.as_ref().map(|w| w.0.clone()),
+    }
+}
+
+fn positive(
+    v: Option<&Spanned<HumanDuration>>,
+    default: Duration,
+    key: &str,
+    p: &mut Problems<'_>,
+) -> Duration {
+    match v {
+        Some(s) if s.value.0.is_zero() => {
+            p.at(s.referenced, key, "must be greater than 0");
+            default
+        }
+        Some(s) => s.value.0,
+        None => default,
+    }
+}
+
+fn check_hook_refs(
+    refs: &[Spanned<String>],
+    hooks: &BTreeMap<String, RawHook>,
+    key: &str,
+    p: &mut Problems<'_>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        if !hooks.contains_key(&r.value) {
+            let known: Vec<&str> = hooks.keys().map(String::as_str).collect();
+            p.at(
+                r.referenced,
+                format!("{key}[{i}]"),
+                format!(
+                    "reload names hook {:?}, which is not defined under `hooks` (defined: {})",
+                    r.value,
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+        }
+        if !out.contains(&r.value) {
+            out.push(r.value.clone());
+        }
+    }
+    out
+}
+
+fn validate(raw: RawConfig, source: &Path) -> Result<Config, ConfigError> {
+    let mut p = Problems {
+        file: source,
+        list: Vec::new(),
+    };
+    let api_default = ApiConfig::default();
+
+    // api
+    let api = ApiConfig {
+        endpoint: raw
+            .api
+            .endpoint
+            .map(|e| e.0)
+            .unwrap_or(api_default.endpoint),
+        dns_endpoint: raw
+            .api
+            .dns_endpoint
+            .map(|e| e.0)
+            .unwrap_or(api_default.dns_endpoint),
+        timeout: positive(
+            raw.api.timeout.as_ref(),
+            api_default.timeout,
+            "api.timeout",
+            &mut p,
+        ),
+        max_attempts: match &raw.api.max_attempts {
+            Some(s) if s.value == 0 || s.value > MAX_ATTEMPTS_LIMIT => {
+                p.at(
+                    s.referenced,
+                    "api.max_attempts",
+                    format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
+                );
+                api_default.max_attempts
+            }
+            Some(s) => s.value,
+            None => api_default.max_attempts,
+        },
+        rate_limit_per_second: match &raw.api.rate_limit_per_second {
+            Some(s) if !(s.value > 0.0 && s.value <= 1000.0) => {
+                p.at(
+                    s.referenced,
+                    "api.rate_limit_per_second",
+                    "must be greater than 0 and at most 1000",
+                );
+                api_default.rate_limit_per_second
+            }
+            Some(s) => s.value,
+            None => api_default.rate_limit_per_second,
+        },
+    };
+
+    // credentials
+    let credentials = raw.credentials.as_ref().and_then(|c| {
+        let loc = c.referenced;
+        let c = &c.value;
+        let kinds = [
+            c.access_key_id.is_some()
+                || c.access_key_secret.is_some()
+                || c.access_key_secret_file.is_some(),
+            c.profile.is_some(),
+            c.ecs_ram_role.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() > 1 {
+            p.at(
+                loc,
+                "credentials",
+                "give one kind of credentials: access_key_id with a secret, or profile, or ecs_ram_role",
+            );
+            return None;
+        }
+        if c.metadata_endpoint.is_some() && c.ecs_ram_role.is_none() {
+            p.at(loc, "credentials.metadata_endpoint", "only used with ecs_ram_role");
+        }
+        if c.security_token.is_some() && c.access_key_id.is_none() {
+            p.at(loc, "credentials.security_token", "only used with access_key_id");
+        }
+        if let Some(profile) = &c.profile {
+            return Some(CredentialsConfig::Profile(profile.clone()));
+        }
+        if let Some(role) = &c.ecs_ram_role {
+            return Some(CredentialsConfig::EcsRamRole {
+                role_name: role.clone(),
+                metadata_endpoint: c.metadata_endpoint.as_ref().map(|e| e.0.clone()),
+            });
+        }
+        let Some(id) = &c.access_key_id else {
+            p.at(
+                loc,
+                "credentials.access_key_id",
+                "missing: a secret was given without its access_key_id",
+            );
+            return None;
+        };
+        let secret = match (&c.access_key_secret, &c.access_key_secret_file) {
+            (Some(s), None) => SecretSource::Inline(s.clone()),
+            (None, Some(f)) => SecretSource::File(f.0.clone()),
+            (Some(_), Some(_)) => {
+                p.at(
+                    loc,
+                    "credentials",
+                    "give access_key_secret or access_key_secret_file, not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                p.at(
+                    loc,
+                    "credentials",
+                    "access_key_id needs access_key_secret_file (or access_key_secret)",
+                );
+                return None;
+            }
+        };
+        Some(CredentialsConfig::AccessKey {
+            access_key_id: id.clone(),
+            secret,
+            security_token: c.security_token.clone(),
+        })
+    });
+
+    // schedule
+    let cron = match &raw.schedule.cron {
+        Some(c) => {
+            if let Err(e) = check_cron(&c.value) {
+                p.at(c.referenced, "schedule.cron", e);
+            }
+            c.value.clone()
+        }
+        None => DEFAULT_CRON.to_owned(),
+    };
+    let schedule = ScheduleConfig {
+        cron,
+        jitter: raw
+            .schedule
+            .jitter
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(20 * 60)),
+        run_at_start: raw.schedule.run_at_start.unwrap_or(true),
+    };
+
+    // renewal
+    let day = Duration::from_secs(86_400);
+    let r = &raw.renewal;
+    let renewal = RenewalConfig {
+        renew_before: positive(
+            r.renew_before.as_ref(),
+            30 * day,
+            "renewal.renew_before",
+            &mut p,
+        ),
+        poll_interval: positive(
+            r.poll_interval.as_ref(),
+            Duration::from_secs(30),
+            "renewal.poll_interval",
+            &mut p,
+        ),
+        poll_max_interval: positive(
+            r.poll_max_interval.as_ref(),
+            Duration::from_secs(15 * 60),
+            "renewal.poll_max_interval",
+            &mut p,
+        ),
+        issuance_timeout: positive(
+            r.issuance_timeout.as_ref(),
+            Duration::from_secs(72 * 3600),
+            "renewal.issuance_timeout",
+            &mut p,
+        ),
+        concurrency: match &r.concurrency {
+            Some(c) if c.value == 0 || c.value > 64 => {
+                p.at(
+                    c.referenced,
+                    "renewal.concurrency",
+                    "must be between 1 and 64",
+                );
+                4
+            }
+            Some(c) => c.value as usize,
+            None => 4,
+        },
+    };
+    if let Some(max) = &r.poll_max_interval {
+        if renewal.poll_max_interval < renewal.poll_interval {
+            p.at(
+                max.referenced,
+                "renewal.poll_max_interval",
+                format!(
+                    "is shorter than renewal.poll_interval ({})",
+                    humantime::format_duration(renewal.poll_interval)
+                ),
+            );
+        }
+    }
+    if let Some(rb) = &r.renew_before {
+        // CAS certificates live at most about a year; a window longer than that
+        // would renew every certificate on every pass.
+        if rb.value.0 > 365 * day {
+            p.at(
+                rb.referenced,
+                "renewal.renew_before",
+                "is longer than a certificate's lifetime (365d); every pass would renew",
+            );
+        }
+    }
+
+    // defaults
+    let base_key = KeySpec {
+        algorithm: KeyAlgorithm::EcdsaP256,
+        reuse: false,
+    };
+    let base_validation = ValidationConfig {
+        method: ValidationMethod::None,
+        webroot: None,
+    };
+    let defaults = CertificateDefaults {
+        key: key_spec(raw.defaults.key.as_ref(), &base_key),
+        validation: validation_config(
+            raw.defaults.validation.as_ref(),
+            &base_validation,
+            "defaults.validation",
+            &mut p,
+        ),
+        reload: raw
+            .defaults
+            .reload
+            .as_deref()
+            .map(|r| check_hook_refs(r, &raw.hooks, "defaults.reload", &mut p))
+            .unwrap_or_default(),
+    };
+
+    // hooks
+    let mut hooks = BTreeMap::new();
+    for (name, h) in &raw.hooks {
+        let key = format!("hooks.{name}");
+        if !is_valid_name(name) {
+            p.at(
+                h.command.referenced,
+                &key,
+                format!("hook name {name:?} must match [a-z0-9_-]+"),
+            );
+        }
+        match h.command.value.first() {
+            None => p.at(h.command.referenced, format!("{key}.command"), "is empty"),
+            Some(prog) if !prog.starts_with('/') && prog.contains('/') => p.at(
+                h.command.referenced,
+                format!("{key}.command"),
+                format!(
+                    "program {prog:?} is a relative path; give an absolute path or a bare name found on PATH"
+                ),
+            ),
+            Some(_) => {}
+        }
+        hooks.insert(
+            name.clone(),
+            HookConfig {
+                command: h.command.value.clone(),
+                timeout: positive(
+                    h.timeout.as_ref(),
+                    DEFAULT_HOOK_TIMEOUT,
+                    &format!("{key}.timeout"),
+                    &mut p,
+                ),
+            },
+        );
+    }
+
+    // certificates
+    let mut certificates = Vec::new();
+    let mut names: HashMap<String, Location> = HashMap::new();
+    let mut dirs: HashMap<PathBuf, (String, Location)> = HashMap::new();
+    let raw_certs = raw.certificates.as_ref();
+    for (i, c) in raw_certs
+        .map(|c| c.value.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let key = format!("certificates[{i}]");
+        let name = &c.name.value;
+        if !is_valid_name(name) {
+            p.at(
+                c.name.referenced,
+                format!("{key}.name"),
+                format!("name {name:?} must match [a-z0-9_-]+ (at most 64 characters)"),
+            );
+        }
+        let duplicate_name = names.contains_key(name);
+        if let Some(first) = names.get(name) {
+            p.at(
+                c.name.referenced,
+                format!("{key}.name"),
+                format!(
+                    "duplicate certificate name {name:?} (first used at line {})",
+                    first.line()
+                ),
+            );
+        } else {
+            names.insert(name.clone(), c.name.referenced);
+        }
+        let domain = c.domain.value.trim().to_ascii_lowercase();
+        if !is_valid_domain(&domain) {
+            p.at(
+                c.domain.referenced,
+                format!("{key}.domain"),
+                format!("{:?} is not a valid domain name", c.domain.value),
+            );
+        }
+        let (dir, dir_loc) = match &c.output.dir {
+            Some(d) => (d.value.0.clone(), d.referenced),
+            None => (Path::new(DEFAULT_OUTPUT_ROOT).join(name), c.name.referenced),
+        };
+        // A duplicate name already explains a clash of the directories derived from it.
+        let derived_clash = duplicate_name && c.output.dir.is_none();
+        if let Some((other, first)) = dirs.get(&dir).filter(|_| !derived_clash) {
+            p.at(
+                dir_loc,
+                format!("{key}.output.dir"),
+                format!(
+                    "output directory {} is also used by certificate {other:?} (line {}); each certificate needs its own",
+                    dir.display(),
+                    first.line()
+                ),
+            );
+        } else {
+            dirs.insert(dir.clone(), (name.clone(), dir_loc));
+        }
+        if let Some(v) = &c.verify {
+            if v.connect.value.parse::<SocketAddr>().is_err()
+                && !v.connect.value.rsplit_once(':').is_some_and(|(h, port)| {
+                    !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                })
+            {
+                p.at(
+                    v.connect.referenced,
+                    format!("{key}.verify.connect"),
+                    format!(
+                        "{:?} is not host:port (e.g. \"127.0.0.1:443\")",
+                        v.connect.value
+                    ),
+                );
+            }
+        }
+        let validation = validation_config(
+            c.validation.as_ref(),
+            &defaults.validation,
+            &format!("{key}.validation"),
+            &mut p,
+        );
+        if validation.method == ValidationMethod::File && domain.starts_with("*.") {
+            p.at(
+                c.domain.referenced,
+                format!("{key}.validation.method"),
+                "wildcard domains can only be validated by DNS (CAS refuses FILE validation for them)",
+            );
+        }
+        certificates.push(CertificateConfig {
+            name: name.clone(),
+            domain,
+            output: OutputConfig {
+                dir,
+                owner: c.output.owner.clone(),
+                group: c.output.group.clone(),
+                key_mode: c.output.key_mode.map_or(0o600, |m| m.0),
+                cert_mode: c.output.cert_mode.map_or(0o644, |m| m.0),
+                keep: c.output.keep.unwrap_or(5),
+            },
+            key: key_spec(c.key.as_ref(), &defaults.key),
+            validation,
+            reload: match &c.reload {
+                Some(r) => check_hook_refs(r, &raw.hooks, &format!("{key}.reload"), &mut p),
+                None => defaults.reload.clone(),
+            },
+            verify: c.verify.as_ref().map(|v| VerifyConfig {
+                connect: v.connect.value.clone(),
+                server_name: v.server_name.clone(),
+            }),
+        });
+    }
+
+    let discover = raw.discover.as_ref().map(|d| {
+        if d.keyword.value.trim().is_empty() {
+            p.at(
+                d.keyword.referenced,
+                "discover.keyword",
+                "is empty; it would match every order",
+            );
+        }
+        DiscoverConfig {
+            keyword: d.keyword.value.trim().to_owned(),
+            output_root: d.output_root.0.clone(),
+        }
+    });
+    if certificates.is_empty() && discover.is_none() {
+        p.at(
+            raw_certs.map_or(Location::UNKNOWN, |c| c.referenced),
+            "certificates",
+            "no certificates are configured and `discover` is not set: there is nothing to manage",
+        );
+    }
+
+    let metrics = MetricsConfig {
+        listen: match &raw.metrics.listen {
+            Some(l) => l.value.parse().unwrap_or_else(|_| {
+                p.at(
+                    l.referenced,
+                    "metrics.listen",
+                    format!(
+                        "{:?} is not an address:port such as \"127.0.0.1:9797\"",
+                        l.value
+                    ),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 9797))
+            }),
+            None => SocketAddr::from(([127, 0, 0, 1], 9797)),
+        },
+    };
+
+    let level = match &raw.log.level {
+        Some(l) => {
+            if tracing_subscriber::EnvFilter::try_new(&l.value).is_err() {
+                p.at(
+                    l.referenced,
+                    "log.level",
+                    format!(
+                        "{:?} is not a log level (trace, debug, info, warn, error) or filter directive",
+                        l.value
+                    ),
+                );
+            }
+            l.value.clone()
+        }
+        None => "info".to_owned(),
+    };
+
+    if !p.list.is_empty() {
+        p.list.sort_by_key(|x| (x.line, x.column));
+        return Err(ConfigError::Invalid(p.list));
+    }
+    Ok(Config {
+        source: source.to_owned(),
+        api,
+        credentials,
+        state_dir: raw
+            .state_dir
+            .map(|s| s.0)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        schedule,
+        renewal,
+        certificates,
+        discover,
+        defaults,
+        hooks,
+        metrics,
+        log: LogConfig {
+            format: raw.log.format.unwrap_or_default(),
+            level,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests;
