@@ -14,4 +14,5 @@
 
 pub mod cas;
 pub mod config;
+pub mod listing;
 pub mod secret;

@@ -1,1 +1,167 @@
-fn main() {}
+//! The `cas-renewd` command line: parses arguments, sets up logging, and hands
+//! each subcommand to the library. `anyhow` lives here only.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use cas_renewd::cas::api::{OrderFilter, OrderStatus, OrderType};
+use cas_renewd::cas::client::RateLimiter;
+use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
+use cas_renewd::config::{self, Config, LogFormat};
+
+/// Keeps TLS certificates bought through Alibaba Cloud CAS renewed.
+#[derive(Debug, Parser)]
+#[command(name = "cas-renewd", version, about)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "CAS_RENEWD_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate the configuration: exit 0 when valid, 2 when not.
+    CheckConfig,
+    /// List the orders (or certificates) in the account.
+    List {
+        /// Only entries with this status (PAYED, ISSUED, WILLEXPIRED, EXPIRED, ...).
+        #[arg(long, value_parser = parse_status)]
+        status: Option<OrderStatus>,
+        /// What to list: orders (cpack, buy) or certificates (cert, upload).
+        #[arg(long = "type", value_enum, default_value_t = ListType::Cpack)]
+        order_type: ListType,
+        /// Only entries whose domain or id matches this keyword.
+        #[arg(long)]
+        keyword: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ListType {
+    Cpack,
+    Buy,
+    Cert,
+    Upload,
+}
+
+impl From<ListType> for OrderType {
+    fn from(t: ListType) -> Self {
+        match t {
+            ListType::Cpack => OrderType::Cpack,
+            ListType::Buy => OrderType::Buy,
+            ListType::Cert => OrderType::Cert,
+            ListType::Upload => OrderType::Upload,
+        }
+    }
+}
+
+fn parse_status(s: &str) -> Result<OrderStatus, String> {
+    s.parse()
+}
+
+/// Exit status for a configuration that cannot be used.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if let Command::CheckConfig = cli.command {
+        println!(
+            "{}: valid ({} certificate{}{})",
+            cli.config.display(),
+            cfg.certificates.len(),
+            if cfg.certificates.len() == 1 { "" } else { "s" },
+            if cfg.discover.is_some() {
+                ", discover on"
+            } else {
+                ""
+            }
+        );
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&cfg);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, cfg)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAS_RENEWD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::CheckConfig => Ok(ExitCode::SUCCESS),
+        Command::List {
+            status,
+            order_type,
+            keyword,
+            json,
+        } => {
+            let creds = CredentialsProvider::resolve(
+                cfg.credentials.as_ref(),
+                &Environment::from_process(),
+            )
+            .context("resolving credentials")?;
+            let limiter = Arc::new(RateLimiter::new(cfg.api.rate_limit_per_second));
+            let cas = cas_renewd::cas::cas_client(&cfg.api, Arc::new(creds), limiter)?;
+            let filter = OrderFilter {
+                keyword,
+                status,
+                order_type: Some(order_type.into()),
+                resource_group_id: None,
+            };
+            let orders = cas
+                .list_all_orders(filter, cas_renewd::cas::api::DEFAULT_PAGE_SIZE)
+                .await?;
+            let rows = cas_renewd::listing::rows(&orders, chrono::Utc::now());
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &rows)?;
+                writeln!(out)?;
+            } else {
+                out.write_all(cas_renewd::listing::table(&rows).as_bytes())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,1 +1,30 @@
+//! Everything that speaks to Alibaba Cloud: signing, credentials, transport and typed operations.
+
+pub mod api;
+pub mod client;
+pub mod credentials;
 pub mod sign;
+
+use std::sync::Arc;
+
+use crate::config::ApiConfig;
+
+/// A CAS client for the configured endpoint, sharing `limiter` with any other
+/// client of the process so the rate limit holds across all of them.
+pub fn cas_client(
+    api: &ApiConfig,
+    credentials: Arc<credentials::CredentialsProvider>,
+    limiter: Arc<client::RateLimiter>,
+) -> Result<api::Cas, client::ApiError> {
+    let settings = client::ClientSettings {
+        endpoint: api.endpoint.clone(),
+        version: api::CAS_VERSION,
+        timeout: api.timeout,
+        max_attempts: api.max_attempts,
+    };
+    Ok(api::Cas::new(client::ApiClient::new(
+        settings,
+        credentials,
+        limiter,
+    )?))
+}

@@ -338,7 +338,7 @@ fn alias_bombs_are_refused() {
         let prev = format!("*a{}", i - 1);
         yaml.push_str(&format!(
             "a{i}: &a{i} [{}]\n",
-            vec![prev.as_str(); 9].join(", ")
+            [prev.as_str(); 9].join(", ")
         ));
     }
     yaml.push_str(MINIMAL);
