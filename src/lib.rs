@@ -16,3 +16,4 @@ pub mod cas;
 pub mod config;
 pub mod listing;
 pub mod secret;
+pub mod sim;

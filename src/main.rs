@@ -13,6 +13,7 @@ use cas_renewd::cas::api::{OrderFilter, OrderStatus, OrderType};
 use cas_renewd::cas::client::RateLimiter;
 use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
 use cas_renewd::config::{self, Config, LogFormat};
+use cas_renewd::sim::{Scenario, Simulator};
 
 /// Keeps TLS certificates bought through Alibaba Cloud CAS renewed.
 #[derive(Debug, Parser)]
@@ -44,6 +45,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the CAS simulator (loopback only) until interrupted.
+    Sim {
+        /// Address to listen on, e.g. 127.0.0.1:8443 (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Scenario file; without it, the built-in demo scenario.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -74,6 +84,9 @@ const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Sim { listen, scenario } = &cli.command {
+        return run_sim(listen, scenario.as_deref());
+    }
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -96,18 +109,61 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&cfg);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
+            eprintln!("{e:#}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli.command, cfg)) {
         Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run_sim(listen: &str, scenario: Option<&std::path::Path>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAS_RENEWD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let scenario = match scenario.map(Scenario::load).transpose() {
+        Ok(s) => s.unwrap_or_else(Scenario::demo),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let sim = Simulator::start(&scenario, listen).await?;
+            println!("listening on {}", sim.url());
+            std::io::stdout().flush()?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            anyhow::Ok(())
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -130,7 +186,7 @@ fn init_logging(cfg: &Config) {
 
 async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::CheckConfig => Ok(ExitCode::SUCCESS),
+        Command::CheckConfig | Command::Sim { .. } => Ok(ExitCode::SUCCESS),
         Command::List {
             status,
             order_type,

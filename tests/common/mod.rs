@@ -112,6 +112,18 @@ impl Fake {
         format!("http://{}", self.addr)
     }
 
+    /// A handle naming another server (the simulator), for [`cas_for`].
+    pub fn at(url: String) -> Fake {
+        let addr = url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("socket address");
+        Fake {
+            addr,
+            inner: Arc::new(Mutex::new(Inner::default())),
+        }
+    }
+
     /// Queue answers for `action`, used in order before the fallback.
     pub fn script(&self, action: &str, replies: impl IntoIterator<Item = Reply>) {
         let mut g = self.inner.lock().expect("lock");
@@ -286,10 +298,22 @@ pub fn cas_for(
     max_attempts: u32,
     timeout: Duration,
 ) -> cas_renewd::cas::api::Cas {
+    cas_with_key(fake, ACCESS_KEY_ID, secret, token, max_attempts, timeout)
+}
+
+/// Like [`cas_for`] with another AccessKey id.
+pub fn cas_with_key(
+    fake: &Fake,
+    key_id: &str,
+    secret: &str,
+    token: Option<&str>,
+    max_attempts: u32,
+    timeout: Duration,
+) -> cas_renewd::cas::api::Cas {
     use cas_renewd::cas::client::{ApiClient, ClientSettings, RateLimiter};
     use cas_renewd::cas::credentials::{Credential, CredentialsProvider};
     let creds = CredentialsProvider::fixed(Credential {
-        access_key_id: ACCESS_KEY_ID.into(),
+        access_key_id: key_id.into(),
         access_key_secret: cas_renewd::secret::Secret::new(secret),
         security_token: token.map(cas_renewd::secret::Secret::new),
         expiration: None,
@@ -316,4 +340,111 @@ pub fn throttled() -> Reply {
         "x-ratelimit-user-api",
         "Limit:10,Remain:0,TimeLeft:20,Reset:1",
     )
+}
+
+/// Options for a hand-made signed request, to provoke signature errors.
+pub struct Raw<'a> {
+    pub action: &'a str,
+    pub version: &'a str,
+    pub params: Vec<(String, String)>,
+    pub key_id: &'a str,
+    pub secret: &'a str,
+    pub date: String,
+    pub nonce: String,
+}
+
+impl<'a> Raw<'a> {
+    pub fn new(action: &'a str, key_id: &'a str, secret: &'a str) -> Self {
+        Raw {
+            action,
+            version: "2020-04-07",
+            params: Vec::new(),
+            key_id,
+            secret,
+            date: chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            nonce: format!("{:032x}", rand::random::<u128>()),
+        }
+    }
+
+    pub fn param(mut self, k: &str, v: &str) -> Self {
+        self.params.push((k.into(), v.into()));
+        self
+    }
+
+    /// Sends the request signed with ACS3-HMAC-SHA256; returns status and JSON body.
+    pub async fn send(&self, base: &str) -> (u16, serde_json::Value) {
+        let url = reqwest::Url::parse(base).expect("url");
+        let host = format!(
+            "{}:{}",
+            url.host_str().expect("host"),
+            url.port().expect("port")
+        );
+        let headers: Vec<(String, String)> = vec![
+            ("host".into(), host),
+            ("x-acs-action".into(), self.action.into()),
+            ("x-acs-version".into(), self.version.into()),
+            ("x-acs-date".into(), self.date.clone()),
+            ("x-acs-signature-nonce".into(), self.nonce.clone()),
+            (
+                "x-acs-content-sha256".into(),
+                sign::EMPTY_PAYLOAD_SHA256.into(),
+            ),
+        ];
+        let sig = sign::sign_v3(
+            &sign::V3Input {
+                method: "POST",
+                path: "/",
+                query: &self.params,
+                headers: &headers,
+                payload_hash: sign::EMPTY_PAYLOAD_SHA256,
+            },
+            self.secret.as_bytes(),
+        );
+        let mut req = reqwest::Client::new()
+            .post(format!("{base}/?{}", sign::canonical_query(&self.params)))
+            .header("authorization", sign::authorization_v3(self.key_id, &sig));
+        for (k, v) in headers.iter().skip(1) {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.expect("send");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// Sends the request as an older SDK would: GET with an HMAC-SHA1 `Signature`.
+    pub async fn send_v2(&self, base: &str) -> (u16, serde_json::Value) {
+        let mut params = self.params.clone();
+        for (k, v) in [
+            ("AccessKeyId", self.key_id),
+            ("Action", self.action),
+            ("Version", self.version),
+            ("Format", "JSON"),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureVersion", "1.0"),
+            ("SignatureNonce", self.nonce.as_str()),
+            ("Timestamp", self.date.as_str()),
+        ] {
+            params.push((k.into(), v.into()));
+        }
+        let signature = sign::sign_v2(
+            &sign::string_to_sign_v2("GET", &params),
+            self.secret.as_bytes(),
+        );
+        params.push(("Signature".into(), signature));
+        let resp = reqwest::Client::new()
+            .get(format!("{base}/?{}", sign::canonical_query(&params)))
+            .send()
+            .await
+            .expect("send");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
 }

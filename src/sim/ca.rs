@@ -1,0 +1,316 @@
+//! The simulator's certificate authority: a root and an intermediate made fresh
+//! at every start, issuing real X.509 v3 certificates from submitted CSRs.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("Csr could not be parsed or its signature is invalid: {0}")]
+    BadCsr(String),
+    #[error("Csr has no domain name (neither a DNS subjectAltName nor a CN)")]
+    CsrWithoutName,
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+/// What the CA returns for one issuance.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub leaf_pem: String,
+    /// Intermediates, leaf's issuer first.
+    pub chain_pem: String,
+    /// Set when the CA generated the key (renewal without a CSR).
+    pub private_key_pem: Option<String>,
+    pub serial_hex: String,
+    pub names: Vec<String>,
+}
+
+/// The misbehaviours a scenario can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Twist {
+    None,
+    WrongKey,
+    WrongName,
+    Expired,
+}
+
+pub struct Ca {
+    root_pem: String,
+    intermediate_pem: String,
+    intermediate: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
+fn ca_params(cn: &str, path_len: Option<u8>) -> Result<CertificateParams, CaError> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name
+        .push(DnType::OrganizationName, "cas-renewd simulator");
+    p.is_ca = IsCa::Ca(match path_len {
+        Some(n) => BasicConstraints::Constrained(n),
+        None => BasicConstraints::Unconstrained,
+    });
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::days(1);
+    p.not_after = now + ::time::Duration::days(3650);
+    Ok(p)
+}
+
+impl Ca {
+    pub fn new() -> Result<Ca, CaError> {
+        let root_key = KeyPair::generate()?;
+        let root_params = ca_params("cas-renewd simulator root CA", None)?;
+        let root_cert = root_params.self_signed(&root_key)?;
+        let root = Issuer::new(root_params, root_key);
+        let int_key = KeyPair::generate()?;
+        let int_params = ca_params("cas-renewd simulator intermediate CA", Some(0))?;
+        let int_cert = int_params.signed_by(&int_key, &root)?;
+        Ok(Ca {
+            root_pem: root_cert.pem(),
+            intermediate_pem: int_cert.pem(),
+            intermediate: Issuer::new(int_params, int_key),
+        })
+    }
+
+    pub fn root_pem(&self) -> &str {
+        &self.root_pem
+    }
+
+    /// Issues a leaf for `csr_pem`'s key and names (or, without a CSR, for a new key
+    /// of `algorithm` and `names`), valid from `not_before` to `not_after`.
+    pub fn issue(
+        &self,
+        csr_pem: Option<&str>,
+        names: &[String],
+        algorithm: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+        twist: Twist,
+    ) -> Result<Issued, CaError> {
+        let (public_key, mut cert_names, private_key_pem) = match csr_pem {
+            Some(pem) => {
+                let csr = CertificateSigningRequestParams::from_pem(pem)
+                    .map_err(|e| CaError::BadCsr(e.to_string()))?;
+                let mut names: Vec<String> = csr
+                    .params
+                    .subject_alt_names
+                    .iter()
+                    .filter_map(|s| match s {
+                        SanType::DnsName(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                if let Some(cn) = csr
+                    .params
+                    .distinguished_name
+                    .get(&DnType::CommonName)
+                    .and_then(dn_value)
+                {
+                    if !names.contains(&cn) {
+                        names.insert(0, cn);
+                    }
+                }
+                if names.is_empty() {
+                    return Err(CaError::CsrWithoutName);
+                }
+                (PublicKey::Csr(csr.public_key), names, None)
+            }
+            None => {
+                let key = if algorithm.eq_ignore_ascii_case("RSA") {
+                    KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?
+                } else {
+                    KeyPair::generate()?
+                };
+                let pem = key.serialize_pem();
+                (PublicKey::Generated(key), names.to_vec(), Some(pem))
+            }
+        };
+        let mut not_after = not_after;
+        let mut not_before = not_before;
+        match twist {
+            Twist::None => {}
+            Twist::WrongName => cert_names = vec!["wrong-name.invalid".into()],
+            Twist::Expired => {
+                not_after = OffsetDateTime::now_utc() - time::Duration::days(1);
+                not_before = not_after - time::Duration::days(90);
+            }
+            Twist::WrongKey => {}
+        }
+        let mut p = CertificateParams::new(cert_names.clone())?;
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(DnType::CommonName, cert_names[0].clone());
+        p.not_before = not_before;
+        p.not_after = not_after;
+        let serial: [u8; 16] = rand::random();
+        let mut serial = serial.to_vec();
+        serial[0] &= 0x7f;
+        p.serial_number = Some(SerialNumber::from_slice(&serial));
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.use_authority_key_identifier_extension = true;
+        let cert = if twist == Twist::WrongKey {
+            let other = KeyPair::generate()?;
+            p.signed_by(&other, &self.intermediate)?
+        } else {
+            match &public_key {
+                PublicKey::Csr(k) => p.signed_by(k, &self.intermediate)?,
+                PublicKey::Generated(k) => p.signed_by(k, &self.intermediate)?,
+            }
+        };
+        Ok(Issued {
+            leaf_pem: cert.pem(),
+            chain_pem: self.intermediate_pem.clone(),
+            private_key_pem,
+            serial_hex: hex::encode(&serial),
+            names: cert_names,
+        })
+    }
+}
+
+enum PublicKey {
+    Csr(rcgen::PublicKey),
+    Generated(KeyPair),
+}
+
+fn dn_value(v: &rcgen::DnValue) -> Option<String> {
+    match v {
+        rcgen::DnValue::Utf8String(s) => Some(s.clone()),
+        rcgen::DnValue::PrintableString(s) => Some(s.to_string()),
+        rcgen::DnValue::Ia5String(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::PublicKeyData;
+    use x509_parser::prelude::*;
+
+    fn csr(names: &[&str], key: &KeyPair) -> String {
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("params");
+        p.distinguished_name.push(DnType::CommonName, names[0]);
+        p.serialize_request(key).expect("csr").pem().expect("pem")
+    }
+
+    #[test]
+    fn issues_for_the_csr_key_and_names_with_chain() {
+        let ca = Ca::new().expect("ca");
+        let key = KeyPair::generate().expect("key");
+        let now = OffsetDateTime::now_utc();
+        let issued = ca
+            .issue(
+                Some(&csr(&["www.example.com", "alt.example.com"], &key)),
+                &[],
+                "RSA",
+                now,
+                now + ::time::Duration::days(365),
+                Twist::None,
+            )
+            .expect("issued");
+        assert!(issued.private_key_pem.is_none());
+        let (_, pem) = parse_x509_pem(issued.leaf_pem.as_bytes()).expect("pem");
+        let cert = pem.parse_x509().expect("x509");
+        assert_eq!(cert.version(), X509Version::V3);
+        assert_eq!(
+            cert.public_key().raw,
+            key.subject_public_key_info().as_slice()
+        );
+        let sans: Vec<String> = cert
+            .subject_alternative_name()
+            .expect("ext")
+            .expect("san")
+            .value
+            .general_names
+            .iter()
+            .map(|g| g.to_string())
+            .collect();
+        assert_eq!(
+            sans,
+            ["DNSName(www.example.com)", "DNSName(alt.example.com)"]
+        );
+        let (_, int_pem) = parse_x509_pem(issued.chain_pem.as_bytes()).expect("pem");
+        let int = int_pem.parse_x509().expect("x509");
+        assert_eq!(cert.issuer(), int.subject());
+        cert.verify_signature(Some(int.public_key()))
+            .expect("signed by the intermediate");
+    }
+
+    #[test]
+    fn generates_a_key_without_csr_and_twists_on_request() {
+        let ca = Ca::new().expect("ca");
+        let now = OffsetDateTime::now_utc();
+        let names = vec!["a.example.com".to_owned()];
+        let issued = ca
+            .issue(
+                None,
+                &names,
+                "ECC",
+                now,
+                now + ::time::Duration::days(30),
+                Twist::None,
+            )
+            .expect("issued");
+        let key_pem = issued.private_key_pem.expect("key returned");
+        let key = KeyPair::from_pem(&key_pem).expect("key parses");
+        let (_, pem) = parse_x509_pem(issued.leaf_pem.as_bytes()).expect("pem");
+        assert_eq!(
+            pem.parse_x509().expect("x509").public_key().raw,
+            key.subject_public_key_info().as_slice()
+        );
+
+        let k = KeyPair::generate().expect("key");
+        let csr_pem = csr(&["a.example.com"], &k);
+        let wrong = ca
+            .issue(
+                Some(&csr_pem),
+                &[],
+                "ECC",
+                now,
+                now + ::time::Duration::days(30),
+                Twist::WrongKey,
+            )
+            .expect("issued");
+        let (_, pem) = parse_x509_pem(wrong.leaf_pem.as_bytes()).expect("pem");
+        assert_ne!(
+            pem.parse_x509().expect("x509").public_key().raw,
+            k.subject_public_key_info().as_slice()
+        );
+        let expired = ca
+            .issue(
+                Some(&csr_pem),
+                &[],
+                "ECC",
+                now,
+                now + ::time::Duration::days(30),
+                Twist::Expired,
+            )
+            .expect("issued");
+        let (_, pem) = parse_x509_pem(expired.leaf_pem.as_bytes()).expect("pem");
+        assert!(!pem.parse_x509().expect("x509").validity().is_valid());
+        assert!(
+            ca.issue(Some("not a csr"), &[], "ECC", now, now, Twist::None)
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! The simulator's scenario file: account key, orders, issuance behaviour, rate
+//! limits and fault probabilities.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::HumanDuration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub access_key: AccessKey,
+    /// Seed of every random choice (faults, tokens), so a run can be repeated.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub orders: Vec<OrderSpec>,
+    pub generate: Option<Generate>,
+    #[serde(default)]
+    pub issuance: Issuance,
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub faults: Faults,
+    /// Largest `ShowSize` ListUserCertificateOrder accepts; CAS documents no limit,
+    /// so the simulator enforces this one and answers InvalidParameter above it.
+    #[serde(default = "default_max_page_size")]
+    pub max_page_size: u32,
+    /// DNS zones the simulated account hosts; by default the last two labels of
+    /// every order's domain.
+    #[serde(default)]
+    pub dns_zones: Vec<String>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn default_max_page_size() -> u32 {
+    100
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKey {
+    pub id: String,
+    pub secret: String,
+}
+
+/// What the simulated CA does when a renewal of this order is issued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssueOutcome {
+    /// A correct certificate.
+    #[default]
+    Ok,
+    /// The order ends in `verify_fail`.
+    VerifyFail,
+    /// A certificate for a different public key than the CSR's.
+    WrongKey,
+    /// A certificate for a name other than the order's.
+    WrongName,
+    /// A certificate that has already expired.
+    Expired,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderSpec {
+    pub domain: String,
+    /// Time from the simulator's start until the current certificate expires.
+    pub expires_in: HumanDuration,
+    #[serde(default)]
+    pub sans: Vec<String>,
+    /// `RSA` or `ECC`: the key CAS generates when a renewal has no CSR.
+    #[serde(default = "default_algorithm")]
+    pub algorithm: String,
+    #[serde(default)]
+    pub issue: IssueOutcome,
+}
+
+fn default_algorithm() -> String {
+    "RSA".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generate {
+    pub count: u32,
+    #[serde(default)]
+    pub expiring_fraction: f64,
+    /// `{n}` is replaced by the order's number.
+    #[serde(default = "default_generated_domain")]
+    pub domain: String,
+}
+
+fn default_generated_domain() -> String {
+    "host-{n}.example.com".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationKind {
+    #[default]
+    None,
+    Dns,
+    File,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Issuance {
+    /// DescribeCertificateState polls a renewal order answers before `certificate`.
+    #[serde(default = "default_polls")]
+    pub polls_before_issued: u32,
+    #[serde(default)]
+    pub validation: ValidationKind,
+    #[serde(default = "default_validity")]
+    pub validity: HumanDuration,
+    /// Where FILE validation looks for `Uri` (the web root of every domain).
+    pub webroot: Option<PathBuf>,
+}
+
+impl Default for Issuance {
+    fn default() -> Self {
+        Issuance {
+            polls_before_issued: default_polls(),
+            validation: ValidationKind::None,
+            validity: default_validity(),
+            webroot: None,
+        }
+    }
+}
+
+fn default_polls() -> u32 {
+    2
+}
+
+fn default_validity() -> HumanDuration {
+    HumanDuration(Duration::from_secs(365 * 86_400))
+}
+
+/// Probabilities (0 to 1) of each fault per API request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    #[serde(default)]
+    pub throttle: f64,
+    /// Answer 503 ServiceUnavailable or 500 InternalError without acting.
+    #[serde(default)]
+    pub server_error: f64,
+    /// Act, then hold the answer for `hold` (past the client's timeout).
+    #[serde(default)]
+    pub timeout: f64,
+    /// Act, then answer a truncated or non-JSON body.
+    #[serde(default)]
+    pub malformed: f64,
+    /// Added to every API answer.
+    #[serde(default = "zero_duration")]
+    pub latency: HumanDuration,
+    #[serde(default = "default_hold")]
+    pub hold: HumanDuration,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            throttle: 0.0,
+            server_error: 0.0,
+            timeout: 0.0,
+            malformed: 0.0,
+            latency: zero_duration(),
+            hold: default_hold(),
+        }
+    }
+}
+
+fn zero_duration() -> HumanDuration {
+    HumanDuration(Duration::ZERO)
+}
+
+fn default_hold() -> HumanDuration {
+    HumanDuration(Duration::from_secs(35))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: cannot read scenario: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Scenario::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
+        let invalid = |message: String| ScenarioError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let s: Scenario = serde_saphyr::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        for (name, p) in [
+            ("faults.throttle", s.faults.throttle),
+            ("faults.server_error", s.faults.server_error),
+            ("faults.timeout", s.faults.timeout),
+            ("faults.malformed", s.faults.malformed),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(invalid(format!(
+                    "{name} is {p}; a probability is between 0 and 1"
+                )));
+            }
+        }
+        if let Some(g) = &s.generate {
+            if !(0.0..=1.0).contains(&g.expiring_fraction) {
+                return Err(invalid(
+                    "generate.expiring_fraction must be between 0 and 1".into(),
+                ));
+            }
+            if !g.domain.contains("{n}") {
+                return Err(invalid(
+                    "generate.domain needs {n} so that domains differ".into(),
+                ));
+            }
+        }
+        if s.issuance.validation == ValidationKind::File && s.issuance.webroot.is_none() {
+            return Err(invalid(
+                "issuance.validation: file needs issuance.webroot".into(),
+            ));
+        }
+        if s.max_page_size == 0 {
+            return Err(invalid("max_page_size must be at least 1".into()));
+        }
+        Ok(s)
+    }
+
+    /// A small scenario for `demo` and quick trials.
+    pub fn demo() -> Scenario {
+        Scenario::parse(DEMO_SCENARIO, Path::new("<built-in demo scenario>"))
+            .expect("the built-in scenario is valid (tested)")
+    }
+}
+
+/// The scenario `demo` runs, also shipped as `config/sim-scenario.example.yaml`.
+pub const DEMO_SCENARIO: &str = "\
+access_key: { id: sim-access-key-id, secret: sim-access-key-secret }
+orders:
+  - { domain: www.example.com, expires_in: 20d }
+  - { domain: api.example.com, expires_in: 200d, sans: [api2.example.com] }
+issuance: { polls_before_issued: 2, validation: none, validity: 365d }
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_and_example_scenarios_parse() {
+        let d = Scenario::demo();
+        assert_eq!(d.orders.len(), 2);
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sim-scenario.example.yaml");
+        let s = Scenario::load(&example).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.access_key.id, "sim-access-key-id");
+        assert_eq!(s.rate_limits.get("ListUserCertificateOrder"), Some(&10));
+    }
+
+    #[test]
+    fn bad_scenarios_are_refused() {
+        let p = Path::new("s.yaml");
+        let key = "access_key: { id: a, secret: b }\n";
+        for bad in [
+            format!("{key}faults: {{ throttle: 1.5 }}\n"),
+            format!("{key}generate: {{ count: 3, domain: fixed.example.com }}\n"),
+            format!("{key}issuance: {{ validation: file }}\n"),
+            format!("{key}unknown: 1\n"),
+            "orders: []\n".to_owned(),
+        ] {
+            assert!(Scenario::parse(&bad, p).is_err(), "{bad}");
+        }
+    }
+}
