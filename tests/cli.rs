@@ -149,3 +149,58 @@ async fn list_reports_api_errors_with_exit_1() {
     assert!(stderr.contains("REQ-Forbidden.RAM"), "{stderr}");
     assert!(!stderr.contains(common::ACCESS_KEY_SECRET));
 }
+
+/// The README's sandbox instructions: start `sim` with the example scenario, read
+/// its "listening on" line, point `list` at it.
+#[test]
+fn sim_command_serves_the_example_scenario_to_list() {
+    use std::io::{BufRead, BufReader};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sim = Command::new(BIN)
+        .args(["sim", "--listen", "127.0.0.1:0", "--scenario"])
+        .arg(root.join("config/sim-scenario.example.yaml"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sim starts");
+    let mut line = String::new();
+    BufReader::new(sim.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "api: {{ endpoint: {url} }}\ncredentials: {{ access_key_id: sim-access-key-id, access_key_secret: sim-access-key-secret }}\ncertificates:\n  - {{ name: www, domain: www.example.com }}\n"
+        ),
+    )
+    .expect("config");
+    let out = cmd(&cfg)
+        .args(["list", "--json"])
+        .output()
+        .expect("list runs");
+    let _ = sim.kill();
+    let _ = sim.wait();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let rows: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let domains: Vec<&str> = rows
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r["domain"].as_str())
+        .collect();
+    assert_eq!(
+        domains,
+        ["shop.example.com", "www.example.com", "api.example.com"]
+    );
+    assert_eq!(rows[0]["status"], "WILLEXPIRED");
+}

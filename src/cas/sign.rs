@@ -90,8 +90,10 @@ pub fn canonical_query(params: &[(String, String)]) -> String {
     out
 }
 
-/// The inputs of a V3 signature. `headers` holds every header sent; only `host`,
-/// `content-type` and `x-acs-*` take part, compared case-insensitively.
+/// The inputs of a V3 signature. `headers` are the headers to sign, names in any
+/// case: a client passes `host`, `content-type` and every `x-acs-*` header (what the
+/// documentation requires); a server passes what `SignedHeaders` names, because
+/// some SDKs sign more (the Python SDK also signs `accept` and `user-agent`).
 #[derive(Debug, Clone, Copy)]
 pub struct V3Input<'a> {
     pub method: &'a str,
@@ -140,13 +142,10 @@ fn canonical_uri(path: &str) -> String {
 fn canonical_headers(headers: &[(String, String)]) -> (String, String) {
     let mut merged: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for (name, value) in headers {
-        let lower = name.to_ascii_lowercase();
-        if lower == "host" || lower == "content-type" || lower.starts_with("x-acs-") {
-            merged
-                .entry(lower)
-                .or_default()
-                .push(value.trim().to_owned());
-        }
+        merged
+            .entry(name.to_ascii_lowercase())
+            .or_default()
+            .push(value.trim().to_owned());
     }
     let mut block = String::new();
     let mut names = Vec::with_capacity(merged.len());

@@ -451,7 +451,8 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
         .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
     let incoming = Incoming {
         method: method.as_str().to_owned(),
-        query: parse_pairs(&query, false),
+        // Query strings follow form encoding: `+` is a space (SDKs send it so).
+        query: parse_pairs(&query, true),
         form: if is_form {
             parse_pairs(&String::from_utf8_lossy(&body), true)
         } else {

@@ -1,0 +1,103 @@
+"""Drives the cas-renewd simulator with Alibaba Cloud's official Python SDKs.
+
+Usage: conformance.py ENDPOINT(host:port) ACCESS_KEY_ID SECRET CSR_FILE
+
+Every call goes through the generated SDK clients (alibabacloud-cas20200407,
+alibabacloud-alidns20150109) exactly as a user's script would, so the SDK's own
+signing and its response models check the simulator. Exits non-zero on the first
+mismatch; prints one line per check.
+"""
+
+import sys
+
+from alibabacloud_tea_openapi.models import Config
+from alibabacloud_cas20200407.client import Client as CasClient
+from alibabacloud_cas20200407 import models as cas
+from alibabacloud_alidns20150109.client import Client as DnsClient
+from alibabacloud_alidns20150109 import models as dns
+
+endpoint, key_id, secret, csr_file = sys.argv[1:5]
+csr = open(csr_file).read()
+checks = 0
+
+
+def check(cond, what):
+    global checks
+    if not cond:
+        print(f"FAIL: {what}", flush=True)
+        sys.exit(1)
+    checks += 1
+    print(f"ok: {what}", flush=True)
+
+
+def config(secret_value, algorithm=None):
+    c = Config(access_key_id=key_id, access_key_secret=secret_value, endpoint=endpoint, protocol="http")
+    if algorithm:
+        c.signature_algorithm = algorithm
+    return c
+
+
+for algorithm, orders in ((None, 2), ("v2", 3)):  # the first pass renews one
+    label = "ACS3-HMAC-SHA256" if algorithm is None else "HMAC-SHA1 (v2)"
+    client = CasClient(config(secret, algorithm))
+
+    # Paging: one entry per page until TotalCount.
+    seen, page = [], 1
+    while True:
+        r = client.list_user_certificate_order(cas.ListUserCertificateOrderRequest(current_page=page, show_size=1))
+        body = r.body
+        check(isinstance(body.total_count, int) and isinstance(body.request_id, str), f"{label}: list page {page} parses")
+        seen.extend(body.certificate_order_list)
+        if len(seen) >= body.total_count or not body.certificate_order_list:
+            break
+        page += 1
+    check(len(seen) == body.total_count == orders and page == orders, f"{label}: paging walked {page} pages for {len(seen)} orders")
+    www = next(o for o in seen if o.domain == "www.example.com")
+    check(isinstance(www.order_id, int) and www.status == "WILLEXPIRED", f"{label}: order model has OrderId {www.order_id} and Status {www.status}")
+    check(isinstance(www.cert_end_time, int) and www.cert_end_time > 10**12, f"{label}: CertEndTime is milliseconds")
+    filtered = client.list_user_certificate_order(cas.ListUserCertificateOrderRequest(status="WILLEXPIRED", keyword="www"))
+    check(filtered.body.total_count == 1, f"{label}: Status and Keyword filters")
+    certs = client.list_user_certificate_order(cas.ListUserCertificateOrderRequest(order_type="CERT"))
+    check(all(isinstance(c.certificate_id, int) and c.common_name for c in certs.body.certificate_order_list), f"{label}: CERT listing has CertificateId and CommonName")
+
+    if algorithm is None:
+        state = client.describe_certificate_state(cas.DescribeCertificateStateRequest(order_id=www.order_id))
+        check(state.body.type == "certificate" and "BEGIN CERTIFICATE" in state.body.certificate, "describe of an issued order returns its certificate")
+
+        renewed = client.renew_certificate_order_for_package_request(
+            cas.RenewCertificateOrderForPackageRequestRequest(order_id=www.order_id, csr=csr)
+        )
+        new_id = renewed.body.order_id
+        check(isinstance(new_id, int) and new_id != www.order_id, f"renew with a CSR returns new OrderId {new_id}")
+        states = []
+        for _ in range(10):
+            s = client.describe_certificate_state(cas.DescribeCertificateStateRequest(order_id=new_id)).body
+            states.append(s.type)
+            if s.type == "certificate":
+                break
+        check(states == ["payed", "process", "certificate"], f"renewal goes {states}")
+        check(s.private_key in (None, ""), "no PrivateKey when we sent a CSR")
+        check(s.certificate.count("BEGIN CERTIFICATE") == 2, "certificate comes with its chain")
+        detail = client.get_user_certificate_detail(cas.GetUserCertificateDetailRequest(cert_id=int(s.cert_id)))
+        check(detail.body.order_id == new_id and "BEGIN CERTIFICATE" in detail.body.cert, "GetUserCertificateDetail parses")
+
+    d = DnsClient(config(secret, algorithm))
+    added = d.add_domain_record(dns.AddDomainRecordRequest(domain_name="example.com", rr=f"_dnsauth.sdk{checks}", type="TXT", value="token-1"))
+    rid = added.body.record_id
+    check(isinstance(rid, str) and rid, f"{label}: AddDomainRecord returns RecordId {rid}")
+    sub = d.describe_sub_domain_records(dns.DescribeSubDomainRecordsRequest(sub_domain=f"_dnsauth.sdk{checks - 1}.example.com", type="TXT"))
+    check(sub.body.total_count == 1 and sub.body.domain_records.record[0].value == "token-1", f"{label}: DescribeSubDomainRecords finds it")
+    zone = d.describe_domain_records(dns.DescribeDomainRecordsRequest(domain_name="example.com"))
+    check(any(x.record_id == rid for x in zone.body.domain_records.record), f"{label}: DescribeDomainRecords lists it")
+    deleted = d.delete_domain_record(dns.DeleteDomainRecordRequest(record_id=rid))
+    check(deleted.body.record_id == rid, f"{label}: DeleteDomainRecord")
+
+    bad = CasClient(config("not-the-secret", algorithm))
+    try:
+        bad.list_user_certificate_order(cas.ListUserCertificateOrderRequest())
+        check(False, f"{label}: wrong secret is refused")
+    except Exception as e:  # the SDK raises its ClientException with .code
+        code = getattr(e, "code", None) or ""
+        check(code == "SignatureDoesNotMatch" or "SignatureDoesNotMatch" in str(e), f"{label}: wrong secret gets SignatureDoesNotMatch ({code})")
+
+print(f"{checks} passed, 0 failed")

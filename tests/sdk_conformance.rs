@@ -1,0 +1,86 @@
+//! Conformance with Alibaba's own SDK: the official Python packages drive the
+//! simulator (paging, describe, renew with a CSR, DNS records, both signature
+//! versions, a wrong secret). Needs the virtual environment `scripts/test.sh`
+//! builds; skipped with a reason otherwise unless CAS_RENEWD_E2E=1.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use cas_renewd::sim::{Scenario, Simulator};
+
+fn sdk_python() -> Option<PathBuf> {
+    let p = std::env::var_os("CAS_RENEWD_SDK_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sdk-venv/bin/python")
+        });
+    let ok = Command::new(&p)
+        .args([
+            "-c",
+            "import alibabacloud_cas20200407, alibabacloud_alidns20150109",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(p)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn official_python_sdk_talks_to_the_simulator() {
+    let Some(python) = sdk_python() else {
+        if std::env::var("CAS_RENEWD_E2E").as_deref() == Ok("1") {
+            panic!("CAS_RENEWD_E2E=1 but the SDK venv is missing; run scripts/test.sh");
+        }
+        eprintln!(
+            "skipped: the official Alibaba Python SDK is not installed (scripts/test.sh installs it into target/sdk-venv)"
+        );
+        return;
+    };
+    let scenario = Scenario::parse(
+        "access_key: { id: sdk-key-id, secret: sdk-key-secret }\norders:\n  - { domain: www.example.com, expires_in: 20d }\n  - { domain: api.example.com, expires_in: 200d }\n",
+        std::path::Path::new("sdk-scenario"),
+    )
+    .expect("scenario");
+    let sim = Simulator::start(&scenario, "127.0.0.1:0")
+        .await
+        .expect("sim");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params =
+        rcgen::CertificateParams::new(vec!["www.example.com".to_owned()]).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "www.example.com");
+    let csr = params
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csr_file = dir.path().join("www.csr");
+    std::fs::write(&csr_file, csr).expect("write csr");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/conformance.py");
+    let endpoint = sim.addr().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args([endpoint.as_str(), "sdk-key-id", "sdk-key-secret"])
+            .arg(&csr_file)
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "SDK conformance failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains(" passed, 0 failed"));
+    let state = sim.state();
+    assert_eq!(state["renew_calls"]["100001"], 1);
+    assert_eq!(
+        state["signature_failures"], 2,
+        "one wrong-secret call per signature version"
+    );
+}
