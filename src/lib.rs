@@ -14,6 +14,13 @@
 
 pub mod cas;
 pub mod config;
+pub mod demo;
+pub mod hooks;
 pub mod listing;
+pub mod pki;
+pub mod renew;
 pub mod secret;
 pub mod sim;
+pub mod status;
+pub mod store;
+pub mod verify;

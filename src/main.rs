@@ -13,6 +13,8 @@ use cas_renewd::cas::api::{OrderFilter, OrderStatus, OrderType};
 use cas_renewd::cas::client::RateLimiter;
 use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
 use cas_renewd::config::{self, Config, LogFormat};
+use cas_renewd::renew::{Engine, PassOptions};
+use cas_renewd::store::StateDir;
 use cas_renewd::sim::{Scenario, Simulator};
 
 /// Keeps TLS certificates bought through Alibaba Cloud CAS renewed.
@@ -44,6 +46,34 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// One pass over every certificate: exit 0 all good, 1 a certificate failed.
+    Once {
+        /// Print the plan with reasons; change nothing, make no write call to CAS.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this certificate.
+        #[arg(long = "cert")]
+        cert: Option<String>,
+    },
+    /// Renew one certificate now (if due, or always with --force).
+    Renew {
+        #[arg(long = "cert")]
+        cert: String,
+        /// Renew even when not due, and past a refused certificate.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Managed certificates: on-disk expiry, order, journal phase, next action.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A full renewal against an in-process simulator, in a scratch directory.
+    Demo {
+        /// Directory to work in (default: a new one under the temp directory, kept).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Run the CAS simulator (loopback only) until interrupted.
     Sim {
@@ -86,6 +116,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Sim { listen, scenario } = &cli.command {
         return run_sim(listen, scenario.as_deref());
+    }
+    if let Command::Demo { dir } = &cli.command {
+        return run_demo(dir.as_deref());
     }
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
@@ -171,6 +204,60 @@ fn run_sim(listen: &str, scenario: Option<&std::path::Path>) -> ExitCode {
     }
 }
 
+fn engine(cfg: Config) -> anyhow::Result<Arc<Engine>> {
+    let creds = CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::from_process())
+        .context("resolving credentials")?;
+    Ok(Arc::new(Engine::new(cfg, Arc::new(creds))?))
+}
+
+async fn pass(cfg: Config, opts: PassOptions) -> anyhow::Result<ExitCode> {
+    let engine = engine(cfg)?;
+    // A dry run changes nothing, so it needs no lock and may run beside the daemon.
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(StateDir::open(&engine.config().state_dir)?.lock()?)
+    };
+    let report = engine.pass(&opts).await?;
+    print!("{}", report.render(opts.dry_run));
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn status(cfg: Config, json: bool) -> anyhow::Result<ExitCode> {
+    let engine = engine(cfg)?;
+    let rows = cas_renewd::status::collect(&engine).await;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(cas_renewd::status::table(&rows).as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_demo(dir: Option<&std::path::Path>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAS_RENEWD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let result = runtime().and_then(|rt| rt.block_on(async { Ok(cas_renewd::demo::run(dir).await?) }));
+    match result {
+        Ok(run) => {
+            print!("{}", cas_renewd::demo::summary(&run));
+            if run.report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => {
+            eprintln!("demo failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAS_RENEWD_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
@@ -186,7 +273,14 @@ fn init_logging(cfg: &Config) {
 
 async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::CheckConfig | Command::Sim { .. } => Ok(ExitCode::SUCCESS),
+        Command::CheckConfig | Command::Sim { .. } | Command::Demo { .. } => Ok(ExitCode::SUCCESS),
+        Command::Once { dry_run, cert } => {
+            pass(cfg, PassOptions { dry_run, only: cert, force: false }).await
+        }
+        Command::Renew { cert, force } => {
+            pass(cfg, PassOptions { dry_run: false, only: Some(cert), force }).await
+        }
+        Command::Status { json } => status(cfg, json).await,
         Command::List {
             status,
             order_type,

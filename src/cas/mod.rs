@@ -3,6 +3,7 @@
 pub mod api;
 pub mod client;
 pub mod credentials;
+pub mod dns;
 pub mod sign;
 
 use std::sync::Arc;
@@ -23,6 +24,25 @@ pub fn cas_client(
         max_attempts: api.max_attempts,
     };
     Ok(api::Cas::new(client::ApiClient::new(
+        settings,
+        credentials,
+        limiter,
+    )?))
+}
+
+/// An Alibaba Cloud DNS client for `api.dns_endpoint`, sharing `limiter`.
+pub fn dns_client(
+    api: &ApiConfig,
+    credentials: Arc<credentials::CredentialsProvider>,
+    limiter: Arc<client::RateLimiter>,
+) -> Result<dns::Dns, client::ApiError> {
+    let settings = client::ClientSettings {
+        endpoint: api.dns_endpoint.clone(),
+        version: dns::DNS_VERSION,
+        timeout: api.timeout,
+        max_attempts: api.max_attempts,
+    };
+    Ok(dns::Dns::new(client::ApiClient::new(
         settings,
         credentials,
         limiter,

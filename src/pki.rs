@@ -1,0 +1,419 @@
+//! Keys, CSRs and certificate checks: key generation (RSA 2048/3072/4096, ECDSA
+//! P-256/P-384), CSRs, and parsing and checking of issued PEM chains.
+
+use rcgen::{CertificateParams, DnType, KeyPair, PublicKeyData as _};
+use sha2::{Digest, Sha256};
+use x509_parser::prelude::*;
+
+use crate::config::KeyAlgorithm;
+use crate::secret::Secret;
+
+/// A chain larger than this is refused before parsing.
+pub const MAX_CHAIN_BYTES: usize = 64 * 1024;
+/// More certificates than this in one chain is refused.
+pub const MAX_CHAIN_CERTS: usize = 10;
+/// Clock skew tolerated when checking a certificate's validity window.
+const SKEW_SECONDS: i64 = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("key generation failed: {0}")]
+    Generate(String),
+    #[error("private key is not a PEM key this build can read: {0}")]
+    BadKey(String),
+    #[error("CSR generation failed: {0}")]
+    Csr(String),
+    #[error("certificate chain is not valid PEM/X.509: {0}")]
+    BadChain(String),
+    #[error("certificate chain has no certificate")]
+    EmptyChain,
+    #[error("certificate chain is {0} bytes; the limit is {MAX_CHAIN_BYTES}")]
+    ChainTooLarge(usize),
+    #[error("certificate chain has {0} certificates; the limit is {MAX_CHAIN_CERTS}")]
+    TooManyCerts(usize),
+    #[error("the certificate's public key is not ours (expected SPKI sha256 {expected}, got {got})")]
+    WrongKey { expected: String, got: String },
+    #[error("the certificate does not cover {domain} (it names {names})")]
+    WrongName { domain: String, names: String },
+    #[error("the certificate is not valid now (valid {not_before} to {not_after})")]
+    NotValidNow {
+        not_before: String,
+        not_after: String,
+    },
+    #[error("the certificate expires {new} which is not later than the installed one ({installed})")]
+    NotNewer { new: String, installed: String },
+    #[error("the chain is out of order and cannot be put in order: {0}")]
+    ChainOrder(String),
+}
+
+/// A private key with its PEM (PKCS#8) kept secret.
+pub struct Key {
+    pair: KeyPair,
+    pem: Secret,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("spki_sha256", &self.spki_sha256())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Key {
+    /// A new key. RSA generation takes up to seconds: call it off the async
+    /// runtime's workers (`spawn_blocking`).
+    pub fn generate(alg: KeyAlgorithm) -> Result<Key, PkiError> {
+        let gen_err = |e: rcgen::Error| PkiError::Generate(e.to_string());
+        let pair = match alg {
+            KeyAlgorithm::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+            KeyAlgorithm::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+            KeyAlgorithm::Rsa2048 => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+            }
+            KeyAlgorithm::Rsa3072 => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_3072)
+            }
+            KeyAlgorithm::Rsa4096 => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_4096)
+            }
+        }
+        .map_err(gen_err)?;
+        let pem = Secret::new(pair.serialize_pem());
+        Ok(Key { pair, pem })
+    }
+
+    /// Reads a PKCS#8 PEM key.
+    pub fn from_pem(pem: &str) -> Result<Key, PkiError> {
+        let pair = KeyPair::from_pem(pem).map_err(|e| PkiError::BadKey(e.to_string()))?;
+        Ok(Key {
+            pem: Secret::new(pair.serialize_pem()),
+            pair,
+        })
+    }
+
+    pub fn pem(&self) -> &Secret {
+        &self.pem
+    }
+
+    pub fn spki_der(&self) -> Vec<u8> {
+        self.pair.subject_public_key_info()
+    }
+
+    /// SHA-256 of the SubjectPublicKeyInfo, hex: how the journal and logs name a key.
+    pub fn spki_sha256(&self) -> String {
+        hex::encode(Sha256::digest(self.spki_der()))
+    }
+
+    /// A CSR with CN = `domain` and every name of `names` (the domain first) as a
+    /// DNS subjectAltName.
+    pub fn csr_pem(&self, domain: &str, names: &[String]) -> Result<String, PkiError> {
+        let mut sans = vec![domain.to_owned()];
+        sans.extend(names.iter().filter(|n| *n != domain).cloned());
+        let mut p = CertificateParams::new(sans).map_err(|e| PkiError::Csr(e.to_string()))?;
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, domain);
+        p.serialize_request(&self.pair)
+            .and_then(|c| c.pem())
+            .map_err(|e| PkiError::Csr(e.to_string()))
+    }
+}
+
+/// What the checks need to know of one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub der: Vec<u8>,
+    pub subject: String,
+    pub issuer: String,
+    pub serial_hex: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub dns_names: Vec<String>,
+    pub spki_sha256: String,
+    /// SHA-256 of the DER, upper-case hex (as CAS shows `Sha2`).
+    pub sha256: String,
+}
+
+impl CertInfo {
+    pub fn not_after_rfc3339(&self) -> String {
+        ts(self.not_after)
+    }
+}
+
+fn ts(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| secs.to_string())
+}
+
+fn info(der: &[u8]) -> Result<CertInfo, PkiError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| PkiError::BadChain(e.to_string()))?;
+    let mut dns_names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|ext| {
+            ext.value
+                .general_names
+                .iter()
+                .filter_map(|g| match g {
+                    GeneralName::DNSName(n) => Some(n.to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if dns_names.is_empty() {
+        if let Some(cn) = cert.subject().iter_common_name().next().and_then(|c| c.as_str().ok()) {
+            dns_names.push(cn.to_ascii_lowercase());
+        }
+    }
+    Ok(CertInfo {
+        der: der.to_vec(),
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        serial_hex: cert.raw_serial_as_string().replace(':', ""),
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        dns_names,
+        spki_sha256: hex::encode(Sha256::digest(cert.public_key().raw)),
+        sha256: hex::encode_upper(Sha256::digest(der)),
+    })
+}
+
+/// A parsed chain, leaf first.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub leaf: CertInfo,
+    pub intermediates: Vec<CertInfo>,
+}
+
+fn pem_block(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+impl Chain {
+    /// Parses every certificate of `pem` and puts them in order: the leaf (the one
+    /// that issued none of the others) first, then each issuer after its subject.
+    pub fn parse(pem: &str) -> Result<Chain, PkiError> {
+        if pem.len() > MAX_CHAIN_BYTES {
+            return Err(PkiError::ChainTooLarge(pem.len()));
+        }
+        let mut certs = Vec::new();
+        for block in Pem::iter_from_buffer(pem.as_bytes()) {
+            let block = block.map_err(|e| PkiError::BadChain(e.to_string()))?;
+            if block.label != "CERTIFICATE" {
+                continue;
+            }
+            certs.push(info(&block.contents)?);
+            if certs.len() > MAX_CHAIN_CERTS {
+                return Err(PkiError::TooManyCerts(certs.len()));
+            }
+        }
+        if certs.is_empty() {
+            return Err(PkiError::EmptyChain);
+        }
+        let leaf_idx = certs
+            .iter()
+            .position(|c| !certs.iter().any(|o| o.issuer == c.subject && o.der != c.der))
+            .ok_or_else(|| PkiError::ChainOrder("every certificate issues another".into()))?;
+        let mut rest = certs;
+        let leaf = rest.remove(leaf_idx);
+        let mut ordered = Vec::new();
+        let mut issuer = leaf.issuer.clone();
+        while let Some(i) = rest.iter().position(|c| c.subject == issuer) {
+            let c = rest.remove(i);
+            issuer = c.issuer.clone();
+            let self_signed = c.subject == c.issuer;
+            ordered.push(c);
+            if self_signed {
+                break;
+            }
+        }
+        if !rest.is_empty() {
+            return Err(PkiError::ChainOrder(format!(
+                "{} certificate(s) do not belong to the leaf's chain",
+                rest.len()
+            )));
+        }
+        Ok(Chain {
+            leaf,
+            intermediates: ordered,
+        })
+    }
+
+    pub fn leaf_pem(&self) -> String {
+        pem_block(&self.leaf.der)
+    }
+
+    pub fn chain_pem(&self) -> String {
+        self.intermediates.iter().map(|c| pem_block(&c.der)).collect()
+    }
+
+    pub fn fullchain_pem(&self) -> String {
+        let mut s = self.leaf_pem();
+        s.push_str(&self.chain_pem());
+        s
+    }
+}
+
+/// Whether a certificate naming `names` covers `domain` (exactly, or through a
+/// one-label wildcard).
+pub fn names_cover(names: &[String], domain: &str) -> bool {
+    let domain = domain.to_ascii_lowercase();
+    names.iter().any(|n| {
+        *n == domain
+            || n.strip_prefix("*.").is_some_and(|base| {
+                domain
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && label != "*" && rest == base)
+            })
+    })
+}
+
+/// What an issued chain must satisfy before it replaces the installed files.
+pub struct Expectations<'a> {
+    /// SHA-256 of the SubjectPublicKeyInfo the leaf must carry.
+    pub spki_sha256: &'a str,
+    pub domain: &'a str,
+    /// Unix seconds.
+    pub now: i64,
+    /// The installed certificate's expiry, if any (Unix seconds).
+    pub installed_not_after: Option<i64>,
+}
+
+/// Checks the leaf of `chain` against `e`. The chain is already leaf-first.
+pub fn check(chain: &Chain, e: &Expectations<'_>) -> Result<(), PkiError> {
+    let leaf = &chain.leaf;
+    if leaf.spki_sha256 != e.spki_sha256 {
+        return Err(PkiError::WrongKey {
+            expected: e.spki_sha256.to_owned(),
+            got: leaf.spki_sha256.clone(),
+        });
+    }
+    if !names_cover(&leaf.dns_names, e.domain) {
+        return Err(PkiError::WrongName {
+            domain: e.domain.to_owned(),
+            names: leaf.dns_names.join(", "),
+        });
+    }
+    if e.now + SKEW_SECONDS < leaf.not_before || e.now >= leaf.not_after {
+        return Err(PkiError::NotValidNow {
+            not_before: ts(leaf.not_before),
+            not_after: ts(leaf.not_after),
+        });
+    }
+    if let Some(installed) = e.installed_not_after {
+        if leaf.not_after <= installed {
+            return Err(PkiError::NotNewer {
+                new: ts(leaf.not_after),
+                installed: ts(installed),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The leaf of a PEM file on disk (the first certificate in it).
+pub fn read_leaf(pem: &str) -> Result<CertInfo, PkiError> {
+    let block = Pem::iter_from_buffer(pem.as_bytes())
+        .next()
+        .ok_or(PkiError::EmptyChain)?
+        .map_err(|e| PkiError::BadChain(e.to_string()))?;
+    info(&block.contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::ca::{Ca, Twist};
+
+    fn issue(key: &Key, domain: &str, twist: Twist, days: i64) -> String {
+        let ca = Ca::new().expect("ca");
+        let now = ::time::OffsetDateTime::now_utc();
+        let i = ca
+            .issue(
+                Some(&key.csr_pem(domain, &[]).expect("csr")),
+                &[],
+                "ECC",
+                now - ::time::Duration::hours(1),
+                now + ::time::Duration::days(days),
+                twist,
+            )
+            .expect("issue");
+        format!("{}{}", i.leaf_pem, i.chain_pem)
+    }
+
+    fn expect<'a>(key_sha: &'a str, domain: &'a str) -> Expectations<'a> {
+        Expectations {
+            spki_sha256: key_sha,
+            domain,
+            now: chrono::Utc::now().timestamp(),
+            installed_not_after: None,
+        }
+    }
+
+    #[test]
+    fn every_algorithm_generates_and_round_trips() {
+        for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048] {
+            let k = Key::generate(alg).expect("generate");
+            assert!(k.pem().expose().starts_with("-----BEGIN PRIVATE KEY-----"), "{alg:?} is PKCS#8");
+            let back = Key::from_pem(k.pem().expose()).expect("parse");
+            assert_eq!(back.spki_sha256(), k.spki_sha256());
+            assert!(!format!("{k:?}").contains("PRIVATE"), "Debug hides the key");
+        }
+    }
+
+    #[test]
+    fn a_good_certificate_passes_and_each_bad_one_is_named() {
+        let key = Key::generate(KeyAlgorithm::EcdsaP256).expect("key");
+        let sha = key.spki_sha256();
+        let good = Chain::parse(&issue(&key, "www.example.com", Twist::None, 90)).expect("parse");
+        check(&good, &expect(&sha, "www.example.com")).expect("passes");
+        assert_eq!(good.intermediates.len(), 1);
+
+        let wrong_key = Chain::parse(&issue(&key, "www.example.com", Twist::WrongKey, 90)).expect("parse");
+        assert!(matches!(check(&wrong_key, &expect(&sha, "www.example.com")), Err(PkiError::WrongKey { .. })));
+        let wrong_name = Chain::parse(&issue(&key, "www.example.com", Twist::WrongName, 90)).expect("parse");
+        assert!(matches!(check(&wrong_name, &expect(&sha, "www.example.com")), Err(PkiError::WrongName { .. })));
+        let expired = Chain::parse(&issue(&key, "www.example.com", Twist::Expired, 90)).expect("parse");
+        assert!(matches!(check(&expired, &expect(&sha, "www.example.com")), Err(PkiError::NotValidNow { .. })));
+        let older = Expectations { installed_not_after: Some(good.leaf.not_after + 1), ..expect(&sha, "www.example.com") };
+        assert!(matches!(check(&good, &older), Err(PkiError::NotNewer { .. })));
+    }
+
+    #[test]
+    fn misordered_chains_are_put_in_order_and_junk_is_refused() {
+        let key = Key::generate(KeyAlgorithm::EcdsaP256).expect("key");
+        let pem = issue(&key, "www.example.com", Twist::None, 90);
+        let blocks: Vec<&str> = pem.split_inclusive("-----END CERTIFICATE-----\n").collect();
+        let reversed = format!("{}{}", blocks[1], blocks[0]);
+        let c = Chain::parse(&reversed).expect("reordered");
+        assert_eq!(c.leaf.spki_sha256, key.spki_sha256());
+        assert!(c.fullchain_pem().starts_with(&c.leaf_pem()));
+        assert!(matches!(Chain::parse(""), Err(PkiError::EmptyChain)));
+        assert!(Chain::parse("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err());
+        assert!(matches!(Chain::parse(&"x".repeat(MAX_CHAIN_BYTES + 1)), Err(PkiError::ChainTooLarge(_))));
+        let other = issue(&key, "other.example.com", Twist::None, 90);
+        assert!(matches!(Chain::parse(&format!("{pem}{other}")), Err(PkiError::ChainOrder(_))));
+    }
+
+    #[test]
+    fn wildcards_cover_one_label() {
+        let n = vec!["*.example.com".to_owned()];
+        assert!(names_cover(&n, "www.example.com"));
+        assert!(names_cover(&n, "*.example.com"));
+        assert!(!names_cover(&n, "a.b.example.com"));
+        assert!(!names_cover(&n, "example.com"));
+        assert!(names_cover(&["www.example.com".to_owned()], "WWW.example.com"));
+    }
+}

@@ -1,0 +1,1199 @@
+//! The renewal engine: inventory, plan, and the crash-safe state machine that
+//! carries a plan out (key, renew, follow, check, install, reload, verify).
+//!
+//! Every step that matters is written to the certificate's journal before the
+//! next one starts, so a crash at any moment resumes at the right step and never
+//! spends quota twice: a renew call whose outcome is unknown is reconciled by
+//! looking for the order it may have created before anything is called again.
+
+pub mod plan;
+pub mod validation;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tracing::{error, info, warn};
+
+use crate::cas::api::{Cas, CertificateOrder, CertificateState, OrderFilter, OrderStatus, Tag};
+use crate::cas::client::{ApiError, RateLimiter};
+use crate::cas::credentials::CredentialsProvider;
+use crate::cas::dns::Dns;
+use crate::config::{CertificateConfig, Config, OutputConfig};
+use crate::hooks::{self, HookContext};
+use crate::pki::{self, CertInfo, Chain, Expectations, Key, PkiError};
+use crate::store::{
+    self, CertificateFiles, FileSpec, Journal, JournalPhase, StateDir, StoreError,
+};
+use plan::{Action, Plan, PlanInput};
+use validation::Published;
+
+/// The largest ShowSize the engine asks for; CAS documents no maximum.
+pub const PAGE_SIZE: u32 = 100;
+/// How long after an unclear renew call the account must show no new order before
+/// the call is made again (at least; twice the poll interval when that is longer).
+const RECONCILE_GRACE: Duration = Duration::from_secs(10);
+/// Tag put on renewal orders so an operator can tell them apart in the console.
+const TAG_KEY: &str = "cas-renewd";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Validation(#[from] validation::ValidationError),
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
+    #[error("credentials: {0}")]
+    Credentials(#[from] crate::cas::credentials::CredentialsError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How one certificate's pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Nothing needed doing.
+    Unchanged,
+    /// A renewed certificate was installed (and reloaded, where hooks are configured).
+    Renewed,
+    /// An existing order's certificate was installed (first install, or a renewal
+    /// made elsewhere).
+    Installed,
+    /// An installed certificate's reload was re-run and succeeded.
+    Reloaded,
+    /// A step failed; the journal says where to resume.
+    Failed,
+    /// Needs the operator (see the message).
+    Blocked,
+    /// Dry run: only planned.
+    Planned,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CertReport {
+    pub name: String,
+    pub domain: String,
+    pub plan: Plan,
+    pub outcome: Outcome,
+    pub message: String,
+    pub order_id: Option<i64>,
+    /// Expiry of the certificate on disk after the pass, RFC 3339.
+    pub not_after: Option<String>,
+    pub previous_not_after: Option<String>,
+    pub files: Vec<PathBuf>,
+    /// Paid renew calls made for this certificate in this pass.
+    pub renew_calls: u32,
+    /// Whether the served certificate matched the one on disk (when `verify` is set).
+    pub served_matches_disk: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HookReport {
+    pub hook: String,
+    pub certs: Vec<String>,
+    pub ok: bool,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct PassReport {
+    pub certs: Vec<CertReport>,
+    pub hooks: Vec<HookReport>,
+}
+
+impl PassReport {
+    /// True when no certificate failed or is blocked and every hook ran.
+    pub fn ok(&self) -> bool {
+        self.certs
+            .iter()
+            .all(|c| !matches!(c.outcome, Outcome::Failed | Outcome::Blocked))
+            && self.hooks.iter().all(|h| h.ok)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PassOptions {
+    pub dry_run: bool,
+    /// Only this certificate.
+    pub only: Option<String>,
+    /// Renew even when not due, and past a rejection.
+    pub force: bool,
+}
+
+/// Kills the process with SIGKILL at a named point when `CAS_RENEWD_CRASH_AT` names
+/// it. Test harnesses use it to prove that a crash at that point loses nothing.
+fn crash_point(name: &str) {
+    static AT: OnceLock<Option<String>> = OnceLock::new();
+    if AT
+        .get_or_init(|| std::env::var("CAS_RENEWD_CRASH_AT").ok())
+        .as_deref()
+        == Some(name)
+    {
+        eprintln!("cas-renewd: crash point {name} reached (CAS_RENEWD_CRASH_AT); SIGKILL");
+        // The same death as a power cut or the OOM killer: no destructor, no flush.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &std::process::id().to_string()])
+            .status();
+        std::process::abort();
+    }
+}
+
+fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339()
+}
+
+fn new_attempt_id() -> String {
+    hex::encode(rand::random::<[u8; 6]>())
+}
+
+/// A name and output directory for a domain found by `discover`:
+/// `*.example.com` becomes name `wildcard_example_com`, directory `_wildcard.example.com`.
+pub fn discovered_names(domain: &str) -> (String, String) {
+    let d = domain.to_ascii_lowercase();
+    let dir = match d.strip_prefix("*.") {
+        Some(rest) => format!("_wildcard.{rest}"),
+        None => d.clone(),
+    };
+    let dir: String = dir
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = dir.trim_start_matches('_').replace('.', "_");
+    let name = if d.starts_with("*.") {
+        format!("wildcard_{}", name.trim_start_matches("wildcard_"))
+    } else {
+        name
+    };
+    (name, dir)
+}
+
+/// Reads the installed leaf of `out`, if there is one that parses.
+pub fn installed_leaf(out: &OutputConfig) -> Option<CertInfo> {
+    let pem = std::fs::read_to_string(out.dir.join(store::CERT_FILE)).ok()?;
+    pki::read_leaf(&pem).ok()
+}
+
+pub struct Engine {
+    cfg: Config,
+    cas: Cas,
+    dns: Dns,
+    state_root: PathBuf,
+}
+
+impl Engine {
+    pub fn new(cfg: Config, credentials: Arc<CredentialsProvider>) -> Result<Engine, EngineError> {
+        let limiter = Arc::new(RateLimiter::new(cfg.api.rate_limit_per_second));
+        let cas = crate::cas::cas_client(&cfg.api, credentials.clone(), limiter.clone())?;
+        let dns = crate::cas::dns_client(&cfg.api, credentials, limiter)?;
+        Ok(Engine {
+            state_root: cfg.state_dir.clone(),
+            cfg,
+            cas,
+            dns,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn cas(&self) -> &Cas {
+        &self.cas
+    }
+
+    /// Every order in the account (CPACK, all statuses), page by page.
+    pub async fn inventory(&self) -> Result<Vec<CertificateOrder>, ApiError> {
+        self.cas
+            .list_all_orders(OrderFilter::default(), PAGE_SIZE)
+            .await
+    }
+
+    /// Configured certificates, then one per discovered domain not configured.
+    pub fn targets(&self, orders: &[CertificateOrder]) -> Vec<CertificateConfig> {
+        let mut out = self.cfg.certificates.clone();
+        if let Some(d) = &self.cfg.discover {
+            let kw = d.keyword.to_ascii_lowercase();
+            let mut domains: Vec<String> = orders
+                .iter()
+                .filter_map(|o| o.domain_name().map(str::to_ascii_lowercase))
+                .filter(|dom| dom.contains(&kw))
+                .collect();
+            domains.sort();
+            domains.dedup();
+            for domain in domains {
+                if out.iter().any(|c| c.domain == domain) {
+                    continue;
+                }
+                let (name, dir) = discovered_names(&domain);
+                if out.iter().any(|c| c.name == name) {
+                    warn!(domain = %domain, name = %name, "discovered domain clashes with a configured name; skipped");
+                    continue;
+                }
+                out.push(CertificateConfig {
+                    name,
+                    domain,
+                    output: OutputConfig {
+                        dir: d.output_root.join(dir),
+                        owner: None,
+                        group: None,
+                        key_mode: 0o600,
+                        cert_mode: 0o644,
+                        keep: 5,
+                    },
+                    key: self.cfg.defaults.key.clone(),
+                    validation: self.cfg.defaults.validation.clone(),
+                    reload: self.cfg.defaults.reload.clone(),
+                    verify: None,
+                });
+            }
+        }
+        out
+    }
+
+    fn read_journal(&self, name: &str) -> Result<Journal, StoreError> {
+        // Read without creating the state directory, so dry runs change nothing.
+        let path = self.state_root.join("journal").join(format!("{name}.json"));
+        if !path.exists() {
+            return Ok(Journal {
+                cert: name.to_owned(),
+                ..Journal::default()
+            });
+        }
+        StateDir::at(&self.state_root).load_journal(name)
+    }
+
+    /// The plan for every target, without acting.
+    pub fn plans(&self, orders: &[CertificateOrder], opts: &PassOptions) -> Result<Vec<(CertificateConfig, Plan)>, EngineError> {
+        let mut out = Vec::new();
+        for cert in self.targets(orders) {
+            if opts.only.as_deref().is_some_and(|o| o != cert.name) {
+                continue;
+            }
+            let journal = self.read_journal(&cert.name)?;
+            let disk = installed_leaf(&cert.output);
+            let mine: Vec<CertificateOrder> = orders
+                .iter()
+                .filter(|o| o.domain_name().is_some_and(|d| d.eq_ignore_ascii_case(&cert.domain)))
+                .cloned()
+                .collect();
+            let p = plan::plan(&PlanInput {
+                cert: &cert.name,
+                domain: &cert.domain,
+                orders: &mine,
+                journal: &journal,
+                disk: disk.as_ref(),
+                now_ms: Utc::now().timestamp_millis(),
+                renew_before: self.cfg.renewal.renew_before,
+                force: opts.force,
+            });
+            out.push((cert, p));
+        }
+        if let Some(only) = &opts.only {
+            if out.is_empty() {
+                return Err(EngineError::Other(format!(
+                    "no certificate named {only:?} (configured or discovered)"
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One pass: inventory, plan, act on every certificate (bounded concurrency),
+    /// then the reload hooks once each, then the served-certificate checks.
+    pub async fn pass(self: &Arc<Self>, opts: &PassOptions) -> Result<PassReport, EngineError> {
+        let orders = self.inventory().await?;
+        let plans = self.plans(&orders, opts)?;
+        if opts.dry_run {
+            let certs = plans
+                .into_iter()
+                .map(|(c, p)| CertReport {
+                    name: c.name.clone(),
+                    domain: c.domain.clone(),
+                    message: p.reason.clone(),
+                    plan: p,
+                    outcome: Outcome::Planned,
+                    order_id: None,
+                    not_after: installed_leaf(&c.output).map(|l| l.not_after_rfc3339()),
+                    previous_not_after: None,
+                    files: vec![],
+                    renew_calls: 0,
+                    served_matches_disk: None,
+                })
+                .collect();
+            return Ok(PassReport {
+                certs,
+                hooks: vec![],
+            });
+        }
+        let state = StateDir::open(&self.state_root)?;
+        let orders = Arc::new(orders);
+        let sem = Arc::new(Semaphore::new(self.cfg.renewal.concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, (cert, p)) in plans.into_iter().enumerate() {
+            let engine = self.clone();
+            let sem = sem.clone();
+            let orders = orders.clone();
+            let state = state.clone();
+            let force = opts.force;
+            tasks.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let report = engine.run_cert(&state, &cert, p, &orders, force).await;
+                (i, cert, report)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(x) => results.push(x),
+                Err(e) => error!(error = %e, "a certificate task panicked"),
+            }
+        }
+        results.sort_by_key(|(i, _, _)| *i);
+        let mut report = PassReport::default();
+        let mut certs: Vec<CertificateConfig> = Vec::new();
+        for (_, c, r) in results {
+            certs.push(c);
+            report.certs.push(r);
+        }
+        self.run_hooks(&state, &certs, &mut report).await;
+        self.verify_served(&state, &certs, &mut report).await;
+        Ok(report)
+    }
+
+    async fn run_cert(
+        &self,
+        state: &StateDir,
+        cert: &CertificateConfig,
+        first: Plan,
+        orders: &[CertificateOrder],
+        force: bool,
+    ) -> CertReport {
+        let previous = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
+        let mut report = CertReport {
+            name: cert.name.clone(),
+            domain: cert.domain.clone(),
+            message: first.reason.clone(),
+            plan: first.clone(),
+            outcome: Outcome::Unchanged,
+            order_id: None,
+            not_after: previous.clone(),
+            previous_not_after: previous,
+            files: vec![],
+            renew_calls: 0,
+            served_matches_disk: None,
+        };
+        let mut run = CertRun {
+            e: self,
+            state,
+            cert,
+            journal: match state.load_journal(&cert.name) {
+                Ok(j) => j,
+                Err(e) => {
+                    report.outcome = Outcome::Failed;
+                    report.message = e.to_string();
+                    return report;
+                }
+            },
+            report: &mut report,
+        };
+        let mut p = first;
+        let mut orders = orders.to_vec();
+        // A pass may take several steps for one certificate: install what is issued,
+        // then renew it if it is due.
+        for step in 0..4 {
+            info!(cert = %cert.name, action = ?p.action, reason = %p.reason, "plan");
+            let result = run.act(&p, force && step == 0).await;
+            match result {
+                Ok(Step::Done) => break,
+                Ok(Step::Replan) => {
+                    if let Ok(fresh) = self
+                        .cas
+                        .list_all_orders(
+                            OrderFilter {
+                                keyword: Some(cert.domain.clone()),
+                                ..Default::default()
+                            },
+                            PAGE_SIZE,
+                        )
+                        .await
+                    {
+                        orders = fresh;
+                    }
+                    let mine: Vec<CertificateOrder> = orders
+                        .iter()
+                        .filter(|o| o.domain_name().is_some_and(|d| d.eq_ignore_ascii_case(&cert.domain)))
+                        .cloned()
+                        .collect();
+                    let disk = installed_leaf(&cert.output);
+                    p = plan::plan(&PlanInput {
+                        cert: &cert.name,
+                        domain: &cert.domain,
+                        orders: &mine,
+                        journal: &run.journal,
+                        disk: disk.as_ref(),
+                        now_ms: Utc::now().timestamp_millis(),
+                        renew_before: self.cfg.renewal.renew_before,
+                        force: false,
+                    });
+                }
+                Err(e) => {
+                    error!(cert = %cert.name, error = %e, "renewal step failed");
+                    run.journal.last_error = Some(e.to_string());
+                    let _ = state.save_journal(&mut run.journal);
+                    run.report.outcome = Outcome::Failed;
+                    run.report.message = e.to_string();
+                    break;
+                }
+            }
+        }
+        report.not_after = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
+        report
+    }
+
+    /// Runs each hook needed by any certificate once, then clears it from their journals.
+    async fn run_hooks(&self, state: &StateDir, certs: &[CertificateConfig], report: &mut PassReport) {
+        let mut wanted: BTreeMap<String, Vec<(usize, HookContext)>> = BTreeMap::new();
+        for (i, cert) in certs.iter().enumerate() {
+            let Ok(j) = state.load_journal(&cert.name) else {
+                continue;
+            };
+            if j.reload_pending.is_empty() {
+                continue;
+            }
+            let leaf = installed_leaf(&cert.output);
+            let ctx = HookContext {
+                cert_name: cert.name.clone(),
+                domain: cert.domain.clone(),
+                order_id: j
+                    .new_order_id
+                    .or(j.source_order_id)
+                    .map(|o| o.to_string())
+                    .unwrap_or_default(),
+                cert_path: path_str(&cert.output.dir.join(store::CERT_FILE)),
+                key_path: path_str(&cert.output.dir.join(store::KEY_FILE)),
+                fullchain_path: path_str(&cert.output.dir.join(store::FULLCHAIN_FILE)),
+                chain_path: path_str(&cert.output.dir.join(store::CHAIN_FILE)),
+                not_after: leaf.as_ref().map(|l| l.not_after_rfc3339()).unwrap_or_default(),
+                sha256: leaf.map(|l| l.sha256).unwrap_or_default(),
+            };
+            for h in &j.reload_pending {
+                wanted.entry(h.clone()).or_default().push((i, ctx.clone()));
+            }
+        }
+        for (hook, users) in wanted {
+            let names: Vec<String> = users.iter().map(|(i, _)| certs[*i].name.clone()).collect();
+            let result = match self.cfg.hooks.get(&hook) {
+                Some(h) => {
+                    let ctxs: Vec<HookContext> = users.iter().map(|(_, c)| c.clone()).collect();
+                    hooks::run(&hook, h, &HookContext::merge(&ctxs)).await.map(|_| ())
+                }
+                None => Err(hooks::HookError::Spawn {
+                    hook: hook.clone(),
+                    program: String::new(),
+                    source: std::io::Error::other("no such hook in the configuration"),
+                }),
+            };
+            let ok = result.is_ok();
+            if let Err(e) = &result {
+                error!(hook = %hook, certs = ?names, error = %e, "reload hook failed; it is retried on the next pass without renewing again");
+            }
+            for (i, _) in &users {
+                let cert = &certs[*i];
+                let Ok(mut j) = state.load_journal(&cert.name) else {
+                    continue;
+                };
+                if ok {
+                    j.reload_pending.retain(|h| h != &hook);
+                    if j.reload_pending.is_empty() && j.phase == JournalPhase::Installed {
+                        j.phase = JournalPhase::Idle;
+                        j.last_success = Some(now_rfc3339());
+                        j.last_error = None;
+                    }
+                } else {
+                    j.last_error = result.as_ref().err().map(ToString::to_string);
+                    if let Some(r) = report.certs.iter_mut().find(|r| r.name == cert.name) {
+                        r.outcome = Outcome::Failed;
+                        r.message = format!("installed, but reload failed: {}", j.last_error.clone().unwrap_or_default());
+                    }
+                }
+                if let Err(e) = state.save_journal(&mut j) {
+                    error!(cert = %cert.name, error = %e, "cannot write journal after hook");
+                }
+                if ok && j.phase == JournalPhase::Idle {
+                    crash_point("after-reload");
+                    let _ = state.prune_attempts(&cert.name, j.attempt.as_deref());
+                    if let Some(r) = report.certs.iter_mut().find(|r| r.name == cert.name) {
+                        if r.outcome == Outcome::Unchanged {
+                            r.outcome = Outcome::Reloaded;
+                            r.message = "reload re-run and succeeded".into();
+                        }
+                    }
+                }
+            }
+            report.hooks.push(HookReport {
+                hook: hook.clone(),
+                certs: names,
+                ok,
+                message: match &result {
+                    Ok(()) => "ok".into(),
+                    Err(e) => e.to_string(),
+                },
+            });
+        }
+    }
+
+    /// Compares what `verify.connect` serves with `cert.pem`; a difference puts
+    /// the reload back on the journal so the next pass tries again.
+    async fn verify_served(&self, state: &StateDir, certs: &[CertificateConfig], report: &mut PassReport) {
+        for cert in certs {
+            let Some(v) = &cert.verify else { continue };
+            let Some(r) = report.certs.iter_mut().find(|r| r.name == cert.name) else {
+                continue;
+            };
+            if matches!(r.outcome, Outcome::Blocked | Outcome::Planned) {
+                continue;
+            }
+            let Some(disk) = installed_leaf(&cert.output) else { continue };
+            let sni = v
+                .server_name
+                .clone()
+                .unwrap_or_else(|| cert.domain.trim_start_matches("*.").to_owned());
+            match crate::verify::served_leaf(&v.connect, &sni, Duration::from_secs(10)).await {
+                Ok(der) => {
+                    let matches = der == disk.der;
+                    r.served_matches_disk = Some(matches);
+                    if matches {
+                        info!(cert = %cert.name, addr = %v.connect, "served certificate matches the one on disk");
+                    } else {
+                        let served = pki::read_leaf(&pem_of(&der)).map(|l| l.serial_hex).unwrap_or_default();
+                        error!(cert = %cert.name, addr = %v.connect, served_serial = %served, disk_serial = %disk.serial_hex, "served certificate differs from the one on disk; the reload is retried next pass");
+                        r.outcome = Outcome::Failed;
+                        r.message = format!(
+                            "{} serves serial {served}, but {} holds serial {}: the reload did not take effect",
+                            v.connect,
+                            cert.output.dir.join(store::CERT_FILE).display(),
+                            disk.serial_hex
+                        );
+                        if let Ok(mut j) = state.load_journal(&cert.name) {
+                            for h in &cert.reload {
+                                if !j.reload_pending.contains(h) {
+                                    j.reload_pending.push(h.clone());
+                                }
+                            }
+                            j.last_error = Some(r.message.clone());
+                            let _ = state.save_journal(&mut j);
+                        }
+                    }
+                }
+                Err(e) => {
+                    r.served_matches_disk = Some(false);
+                    warn!(cert = %cert.name, error = %e, "could not check the served certificate");
+                    r.message = format!("{}; served certificate not checked: {e}", r.message);
+                }
+            }
+        }
+    }
+}
+
+fn pem_of(der: &[u8]) -> String {
+    use base64::Engine as _;
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        base64::engine::general_purpose::STANDARD.encode(der)
+    )
+}
+
+fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+enum Step {
+    /// This certificate is finished for the pass.
+    Done,
+    /// Something changed; plan again.
+    Replan,
+}
+
+/// One certificate's work within a pass.
+struct CertRun<'a> {
+    e: &'a Engine,
+    state: &'a StateDir,
+    cert: &'a CertificateConfig,
+    journal: Journal,
+    report: &'a mut CertReport,
+}
+
+impl CertRun<'_> {
+    fn save(&mut self) -> Result<(), EngineError> {
+        self.state.save_journal(&mut self.journal)?;
+        Ok(())
+    }
+
+    async fn act(&mut self, p: &Plan, force: bool) -> Result<Step, EngineError> {
+        match &p.action {
+            Action::Nothing => Ok(Step::Done),
+            Action::Blocked => {
+                self.report.outcome = Outcome::Blocked;
+                self.report.message = p.reason.clone();
+                warn!(cert = %self.cert.name, reason = %p.reason, "blocked");
+                Ok(Step::Done)
+            }
+            Action::RerunReload => Ok(Step::Done),
+            Action::Resume { .. } => {
+                self.resume().await?;
+                Ok(Step::Replan)
+            }
+            Action::Install { order_id } => {
+                self.install_from_order(*order_id).await?;
+                Ok(Step::Replan)
+            }
+            Action::Adopt { order_id } => {
+                self.journal = Journal {
+                    cert: self.cert.name.clone(),
+                    phase: JournalPhase::OrderCreated,
+                    attempt: Some(new_attempt_id()),
+                    new_order_id: Some(*order_id),
+                    requested_at: Some(now_rfc3339()),
+                    unusable_orders: std::mem::take(&mut self.journal.unusable_orders),
+                    reload_pending: std::mem::take(&mut self.journal.reload_pending),
+                    ..Journal::default()
+                };
+                self.save()?;
+                info!(cert = %self.cert.name, order_id, "adopted a renewal made elsewhere");
+                self.resume().await?;
+                Ok(Step::Replan)
+            }
+            Action::Renew { source_order_id } => {
+                if self.journal.phase == JournalPhase::Rejected && !force {
+                    return Ok(Step::Done);
+                }
+                self.start_renewal(*source_order_id).await?;
+                self.resume().await?;
+                Ok(Step::Replan)
+            }
+        }
+    }
+
+    /// Makes the key (0600, fsynced, under the state directory) and journals it
+    /// before anything is spent.
+    async fn start_renewal(&mut self, source_order_id: i64) -> Result<(), EngineError> {
+        let attempt = new_attempt_id();
+        let key = if self.cert.key.reuse {
+            match std::fs::read_to_string(self.cert.output.dir.join(store::KEY_FILE)) {
+                Ok(pem) => Key::from_pem(&pem)?,
+                Err(_) => self.generate_key().await?,
+            }
+        } else {
+            self.generate_key().await?
+        };
+        let key_path = self.state.key_path(&self.cert.name, &attempt);
+        store::write_file(&key_path, key.pem().expose().as_bytes(), FileSpec::private())?;
+        let names = self.names_for_csr();
+        let csr = key.csr_pem(&self.cert.domain, &names)?;
+        self.journal = Journal {
+            cert: self.cert.name.clone(),
+            phase: JournalPhase::KeyReady,
+            attempt: Some(attempt),
+            source_order_id: Some(source_order_id),
+            key_path: Some(key_path),
+            key_spki_sha256: Some(key.spki_sha256()),
+            csr_sha256: Some(crate::cas::sign::sha256_hex(csr.as_bytes())),
+            unusable_orders: std::mem::take(&mut self.journal.unusable_orders),
+            reload_pending: std::mem::take(&mut self.journal.reload_pending),
+            ..Journal::default()
+        };
+        self.save()?;
+        info!(cert = %self.cert.name, source_order_id, key = %key.spki_sha256(), algorithm = self.cert.key.algorithm.as_str(), "key ready");
+        crash_point("after-key-ready");
+        Ok(())
+    }
+
+    async fn generate_key(&self) -> Result<Key, EngineError> {
+        let alg = self.cert.key.algorithm;
+        // RSA generation takes up to seconds of CPU: keep it off the runtime's workers.
+        tokio::task::spawn_blocking(move || Key::generate(alg))
+            .await
+            .map_err(|e| EngineError::Other(format!("key generation task failed: {e}")))?
+            .map_err(EngineError::from)
+    }
+
+    /// CN is the domain; SANs are the names of the installed certificate (they came
+    /// from the order), the domain first.
+    fn names_for_csr(&self) -> Vec<String> {
+        let mut names = vec![self.cert.domain.clone()];
+        if let Some(leaf) = installed_leaf(&self.cert.output) {
+            for n in leaf.dns_names {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        names
+    }
+
+    fn load_key(&self) -> Result<Option<Key>, EngineError> {
+        match &self.journal.key_path {
+            Some(p) => {
+                let pem = std::fs::read_to_string(p).map_err(|source| StoreError::Io {
+                    path: p.clone(),
+                    op: "read key",
+                    source,
+                })?;
+                Ok(Some(Key::from_pem(&pem)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Carries the journal forward from wherever it stands to `Installed`.
+    async fn resume(&mut self) -> Result<(), EngineError> {
+        loop {
+            match self.journal.phase {
+                JournalPhase::KeyReady => self.call_renew().await?,
+                JournalPhase::RenewRequested => self.reconcile_or_renew().await?,
+                JournalPhase::OrderCreated => self.follow().await?,
+                JournalPhase::Issued => self.install_issued()?,
+                JournalPhase::Installed | JournalPhase::Idle | JournalPhase::Rejected => {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn call_renew(&mut self) -> Result<(), EngineError> {
+        let key = self
+            .load_key()?
+            .ok_or_else(|| EngineError::Other("journal at key-ready has no key".into()))?;
+        let csr = key.csr_pem(&self.cert.domain, &self.names_for_csr())?;
+        let source = self
+            .journal
+            .source_order_id
+            .ok_or_else(|| EngineError::Other("journal has no source order".into()))?;
+        self.journal.phase = JournalPhase::RenewRequested;
+        self.journal.requested_at = Some(now_rfc3339());
+        self.save()?;
+        crash_point("after-renew-requested");
+        let tags = [Tag {
+            key: TAG_KEY.into(),
+            value: self.journal.attempt.clone().unwrap_or_default(),
+        }];
+        self.report.renew_calls += 1;
+        match self
+            .e
+            .cas
+            .renew_certificate_order(source, Some(&csr), &tags)
+            .await
+        {
+            Ok(r) => {
+                crash_point("after-renew-call");
+                info!(cert = %self.cert.name, source_order_id = source, new_order_id = r.body.order_id, request_id = %r.request_id, "renew call accepted");
+                self.journal.phase = JournalPhase::OrderCreated;
+                self.journal.new_order_id = Some(r.body.order_id);
+                self.save()?;
+                crash_point("after-order-created");
+                Ok(())
+            }
+            Err(e @ ApiError::Ambiguous { .. }) => {
+                warn!(cert = %self.cert.name, error = %e, "renew outcome unknown; looking for the order it may have created before anything else");
+                Ok(())
+            }
+            Err(e) => {
+                // The server refused before acting: nothing was spent.
+                self.journal.phase = JournalPhase::Idle;
+                self.journal.last_error = Some(e.to_string());
+                self.save()?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// After an unclear renew call: adopt the order it created, or, once the
+    /// account has shown none for the grace period, call renew again.
+    async fn reconcile_or_renew(&mut self) -> Result<(), EngineError> {
+        let source = self.journal.source_order_id.unwrap_or(0);
+        let requested = self
+            .journal
+            .requested_at
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(Utc::now);
+        let grace = RECONCILE_GRACE.max(self.e.cfg.renewal.poll_interval * 2);
+        loop {
+            let orders = self
+                .e
+                .cas
+                .list_all_orders(
+                    OrderFilter {
+                        keyword: Some(self.cert.domain.clone()),
+                        ..Default::default()
+                    },
+                    PAGE_SIZE,
+                )
+                .await?;
+            let earliest = requested.timestamp_millis() - 600_000;
+            let found = orders
+                .iter()
+                .filter(|o| o.domain_name().is_some_and(|d| d.eq_ignore_ascii_case(&self.cert.domain)))
+                .filter(|o| o.order_id.is_some_and(|id| id > source))
+                .filter(|o| !self.journal.unusable_orders.contains(&o.order_id.unwrap_or(0)))
+                .filter(|o| o.buy_date.is_none_or(|b| b >= earliest))
+                .filter(|o| !matches!(o.status, Some(OrderStatus::Expired | OrderStatus::Revoked | OrderStatus::CheckedFail)))
+                .filter_map(|o| o.order_id)
+                .min();
+            if let Some(id) = found {
+                info!(cert = %self.cert.name, order_id = id, "found the order the interrupted renew call created; adopting it");
+                self.journal.phase = JournalPhase::OrderCreated;
+                self.journal.new_order_id = Some(id);
+                self.save()?;
+                crash_point("after-order-created");
+                return Ok(());
+            }
+            let waited = (Utc::now() - requested).to_std().unwrap_or_default();
+            if waited >= grace {
+                warn!(
+                    cert = %self.cert.name,
+                    source_order_id = source,
+                    waited_s = waited.as_secs(),
+                    "no order appeared after the unclear renew call; deciding to call renew again"
+                );
+                self.journal.phase = JournalPhase::KeyReady;
+                self.save()?;
+                return Ok(());
+            }
+            tokio::time::sleep((grace - waited).min(self.e.cfg.renewal.poll_interval)).await;
+        }
+    }
+
+    /// Polls DescribeCertificateState with backoff until the order is issued.
+    async fn follow(&mut self) -> Result<(), EngineError> {
+        let order = self
+            .journal
+            .new_order_id
+            .ok_or_else(|| EngineError::Other("journal at order-created has no order".into()))?;
+        self.report.order_id = Some(order);
+        let started = self
+            .journal
+            .requested_at
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(Utc::now);
+        let r = &self.e.cfg.renewal;
+        let mut interval = r.poll_interval;
+        let mut published = self.published_from_journal();
+        let mut payed_polls = 0u32;
+        let state = loop {
+            let resp = self.e.cas.describe_certificate_state(order).await?;
+            let s = resp.body;
+            info!(cert = %self.cert.name, order_id = order, request_id = %resp.request_id, state = s.state.as_str(), "order state");
+            match s.state {
+                CertificateState::Certificate => break s,
+                CertificateState::VerifyFail => {
+                    validation::unpublish(&self.e.dns, &published).await;
+                    self.journal.phase = JournalPhase::Rejected;
+                    self.journal.dns_record = None;
+                    self.journal.validation_file = None;
+                    let msg = format!("order {order} failed the CA's review (verify_fail); CAS suggests deleting the order (DeleteCertificateRequest returns the quota) and applying again");
+                    self.journal.last_error = Some(msg.clone());
+                    self.save()?;
+                    return Err(EngineError::Other(msg));
+                }
+                CertificateState::DomainVerify => {
+                    if published == Published::Nothing {
+                        published = validation::publish(&self.e.dns, &self.cert.validation, &self.cert.domain, order, &s).await?;
+                        match &published {
+                            Published::Dns { zone, record_id } => {
+                                self.journal.dns_record = Some((zone.clone(), record_id.clone()));
+                                self.save()?;
+                            }
+                            Published::File(p) => {
+                                self.journal.validation_file = Some(p.clone());
+                                self.save()?;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                CertificateState::Payed => {
+                    payed_polls += 1;
+                    if payed_polls == 3 {
+                        warn!(cert = %self.cert.name, order_id = order, "renewal order is still payed (pending application): CAS has not taken the application up; it may need submitting in the console");
+                    }
+                }
+                _ => {}
+            }
+            let elapsed = (Utc::now() - started).to_std().unwrap_or_default();
+            if elapsed >= r.issuance_timeout {
+                let msg = format!(
+                    "order {order} not issued after {} (state {}); it stays in the journal and is followed again next pass",
+                    humantime::format_duration(r.issuance_timeout),
+                    s.state.as_str()
+                );
+                return Err(EngineError::Other(msg));
+            }
+            tokio::time::sleep(interval).await;
+            interval = (interval * 2).min(r.poll_max_interval);
+        };
+        validation::unpublish(&self.e.dns, &published).await;
+        self.journal.dns_record = None;
+        self.journal.validation_file = None;
+        self.accept_issued(order, state.certificate.as_deref(), state.private_key.as_ref().map(|k| k.expose()))
+    }
+
+    fn published_from_journal(&self) -> Published {
+        if let Some((zone, id)) = &self.journal.dns_record {
+            Published::Dns {
+                zone: zone.clone(),
+                record_id: id.clone(),
+            }
+        } else if let Some(p) = &self.journal.validation_file {
+            Published::File(p.clone())
+        } else {
+            Published::Nothing
+        }
+    }
+
+    /// Checks an issued chain and, when it passes, saves it (and a CAS-made key)
+    /// under the state directory and journals `Issued`.
+    fn accept_issued(&mut self, order: i64, cert_pem: Option<&str>, cas_key: Option<&str>) -> Result<(), EngineError> {
+        let our_key = self.load_key()?;
+        let key = match (our_key, cas_key) {
+            (Some(k), Some(_)) => {
+                warn!(cert = %self.cert.name, order_id = order, "the answer carries a PrivateKey although we sent a CSR; ignored");
+                k
+            }
+            (Some(k), None) => k,
+            (None, Some(pem)) => {
+                let k = Key::from_pem(pem)?;
+                let attempt = self.journal.attempt.clone().unwrap_or_else(new_attempt_id);
+                let path = self.state.key_path(&self.cert.name, &attempt);
+                store::write_file(&path, k.pem().expose().as_bytes(), FileSpec::private())?;
+                self.journal.key_path = Some(path);
+                self.journal.key_spki_sha256 = Some(k.spki_sha256());
+                k
+            }
+            (None, None) => {
+                self.journal.unusable_orders.push(order);
+                self.journal.phase = JournalPhase::Idle;
+                let msg = format!("order {order} was issued for a key this host does not have (renewed elsewhere with its own CSR); not installed");
+                self.journal.last_error = Some(msg.clone());
+                self.save()?;
+                return Err(EngineError::Other(msg));
+            }
+        };
+        let pem = cert_pem.ok_or_else(|| EngineError::Other(format!("order {order} is issued but the answer has no Certificate")))?;
+        let disk = installed_leaf(&self.cert.output);
+        let checked = Chain::parse(pem).and_then(|chain| {
+            pki::check(
+                &chain,
+                &Expectations {
+                    spki_sha256: &key.spki_sha256(),
+                    domain: &self.cert.domain,
+                    now: Utc::now().timestamp(),
+                    installed_not_after: disk.as_ref().map(|d| d.not_after),
+                },
+            )
+            .map(|()| chain)
+        });
+        let chain = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("certificate of order {order} refused: {e}; the installed files are unchanged");
+                error!(cert = %self.cert.name, order_id = order, reason = %e, "issued certificate refused; old files kept; no new order is placed automatically");
+                self.journal.phase = JournalPhase::Rejected;
+                self.journal.last_error = Some(msg.clone());
+                self.save()?;
+                self.report.outcome = Outcome::Blocked;
+                return Err(EngineError::Other(msg));
+            }
+        };
+        let attempt = self.journal.attempt.clone().unwrap_or_else(new_attempt_id);
+        let issued_path = self.state.issued_path(&self.cert.name, &attempt);
+        store::write_file(&issued_path, chain.fullchain_pem().as_bytes(), FileSpec::private())?;
+        self.journal.attempt = Some(attempt);
+        self.journal.issued_path = Some(issued_path);
+        self.journal.new_order_id = Some(order);
+        self.journal.phase = JournalPhase::Issued;
+        self.save()?;
+        info!(cert = %self.cert.name, order_id = order, serial = %chain.leaf.serial_hex, not_after = %chain.leaf.not_after_rfc3339(), "issued certificate passed its checks");
+        crash_point("after-issued");
+        Ok(())
+    }
+
+    /// Installs the saved chain and key; the journal says `Installed` only after
+    /// every file and the directory are synced.
+    fn install_issued(&mut self) -> Result<(), EngineError> {
+        let path = self
+            .journal
+            .issued_path
+            .clone()
+            .ok_or_else(|| EngineError::Other("journal at issued has no certificate path".into()))?;
+        let pem = std::fs::read_to_string(&path).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            op: "read issued certificate",
+            source,
+        })?;
+        let key = self
+            .load_key()?
+            .ok_or_else(|| EngineError::Other("journal at issued has no key".into()))?;
+        let chain = Chain::parse(&pem)?;
+        if chain.leaf.spki_sha256 != key.spki_sha256() {
+            return Err(EngineError::Other("saved certificate does not match the saved key".into()));
+        }
+        // Only a renewal of ours made a CSR; an adopted order did not.
+        let renewed = self.journal.csr_sha256.is_some();
+        self.install_chain(&chain, &key, renewed)
+    }
+
+    fn install_chain(&mut self, chain: &Chain, key: &Key, renewed: bool) -> Result<(), EngineError> {
+        let files = CertificateFiles {
+            cert_pem: chain.leaf_pem(),
+            chain_pem: chain.chain_pem(),
+            fullchain_pem: chain.fullchain_pem(),
+            key_pem: key.pem().clone(),
+        };
+        if self.report.previous_not_after.is_none() {
+            self.report.previous_not_after =
+                installed_leaf(&self.cert.output).map(|l| l.not_after_rfc3339());
+        }
+        crash_point("before-install");
+        let written = store::install(&self.cert.output, &files)?;
+        crash_point("after-install-files");
+        self.journal.phase = JournalPhase::Installed;
+        self.journal.installed_sha256 = Some(chain.leaf.sha256.clone());
+        self.journal.reload_pending = self.cert.reload.clone();
+        if self.journal.reload_pending.is_empty() {
+            self.journal.phase = JournalPhase::Idle;
+            self.journal.last_success = Some(now_rfc3339());
+        }
+        self.journal.last_error = None;
+        self.save()?;
+        crash_point("after-installed");
+        info!(cert = %self.cert.name, serial = %chain.leaf.serial_hex, not_after = %chain.leaf.not_after_rfc3339(), dir = %self.cert.output.dir.display(), "installed");
+        self.report.outcome = if renewed {
+            Outcome::Renewed
+        } else {
+            Outcome::Installed
+        };
+        self.report.message = format!(
+            "{} valid until {}",
+            if renewed {
+                "new certificate"
+            } else {
+                "the order's certificate"
+            },
+            chain.leaf.not_after_rfc3339()
+        );
+        self.report.files = written;
+        Ok(())
+    }
+
+    /// Installs the certificate an existing issued order holds (first install, or a
+    /// renewal made elsewhere whose key CAS generated).
+    async fn install_from_order(&mut self, order: i64) -> Result<(), EngineError> {
+        let resp = self.e.cas.describe_certificate_state(order).await?;
+        let s = resp.body;
+        if s.state != CertificateState::Certificate {
+            return Err(EngineError::Other(format!("order {order} is {} and holds no certificate yet", s.state.as_str())));
+        }
+        let pem = s.certificate.as_deref().ok_or_else(|| EngineError::Other(format!("order {order} answered without a Certificate")))?;
+        let chain = Chain::parse(pem)?;
+        // The key: CAS's, when it made it; otherwise ours if the installed key fits.
+        let key = match s.private_key.as_ref() {
+            Some(k) => Some(Key::from_pem(k.expose())?),
+            None => std::fs::read_to_string(self.cert.output.dir.join(store::KEY_FILE))
+                .ok()
+                .and_then(|pem| Key::from_pem(&pem).ok())
+                .filter(|k| k.spki_sha256() == chain.leaf.spki_sha256),
+        };
+        let Some(key) = key else {
+            self.journal.unusable_orders.push(order);
+            let msg = format!("order {order} holds a certificate for a key this host does not have; not installed");
+            self.journal.last_error = Some(msg.clone());
+            self.save()?;
+            warn!(cert = %self.cert.name, order_id = order, "{msg}");
+            return Ok(());
+        };
+        let disk = installed_leaf(&self.cert.output);
+        pki::check(
+            &chain,
+            &Expectations {
+                spki_sha256: &key.spki_sha256(),
+                domain: &self.cert.domain,
+                now: Utc::now().timestamp(),
+                installed_not_after: disk.as_ref().map(|d| d.not_after),
+            },
+        )?;
+        self.journal.source_order_id = Some(order);
+        self.report.order_id = Some(order);
+        self.install_chain(&chain, &key, false)
+    }
+}
+
+/// Every certificate's journal, keyed by name, for `status`.
+pub fn journals(state_root: &Path, names: &[String]) -> HashMap<String, Journal> {
+    let sd = StateDir::at(state_root);
+    names
+        .iter()
+        .filter_map(|n| sd.load_journal(n).ok().map(|j| (n.clone(), j)))
+        .collect()
+}
+
+impl PassReport {
+    /// One line per certificate and hook, for people.
+    pub fn render(&self, dry_run: bool) -> String {
+        let width = self.certs.iter().map(|c| c.name.len()).max().unwrap_or(4).max(4);
+        let mut s = String::new();
+        for c in &self.certs {
+            let what = if dry_run {
+                match &c.plan.action {
+                    Action::Nothing => "nothing".to_owned(),
+                    Action::Resume { phase } => format!("resume ({phase})"),
+                    Action::RerunReload => "reload".to_owned(),
+                    Action::Install { order_id } => format!("install (order {order_id})"),
+                    Action::Adopt { order_id } => format!("adopt (order {order_id})"),
+                    Action::Renew { source_order_id } => format!("renew (order {source_order_id})"),
+                    Action::Blocked => "blocked".to_owned(),
+                }
+            } else {
+                match c.outcome {
+                    Outcome::Unchanged => "unchanged",
+                    Outcome::Renewed => "renewed",
+                    Outcome::Installed => "installed",
+                    Outcome::Reloaded => "reloaded",
+                    Outcome::Failed => "FAILED",
+                    Outcome::Blocked => "BLOCKED",
+                    Outcome::Planned => "planned",
+                }
+                .to_owned()
+            };
+            s.push_str(&format!("{:<width$}  {:<22}  {}\n", c.name, what, c.message));
+        }
+        for h in &self.hooks {
+            s.push_str(&format!(
+                "hook {} ({}): {}\n",
+                h.hook,
+                h.certs.join(", "),
+                if h.ok { "ok".to_owned() } else { format!("FAILED: {}", h.message) }
+            ));
+        }
+        s
+    }
+}

@@ -1,0 +1,357 @@
+//! The plan: a pure function from (orders, journal, disk, now, config) to what to
+//! do for one certificate, with the reason in words an operator can act on.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cas::api::{CertificateOrder, OrderStatus};
+use crate::pki::CertInfo;
+use crate::store::{Journal, JournalPhase};
+
+/// CertEndTime and the certificate's notAfter may differ a little; a newer order
+/// must expire at least this much later than the installed certificate.
+const NEWER_SLACK_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    /// Nothing to do this pass.
+    Nothing,
+    /// Continue the renewal the journal records.
+    Resume { phase: String },
+    /// The certificate is installed but its reload hooks have not succeeded.
+    RerunReload,
+    /// An issued order holds a newer certificate than the one on disk.
+    Install { order_id: i64 },
+    /// A renewal made elsewhere (console, another host) is in progress: follow it.
+    Adopt { order_id: i64 },
+    /// Renew this order (spends quota).
+    Renew { source_order_id: i64 },
+    /// Cannot proceed without the operator.
+    Blocked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub cert: String,
+    #[serde(flatten)]
+    pub action: Action,
+    pub reason: String,
+}
+
+/// Everything the decision depends on.
+pub struct PlanInput<'a> {
+    pub cert: &'a str,
+    pub domain: &'a str,
+    /// The account's orders for this domain.
+    pub orders: &'a [CertificateOrder],
+    pub journal: &'a Journal,
+    /// The installed leaf, if any.
+    pub disk: Option<&'a CertInfo>,
+    pub now_ms: i64,
+    pub renew_before: Duration,
+    /// `renew --force`: renew even when not due, and past a rejection.
+    pub force: bool,
+}
+
+fn days(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS)
+}
+
+fn date(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+/// Decides what to do for one certificate.
+pub fn plan(i: &PlanInput<'_>) -> Plan {
+    let out = |action: Action, reason: String| Plan {
+        cert: i.cert.to_owned(),
+        action,
+        reason,
+    };
+    let j = i.journal;
+    match j.phase {
+        JournalPhase::KeyReady
+        | JournalPhase::RenewRequested
+        | JournalPhase::OrderCreated
+        | JournalPhase::Issued => {
+            return out(
+                Action::Resume {
+                    phase: j.phase.as_str().to_owned(),
+                },
+                format!(
+                    "a renewal is in flight at phase {}{}",
+                    j.phase.as_str(),
+                    j.new_order_id
+                        .map(|o| format!(" (order {o})"))
+                        .unwrap_or_default()
+                ),
+            );
+        }
+        JournalPhase::Rejected if !i.force => {
+            return out(
+                Action::Blocked,
+                format!(
+                    "the last renewal was refused: {}; check it, then run `cas-renewd renew --cert {} --force`",
+                    j.last_error.as_deref().unwrap_or("no reason recorded"),
+                    i.cert
+                ),
+            );
+        }
+        _ => {}
+    }
+    let p = decide(i, &out);
+    // A pending reload runs at the end of the pass anyway; it only becomes the
+    // action when nothing else is to be done.
+    if !j.reload_pending.is_empty() && matches!(p.action, Action::Nothing) {
+        return out(
+            Action::RerunReload,
+            format!(
+                "the installed certificate still needs its reload ({})",
+                j.reload_pending.join(", ")
+            ),
+        );
+    }
+    p
+}
+
+fn decide(i: &PlanInput<'_>, out: &dyn Fn(Action, String) -> Plan) -> Plan {
+    let j = i.journal;
+    let disk_end = i.disk.map(|d| d.not_after * 1000);
+    let is_issued = |o: &&CertificateOrder| {
+        matches!(
+            o.status,
+            Some(OrderStatus::Issued | OrderStatus::Willexpired)
+        ) && o.cert_end_time.is_some()
+    };
+    let newest_issued = i
+        .orders
+        .iter()
+        .filter(is_issued)
+        .max_by_key(|o| (o.cert_end_time, o.order_id));
+    let newest_any = i.orders.iter().max_by_key(|o| o.order_id);
+
+    if let Some(n) = newest_issued {
+        let end = n.cert_end_time.unwrap_or(0);
+        let newer = disk_end.is_none_or(|d| end > d + NEWER_SLACK_MS);
+        if newer && j.unusable_orders.contains(&n.order_id.unwrap_or(0)) {
+            return out(
+                Action::Blocked,
+                format!(
+                    "order {} (valid until {}) was renewed elsewhere and its private key is not available here; install it by hand, or renew again with `renew --force`",
+                    n.order_id.unwrap_or(0),
+                    date(end)
+                ),
+            );
+        }
+        if newer {
+            if let Some(id) = n.order_id {
+                return out(
+                    Action::Install { order_id: id },
+                    match disk_end {
+                        None => format!(
+                            "no certificate on disk; order {id} holds one valid until {}",
+                            date(end)
+                        ),
+                        Some(d) => format!(
+                            "order {id} holds a certificate valid until {}, newer than the one on disk ({})",
+                            date(end),
+                            date(d)
+                        ),
+                    },
+                );
+            }
+        }
+    }
+
+    // A renewal order newer than every issued one, not ours, still being processed.
+    let newest_issued_id = newest_issued.and_then(|o| o.order_id).unwrap_or(0);
+    if let Some(p) = i.orders.iter().find(|o| {
+        matches!(o.status, Some(OrderStatus::Payed | OrderStatus::Checking))
+            && o.order_id.is_some_and(|id| id > newest_issued_id)
+            && o.order_id != j.new_order_id
+            && !j.unusable_orders.contains(&o.order_id.unwrap_or(0))
+    }) {
+        if let Some(id) = p.order_id {
+            return out(
+                Action::Adopt { order_id: id },
+                format!(
+                    "order {id} ({}) is a renewal made elsewhere that is still in progress; following it instead of renewing again",
+                    p.status.map(|s| s.as_str()).unwrap_or("?")
+                ),
+            );
+        }
+    }
+
+    let Some(current) = newest_issued.or(newest_any) else {
+        return out(
+            Action::Blocked,
+            format!(
+                "no order for {} in the account; check the domain (it must equal the order's Domain)",
+                i.domain
+            ),
+        );
+    };
+    let Some(current_id) = current.order_id else {
+        return out(Action::Blocked, "the newest order has no OrderId".into());
+    };
+    let end = disk_end.or(current.cert_end_time);
+    let window = i64::try_from(i.renew_before.as_millis()).unwrap_or(i64::MAX);
+    let status = current.status.unwrap_or(OrderStatus::Unknown);
+    let left = end.map(|e| e - i.now_ms);
+    let due = status == OrderStatus::Willexpired || left.is_some_and(|l| l <= window);
+
+    if i.force {
+        return out(
+            Action::Renew {
+                source_order_id: current_id,
+            },
+            format!("forced renewal of order {current_id} ({status})"),
+        );
+    }
+    if !due {
+        let e = end.unwrap_or(0);
+        return out(
+            Action::Nothing,
+            format!(
+                "valid until {} ({} days); renewal due from {}",
+                date(e),
+                days(e - i.now_ms),
+                date(e - window)
+            ),
+        );
+    }
+    match status {
+        OrderStatus::Willexpired => out(
+            Action::Renew {
+                source_order_id: current_id,
+            },
+            format!(
+                "order {current_id} is WILLEXPIRED{}",
+                left.map(|l| format!(" ({} days left)", days(l)))
+                    .unwrap_or_default()
+            ),
+        ),
+        OrderStatus::Expired => out(
+            Action::Blocked,
+            format!(
+                "order {current_id} has EXPIRED; CAS cannot renew an expired order: buy a new certificate"
+            ),
+        ),
+        other => out(
+            Action::Nothing,
+            format!(
+                "due (renew_before), but order {current_id} is {other}; CAS renews only WILLEXPIRED orders, so this waits until it is"
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn order(id: i64, status: OrderStatus, end_days: Option<i64>) -> CertificateOrder {
+        CertificateOrder {
+            order_id: Some(id),
+            domain: Some("www.example.com".into()),
+            status: Some(status),
+            cert_end_time: end_days.map(|d| NOW + d * DAY_MS),
+            ..Default::default()
+        }
+    }
+
+    fn disk(end_days: i64) -> CertInfo {
+        CertInfo {
+            der: vec![],
+            subject: String::new(),
+            issuer: String::new(),
+            serial_hex: String::new(),
+            not_before: 0,
+            not_after: (NOW + end_days * DAY_MS) / 1000,
+            dns_names: vec![],
+            spki_sha256: String::new(),
+            sha256: String::new(),
+        }
+    }
+
+    fn run(orders: &[CertificateOrder], j: &Journal, d: Option<&CertInfo>, force: bool) -> Plan {
+        plan(&PlanInput {
+            cert: "www",
+            domain: "www.example.com",
+            orders,
+            journal: j,
+            disk: d,
+            now_ms: NOW,
+            renew_before: Duration::from_secs(30 * 86_400),
+            force,
+        })
+    }
+
+    #[test]
+    fn decisions_with_reasons() {
+        let idle = Journal::default();
+        let d20 = disk(20);
+        let d200 = disk(200);
+        let cases: Vec<(&str, Vec<CertificateOrder>, Journal, Option<&CertInfo>, bool, Action, &str)> = vec![
+            ("far from expiry", vec![order(1, OrderStatus::Issued, Some(200))], idle.clone(), Some(&d200), false, Action::Nothing, "renewal due from"),
+            ("WILLEXPIRED renews", vec![order(1, OrderStatus::Willexpired, Some(20))], idle.clone(), Some(&d20), false, Action::Renew { source_order_id: 1 }, "WILLEXPIRED (20 days left)"),
+            ("nothing on disk installs", vec![order(1, OrderStatus::Willexpired, Some(20))], idle.clone(), None, false, Action::Install { order_id: 1 }, "no certificate on disk"),
+            (
+                "newer issued order installs",
+                vec![order(1, OrderStatus::Willexpired, Some(20)), order(2, OrderStatus::Issued, Some(385))],
+                idle.clone(), Some(&d20), false, Action::Install { order_id: 2 }, "newer than the one on disk",
+            ),
+            (
+                "renewal made elsewhere is adopted",
+                vec![order(1, OrderStatus::Willexpired, Some(20)), order(2, OrderStatus::Payed, None)],
+                idle.clone(), Some(&d20), false, Action::Adopt { order_id: 2 }, "made elsewhere",
+            ),
+            ("expired is blocked", vec![order(1, OrderStatus::Expired, Some(-1))], idle.clone(), Some(&disk(-1)), false, Action::Blocked, "EXPIRED"),
+            ("no order is blocked", vec![], idle.clone(), None, false, Action::Blocked, "no order for www.example.com"),
+            ("due but not yet WILLEXPIRED waits", vec![order(1, OrderStatus::Issued, Some(20))], idle.clone(), Some(&d20), false, Action::Nothing, "renews only WILLEXPIRED"),
+            ("force renews", vec![order(1, OrderStatus::Issued, Some(200))], idle.clone(), Some(&d200), true, Action::Renew { source_order_id: 1 }, "forced"),
+        ];
+        for (name, orders, j, d, force, action, phrase) in cases {
+            let p = run(&orders, &j, d, force);
+            assert_eq!(p.action, action, "{name}: {}", p.reason);
+            assert!(p.reason.contains(phrase), "{name}: {:?} lacks {phrase:?}", p.reason);
+        }
+    }
+
+    #[test]
+    fn the_journal_comes_first() {
+        let orders = vec![order(1, OrderStatus::Willexpired, Some(20))];
+        for phase in [JournalPhase::KeyReady, JournalPhase::RenewRequested, JournalPhase::OrderCreated, JournalPhase::Issued] {
+            let j = Journal { phase, new_order_id: Some(9), ..Default::default() };
+            assert!(matches!(run(&orders, &j, None, false).action, Action::Resume { .. }), "{phase:?}");
+        }
+        let rejected = Journal { phase: JournalPhase::Rejected, last_error: Some("wrong key".into()), ..Default::default() };
+        let p = run(&orders, &rejected, Some(&disk(20)), false);
+        assert_eq!(p.action, Action::Blocked);
+        assert!(p.reason.contains("wrong key") && p.reason.contains("--force"), "{}", p.reason);
+        assert!(matches!(run(&orders, &rejected, Some(&disk(20)), true).action, Action::Renew { .. }));
+        let reload = Journal { reload_pending: vec!["nginx".into()], ..Default::default() };
+        assert_eq!(run(&orders, &reload, Some(&disk(20)), false).action, Action::RerunReload);
+    }
+
+    #[test]
+    fn unusable_orders_block_instead_of_spending_again() {
+        let orders = vec![order(1, OrderStatus::Willexpired, Some(20)), order(2, OrderStatus::Checking, None)];
+        let j = Journal { unusable_orders: vec![2], ..Default::default() };
+        assert_eq!(run(&orders, &j, Some(&disk(20)), false).action, Action::Renew { source_order_id: 1 });
+        let ours = Journal { new_order_id: Some(2), ..Default::default() };
+        assert_eq!(run(&orders, &ours, Some(&disk(20)), false).action, Action::Renew { source_order_id: 1 });
+        let orders = vec![order(1, OrderStatus::Willexpired, Some(20)), order(3, OrderStatus::Issued, Some(380))];
+        let j = Journal { unusable_orders: vec![3], ..Default::default() };
+        let p = run(&orders, &j, Some(&disk(20)), false);
+        assert_eq!(p.action, Action::Blocked);
+        assert!(p.reason.contains("renewed elsewhere"), "{}", p.reason);
+    }
+}

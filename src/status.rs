@@ -1,0 +1,103 @@
+//! `cas-renewd status`: every managed certificate with its on-disk expiry, order,
+//! journal phase and next action.
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::renew::{Engine, PassOptions, installed_leaf};
+use crate::store::StateDir;
+
+/// One managed certificate. Field order is the JSON key order; keep it stable.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusRow {
+    pub name: String,
+    pub domain: String,
+    pub dir: String,
+    /// Expiry of `cert.pem`, RFC 3339; `None` when nothing is installed.
+    pub not_after: Option<String>,
+    pub days_left: Option<i64>,
+    pub serial: Option<String>,
+    pub order_id: Option<i64>,
+    pub phase: String,
+    pub reload_pending: Vec<String>,
+    pub next_action: String,
+    pub reason: String,
+    pub last_success: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Reads disk and journals; asks CAS for the plan, and says so when it cannot.
+pub async fn collect(engine: &Engine) -> Vec<StatusRow> {
+    let cfg = engine.config();
+    let (plans, api_error) = match engine.inventory().await {
+        Ok(orders) => match engine.plans(&orders, &PassOptions::default()) {
+            Ok(p) => (p, None),
+            Err(e) => (vec![], Some(e.to_string())),
+        },
+        Err(e) => (vec![], Some(e.to_string())),
+    };
+    let mut certs: Vec<_> = plans.iter().map(|(c, _)| c.clone()).collect();
+    if certs.is_empty() {
+        certs = cfg.certificates.clone();
+    }
+    let sd = StateDir::at(&cfg.state_dir);
+    certs
+        .iter()
+        .map(|c| {
+            let leaf = installed_leaf(&c.output);
+            let j = sd.load_journal(&c.name).unwrap_or_default();
+            let plan = plans.iter().find(|(pc, _)| pc.name == c.name).map(|(_, p)| p);
+            StatusRow {
+                name: c.name.clone(),
+                domain: c.domain.clone(),
+                dir: c.output.dir.display().to_string(),
+                not_after: leaf.as_ref().map(|l| l.not_after_rfc3339()),
+                days_left: leaf
+                    .as_ref()
+                    .map(|l| (l.not_after - Utc::now().timestamp()).div_euclid(86_400)),
+                serial: leaf.as_ref().map(|l| l.serial_hex.clone()),
+                order_id: j.new_order_id.or(j.source_order_id),
+                phase: j.phase.as_str().to_owned(),
+                reload_pending: j.reload_pending.clone(),
+                next_action: plan
+                    .map(|p| {
+                        serde_json::to_value(&p.action)
+                            .ok()
+                            .and_then(|v| v["action"].as_str().map(str::to_owned))
+                            .unwrap_or_default()
+                    })
+                    .unwrap_or_else(|| "unknown".into()),
+                reason: plan.map(|p| p.reason.clone()).unwrap_or_else(|| {
+                    format!(
+                        "CAS not reachable: {}",
+                        api_error.clone().unwrap_or_default()
+                    )
+                }),
+                last_success: j.last_success.clone(),
+                last_error: j.last_error.clone(),
+            }
+        })
+        .collect()
+}
+
+pub fn table(rows: &[StatusRow]) -> String {
+    let mut s = String::new();
+    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    s.push_str(&format!(
+        "{:<w$}  {:<22}  {:<10}  {:<9}  {:<15}  {}\n",
+        "NAME", "EXPIRES (UTC)", "DAYS LEFT", "ORDER", "PHASE", "NEXT"
+    ));
+    for r in rows {
+        s.push_str(&format!(
+            "{:<w$}  {:<22}  {:<10}  {:<9}  {:<15}  {}: {}\n",
+            r.name,
+            r.not_after.as_deref().unwrap_or("-"),
+            r.days_left.map_or("-".into(), |d| d.to_string()),
+            r.order_id.map_or("-".into(), |o| o.to_string()),
+            r.phase,
+            r.next_action,
+            r.reason
+        ));
+    }
+    s
+}
