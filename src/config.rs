@@ -1047,17 +1047,17 @@ fn validate(raw: RawConfig, source: &Path) -> Result<Config, ConfigError> {
             None => 4,
         },
     };
-    if let Some(max) = &r.poll_max_interval {
-        if renewal.poll_max_interval < renewal.poll_interval {
-            p.at(
-                max.referenced,
-                "renewal.poll_max_interval",
-                format!(
-                    "is shorter than renewal.poll_interval ({})",
-                    humantime::format_duration(renewal.poll_interval)
-                ),
-            );
-        }
+    if let Some(max) = &r.poll_max_interval
+        && renewal.poll_max_interval < renewal.poll_interval
+    {
+        p.at(
+            max.referenced,
+            "renewal.poll_max_interval",
+            format!(
+                "is shorter than renewal.poll_interval ({})",
+                humantime::format_duration(renewal.poll_interval)
+            ),
+        );
     }
     if let Some(rb) = &r.renew_before {
         // CAS certificates live at most about a year; a window longer than that
@@ -1192,21 +1192,22 @@ fn validate(raw: RawConfig, source: &Path) -> Result<Config, ConfigError> {
         } else {
             dirs.insert(dir.clone(), (name.clone(), dir_loc));
         }
-        if let Some(v) = &c.verify {
-            if v.connect.value.parse::<SocketAddr>().is_err()
-                && !v.connect.value.rsplit_once(':').is_some_and(|(h, port)| {
-                    !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-                })
-            {
-                p.at(
-                    v.connect.referenced,
-                    format!("{key}.verify.connect"),
-                    format!(
-                        "{:?} is not host:port (e.g. \"127.0.0.1:443\")",
-                        v.connect.value
-                    ),
-                );
-            }
+        if let Some(v) = &c.verify
+            && v.connect.value.parse::<SocketAddr>().is_err()
+            && !v
+                .connect
+                .value
+                .rsplit_once(':')
+                .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+        {
+            p.at(
+                v.connect.referenced,
+                format!("{key}.verify.connect"),
+                format!(
+                    "{:?} is not host:port (e.g. \"127.0.0.1:443\")",
+                    v.connect.value
+                ),
+            );
         }
         let validation = validation_config(
             c.validation.as_ref(),

@@ -46,6 +46,7 @@ pub fn demo_config(dir: &Path, endpoint: &str, scenario: &Scenario) -> String {
         r#"# Written by `cas-renewd demo`: a complete configuration against the simulator.
 api:
   endpoint: {endpoint}
+  dns_endpoint: {endpoint}
 credentials:
   access_key_id: {id}
   access_key_secret: {secret}
@@ -139,7 +140,9 @@ pub fn summary(run: &DemoRun) -> String {
         s.push_str(&format!("  result       {:?}: {}\n", c.outcome, c.message));
         s.push_str(&format!(
             "  expiry       {} -> {}\n",
-            c.previous_not_after.as_deref().unwrap_or("(nothing on disk)"),
+            c.previous_not_after
+                .as_deref()
+                .unwrap_or("(nothing on disk)"),
             c.not_after.as_deref().unwrap_or("-")
         ));
         if let Some(o) = c.order_id {

@@ -55,9 +55,7 @@ pub struct HookContext {
 impl HookContext {
     /// Joins the contexts of every certificate served by one hook.
     pub fn merge(all: &[HookContext]) -> HookContext {
-        let join = |f: fn(&HookContext) -> &str| {
-            all.iter().map(f).collect::<Vec<_>>().join(",")
-        };
+        let join = |f: fn(&HookContext) -> &str| all.iter().map(f).collect::<Vec<_>>().join(",");
         HookContext {
             cert_name: join(|c| &c.cert_name),
             domain: join(|c| &c.domain),
@@ -96,7 +94,15 @@ fn tail(out: &[u8]) -> String {
     let text = String::from_utf8_lossy(&out[start..]);
     let t: String = text
         .chars()
-        .map(|c| if c == '\n' { '|' } else if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c == '\n' {
+                '|'
+            } else if c.is_control() {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     let t = t.trim().trim_matches('|').to_owned();
     if t.is_empty() { "(none)".into() } else { t }
@@ -210,14 +216,25 @@ mod tests {
 
     #[tokio::test]
     async fn failures_and_timeouts_are_reported_with_output() {
-        let err = run("bad", &hook(&["/bin/sh", "-c", "echo broken config >&2; exit 3"], 5000), &ctx())
-            .await
-            .expect_err("fails");
+        let err = run(
+            "bad",
+            &hook(&["/bin/sh", "-c", "echo broken config >&2; exit 3"], 5000),
+            &ctx(),
+        )
+        .await
+        .expect_err("fails");
         let shown = err.to_string();
-        assert!(shown.contains("exit status: 3") && shown.contains("broken config"), "{shown}");
-        let err = run("slow", &hook(&["/bin/sleep", "5"], 200), &ctx()).await.expect_err("times out");
+        assert!(
+            shown.contains("exit status: 3") && shown.contains("broken config"),
+            "{shown}"
+        );
+        let err = run("slow", &hook(&["/bin/sleep", "5"], 200), &ctx())
+            .await
+            .expect_err("times out");
         assert!(matches!(err, HookError::Timeout { .. }), "{err}");
-        let err = run("missing", &hook(&["/nonexistent/program"], 200), &ctx()).await.expect_err("spawn");
+        let err = run("missing", &hook(&["/nonexistent/program"], 200), &ctx())
+            .await
+            .expect_err("spawn");
         assert!(matches!(err, HookError::Spawn { .. }), "{err}");
     }
 

@@ -14,8 +14,8 @@ use cas_renewd::cas::client::RateLimiter;
 use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
 use cas_renewd::config::{self, Config, LogFormat};
 use cas_renewd::renew::{Engine, PassOptions};
-use cas_renewd::store::StateDir;
 use cas_renewd::sim::{Scenario, Simulator};
+use cas_renewd::store::StateDir;
 
 /// Keeps TLS certificates bought through Alibaba Cloud CAS renewed.
 #[derive(Debug, Parser)]
@@ -205,8 +205,9 @@ fn run_sim(listen: &str, scenario: Option<&std::path::Path>) -> ExitCode {
 }
 
 fn engine(cfg: Config) -> anyhow::Result<Arc<Engine>> {
-    let creds = CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::from_process())
-        .context("resolving credentials")?;
+    let creds =
+        CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::from_process())
+            .context("resolving credentials")?;
     Ok(Arc::new(Engine::new(cfg, Arc::new(creds))?))
 }
 
@@ -220,7 +221,11 @@ async fn pass(cfg: Config, opts: PassOptions) -> anyhow::Result<ExitCode> {
     };
     let report = engine.pass(&opts).await?;
     print!("{}", report.render(opts.dry_run));
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn status(cfg: Config, json: bool) -> anyhow::Result<ExitCode> {
@@ -245,11 +250,16 @@ fn run_demo(dir: Option<&std::path::Path>) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let result = runtime().and_then(|rt| rt.block_on(async { Ok(cas_renewd::demo::run(dir).await?) }));
+    let result =
+        runtime().and_then(|rt| rt.block_on(async { Ok(cas_renewd::demo::run(dir).await?) }));
     match result {
         Ok(run) => {
             print!("{}", cas_renewd::demo::summary(&run));
-            if run.report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if run.report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(e) => {
             eprintln!("demo failed: {e:#}");
@@ -275,10 +285,26 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::CheckConfig | Command::Sim { .. } | Command::Demo { .. } => Ok(ExitCode::SUCCESS),
         Command::Once { dry_run, cert } => {
-            pass(cfg, PassOptions { dry_run, only: cert, force: false }).await
+            pass(
+                cfg,
+                PassOptions {
+                    dry_run,
+                    only: cert,
+                    force: false,
+                },
+            )
+            .await
         }
         Command::Renew { cert, force } => {
-            pass(cfg, PassOptions { dry_run: false, only: Some(cert), force }).await
+            pass(
+                cfg,
+                PassOptions {
+                    dry_run: false,
+                    only: Some(cert),
+                    force,
+                },
+            )
+            .await
         }
         Command::Status { json } => status(cfg, json).await,
         Command::List {

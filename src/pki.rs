@@ -31,7 +31,9 @@ pub enum PkiError {
     ChainTooLarge(usize),
     #[error("certificate chain has {0} certificates; the limit is {MAX_CHAIN_CERTS}")]
     TooManyCerts(usize),
-    #[error("the certificate's public key is not ours (expected SPKI sha256 {expected}, got {got})")]
+    #[error(
+        "the certificate's public key is not ours (expected SPKI sha256 {expected}, got {got})"
+    )]
     WrongKey { expected: String, got: String },
     #[error("the certificate does not cover {domain} (it names {names})")]
     WrongName { domain: String, names: String },
@@ -40,7 +42,9 @@ pub enum PkiError {
         not_before: String,
         not_after: String,
     },
-    #[error("the certificate expires {new} which is not later than the installed one ({installed})")]
+    #[error(
+        "the certificate expires {new} which is not later than the installed one ({installed})"
+    )]
     NotNewer { new: String, installed: String },
     #[error("the chain is out of order and cannot be put in order: {0}")]
     ChainOrder(String),
@@ -164,10 +168,14 @@ fn info(der: &[u8]) -> Result<CertInfo, PkiError> {
                 .collect()
         })
         .unwrap_or_default();
-    if dns_names.is_empty() {
-        if let Some(cn) = cert.subject().iter_common_name().next().and_then(|c| c.as_str().ok()) {
-            dns_names.push(cn.to_ascii_lowercase());
-        }
+    if dns_names.is_empty()
+        && let Some(cn) = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|c| c.as_str().ok())
+    {
+        dns_names.push(cn.to_ascii_lowercase());
     }
     Ok(CertInfo {
         der: der.to_vec(),
@@ -224,7 +232,11 @@ impl Chain {
         }
         let leaf_idx = certs
             .iter()
-            .position(|c| !certs.iter().any(|o| o.issuer == c.subject && o.der != c.der))
+            .position(|c| {
+                !certs
+                    .iter()
+                    .any(|o| o.issuer == c.subject && o.der != c.der)
+            })
             .ok_or_else(|| PkiError::ChainOrder("every certificate issues another".into()))?;
         let mut rest = certs;
         let leaf = rest.remove(leaf_idx);
@@ -256,7 +268,10 @@ impl Chain {
     }
 
     pub fn chain_pem(&self) -> String {
-        self.intermediates.iter().map(|c| pem_block(&c.der)).collect()
+        self.intermediates
+            .iter()
+            .map(|c| pem_block(&c.der))
+            .collect()
     }
 
     pub fn fullchain_pem(&self) -> String {
@@ -312,13 +327,13 @@ pub fn check(chain: &Chain, e: &Expectations<'_>) -> Result<(), PkiError> {
             not_after: ts(leaf.not_after),
         });
     }
-    if let Some(installed) = e.installed_not_after {
-        if leaf.not_after <= installed {
-            return Err(PkiError::NotNewer {
-                new: ts(leaf.not_after),
-                installed: ts(installed),
-            });
-        }
+    if let Some(installed) = e.installed_not_after
+        && leaf.not_after <= installed
+    {
+        return Err(PkiError::NotNewer {
+            new: ts(leaf.not_after),
+            installed: ts(installed),
+        });
     }
     Ok(())
 }
@@ -364,9 +379,16 @@ mod tests {
 
     #[test]
     fn every_algorithm_generates_and_round_trips() {
-        for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048] {
+        for alg in [
+            KeyAlgorithm::EcdsaP256,
+            KeyAlgorithm::EcdsaP384,
+            KeyAlgorithm::Rsa2048,
+        ] {
             let k = Key::generate(alg).expect("generate");
-            assert!(k.pem().expose().starts_with("-----BEGIN PRIVATE KEY-----"), "{alg:?} is PKCS#8");
+            assert!(
+                k.pem().expose().starts_with("-----BEGIN PRIVATE KEY-----"),
+                "{alg:?} is PKCS#8"
+            );
             let back = Key::from_pem(k.pem().expose()).expect("parse");
             assert_eq!(back.spki_sha256(), k.spki_sha256());
             assert!(!format!("{k:?}").contains("PRIVATE"), "Debug hides the key");
@@ -381,14 +403,32 @@ mod tests {
         check(&good, &expect(&sha, "www.example.com")).expect("passes");
         assert_eq!(good.intermediates.len(), 1);
 
-        let wrong_key = Chain::parse(&issue(&key, "www.example.com", Twist::WrongKey, 90)).expect("parse");
-        assert!(matches!(check(&wrong_key, &expect(&sha, "www.example.com")), Err(PkiError::WrongKey { .. })));
-        let wrong_name = Chain::parse(&issue(&key, "www.example.com", Twist::WrongName, 90)).expect("parse");
-        assert!(matches!(check(&wrong_name, &expect(&sha, "www.example.com")), Err(PkiError::WrongName { .. })));
-        let expired = Chain::parse(&issue(&key, "www.example.com", Twist::Expired, 90)).expect("parse");
-        assert!(matches!(check(&expired, &expect(&sha, "www.example.com")), Err(PkiError::NotValidNow { .. })));
-        let older = Expectations { installed_not_after: Some(good.leaf.not_after + 1), ..expect(&sha, "www.example.com") };
-        assert!(matches!(check(&good, &older), Err(PkiError::NotNewer { .. })));
+        let wrong_key =
+            Chain::parse(&issue(&key, "www.example.com", Twist::WrongKey, 90)).expect("parse");
+        assert!(matches!(
+            check(&wrong_key, &expect(&sha, "www.example.com")),
+            Err(PkiError::WrongKey { .. })
+        ));
+        let wrong_name =
+            Chain::parse(&issue(&key, "www.example.com", Twist::WrongName, 90)).expect("parse");
+        assert!(matches!(
+            check(&wrong_name, &expect(&sha, "www.example.com")),
+            Err(PkiError::WrongName { .. })
+        ));
+        let expired =
+            Chain::parse(&issue(&key, "www.example.com", Twist::Expired, 90)).expect("parse");
+        assert!(matches!(
+            check(&expired, &expect(&sha, "www.example.com")),
+            Err(PkiError::NotValidNow { .. })
+        ));
+        let older = Expectations {
+            installed_not_after: Some(good.leaf.not_after + 1),
+            ..expect(&sha, "www.example.com")
+        };
+        assert!(matches!(
+            check(&good, &older),
+            Err(PkiError::NotNewer { .. })
+        ));
     }
 
     #[test]
@@ -401,10 +441,18 @@ mod tests {
         assert_eq!(c.leaf.spki_sha256, key.spki_sha256());
         assert!(c.fullchain_pem().starts_with(&c.leaf_pem()));
         assert!(matches!(Chain::parse(""), Err(PkiError::EmptyChain)));
-        assert!(Chain::parse("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err());
-        assert!(matches!(Chain::parse(&"x".repeat(MAX_CHAIN_BYTES + 1)), Err(PkiError::ChainTooLarge(_))));
+        assert!(
+            Chain::parse("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err()
+        );
+        assert!(matches!(
+            Chain::parse(&"x".repeat(MAX_CHAIN_BYTES + 1)),
+            Err(PkiError::ChainTooLarge(_))
+        ));
         let other = issue(&key, "other.example.com", Twist::None, 90);
-        assert!(matches!(Chain::parse(&format!("{pem}{other}")), Err(PkiError::ChainOrder(_))));
+        assert!(matches!(
+            Chain::parse(&format!("{pem}{other}")),
+            Err(PkiError::ChainOrder(_))
+        ));
     }
 
     #[test]
@@ -414,6 +462,9 @@ mod tests {
         assert!(names_cover(&n, "*.example.com"));
         assert!(!names_cover(&n, "a.b.example.com"));
         assert!(!names_cover(&n, "example.com"));
-        assert!(names_cover(&["www.example.com".to_owned()], "WWW.example.com"));
+        assert!(names_cover(
+            &["www.example.com".to_owned()],
+            "WWW.example.com"
+        ));
     }
 }

@@ -46,7 +46,10 @@ pub async fn collect(engine: &Engine) -> Vec<StatusRow> {
         .map(|c| {
             let leaf = installed_leaf(&c.output);
             let j = sd.load_journal(&c.name).unwrap_or_default();
-            let plan = plans.iter().find(|(pc, _)| pc.name == c.name).map(|(_, p)| p);
+            let plan = plans
+                .iter()
+                .find(|(pc, _)| pc.name == c.name)
+                .map(|(_, p)| p);
             StatusRow {
                 name: c.name.clone(),
                 domain: c.domain.clone(),

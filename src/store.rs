@@ -404,7 +404,9 @@ impl StateDir {
     }
 
     pub fn issued_path(&self, cert: &str, attempt: &str) -> PathBuf {
-        self.root.join("issued").join(format!("{cert}-{attempt}.pem"))
+        self.root
+            .join("issued")
+            .join(format!("{cert}-{attempt}.pem"))
     }
 
     /// The journal of `cert`, or a fresh one.
@@ -499,11 +501,33 @@ mod tests {
     fn atomic_write_sets_exact_modes_and_leaves_no_temporaries() {
         let d = tempfile::tempdir().expect("tempdir");
         let p = d.path().join("f");
-        write_file(&p, b"one", FileSpec { mode: 0o640, uid: None, gid: None }).expect("write");
-        write_file(&p, b"two", FileSpec { mode: 0o600, uid: None, gid: None }).expect("rewrite");
+        write_file(
+            &p,
+            b"one",
+            FileSpec {
+                mode: 0o640,
+                uid: None,
+                gid: None,
+            },
+        )
+        .expect("write");
+        write_file(
+            &p,
+            b"two",
+            FileSpec {
+                mode: 0o600,
+                uid: None,
+                gid: None,
+            },
+        )
+        .expect("rewrite");
         assert_eq!(fs::read(&p).expect("read"), b"two");
         assert_eq!(fs::metadata(&p).expect("meta").mode() & 0o777, 0o600);
-        let names: Vec<_> = fs::read_dir(d.path()).expect("ls").flatten().map(|e| e.file_name()).collect();
+        let names: Vec<_> = fs::read_dir(d.path())
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
 
@@ -515,8 +539,16 @@ mod tests {
         // The second target's directory does not exist: the whole set fails, and the
         // first file, already written to its temporary, is not renamed.
         let err = atomic_write(&[
-            FileWrite { path: p.clone(), data: b"new", spec: FileSpec::private() },
-            FileWrite { path: d.path().join("missing/g"), data: b"x", spec: FileSpec::private() },
+            FileWrite {
+                path: p.clone(),
+                data: b"new",
+                spec: FileSpec::private(),
+            },
+            FileWrite {
+                path: d.path().join("missing/g"),
+                data: b"x",
+                spec: FileSpec::private(),
+            },
         ])
         .expect_err("fails");
         assert!(err.to_string().contains("missing/"), "{err}");
@@ -532,11 +564,26 @@ mod tests {
             install(&o, &files(&i.to_string())).expect("install");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert_eq!(fs::read_to_string(o.dir.join(CERT_FILE)).expect("cert"), "cert 3");
-        assert_eq!(fs::read_to_string(o.dir.join(KEY_FILE)).expect("key"), "key 3");
-        assert_eq!(fs::metadata(o.dir.join(KEY_FILE)).expect("m").mode() & 0o777, 0o640);
-        assert_eq!(fs::metadata(o.dir.join(FULLCHAIN_FILE)).expect("m").mode() & 0o777, 0o644);
-        let hist: Vec<_> = fs::read_dir(o.dir.join(HISTORY_DIR)).expect("ls").flatten().collect();
+        assert_eq!(
+            fs::read_to_string(o.dir.join(CERT_FILE)).expect("cert"),
+            "cert 3"
+        );
+        assert_eq!(
+            fs::read_to_string(o.dir.join(KEY_FILE)).expect("key"),
+            "key 3"
+        );
+        assert_eq!(
+            fs::metadata(o.dir.join(KEY_FILE)).expect("m").mode() & 0o777,
+            0o640
+        );
+        assert_eq!(
+            fs::metadata(o.dir.join(FULLCHAIN_FILE)).expect("m").mode() & 0o777,
+            0o644
+        );
+        let hist: Vec<_> = fs::read_dir(o.dir.join(HISTORY_DIR))
+            .expect("ls")
+            .flatten()
+            .collect();
         assert_eq!(hist.len(), 2, "keep 2 versions");
         let mut versions: Vec<String> = hist
             .iter()
@@ -558,9 +605,15 @@ mod tests {
         sd.save_journal(&mut j).expect("save");
         let back = sd.load_journal("www").expect("load");
         assert_eq!(back, j);
-        assert_eq!(fs::metadata(sd.journal_path("www")).expect("m").mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(sd.journal_path("www")).expect("m").mode() & 0o777,
+            0o600
+        );
         fs::write(sd.journal_path("bad"), "{").expect("write");
-        assert!(matches!(sd.load_journal("bad"), Err(StoreError::CorruptJournal { .. })));
+        assert!(matches!(
+            sd.load_journal("bad"),
+            Err(StoreError::CorruptJournal { .. })
+        ));
     }
 
     #[test]
@@ -569,6 +622,9 @@ mod tests {
         let sd = StateDir::open(d.path()).expect("open");
         let _held = sd.lock().expect("first");
         let err = sd.lock().expect_err("second");
-        assert!(err.to_string().contains("another cas-renewd is running"), "{err}");
+        assert!(
+            err.to_string().contains("another cas-renewd is running"),
+            "{err}"
+        );
     }
 }

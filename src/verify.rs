@@ -45,7 +45,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -54,7 +59,12 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -67,7 +77,11 @@ pub async fn served_leaf(addr: &str, sni: &str, timeout: Duration) -> Result<Vec
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| VerifyError::Handshake { addr: addr.into(), sni: sni.into(), detail: e.to_string() })?
+        .map_err(|e| VerifyError::Handshake {
+            addr: addr.into(),
+            sni: sni.into(),
+            detail: e.to_string(),
+        })?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
         .with_no_client_auth();
@@ -79,11 +93,18 @@ pub async fn served_leaf(addr: &str, sni: &str, timeout: Duration) -> Result<Vec
     let connect = async {
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
-            .map_err(|e| VerifyError::Connect { addr: addr.into(), detail: e.to_string() })?;
+            .map_err(|e| VerifyError::Connect {
+                addr: addr.into(),
+                detail: e.to_string(),
+            })?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
-            .map_err(|e| VerifyError::Handshake { addr: addr.into(), sni: sni.into(), detail: e.to_string() })?;
+            .map_err(|e| VerifyError::Handshake {
+                addr: addr.into(),
+                sni: sni.into(),
+                detail: e.to_string(),
+            })?;
         let (_, conn) = tls.get_ref();
         conn.peer_certificates()
             .and_then(|c| c.first())
@@ -92,5 +113,8 @@ pub async fn served_leaf(addr: &str, sni: &str, timeout: Duration) -> Result<Vec
     };
     tokio::time::timeout(timeout, connect)
         .await
-        .map_err(|_| VerifyError::Connect { addr: addr.into(), detail: format!("timed out after {timeout:?}") })?
+        .map_err(|_| VerifyError::Connect {
+            addr: addr.into(),
+            detail: format!("timed out after {timeout:?}"),
+        })?
 }

@@ -464,20 +464,19 @@ impl ApiClient {
                 if matches!(
                     e.code(),
                     Some("SignatureDoesNotMatch" | "IncompleteSignature")
-                ) {
-                    if let ApiError::Service(svc) = e {
-                        // The string to sign holds only a hash, never the secret.
-                        let server = svc
-                            .message
-                            .split_once("server string to sign is:")
-                            .map_or("(not given)", |(_, s)| s.trim());
-                        debug!(
-                            action,
-                            ours = %sig.string_to_sign.replace('\n', "\\n"),
-                            server = %server,
-                            "signature mismatch: compare the two strings to sign"
-                        );
-                    }
+                ) && let ApiError::Service(svc) = e
+                {
+                    // The string to sign holds only a hash, never the secret.
+                    let server = svc
+                        .message
+                        .split_once("server string to sign is:")
+                        .map_or("(not given)", |(_, s)| s.trim());
+                    debug!(
+                        action,
+                        ours = %sig.string_to_sign.replace('\n', "\\n"),
+                        server = %server,
+                        "signature mismatch: compare the two strings to sign"
+                    );
                 }
             }
         }

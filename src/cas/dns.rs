@@ -69,7 +69,8 @@ impl Dns {
                 .await;
             match r {
                 Ok(_) => return Ok(Some(candidate)),
-                Err(e) if matches!(e.code(), Some(c) if c.starts_with("InvalidDomainName") || c == "DomainNotFound" || c == "Forbidden.DomainNotBelongToUser") => {}
+                Err(e) if matches!(e.code(), Some(c) if c.starts_with("InvalidDomainName") || c == "DomainNotFound" || c == "Forbidden.DomainNotBelongToUser") =>
+                    {}
                 Err(e) => return Err(e),
             }
         }
@@ -82,7 +83,11 @@ impl Dns {
             .client
             .call::<RecordPage>(
                 "DescribeSubDomainRecords",
-                &[p("SubDomain", fqdn), p("Type", record_type), p("PageSize", "100")],
+                &[
+                    p("SubDomain", fqdn),
+                    p("Type", record_type),
+                    p("PageSize", "100"),
+                ],
                 Idempotence::Idempotent,
             )
             .await?;

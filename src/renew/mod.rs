@@ -26,9 +26,7 @@ use crate::cas::dns::Dns;
 use crate::config::{CertificateConfig, Config, OutputConfig};
 use crate::hooks::{self, HookContext};
 use crate::pki::{self, CertInfo, Chain, Expectations, Key, PkiError};
-use crate::store::{
-    self, CertificateFiles, FileSpec, Journal, JournalPhase, StateDir, StoreError,
-};
+use crate::store::{self, CertificateFiles, FileSpec, Journal, JournalPhase, StateDir, StoreError};
 use plan::{Action, Plan, PlanInput};
 use validation::Published;
 
@@ -279,7 +277,11 @@ impl Engine {
     }
 
     /// The plan for every target, without acting.
-    pub fn plans(&self, orders: &[CertificateOrder], opts: &PassOptions) -> Result<Vec<(CertificateConfig, Plan)>, EngineError> {
+    pub fn plans(
+        &self,
+        orders: &[CertificateOrder],
+        opts: &PassOptions,
+    ) -> Result<Vec<(CertificateConfig, Plan)>, EngineError> {
         let mut out = Vec::new();
         for cert in self.targets(orders) {
             if opts.only.as_deref().is_some_and(|o| o != cert.name) {
@@ -289,7 +291,10 @@ impl Engine {
             let disk = installed_leaf(&cert.output);
             let mine: Vec<CertificateOrder> = orders
                 .iter()
-                .filter(|o| o.domain_name().is_some_and(|d| d.eq_ignore_ascii_case(&cert.domain)))
+                .filter(|o| {
+                    o.domain_name()
+                        .is_some_and(|d| d.eq_ignore_ascii_case(&cert.domain))
+                })
                 .cloned()
                 .collect();
             let p = plan::plan(&PlanInput {
@@ -304,12 +309,12 @@ impl Engine {
             });
             out.push((cert, p));
         }
-        if let Some(only) = &opts.only {
-            if out.is_empty() {
-                return Err(EngineError::Other(format!(
-                    "no certificate named {only:?} (configured or discovered)"
-                )));
-            }
+        if let Some(only) = &opts.only
+            && out.is_empty()
+        {
+            return Err(EngineError::Other(format!(
+                "no certificate named {only:?} (configured or discovered)"
+            )));
         }
         Ok(out)
     }
@@ -437,7 +442,10 @@ impl Engine {
                     }
                     let mine: Vec<CertificateOrder> = orders
                         .iter()
-                        .filter(|o| o.domain_name().is_some_and(|d| d.eq_ignore_ascii_case(&cert.domain)))
+                        .filter(|o| {
+                            o.domain_name()
+                                .is_some_and(|d| d.eq_ignore_ascii_case(&cert.domain))
+                        })
                         .cloned()
                         .collect();
                     let disk = installed_leaf(&cert.output);
@@ -467,7 +475,12 @@ impl Engine {
     }
 
     /// Runs each hook needed by any certificate once, then clears it from their journals.
-    async fn run_hooks(&self, state: &StateDir, certs: &[CertificateConfig], report: &mut PassReport) {
+    async fn run_hooks(
+        &self,
+        state: &StateDir,
+        certs: &[CertificateConfig],
+        report: &mut PassReport,
+    ) {
         let mut wanted: BTreeMap<String, Vec<(usize, HookContext)>> = BTreeMap::new();
         for (i, cert) in certs.iter().enumerate() {
             let Ok(j) = state.load_journal(&cert.name) else {
@@ -489,7 +502,10 @@ impl Engine {
                 key_path: path_str(&cert.output.dir.join(store::KEY_FILE)),
                 fullchain_path: path_str(&cert.output.dir.join(store::FULLCHAIN_FILE)),
                 chain_path: path_str(&cert.output.dir.join(store::CHAIN_FILE)),
-                not_after: leaf.as_ref().map(|l| l.not_after_rfc3339()).unwrap_or_default(),
+                not_after: leaf
+                    .as_ref()
+                    .map(|l| l.not_after_rfc3339())
+                    .unwrap_or_default(),
                 sha256: leaf.map(|l| l.sha256).unwrap_or_default(),
             };
             for h in &j.reload_pending {
@@ -501,7 +517,9 @@ impl Engine {
             let result = match self.cfg.hooks.get(&hook) {
                 Some(h) => {
                     let ctxs: Vec<HookContext> = users.iter().map(|(_, c)| c.clone()).collect();
-                    hooks::run(&hook, h, &HookContext::merge(&ctxs)).await.map(|_| ())
+                    hooks::run(&hook, h, &HookContext::merge(&ctxs))
+                        .await
+                        .map(|_| ())
                 }
                 None => Err(hooks::HookError::Spawn {
                     hook: hook.clone(),
@@ -529,7 +547,10 @@ impl Engine {
                     j.last_error = result.as_ref().err().map(ToString::to_string);
                     if let Some(r) = report.certs.iter_mut().find(|r| r.name == cert.name) {
                         r.outcome = Outcome::Failed;
-                        r.message = format!("installed, but reload failed: {}", j.last_error.clone().unwrap_or_default());
+                        r.message = format!(
+                            "installed, but reload failed: {}",
+                            j.last_error.clone().unwrap_or_default()
+                        );
                     }
                 }
                 if let Err(e) = state.save_journal(&mut j) {
@@ -538,11 +559,11 @@ impl Engine {
                 if ok && j.phase == JournalPhase::Idle {
                     crash_point("after-reload");
                     let _ = state.prune_attempts(&cert.name, j.attempt.as_deref());
-                    if let Some(r) = report.certs.iter_mut().find(|r| r.name == cert.name) {
-                        if r.outcome == Outcome::Unchanged {
-                            r.outcome = Outcome::Reloaded;
-                            r.message = "reload re-run and succeeded".into();
-                        }
+                    if let Some(r) = report.certs.iter_mut().find(|r| r.name == cert.name)
+                        && r.outcome == Outcome::Unchanged
+                    {
+                        r.outcome = Outcome::Reloaded;
+                        r.message = "reload re-run and succeeded".into();
                     }
                 }
             }
@@ -560,7 +581,12 @@ impl Engine {
 
     /// Compares what `verify.connect` serves with `cert.pem`; a difference puts
     /// the reload back on the journal so the next pass tries again.
-    async fn verify_served(&self, state: &StateDir, certs: &[CertificateConfig], report: &mut PassReport) {
+    async fn verify_served(
+        &self,
+        state: &StateDir,
+        certs: &[CertificateConfig],
+        report: &mut PassReport,
+    ) {
         for cert in certs {
             let Some(v) = &cert.verify else { continue };
             let Some(r) = report.certs.iter_mut().find(|r| r.name == cert.name) else {
@@ -569,7 +595,9 @@ impl Engine {
             if matches!(r.outcome, Outcome::Blocked | Outcome::Planned) {
                 continue;
             }
-            let Some(disk) = installed_leaf(&cert.output) else { continue };
+            let Some(disk) = installed_leaf(&cert.output) else {
+                continue;
+            };
             let sni = v
                 .server_name
                 .clone()
@@ -581,7 +609,9 @@ impl Engine {
                     if matches {
                         info!(cert = %cert.name, addr = %v.connect, "served certificate matches the one on disk");
                     } else {
-                        let served = pki::read_leaf(&pem_of(&der)).map(|l| l.serial_hex).unwrap_or_default();
+                        let served = pki::read_leaf(&pem_of(&der))
+                            .map(|l| l.serial_hex)
+                            .unwrap_or_default();
                         error!(cert = %cert.name, addr = %v.connect, served_serial = %served, disk_serial = %disk.serial_hex, "served certificate differs from the one on disk; the reload is retried next pass");
                         r.outcome = Outcome::Failed;
                         r.message = format!(
@@ -703,7 +733,11 @@ impl CertRun<'_> {
             self.generate_key().await?
         };
         let key_path = self.state.key_path(&self.cert.name, &attempt);
-        store::write_file(&key_path, key.pem().expose().as_bytes(), FileSpec::private())?;
+        store::write_file(
+            &key_path,
+            key.pem().expose().as_bytes(),
+            FileSpec::private(),
+        )?;
         let names = self.names_for_csr();
         let csr = key.csr_pem(&self.cert.domain, &names)?;
         self.journal = Journal {
@@ -850,11 +884,26 @@ impl CertRun<'_> {
             let earliest = requested.timestamp_millis() - 600_000;
             let found = orders
                 .iter()
-                .filter(|o| o.domain_name().is_some_and(|d| d.eq_ignore_ascii_case(&self.cert.domain)))
+                .filter(|o| {
+                    o.domain_name()
+                        .is_some_and(|d| d.eq_ignore_ascii_case(&self.cert.domain))
+                })
                 .filter(|o| o.order_id.is_some_and(|id| id > source))
-                .filter(|o| !self.journal.unusable_orders.contains(&o.order_id.unwrap_or(0)))
+                .filter(|o| {
+                    !self
+                        .journal
+                        .unusable_orders
+                        .contains(&o.order_id.unwrap_or(0))
+                })
                 .filter(|o| o.buy_date.is_none_or(|b| b >= earliest))
-                .filter(|o| !matches!(o.status, Some(OrderStatus::Expired | OrderStatus::Revoked | OrderStatus::CheckedFail)))
+                .filter(|o| {
+                    !matches!(
+                        o.status,
+                        Some(
+                            OrderStatus::Expired | OrderStatus::Revoked | OrderStatus::CheckedFail
+                        )
+                    )
+                })
                 .filter_map(|o| o.order_id)
                 .min();
             if let Some(id) = found {
@@ -910,25 +959,32 @@ impl CertRun<'_> {
                     self.journal.phase = JournalPhase::Rejected;
                     self.journal.dns_record = None;
                     self.journal.validation_file = None;
-                    let msg = format!("order {order} failed the CA's review (verify_fail); CAS suggests deleting the order (DeleteCertificateRequest returns the quota) and applying again");
+                    let msg = format!(
+                        "order {order} failed the CA's review (verify_fail); CAS suggests deleting the order (DeleteCertificateRequest returns the quota) and applying again"
+                    );
                     self.journal.last_error = Some(msg.clone());
                     self.save()?;
                     return Err(EngineError::Other(msg));
                 }
-                CertificateState::DomainVerify => {
-                    if published == Published::Nothing {
-                        published = validation::publish(&self.e.dns, &self.cert.validation, &self.cert.domain, order, &s).await?;
-                        match &published {
-                            Published::Dns { zone, record_id } => {
-                                self.journal.dns_record = Some((zone.clone(), record_id.clone()));
-                                self.save()?;
-                            }
-                            Published::File(p) => {
-                                self.journal.validation_file = Some(p.clone());
-                                self.save()?;
-                            }
-                            _ => {}
+                CertificateState::DomainVerify if published == Published::Nothing => {
+                    published = validation::publish(
+                        &self.e.dns,
+                        &self.cert.validation,
+                        &self.cert.domain,
+                        order,
+                        &s,
+                    )
+                    .await?;
+                    match &published {
+                        Published::Dns { zone, record_id } => {
+                            self.journal.dns_record = Some((zone.clone(), record_id.clone()));
+                            self.save()?;
                         }
+                        Published::File(p) => {
+                            self.journal.validation_file = Some(p.clone());
+                            self.save()?;
+                        }
+                        _ => {}
                     }
                 }
                 CertificateState::Payed => {
@@ -954,7 +1010,11 @@ impl CertRun<'_> {
         validation::unpublish(&self.e.dns, &published).await;
         self.journal.dns_record = None;
         self.journal.validation_file = None;
-        self.accept_issued(order, state.certificate.as_deref(), state.private_key.as_ref().map(|k| k.expose()))
+        self.accept_issued(
+            order,
+            state.certificate.as_deref(),
+            state.private_key.as_ref().map(|k| k.expose()),
+        )
     }
 
     fn published_from_journal(&self) -> Published {
@@ -972,7 +1032,12 @@ impl CertRun<'_> {
 
     /// Checks an issued chain and, when it passes, saves it (and a CAS-made key)
     /// under the state directory and journals `Issued`.
-    fn accept_issued(&mut self, order: i64, cert_pem: Option<&str>, cas_key: Option<&str>) -> Result<(), EngineError> {
+    fn accept_issued(
+        &mut self,
+        order: i64,
+        cert_pem: Option<&str>,
+        cas_key: Option<&str>,
+    ) -> Result<(), EngineError> {
         let our_key = self.load_key()?;
         let key = match (our_key, cas_key) {
             (Some(k), Some(_)) => {
@@ -992,13 +1057,19 @@ impl CertRun<'_> {
             (None, None) => {
                 self.journal.unusable_orders.push(order);
                 self.journal.phase = JournalPhase::Idle;
-                let msg = format!("order {order} was issued for a key this host does not have (renewed elsewhere with its own CSR); not installed");
+                let msg = format!(
+                    "order {order} was issued for a key this host does not have (renewed elsewhere with its own CSR); not installed"
+                );
                 self.journal.last_error = Some(msg.clone());
                 self.save()?;
                 return Err(EngineError::Other(msg));
             }
         };
-        let pem = cert_pem.ok_or_else(|| EngineError::Other(format!("order {order} is issued but the answer has no Certificate")))?;
+        let pem = cert_pem.ok_or_else(|| {
+            EngineError::Other(format!(
+                "order {order} is issued but the answer has no Certificate"
+            ))
+        })?;
         let disk = installed_leaf(&self.cert.output);
         let checked = Chain::parse(pem).and_then(|chain| {
             pki::check(
@@ -1015,7 +1086,9 @@ impl CertRun<'_> {
         let chain = match checked {
             Ok(c) => c,
             Err(e) => {
-                let msg = format!("certificate of order {order} refused: {e}; the installed files are unchanged");
+                let msg = format!(
+                    "certificate of order {order} refused: {e}; the installed files are unchanged"
+                );
                 error!(cert = %self.cert.name, order_id = order, reason = %e, "issued certificate refused; old files kept; no new order is placed automatically");
                 self.journal.phase = JournalPhase::Rejected;
                 self.journal.last_error = Some(msg.clone());
@@ -1026,7 +1099,11 @@ impl CertRun<'_> {
         };
         let attempt = self.journal.attempt.clone().unwrap_or_else(new_attempt_id);
         let issued_path = self.state.issued_path(&self.cert.name, &attempt);
-        store::write_file(&issued_path, chain.fullchain_pem().as_bytes(), FileSpec::private())?;
+        store::write_file(
+            &issued_path,
+            chain.fullchain_pem().as_bytes(),
+            FileSpec::private(),
+        )?;
         self.journal.attempt = Some(attempt);
         self.journal.issued_path = Some(issued_path);
         self.journal.new_order_id = Some(order);
@@ -1040,11 +1117,9 @@ impl CertRun<'_> {
     /// Installs the saved chain and key; the journal says `Installed` only after
     /// every file and the directory are synced.
     fn install_issued(&mut self) -> Result<(), EngineError> {
-        let path = self
-            .journal
-            .issued_path
-            .clone()
-            .ok_or_else(|| EngineError::Other("journal at issued has no certificate path".into()))?;
+        let path = self.journal.issued_path.clone().ok_or_else(|| {
+            EngineError::Other("journal at issued has no certificate path".into())
+        })?;
         let pem = std::fs::read_to_string(&path).map_err(|source| StoreError::Io {
             path: path.clone(),
             op: "read issued certificate",
@@ -1055,14 +1130,21 @@ impl CertRun<'_> {
             .ok_or_else(|| EngineError::Other("journal at issued has no key".into()))?;
         let chain = Chain::parse(&pem)?;
         if chain.leaf.spki_sha256 != key.spki_sha256() {
-            return Err(EngineError::Other("saved certificate does not match the saved key".into()));
+            return Err(EngineError::Other(
+                "saved certificate does not match the saved key".into(),
+            ));
         }
         // Only a renewal of ours made a CSR; an adopted order did not.
         let renewed = self.journal.csr_sha256.is_some();
         self.install_chain(&chain, &key, renewed)
     }
 
-    fn install_chain(&mut self, chain: &Chain, key: &Key, renewed: bool) -> Result<(), EngineError> {
+    fn install_chain(
+        &mut self,
+        chain: &Chain,
+        key: &Key,
+        renewed: bool,
+    ) -> Result<(), EngineError> {
         let files = CertificateFiles {
             cert_pem: chain.leaf_pem(),
             chain_pem: chain.chain_pem(),
@@ -1111,9 +1193,14 @@ impl CertRun<'_> {
         let resp = self.e.cas.describe_certificate_state(order).await?;
         let s = resp.body;
         if s.state != CertificateState::Certificate {
-            return Err(EngineError::Other(format!("order {order} is {} and holds no certificate yet", s.state.as_str())));
+            return Err(EngineError::Other(format!(
+                "order {order} is {} and holds no certificate yet",
+                s.state.as_str()
+            )));
         }
-        let pem = s.certificate.as_deref().ok_or_else(|| EngineError::Other(format!("order {order} answered without a Certificate")))?;
+        let pem = s.certificate.as_deref().ok_or_else(|| {
+            EngineError::Other(format!("order {order} answered without a Certificate"))
+        })?;
         let chain = Chain::parse(pem)?;
         // The key: CAS's, when it made it; otherwise ours if the installed key fits.
         let key = match s.private_key.as_ref() {
@@ -1125,7 +1212,9 @@ impl CertRun<'_> {
         };
         let Some(key) = key else {
             self.journal.unusable_orders.push(order);
-            let msg = format!("order {order} holds a certificate for a key this host does not have; not installed");
+            let msg = format!(
+                "order {order} holds a certificate for a key this host does not have; not installed"
+            );
             self.journal.last_error = Some(msg.clone());
             self.save()?;
             warn!(cert = %self.cert.name, order_id = order, "{msg}");
@@ -1159,7 +1248,13 @@ pub fn journals(state_root: &Path, names: &[String]) -> HashMap<String, Journal>
 impl PassReport {
     /// One line per certificate and hook, for people.
     pub fn render(&self, dry_run: bool) -> String {
-        let width = self.certs.iter().map(|c| c.name.len()).max().unwrap_or(4).max(4);
+        let width = self
+            .certs
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
         let mut s = String::new();
         for c in &self.certs {
             let what = if dry_run {
@@ -1184,14 +1279,21 @@ impl PassReport {
                 }
                 .to_owned()
             };
-            s.push_str(&format!("{:<width$}  {:<22}  {}\n", c.name, what, c.message));
+            s.push_str(&format!(
+                "{:<width$}  {:<22}  {}\n",
+                c.name, what, c.message
+            ));
         }
         for h in &self.hooks {
             s.push_str(&format!(
                 "hook {} ({}): {}\n",
                 h.hook,
                 h.certs.join(", "),
-                if h.ok { "ok".to_owned() } else { format!("FAILED: {}", h.message) }
+                if h.ok {
+                    "ok".to_owned()
+                } else {
+                    format!("FAILED: {}", h.message)
+                }
             ));
         }
         s

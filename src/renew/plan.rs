@@ -148,23 +148,21 @@ fn decide(i: &PlanInput<'_>, out: &dyn Fn(Action, String) -> Plan) -> Plan {
                 ),
             );
         }
-        if newer {
-            if let Some(id) = n.order_id {
-                return out(
-                    Action::Install { order_id: id },
-                    match disk_end {
-                        None => format!(
-                            "no certificate on disk; order {id} holds one valid until {}",
-                            date(end)
-                        ),
-                        Some(d) => format!(
-                            "order {id} holds a certificate valid until {}, newer than the one on disk ({})",
-                            date(end),
-                            date(d)
-                        ),
-                    },
-                );
-            }
+        if newer && let Some(id) = n.order_id {
+            return out(
+                Action::Install { order_id: id },
+                match disk_end {
+                    None => format!(
+                        "no certificate on disk; order {id} holds one valid until {}",
+                        date(end)
+                    ),
+                    Some(d) => format!(
+                        "order {id} holds a certificate valid until {}, newer than the one on disk ({})",
+                        date(end),
+                        date(d)
+                    ),
+                },
+            );
         }
     }
 
@@ -175,16 +173,15 @@ fn decide(i: &PlanInput<'_>, out: &dyn Fn(Action, String) -> Plan) -> Plan {
             && o.order_id.is_some_and(|id| id > newest_issued_id)
             && o.order_id != j.new_order_id
             && !j.unusable_orders.contains(&o.order_id.unwrap_or(0))
-    }) {
-        if let Some(id) = p.order_id {
-            return out(
-                Action::Adopt { order_id: id },
-                format!(
-                    "order {id} ({}) is a renewal made elsewhere that is still in progress; following it instead of renewing again",
-                    p.status.map(|s| s.as_str()).unwrap_or("?")
-                ),
-            );
-        }
+    }) && let Some(id) = p.order_id
+    {
+        return out(
+            Action::Adopt { order_id: id },
+            format!(
+                "order {id} ({}) is a renewal made elsewhere that is still in progress; following it instead of renewing again",
+                p.status.map(|s| s.as_str()).unwrap_or("?")
+            ),
+        );
     }
 
     let Some(current) = newest_issued.or(newest_any) else {
@@ -299,57 +296,198 @@ mod tests {
         let idle = Journal::default();
         let d20 = disk(20);
         let d200 = disk(200);
-        let cases: Vec<(&str, Vec<CertificateOrder>, Journal, Option<&CertInfo>, bool, Action, &str)> = vec![
-            ("far from expiry", vec![order(1, OrderStatus::Issued, Some(200))], idle.clone(), Some(&d200), false, Action::Nothing, "renewal due from"),
-            ("WILLEXPIRED renews", vec![order(1, OrderStatus::Willexpired, Some(20))], idle.clone(), Some(&d20), false, Action::Renew { source_order_id: 1 }, "WILLEXPIRED (20 days left)"),
-            ("nothing on disk installs", vec![order(1, OrderStatus::Willexpired, Some(20))], idle.clone(), None, false, Action::Install { order_id: 1 }, "no certificate on disk"),
+        let dm1 = disk(-1);
+        type Case<'a> = (
+            &'a str,
+            Vec<CertificateOrder>,
+            Journal,
+            Option<&'a CertInfo>,
+            bool,
+            Action,
+            &'a str,
+        );
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "far from expiry",
+                vec![order(1, OrderStatus::Issued, Some(200))],
+                idle.clone(),
+                Some(&d200),
+                false,
+                Action::Nothing,
+                "renewal due from",
+            ),
+            (
+                "WILLEXPIRED renews",
+                vec![order(1, OrderStatus::Willexpired, Some(20))],
+                idle.clone(),
+                Some(&d20),
+                false,
+                Action::Renew { source_order_id: 1 },
+                "WILLEXPIRED (20 days left)",
+            ),
+            (
+                "nothing on disk installs",
+                vec![order(1, OrderStatus::Willexpired, Some(20))],
+                idle.clone(),
+                None,
+                false,
+                Action::Install { order_id: 1 },
+                "no certificate on disk",
+            ),
             (
                 "newer issued order installs",
-                vec![order(1, OrderStatus::Willexpired, Some(20)), order(2, OrderStatus::Issued, Some(385))],
-                idle.clone(), Some(&d20), false, Action::Install { order_id: 2 }, "newer than the one on disk",
+                vec![
+                    order(1, OrderStatus::Willexpired, Some(20)),
+                    order(2, OrderStatus::Issued, Some(385)),
+                ],
+                idle.clone(),
+                Some(&d20),
+                false,
+                Action::Install { order_id: 2 },
+                "newer than the one on disk",
             ),
             (
                 "renewal made elsewhere is adopted",
-                vec![order(1, OrderStatus::Willexpired, Some(20)), order(2, OrderStatus::Payed, None)],
-                idle.clone(), Some(&d20), false, Action::Adopt { order_id: 2 }, "made elsewhere",
+                vec![
+                    order(1, OrderStatus::Willexpired, Some(20)),
+                    order(2, OrderStatus::Payed, None),
+                ],
+                idle.clone(),
+                Some(&d20),
+                false,
+                Action::Adopt { order_id: 2 },
+                "made elsewhere",
             ),
-            ("expired is blocked", vec![order(1, OrderStatus::Expired, Some(-1))], idle.clone(), Some(&disk(-1)), false, Action::Blocked, "EXPIRED"),
-            ("no order is blocked", vec![], idle.clone(), None, false, Action::Blocked, "no order for www.example.com"),
-            ("due but not yet WILLEXPIRED waits", vec![order(1, OrderStatus::Issued, Some(20))], idle.clone(), Some(&d20), false, Action::Nothing, "renews only WILLEXPIRED"),
-            ("force renews", vec![order(1, OrderStatus::Issued, Some(200))], idle.clone(), Some(&d200), true, Action::Renew { source_order_id: 1 }, "forced"),
+            (
+                "expired is blocked",
+                vec![order(1, OrderStatus::Expired, Some(-1))],
+                idle.clone(),
+                Some(&dm1),
+                false,
+                Action::Blocked,
+                "EXPIRED",
+            ),
+            (
+                "no order is blocked",
+                vec![],
+                idle.clone(),
+                None,
+                false,
+                Action::Blocked,
+                "no order for www.example.com",
+            ),
+            (
+                "due but not yet WILLEXPIRED waits",
+                vec![order(1, OrderStatus::Issued, Some(20))],
+                idle.clone(),
+                Some(&d20),
+                false,
+                Action::Nothing,
+                "renews only WILLEXPIRED",
+            ),
+            (
+                "force renews",
+                vec![order(1, OrderStatus::Issued, Some(200))],
+                idle.clone(),
+                Some(&d200),
+                true,
+                Action::Renew { source_order_id: 1 },
+                "forced",
+            ),
         ];
         for (name, orders, j, d, force, action, phrase) in cases {
             let p = run(&orders, &j, d, force);
             assert_eq!(p.action, action, "{name}: {}", p.reason);
-            assert!(p.reason.contains(phrase), "{name}: {:?} lacks {phrase:?}", p.reason);
+            assert!(
+                p.reason.contains(phrase),
+                "{name}: {:?} lacks {phrase:?}",
+                p.reason
+            );
         }
     }
 
     #[test]
     fn the_journal_comes_first() {
         let orders = vec![order(1, OrderStatus::Willexpired, Some(20))];
-        for phase in [JournalPhase::KeyReady, JournalPhase::RenewRequested, JournalPhase::OrderCreated, JournalPhase::Issued] {
-            let j = Journal { phase, new_order_id: Some(9), ..Default::default() };
-            assert!(matches!(run(&orders, &j, None, false).action, Action::Resume { .. }), "{phase:?}");
+        for phase in [
+            JournalPhase::KeyReady,
+            JournalPhase::RenewRequested,
+            JournalPhase::OrderCreated,
+            JournalPhase::Issued,
+        ] {
+            let j = Journal {
+                phase,
+                new_order_id: Some(9),
+                ..Default::default()
+            };
+            assert!(
+                matches!(run(&orders, &j, None, false).action, Action::Resume { .. }),
+                "{phase:?}"
+            );
         }
-        let rejected = Journal { phase: JournalPhase::Rejected, last_error: Some("wrong key".into()), ..Default::default() };
+        let rejected = Journal {
+            phase: JournalPhase::Rejected,
+            last_error: Some("wrong key".into()),
+            ..Default::default()
+        };
         let p = run(&orders, &rejected, Some(&disk(20)), false);
         assert_eq!(p.action, Action::Blocked);
-        assert!(p.reason.contains("wrong key") && p.reason.contains("--force"), "{}", p.reason);
-        assert!(matches!(run(&orders, &rejected, Some(&disk(20)), true).action, Action::Renew { .. }));
-        let reload = Journal { reload_pending: vec!["nginx".into()], ..Default::default() };
-        assert_eq!(run(&orders, &reload, Some(&disk(20)), false).action, Action::RerunReload);
+        assert!(
+            p.reason.contains("wrong key") && p.reason.contains("--force"),
+            "{}",
+            p.reason
+        );
+        assert!(matches!(
+            run(&orders, &rejected, Some(&disk(20)), true).action,
+            Action::Renew { .. }
+        ));
+        let reload = Journal {
+            reload_pending: vec!["nginx".into()],
+            ..Default::default()
+        };
+        // A pending reload does not hold back a due renewal (its install reloads)...
+        assert!(matches!(
+            run(&orders, &reload, Some(&disk(20)), false).action,
+            Action::Renew { .. }
+        ));
+        // ...and is the action when nothing else is due.
+        let calm = vec![order(1, OrderStatus::Issued, Some(200))];
+        assert_eq!(
+            run(&calm, &reload, Some(&disk(200)), false).action,
+            Action::RerunReload
+        );
     }
 
     #[test]
     fn unusable_orders_block_instead_of_spending_again() {
-        let orders = vec![order(1, OrderStatus::Willexpired, Some(20)), order(2, OrderStatus::Checking, None)];
-        let j = Journal { unusable_orders: vec![2], ..Default::default() };
-        assert_eq!(run(&orders, &j, Some(&disk(20)), false).action, Action::Renew { source_order_id: 1 });
-        let ours = Journal { new_order_id: Some(2), ..Default::default() };
-        assert_eq!(run(&orders, &ours, Some(&disk(20)), false).action, Action::Renew { source_order_id: 1 });
-        let orders = vec![order(1, OrderStatus::Willexpired, Some(20)), order(3, OrderStatus::Issued, Some(380))];
-        let j = Journal { unusable_orders: vec![3], ..Default::default() };
+        let orders = vec![
+            order(1, OrderStatus::Willexpired, Some(20)),
+            order(2, OrderStatus::Checking, None),
+        ];
+        let j = Journal {
+            unusable_orders: vec![2],
+            ..Default::default()
+        };
+        assert_eq!(
+            run(&orders, &j, Some(&disk(20)), false).action,
+            Action::Renew { source_order_id: 1 }
+        );
+        let ours = Journal {
+            new_order_id: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            run(&orders, &ours, Some(&disk(20)), false).action,
+            Action::Renew { source_order_id: 1 }
+        );
+        let orders = vec![
+            order(1, OrderStatus::Willexpired, Some(20)),
+            order(3, OrderStatus::Issued, Some(380)),
+        ];
+        let j = Journal {
+            unusable_orders: vec![3],
+            ..Default::default()
+        };
         let p = run(&orders, &j, Some(&disk(20)), false);
         assert_eq!(p.action, Action::Blocked);
         assert!(p.reason.contains("renewed elsewhere"), "{}", p.reason);

@@ -31,7 +31,10 @@ pub enum Published {
     Nothing,
     /// Instructions were logged; the operator publishes.
     Manual,
-    Dns { zone: String, record_id: String },
+    Dns {
+        zone: String,
+        record_id: String,
+    },
     File(PathBuf),
 }
 
@@ -116,12 +119,15 @@ pub async fn publish(
             let (Some(uri), Some(content)) = (&state.uri, &state.content) else {
                 return Err(ValidationError::IncompleteFile);
             };
-            let webroot = method.webroot.as_deref().unwrap_or(Path::new("/var/www/html"));
+            let webroot = method
+                .webroot
+                .as_deref()
+                .unwrap_or(Path::new("/var/www/html"));
             let target = file_target(webroot, uri)?;
-            if let Some(dir) = target.parent() {
-                if !dir.exists() {
-                    store::ensure_dir(dir, 0o755)?;
-                }
+            if let Some(dir) = target.parent()
+                && !dir.exists()
+            {
+                store::ensure_dir(dir, 0o755)?;
             }
             store::write_file(
                 &target,
@@ -161,9 +167,18 @@ mod tests {
 
     #[test]
     fn record_names_are_relative_to_the_domain() {
-        assert_eq!(record_fqdn("_dnsauth", "www.example.com"), "_dnsauth.www.example.com");
-        assert_eq!(record_fqdn("_dnsauth", "*.example.com"), "_dnsauth.example.com");
-        assert_eq!(record_fqdn("_dnsauth.www.example.com", "www.example.com"), "_dnsauth.www.example.com");
+        assert_eq!(
+            record_fqdn("_dnsauth", "www.example.com"),
+            "_dnsauth.www.example.com"
+        );
+        assert_eq!(
+            record_fqdn("_dnsauth", "*.example.com"),
+            "_dnsauth.example.com"
+        );
+        assert_eq!(
+            record_fqdn("_dnsauth.www.example.com", "www.example.com"),
+            "_dnsauth.www.example.com"
+        );
     }
 
     #[test]

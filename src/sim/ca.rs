@@ -119,10 +119,9 @@ impl Ca {
                     .distinguished_name
                     .get(&DnType::CommonName)
                     .and_then(dn_value)
+                    && !names.contains(&cn)
                 {
-                    if !names.contains(&cn) {
-                        names.insert(0, cn);
-                    }
+                    names.insert(0, cn);
                 }
                 if names.is_empty() {
                     return Err(CaError::CsrWithoutName);
