@@ -1299,3 +1299,30 @@ impl PassReport {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovered_domains_get_safe_names_and_directories() {
+        assert_eq!(
+            discovered_names("www.example.com"),
+            ("www_example_com".to_owned(), "www.example.com".to_owned())
+        );
+        assert_eq!(
+            discovered_names("*.Example.com"),
+            (
+                "wildcard_example_com".to_owned(),
+                "_wildcard.example.com".to_owned()
+            )
+        );
+        let (name, dir) = discovered_names("a/b..c");
+        assert!(!dir.contains('/'), "{dir}");
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'),
+            "{name}"
+        );
+    }
+}
