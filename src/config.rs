@@ -769,25 +769,32 @@ fn is_valid_domain(domain: &str) -> bool {
         })
 }
 
-/// A schedule has six fields (seconds first) or seven (with a year), each made of
-/// the characters cron expressions use.
-fn check_cron(expr: &str) -> Result<(), String> {
-    let fields: Vec<&str> = expr.split_whitespace().collect();
-    if !(6..=7).contains(&fields.len()) {
+/// Parses a schedule the way the scheduler will (tokio-cron-scheduler's croner
+/// settings: six fields, seconds first; day-of-month and day-of-week both apply).
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    let fields = expr.split_whitespace().count();
+    if fields != 6 {
         return Err(format!(
-            "cron expression {expr:?} has {} fields; write six: sec min hour day month weekday (e.g. \"0 17 3 * * *\")",
-            fields.len()
+            "cron expression {expr:?} has {fields} fields; write six: sec min hour day month weekday (e.g. \"0 17 3 * * *\")"
         ));
     }
-    for f in &fields {
-        if !f
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"*/,-?LW#".contains(&b))
-        {
-            return Err(format!("cron field {f:?} has characters cron does not use"));
-        }
-    }
-    Ok(())
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("cron expression {expr:?} is invalid: {e}"))
+}
+
+/// The next `n` times `expr` fires after `after` (UTC).
+pub fn next_fires(
+    expr: &str,
+    after: chrono::DateTime<chrono::Utc>,
+    n: usize,
+) -> Vec<chrono::DateTime<chrono::Utc>> {
+    parse_cron(expr)
+        .map(|c| c.iter_after(after).take(n).collect())
+        .unwrap_or_default()
 }
 
 fn key_spec(raw: Option<&RawKey>, inherited: &KeySpec) -> KeySpec {
@@ -989,7 +996,7 @@ fn validate(raw: RawConfig, source: &Path) -> Result<Config, ConfigError> {
     // schedule
     let cron = match &raw.schedule.cron {
         Some(c) => {
-            if let Err(e) = check_cron(&c.value) {
+            if let Err(e) = parse_cron(&c.value) {
                 p.at(c.referenced, "schedule.cron", e);
             }
             c.value.clone()

@@ -14,9 +14,11 @@
 
 pub mod cas;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod hooks;
 pub mod listing;
+pub mod metrics;
 pub mod pki;
 pub mod renew;
 pub mod secret;

@@ -30,6 +30,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The daemon: passes on the schedule, signals, sd_notify, metrics endpoint.
+    Run,
     /// Validate the configuration: exit 0 when valid, 2 when not.
     CheckConfig,
     /// List the orders (or certificates) in the account.
@@ -149,7 +151,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, cfg)) {
+    match runtime.block_on(run(cli.command, cfg, cli.config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -281,7 +283,7 @@ fn init_logging(cfg: &Config) {
     }
 }
 
-async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
+async fn run(command: Command, cfg: Config, config_path: PathBuf) -> anyhow::Result<ExitCode> {
     match command {
         Command::CheckConfig | Command::Sim { .. } | Command::Demo { .. } => Ok(ExitCode::SUCCESS),
         Command::Once { dry_run, cert } => {
@@ -291,6 +293,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
                     dry_run,
                     only: cert,
                     force: false,
+                    follow_budget: None,
                 },
             )
             .await
@@ -302,11 +305,16 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
                     dry_run: false,
                     only: Some(cert),
                     force,
+                    follow_budget: None,
                 },
             )
             .await
         }
         Command::Status { json } => status(cfg, json).await,
+        Command::Run => {
+            cas_renewd::daemon::run(config_path, cfg).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::List {
             status,
             order_type,
@@ -319,7 +327,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
             )
             .context("resolving credentials")?;
             let limiter = Arc::new(RateLimiter::new(cfg.api.rate_limit_per_second));
-            let cas = cas_renewd::cas::cas_client(&cfg.api, Arc::new(creds), limiter)?;
+            let cas = cas_renewd::cas::cas_client(&cfg.api, Arc::new(creds), limiter, None)?;
             let filter = OrderFilter {
                 keyword,
                 status,

@@ -269,6 +269,10 @@ pub struct Response<T> {
     pub attempts: u32,
 }
 
+/// Told of every attempt: action, outcome code (`OK`, the Alibaba Code, or a
+/// class such as `transport`), and how long it took. Metrics hang here.
+pub type Observer = Arc<dyn Fn(&str, &str, Duration) + Send + Sync>;
+
 /// A signed-request client for one RPC product.
 #[derive(Clone)]
 pub struct ApiClient {
@@ -277,6 +281,7 @@ pub struct ApiClient {
     host: String,
     credentials: Arc<CredentialsProvider>,
     limiter: Arc<RateLimiter>,
+    observer: Option<Observer>,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -321,7 +326,14 @@ impl ApiClient {
             host,
             credentials,
             limiter,
+            observer: None,
         })
+    }
+
+    /// Reports every attempt to `observer`.
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn endpoint(&self) -> &reqwest::Url {
@@ -442,6 +454,13 @@ impl ApiClient {
 
         let started = Instant::now();
         let result = self.exchange(action, req).await;
+        if let Some(obs) = &self.observer {
+            obs(
+                action,
+                result.as_ref().map_or_else(|e| e.label(), |_| "OK"),
+                started.elapsed(),
+            );
+        }
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match &result {
             Ok((_, request_id)) => {

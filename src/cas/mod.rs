@@ -16,6 +16,7 @@ pub fn cas_client(
     api: &ApiConfig,
     credentials: Arc<credentials::CredentialsProvider>,
     limiter: Arc<client::RateLimiter>,
+    observer: Option<client::Observer>,
 ) -> Result<api::Cas, client::ApiError> {
     let settings = client::ClientSettings {
         endpoint: api.endpoint.clone(),
@@ -23,11 +24,11 @@ pub fn cas_client(
         timeout: api.timeout,
         max_attempts: api.max_attempts,
     };
-    Ok(api::Cas::new(client::ApiClient::new(
-        settings,
-        credentials,
-        limiter,
-    )?))
+    let mut c = client::ApiClient::new(settings, credentials, limiter)?;
+    if let Some(o) = observer {
+        c = c.with_observer(o);
+    }
+    Ok(api::Cas::new(c))
 }
 
 /// An Alibaba Cloud DNS client for `api.dns_endpoint`, sharing `limiter`.
@@ -35,6 +36,7 @@ pub fn dns_client(
     api: &ApiConfig,
     credentials: Arc<credentials::CredentialsProvider>,
     limiter: Arc<client::RateLimiter>,
+    observer: Option<client::Observer>,
 ) -> Result<dns::Dns, client::ApiError> {
     let settings = client::ClientSettings {
         endpoint: api.dns_endpoint.clone(),
@@ -42,9 +44,9 @@ pub fn dns_client(
         timeout: api.timeout,
         max_attempts: api.max_attempts,
     };
-    Ok(dns::Dns::new(client::ApiClient::new(
-        settings,
-        credentials,
-        limiter,
-    )?))
+    let mut c = client::ApiClient::new(settings, credentials, limiter)?;
+    if let Some(o) = observer {
+        c = c.with_observer(o);
+    }
+    Ok(dns::Dns::new(c))
 }

@@ -217,6 +217,14 @@ fn each_bad_input_class_is_rejected_with_a_located_message() {
             "has 5 fields",
         ),
         (
+            "cron field out of range",
+            "schedule:\n  cron: \"0 61 3 * * *\"\ncertificates:\n  - name: www\n    domain: www.example.com\n",
+            "schedule.cron",
+            2,
+            9,
+            "is invalid",
+        ),
+        (
             "bad metrics address",
             "metrics:\n  listen: localhost\ncertificates:\n  - name: www\n    domain: www.example.com\n",
             "metrics.listen",
@@ -375,4 +383,16 @@ fn empty_and_oversized_files_are_refused() {
         Config::load(&dir.path().join("missing.yaml")),
         Err(ConfigError::Read { .. })
     ));
+}
+
+#[test]
+fn cron_next_fires_are_computed() {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-28T00:00:00Z")
+        .expect("date")
+        .with_timezone(&chrono::Utc);
+    let next = next_fires("0 17 3 * * *", start, 2);
+    assert_eq!(
+        next.iter().map(|d| d.to_rfc3339()).collect::<Vec<_>>(),
+        ["2026-11-28T03:17:00+00:00", "2026-11-29T03:17:00+00:00"]
+    );
 }

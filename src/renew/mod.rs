@@ -25,6 +25,7 @@ use crate::cas::credentials::CredentialsProvider;
 use crate::cas::dns::Dns;
 use crate::config::{CertificateConfig, Config, OutputConfig};
 use crate::hooks::{self, HookContext};
+use crate::metrics::Metrics;
 use crate::pki::{self, CertInfo, Chain, Expectations, Key, PkiError};
 use crate::store::{self, CertificateFiles, FileSpec, Journal, JournalPhase, StateDir, StoreError};
 use plan::{Action, Plan, PlanInput};
@@ -54,6 +55,9 @@ pub enum EngineError {
     Credentials(#[from] crate::cas::credentials::CredentialsError),
     #[error("{0}")]
     Other(String),
+    /// Not an error: the follow budget of this pass ran out while CAS processes the order.
+    #[error("{0}")]
+    Waiting(String),
 }
 
 /// How one certificate's pass ended.
@@ -75,6 +79,8 @@ pub enum Outcome {
     Blocked,
     /// Dry run: only planned.
     Planned,
+    /// An order is still being processed; the daemon follows it again soon.
+    Waiting,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -126,6 +132,9 @@ pub struct PassOptions {
     pub only: Option<String>,
     /// Renew even when not due, and past a rejection.
     pub force: bool,
+    /// How long a pass follows an unissued order before it reports `Waiting` and
+    /// moves on (the daemon); `None` follows until `issuance_timeout` (`once`).
+    pub follow_budget: Option<Duration>,
 }
 
 /// Kills the process with SIGKILL at a named point when `CAS_RENEWD_CRASH_AT` names
@@ -192,19 +201,43 @@ pub struct Engine {
     cas: Cas,
     dns: Dns,
     state_root: PathBuf,
+    metrics: Arc<Metrics>,
 }
 
 impl Engine {
     pub fn new(cfg: Config, credentials: Arc<CredentialsProvider>) -> Result<Engine, EngineError> {
+        Engine::with_metrics(cfg, credentials, Metrics::new())
+    }
+
+    /// An engine that records into `metrics` (the daemon keeps one registry across
+    /// configuration reloads).
+    pub fn with_metrics(
+        cfg: Config,
+        credentials: Arc<CredentialsProvider>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Engine, EngineError> {
         let limiter = Arc::new(RateLimiter::new(cfg.api.rate_limit_per_second));
-        let cas = crate::cas::cas_client(&cfg.api, credentials.clone(), limiter.clone())?;
-        let dns = crate::cas::dns_client(&cfg.api, credentials, limiter)?;
+        let m = metrics.clone();
+        let observer: crate::cas::client::Observer =
+            Arc::new(move |action, code, took| m.observe_api(action, code, took));
+        let cas = crate::cas::cas_client(
+            &cfg.api,
+            credentials.clone(),
+            limiter.clone(),
+            Some(observer.clone()),
+        )?;
+        let dns = crate::cas::dns_client(&cfg.api, credentials, limiter, Some(observer))?;
         Ok(Engine {
             state_root: cfg.state_dir.clone(),
             cfg,
             cas,
             dns,
+            metrics,
         })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn config(&self) -> &Config {
@@ -356,9 +389,12 @@ impl Engine {
             let orders = orders.clone();
             let state = state.clone();
             let force = opts.force;
+            let deadline = opts.follow_budget.map(|b| tokio::time::Instant::now() + b);
             tasks.spawn(async move {
                 let _permit = sem.acquire_owned().await;
-                let report = engine.run_cert(&state, &cert, p, &orders, force).await;
+                let report = engine
+                    .run_cert(&state, &cert, p, &orders, force, deadline)
+                    .await;
                 (i, cert, report)
             });
         }
@@ -378,6 +414,8 @@ impl Engine {
         }
         self.run_hooks(&state, &certs, &mut report).await;
         self.verify_served(&state, &certs, &mut report).await;
+        self.metrics.refresh_disk(&certs);
+        self.metrics.record_pass(&report);
         Ok(report)
     }
 
@@ -388,6 +426,7 @@ impl Engine {
         first: Plan,
         orders: &[CertificateOrder],
         force: bool,
+        deadline: Option<tokio::time::Instant>,
     ) -> CertReport {
         let previous = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
         let mut report = CertReport {
@@ -416,6 +455,7 @@ impl Engine {
                 }
             },
             report: &mut report,
+            deadline,
         };
         let mut p = first;
         let mut orders = orders.to_vec();
@@ -459,6 +499,12 @@ impl Engine {
                         renew_before: self.cfg.renewal.renew_before,
                         force: false,
                     });
+                }
+                Err(EngineError::Waiting(msg)) => {
+                    info!(cert = %cert.name, "{msg}");
+                    run.report.outcome = Outcome::Waiting;
+                    run.report.message = msg;
+                    break;
                 }
                 Err(e) => {
                     error!(cert = %cert.name, error = %e, "renewal step failed");
@@ -667,6 +713,8 @@ struct CertRun<'a> {
     cert: &'a CertificateConfig,
     journal: Journal,
     report: &'a mut CertReport,
+    /// When this pass stops following unissued orders (the daemon's budget).
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl CertRun<'_> {
@@ -828,6 +876,11 @@ impl CertRun<'_> {
             value: self.journal.attempt.clone().unwrap_or_default(),
         }];
         self.report.renew_calls += 1;
+        self.e
+            .metrics
+            .renew_orders
+            .with_label_values(&[self.cert.name.as_str()])
+            .inc();
         match self
             .e
             .cas
@@ -952,6 +1005,9 @@ impl CertRun<'_> {
             let resp = self.e.cas.describe_certificate_state(order).await?;
             let s = resp.body;
             info!(cert = %self.cert.name, order_id = order, request_id = %resp.request_id, state = s.state.as_str(), "order state");
+            self.e
+                .metrics
+                .set_order_state(&self.cert.name, s.state.as_str());
             match s.state {
                 CertificateState::Certificate => break s,
                 CertificateState::VerifyFail => {
@@ -1003,6 +1059,15 @@ impl CertRun<'_> {
                     s.state.as_str()
                 );
                 return Err(EngineError::Other(msg));
+            }
+            if self
+                .deadline
+                .is_some_and(|d| tokio::time::Instant::now() + interval > d)
+            {
+                return Err(EngineError::Waiting(format!(
+                    "order {order} is {}; followed again on the next poll",
+                    s.state.as_str()
+                )));
             }
             tokio::time::sleep(interval).await;
             interval = (interval * 2).min(r.poll_max_interval);
@@ -1276,6 +1341,7 @@ impl PassReport {
                     Outcome::Failed => "FAILED",
                     Outcome::Blocked => "BLOCKED",
                     Outcome::Planned => "planned",
+                    Outcome::Waiting => "waiting",
                 }
                 .to_owned()
             };

@@ -1,0 +1,283 @@
+//! Prometheus metrics (DESIGN §6): one registry per process, names prefixed
+//! `cas_renewd_`, units in names, expiry as timestamps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder as _, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::config::CertificateConfig;
+use crate::renew::{Outcome, PassReport, installed_leaf};
+
+pub struct Metrics {
+    registry: Registry,
+    pub not_after: GaugeVec,
+    pub ready: GaugeVec,
+    pub renewals: IntCounterVec,
+    pub renew_orders: IntCounterVec,
+    pub last_success: GaugeVec,
+    pub order_state: GaugeVec,
+    pub api_requests: IntCounterVec,
+    pub api_duration: HistogramVec,
+    pub hook_runs: IntCounterVec,
+    pub served_matches: GaugeVec,
+    pub last_pass: Gauge,
+    pub config_reload_ok: Gauge,
+    pub build_info: GaugeVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// The order states DescribeCertificateState reports, for `order_state{state}`.
+pub const ORDER_STATES: [&str; 6] = [
+    "payed",
+    "domain_verify",
+    "process",
+    "certificate",
+    "verify_fail",
+    "unknow",
+];
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(format!("cas_renewd_{name}"), help), labels)
+        .expect("metric names and labels are static and valid");
+    r.register(Box::new(g.clone()))
+        .expect("each metric is registered once");
+    g
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(format!("cas_renewd_{name}"), help), labels)
+        .expect("metric names and labels are static and valid");
+    r.register(Box::new(c.clone()))
+        .expect("each metric is registered once");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let r = Registry::new();
+        let api_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "cas_renewd_api_request_duration_seconds",
+                "Duration of one API attempt, by action.",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["action"],
+        )
+        .expect("static histogram definition is valid");
+        r.register(Box::new(api_duration.clone()))
+            .expect("registered once");
+        let last_pass = Gauge::new(
+            "cas_renewd_last_pass_timestamp_seconds",
+            "When the last pass finished (Unix time).",
+        )
+        .expect("static gauge definition is valid");
+        r.register(Box::new(last_pass.clone()))
+            .expect("registered once");
+        let config_reload_ok = Gauge::new(
+            "cas_renewd_config_last_reload_successful",
+            "1 if the last configuration load (start or SIGHUP) succeeded, else 0.",
+        )
+        .expect("static gauge definition is valid");
+        r.register(Box::new(config_reload_ok.clone()))
+            .expect("registered once");
+        let m = Metrics {
+            not_after: gauge_vec(
+                &r,
+                "certificate_not_after_timestamp_seconds",
+                "Expiry of the installed certificate (Unix time).",
+                &["cert"],
+            ),
+            ready: gauge_vec(
+                &r,
+                "certificate_ready",
+                "1 if a valid certificate is installed.",
+                &["cert"],
+            ),
+            renewals: counter_vec(
+                &r,
+                "renewals_total",
+                "Certificate passes that installed or failed, by result.",
+                &["cert", "result"],
+            ),
+            renew_orders: counter_vec(
+                &r,
+                "renew_orders_total",
+                "Paid RenewCertificateOrderForPackageRequest calls made.",
+                &["cert"],
+            ),
+            last_success: gauge_vec(
+                &r,
+                "last_success_timestamp_seconds",
+                "When a pass last left this certificate in good order (Unix time).",
+                &["cert"],
+            ),
+            order_state: gauge_vec(
+                &r,
+                "order_state",
+                "1 for the current DescribeCertificateState of the order being followed.",
+                &["cert", "state"],
+            ),
+            api_requests: counter_vec(
+                &r,
+                "api_requests_total",
+                "API attempts by action and outcome code (OK or the Alibaba Code or a class).",
+                &["action", "code"],
+            ),
+            api_duration,
+            hook_runs: counter_vec(
+                &r,
+                "hook_runs_total",
+                "Reload hook runs by result.",
+                &["hook", "result"],
+            ),
+            served_matches: gauge_vec(
+                &r,
+                "served_matches_disk",
+                "1 if verify.connect serves the installed certificate.",
+                &["cert"],
+            ),
+            last_pass,
+            config_reload_ok,
+            build_info: gauge_vec(
+                &r,
+                "build_info",
+                "Always 1; the version label names the build.",
+                &["version"],
+            ),
+            registry: r,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1.0);
+        m.config_reload_ok.set(1.0);
+        Arc::new(m)
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Records one API attempt.
+    pub fn observe_api(&self, action: &str, code: &str, took: Duration) {
+        self.api_requests.with_label_values(&[action, code]).inc();
+        self.api_duration
+            .with_label_values(&[action])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn set_order_state(&self, cert: &str, state: &str) {
+        for s in ORDER_STATES {
+            self.order_state
+                .with_label_values(&[cert, s])
+                .set(if s == state { 1.0 } else { 0.0 });
+        }
+    }
+
+    /// Re-reads the installed certificates: expiry and readiness.
+    pub fn refresh_disk(&self, certs: &[CertificateConfig]) {
+        let now = chrono::Utc::now().timestamp();
+        for c in certs {
+            match installed_leaf(&c.output) {
+                Some(l) => {
+                    self.not_after
+                        .with_label_values(&[c.name.as_str()])
+                        .set(l.not_after as f64);
+                    let ok = l.not_before <= now + 300 && now < l.not_after;
+                    self.ready.with_label_values(&[c.name.as_str()]).set(if ok {
+                        1.0
+                    } else {
+                        0.0
+                    });
+                }
+                None => self.ready.with_label_values(&[c.name.as_str()]).set(0.0),
+            }
+        }
+    }
+
+    /// Counts a pass's results.
+    pub fn record_pass(&self, report: &PassReport) {
+        let now = chrono::Utc::now().timestamp() as f64;
+        for c in &report.certs {
+            let result = match c.outcome {
+                Outcome::Renewed => Some("renewed"),
+                Outcome::Installed => Some("installed"),
+                Outcome::Failed => Some("failed"),
+                Outcome::Blocked => Some("blocked"),
+                Outcome::Reloaded | Outcome::Unchanged | Outcome::Planned | Outcome::Waiting => {
+                    None
+                }
+            };
+            if let Some(r) = result {
+                self.renewals.with_label_values(&[c.name.as_str(), r]).inc();
+            }
+            if !matches!(c.outcome, Outcome::Failed | Outcome::Blocked) {
+                self.last_success
+                    .with_label_values(&[c.name.as_str()])
+                    .set(now);
+            }
+            if let Some(m) = c.served_matches_disk {
+                self.served_matches
+                    .with_label_values(&[c.name.as_str()])
+                    .set(if m { 1.0 } else { 0.0 });
+            }
+        }
+        for h in &report.hooks {
+            self.hook_runs
+                .with_label_values(&[h.hook.as_str(), if h.ok { "ok" } else { "failed" }])
+                .inc();
+        }
+        self.last_pass.set(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_documented_metric() {
+        let m = Metrics::new();
+        m.observe_api("ListUserCertificateOrder", "OK", Duration::from_millis(20));
+        m.set_order_state("www", "process");
+        m.renew_orders.with_label_values(&["www"]).inc();
+        m.record_pass(&PassReport::default());
+        m.not_after.with_label_values(&["www"]).set(1.0);
+        m.ready.with_label_values(&["www"]).set(1.0);
+        m.renewals.with_label_values(&["www", "renewed"]).inc();
+        m.last_success.with_label_values(&["www"]).set(1.0);
+        m.hook_runs.with_label_values(&["nginx", "ok"]).inc();
+        m.served_matches.with_label_values(&["www"]).set(1.0);
+        let text = m.render();
+        for name in [
+            "cas_renewd_certificate_not_after_timestamp_seconds{cert=\"www\"}",
+            "cas_renewd_certificate_ready{cert=\"www\"}",
+            "cas_renewd_renewals_total{cert=\"www\",result=\"renewed\"}",
+            "cas_renewd_renew_orders_total{cert=\"www\"}",
+            "cas_renewd_last_success_timestamp_seconds{cert=\"www\"}",
+            "cas_renewd_order_state{cert=\"www\",state=\"process\"} 1",
+            "cas_renewd_api_requests_total{action=\"ListUserCertificateOrder\",code=\"OK\"} 1",
+            "cas_renewd_api_request_duration_seconds_bucket{action=\"ListUserCertificateOrder\"",
+            "cas_renewd_hook_runs_total{hook=\"nginx\",result=\"ok\"}",
+            "cas_renewd_served_matches_disk{cert=\"www\"}",
+            "cas_renewd_last_pass_timestamp_seconds ",
+            "cas_renewd_config_last_reload_successful 1",
+            "cas_renewd_build_info{version=\"",
+        ] {
+            assert!(text.contains(name), "{name} missing:\n{text}");
+        }
+    }
+}
