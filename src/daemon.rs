@@ -226,11 +226,11 @@ pub async fn run(config_path: PathBuf, cfg: Config) -> Result<(), DaemonError> {
     let mut pass: Option<JoinHandle<Option<PassReport>>> = None;
     let mut pending: Option<Trigger> = cfg.schedule.run_at_start.then_some(Trigger::Start);
     loop {
-        if pass.is_none() {
-            if let Some(t) = pending.take() {
-                pass = Some(start_pass(engine.clone(), t, cfg.schedule.jitter));
-                notify(&[NotifyState::Status(&status_line(&cfg, true))]);
-            }
+        if pass.is_none()
+            && let Some(t) = pending.take()
+        {
+            pass = Some(start_pass(engine.clone(), t, cfg.schedule.jitter));
+            notify(&[NotifyState::Status(&status_line(&cfg, true))]);
         }
         tokio::select! {
             sig = sig_rx.recv() => match sig {
@@ -286,8 +286,8 @@ pub async fn run(config_path: PathBuf, cfg: Config) -> Result<(), DaemonError> {
             done = async { pass.as_mut().expect("guarded by the select condition").await }, if pass.is_some() => {
                 pass = None;
                 health.pass_ran.store(true, Ordering::Relaxed);
-                if let Ok(Some(report)) = done {
-                    if report.certs.iter().any(|c| c.outcome == Outcome::Waiting) {
+                if let Ok(Some(report)) = done
+                    && report.certs.iter().any(|c| c.outcome == Outcome::Waiting) {
                         let tx = tx.clone();
                         let after = cfg.renewal.poll_max_interval;
                         info!(after = %humantime::format_duration(after), "orders still in progress; following up");
@@ -296,7 +296,6 @@ pub async fn run(config_path: PathBuf, cfg: Config) -> Result<(), DaemonError> {
                             let _ = tx.send(Trigger::FollowUp).await;
                         });
                     }
-                }
                 notify(&[NotifyState::Status(&status_line(&cfg, false))]);
             }
             _ = wd_tick.tick(), if watchdog.is_some() => notify(&[NotifyState::Watchdog]),

@@ -81,7 +81,7 @@ async fn run_notifies_serves_metrics_reloads_passes_and_stops() {
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
 
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("NOTIFY_SOCKET", &sock_path)
