@@ -18,7 +18,7 @@ apt_install() {
         apt-get update -qq
         APT_UPDATED=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 ensure_sdk() {
@@ -34,8 +34,15 @@ ensure_sdk() {
     "$SDK_VENV/bin/pip" install -q --disable-pip-version-check "${SDK_PACKAGES[@]}"
 }
 
+# A command, or the Debian package that provides it.
+ensure_tool() {
+    command -v "$1" >/dev/null 2>&1 || apt_install "$2"
+}
+
 mkdir -p target
 ensure_sdk
+ensure_tool promtool prometheus          # promtool check metrics / rules, test rules
+ensure_tool systemd-analyze systemd      # verify and security of the unit
 
 export CAS_RENEWD_E2E=1
 export CAS_RENEWD_SDK_PYTHON="$PWD/$SDK_VENV/bin/python"

@@ -37,6 +37,8 @@ pub struct DemoRun {
     pub renew_calls: serde_json::Value,
     pub api_calls: serde_json::Value,
     pub reload_log: String,
+    /// The metrics the daemon would serve, as exposed text.
+    pub metrics: String,
 }
 
 /// The configuration the demo writes: the simulator's endpoint and key, two
@@ -124,6 +126,7 @@ pub async fn run(dir: Option<&Path>) -> Result<DemoRun, DemoError> {
         report,
         renew_calls: state["renew_calls"].clone(),
         api_calls: state["calls"].clone(),
+        metrics: engine.metrics().render(),
     })
 }
 
@@ -175,6 +178,16 @@ pub fn summary(run: &DemoRun) -> String {
         "\nsimulator: paid renew calls per source order {}; API calls {}\n",
         run.renew_calls, run.api_calls
     ));
+    s.push_str("\nmetrics (as `run` serves them on /metrics):\n");
+    for l in run.metrics.lines().filter(|l| {
+        !l.starts_with('#')
+            && (l.starts_with("cas_renewd_certificate_")
+                || l.starts_with("cas_renewd_renew")
+                || l.starts_with("cas_renewd_hook_runs_total")
+                || l.starts_with("cas_renewd_api_requests_total"))
+    }) {
+        s.push_str(&format!("  {l}\n"));
+    }
     s.push_str(&format!(
         "\nLook around: the files under {}/certs, the journals under {}/state/journal.\nThe simulator stopped with the demo; `cas-renewd sim` runs one to keep trying (README, Sandbox).\n",
         run.dir.display(),

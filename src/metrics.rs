@@ -191,6 +191,10 @@ impl Metrics {
     pub fn refresh_disk(&self, certs: &[CertificateConfig]) {
         let now = chrono::Utc::now().timestamp();
         for c in certs {
+            // Counters start at 0 so that rules can take exact deltas of them.
+            self.renew_orders.with_label_values(&[c.name.as_str()]);
+            self.renewals
+                .with_label_values(&[c.name.as_str(), "renewed"]);
             match installed_leaf(&c.output) {
                 Some(l) => {
                     self.not_after

@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::Semaphore;
-use tracing::{error, info, warn};
+use tracing::{Instrument as _, error, info, warn};
 
 use crate::cas::api::{Cas, CertificateOrder, CertificateState, OrderFilter, OrderStatus, Tag};
 use crate::cas::client::{ApiError, RateLimiter};
@@ -390,13 +390,19 @@ impl Engine {
             let state = state.clone();
             let force = opts.force;
             let deadline = opts.follow_budget.map(|b| tokio::time::Instant::now() + b);
-            tasks.spawn(async move {
-                let _permit = sem.acquire_owned().await;
-                let report = engine
-                    .run_cert(&state, &cert, p, &orders, force, deadline)
-                    .await;
-                (i, cert, report)
-            });
+            // Every log line of this certificate's work, API calls included, carries
+            // the certificate's name and domain.
+            let span = tracing::info_span!("renewal", cert = %cert.name, domain = %cert.domain);
+            tasks.spawn(
+                async move {
+                    let _permit = sem.acquire_owned().await;
+                    let report = engine
+                        .run_cert(&state, &cert, p, &orders, force, deadline)
+                        .await;
+                    (i, cert, report)
+                }
+                .instrument(span),
+            );
         }
         let mut results = Vec::new();
         while let Some(r) = tasks.join_next().await {

@@ -101,7 +101,8 @@ impl Shared {
     }
 
     fn request_id(&self) -> String {
-        let b: [u8; 16] = self.rng.lock().unwrap_or_else(|e| e.into_inner()).random();
+        // Not from the seeded generator: ids differ between runs, faults do not.
+        let b: [u8; 16] = rand::random();
         let h = hex::encode_upper(b);
         format!(
             "{}-{}-{}-{}-{}",
