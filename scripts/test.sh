@@ -18,7 +18,14 @@ apt_install() {
         apt-get update -qq
         APT_UPDATED=1
     fi
+    # Packages such as nginx start their service on install; the tests start their
+    # own instances, so keep apt from starting any (policy-rc.d exit 101 = forbidden).
+    local had_policy=""
+    [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+    [ -n "$had_policy" ] || printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    [ -n "$had_policy" ] || rm -f /usr/sbin/policy-rc.d
 }
 
 ensure_sdk() {
@@ -43,6 +50,7 @@ mkdir -p target
 ensure_sdk
 ensure_tool promtool prometheus          # promtool check metrics / rules, test rules
 ensure_tool systemd-analyze systemd      # verify and security of the unit
+ensure_tool nginx nginx                  # the end-to-end tests' own nginx instances
 
 export CAS_RENEWD_E2E=1
 export CAS_RENEWD_SDK_PYTHON="$PWD/$SDK_VENV/bin/python"

@@ -134,6 +134,8 @@ pub struct CertInfo {
     pub not_after: i64,
     pub dns_names: Vec<String>,
     pub spki_sha256: String,
+    /// `RSA`, `EC`, or the key algorithm's OID.
+    pub key_type: String,
     /// SHA-256 of the DER, upper-case hex (as CAS shows `Sha2`).
     pub sha256: String,
 }
@@ -186,6 +188,17 @@ fn info(der: &[u8]) -> Result<CertInfo, PkiError> {
         not_after: cert.validity().not_after.timestamp(),
         dns_names,
         spki_sha256: hex::encode(Sha256::digest(cert.public_key().raw)),
+        key_type: match cert
+            .public_key()
+            .algorithm
+            .algorithm
+            .to_id_string()
+            .as_str()
+        {
+            "1.2.840.113549.1.1.1" => "RSA".to_owned(),
+            "1.2.840.10045.2.1" => "EC".to_owned(),
+            other => other.to_owned(),
+        },
         sha256: hex::encode_upper(Sha256::digest(der)),
     })
 }

@@ -17,6 +17,10 @@ pub struct StatusRow {
     pub not_after: Option<String>,
     pub days_left: Option<i64>,
     pub serial: Option<String>,
+    /// SHA-256 of the installed leaf, upper-case hex.
+    pub sha256: Option<String>,
+    /// Whether the last `verify.connect` check saw the installed certificate.
+    pub served_matches_disk: Option<bool>,
     pub order_id: Option<i64>,
     pub phase: String,
     pub reload_pending: Vec<String>,
@@ -59,6 +63,12 @@ pub async fn collect(engine: &Engine) -> Vec<StatusRow> {
                     .as_ref()
                     .map(|l| (l.not_after - Utc::now().timestamp()).div_euclid(86_400)),
                 serial: leaf.as_ref().map(|l| l.serial_hex.clone()),
+                sha256: leaf.as_ref().map(|l| l.sha256.clone()),
+                served_matches_disk: c
+                    .verify
+                    .as_ref()
+                    .and(j.served_sha256.as_ref())
+                    .map(|served| leaf.as_ref().is_some_and(|l| &l.sha256 == served)),
                 order_id: j.new_order_id.or(j.source_order_id),
                 phase: j.phase.as_str().to_owned(),
                 reload_pending: j.reload_pending.clone(),

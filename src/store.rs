@@ -357,6 +357,9 @@ pub struct Journal {
     pub unusable_orders: Vec<i64>,
     /// SHA-256 of the installed leaf (DER), hex.
     pub installed_sha256: Option<String>,
+    /// SHA-256 of the leaf `verify.connect` served at the last check, upper-case hex.
+    pub served_sha256: Option<String>,
+    pub served_checked_at: Option<String>,
     pub last_error: Option<String>,
     pub last_success: Option<String>,
     pub updated_at: Option<String>,

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sha2::Digest as _;
 use tokio::sync::Semaphore;
 use tracing::{Instrument as _, error, info, warn};
 
@@ -38,6 +39,10 @@ pub const PAGE_SIZE: u32 = 100;
 const RECONCILE_GRACE: Duration = Duration::from_secs(10);
 /// Tag put on renewal orders so an operator can tell them apart in the console.
 const TAG_KEY: &str = "cas-renewd";
+/// The served-certificate check: each handshake's limit, how many, how far apart.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
+const VERIFY_ATTEMPTS: u32 = 5;
+const VERIFY_SPACING: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -654,7 +659,26 @@ impl Engine {
                 .server_name
                 .clone()
                 .unwrap_or_else(|| cert.domain.trim_start_matches("*.").to_owned());
-            match crate::verify::served_leaf(&v.connect, &sni, Duration::from_secs(10)).await {
+            // A reload takes effect when the server's new workers are up: look a few
+            // times before calling a difference a failure.
+            let mut served = crate::verify::served_leaf(&v.connect, &sni, VERIFY_TIMEOUT).await;
+            for _ in 1..VERIFY_ATTEMPTS {
+                if served.as_ref().is_ok_and(|der| *der == disk.der) {
+                    break;
+                }
+                tokio::time::sleep(VERIFY_SPACING).await;
+                served = crate::verify::served_leaf(&v.connect, &sni, VERIFY_TIMEOUT).await;
+            }
+            let served_sha = served
+                .as_ref()
+                .ok()
+                .map(|der| hex::encode_upper(sha2::Sha256::digest(der)));
+            if let Ok(mut j) = state.load_journal(&cert.name) {
+                j.served_sha256 = served_sha;
+                j.served_checked_at = Some(now_rfc3339());
+                let _ = state.save_journal(&mut j);
+            }
+            match served {
                 Ok(der) => {
                     let matches = der == disk.der;
                     r.served_matches_disk = Some(matches);
@@ -1355,6 +1379,17 @@ impl PassReport {
                 "{:<width$}  {:<22}  {}\n",
                 c.name, what, c.message
             ));
+            match c.served_matches_disk {
+                Some(true) => s.push_str(&format!(
+                    "{:<width$}  served certificate matches the one on disk\n",
+                    ""
+                )),
+                Some(false) => s.push_str(&format!(
+                    "{:<width$}  served certificate DIFFERS from the one on disk\n",
+                    ""
+                )),
+                None => {}
+            }
         }
         for h in &self.hooks {
             s.push_str(&format!(

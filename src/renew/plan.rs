@@ -274,6 +274,7 @@ mod tests {
             not_after: (NOW + end_days * DAY_MS) / 1000,
             dns_names: vec![],
             spki_sha256: String::new(),
+            key_type: String::new(),
             sha256: String::new(),
         }
     }

@@ -1,0 +1,488 @@
+//! End to end with a real nginx: the renewed certificate is what nginx serves.
+//! Each test starts its own nginx (own prefix, config, pid file, a free loopback
+//! port) and stops it whatever happens. Skipped with a reason when nginx is not
+//! installed, unless CAS_RENEWD_E2E=1.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use cas_renewd::pki;
+use cas_renewd::sim::{Scenario, Simulator};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cas-renewd");
+
+fn nginx_available() -> bool {
+    if Command::new("nginx").arg("-v").output().is_ok() {
+        return true;
+    }
+    if std::env::var("CAS_RENEWD_E2E").as_deref() == Ok("1") {
+        panic!("CAS_RENEWD_E2E=1 but nginx is missing; run scripts/test.sh");
+    }
+    eprintln!("skipped: nginx is not installed (scripts/test.sh installs it)");
+    false
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// One server block: a name and the cas-renewd output directory it serves from.
+struct Site<'a> {
+    server_name: &'a str,
+    dir: PathBuf,
+}
+
+/// An nginx of our own, stopped on drop.
+struct Nginx {
+    prefix: PathBuf,
+    conf: PathBuf,
+    port: u16,
+}
+
+impl Nginx {
+    fn conf_text(prefix: &Path, port: u16, sites: &[Site<'_>], broken: bool) -> String {
+        let p = prefix.display();
+        let mut servers = String::new();
+        for s in sites {
+            servers.push_str(&format!(
+                "    server {{\n        listen 127.0.0.1:{port} ssl;\n        server_name {};\n        ssl_certificate {}/fullchain.pem;\n        ssl_certificate_key {}/privkey.pem;\n        return 200 \"{}\\n\";\n    }}\n",
+                s.server_name,
+                s.dir.display(),
+                s.dir.display(),
+                s.server_name
+            ));
+        }
+        format!(
+            "daemon on;\nmaster_process on;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n    access_log off;\n    client_body_temp_path {p}/tmp/body;\n    proxy_temp_path {p}/tmp/proxy;\n    fastcgi_temp_path {p}/tmp/fastcgi;\n    uwsgi_temp_path {p}/tmp/uwsgi;\n    scgi_temp_path {p}/tmp/scgi;\n{servers}{}}}\n",
+            if broken {
+                "    this_directive_does_not_exist on;\n"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&self.prefix)
+            .arg("-c")
+            .arg(&self.conf)
+            .args(args)
+            .output()
+            .expect("nginx runs")
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.prefix.join("nginx.pid")
+    }
+
+    fn rewrite(&self, sites: &[Site<'_>], broken: bool) {
+        std::fs::write(
+            &self.conf,
+            Self::conf_text(&self.prefix, self.port, sites, broken),
+        )
+        .expect("rewrite conf");
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["-s", "stop"]);
+        // If the graceful stop failed (a broken config, say), kill the master.
+        if let Ok(pid) = std::fs::read_to_string(self.pid_file()) {
+            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        }
+    }
+}
+
+async fn served(addr: &str, sni: &str) -> pki::CertInfo {
+    let der = cas_renewd::verify::served_leaf(addr, sni, Duration::from_secs(5))
+        .await
+        .expect("TLS handshake with nginx");
+    use base64::Engine as _;
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        base64::engine::general_purpose::STANDARD.encode(&der)
+    );
+    pki::read_leaf(&pem).expect("served leaf parses")
+}
+
+fn on_disk(dir: &Path) -> pki::CertInfo {
+    pki::read_leaf(&std::fs::read_to_string(dir.join("cert.pem")).expect("cert.pem")).expect("leaf")
+}
+
+struct Setup {
+    sim: Simulator,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Setup {
+    /// Orders expiring in 40 days: installed by the first pass, not yet renewed.
+    async fn new(certs: &[(&str, &str, &str)], verify_port: Option<u16>, hook: &str) -> Setup {
+        let mut scenario = String::from("access_key: { id: k, secret: s }\norders:\n");
+        for (_, domain, _) in certs {
+            scenario.push_str(&format!("  - {{ domain: {domain}, expires_in: 40d }}\n"));
+        }
+        scenario.push_str("issuance: { polls_before_issued: 1 }\n");
+        let sim = Simulator::start(
+            &Scenario::parse(&scenario, Path::new("s")).expect("scenario"),
+            "127.0.0.1:0",
+        )
+        .await
+        .expect("sim");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display();
+        let mut cfg = format!(
+            "api: {{ endpoint: \"{0}\", dns_endpoint: \"{0}\" }}\ncredentials: {{ access_key_id: k, access_key_secret: s }}\nstate_dir: {d}/state\nrenewal: {{ poll_interval: 100ms, poll_max_interval: 200ms }}\nhooks:\n  nginx: {{ command: {hook}, timeout: 20s }}\ndefaults: {{ reload: [nginx] }}\nschedule: {{ cron: \"0 17 3 * * *\", jitter: 0s }}\nmetrics: {{ listen: \"127.0.0.1:{1}\" }}\ncertificates:\n",
+            sim.url(),
+            free_port()
+        );
+        for (name, domain, extra) in certs {
+            let verify = verify_port
+                .map(|p| format!(", verify: {{ connect: \"127.0.0.1:{p}\" }}"))
+                .unwrap_or_default();
+            cfg.push_str(&format!("  - {{ name: {name}, domain: {domain}, output: {{ dir: {d}/out/{name} }}{verify}{extra} }}\n"));
+        }
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, cfg).expect("config");
+        Setup { sim, dir, config }
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.dir.path().join("out").join(name)
+    }
+
+    async fn cli(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(BIN);
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+            .arg("--config")
+            .arg(&self.config)
+            .args(args);
+        tokio::task::spawn_blocking(move || c.output().expect("runs"))
+            .await
+            .expect("join")
+    }
+
+    fn with_config_line(&self, find: &str, replace: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        std::fs::write(&self.config, text.replace(find, replace)).expect("config");
+    }
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "status {:?}\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn reload_hook(n_prefix: &Path, conf: &Path) -> String {
+    format!(
+        "[\"nginx\", \"-p\", \"{}\", \"-c\", \"{}\", \"-s\", \"reload\"]",
+        n_prefix.display(),
+        conf.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_serves_the_renewed_certificate() {
+    if !nginx_available() {
+        return;
+    }
+    let nginx_dir = tempfile::tempdir().expect("tempdir");
+    let prefix = nginx_dir.path().to_owned();
+    let port = free_port();
+    // The hook and verify need nginx's paths and port before nginx exists; fix them now.
+    let s = Setup::new(
+        &[("www", "www.example.com", "")],
+        Some(port),
+        &reload_hook(&prefix, &prefix.join("nginx.conf")),
+    )
+    .await;
+    // The first pass installs the current certificate (nginx is not up yet, so its
+    // reload fails; that is the next test's subject).
+    let _ = s.cli(&["once"]).await;
+    let old = on_disk(&s.out("www"));
+    assert!((old.not_after - chrono::Utc::now().timestamp()) / 86_400 <= 40);
+
+    let nginx = start_on(
+        &prefix,
+        port,
+        &[Site {
+            server_name: "www.example.com",
+            dir: s.out("www"),
+        }],
+    );
+    assert_eq!(
+        served(&nginx.addr(), "www.example.com").await.serial_hex,
+        old.serial_hex,
+        "nginx starts with the old certificate"
+    );
+
+    // 15 days on, the order is WILLEXPIRED: the pass renews, reloads nginx, checks.
+    s.sim.advance(Duration::from_secs(15 * 86_400));
+    let o = s.cli(&["once"]).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("renewed") && stdout.contains("served certificate matches the one on disk"),
+        "{stdout}"
+    );
+    let new = on_disk(&s.out("www"));
+    let live = served(&nginx.addr(), "www.example.com").await;
+    assert_ne!(new.serial_hex, old.serial_hex);
+    assert_eq!(
+        live.serial_hex, new.serial_hex,
+        "nginx serves the new serial"
+    );
+    assert_eq!(live.not_after, new.not_after, "and the new expiry");
+    assert!((live.not_after - chrono::Utc::now().timestamp()) / 86_400 >= 364);
+
+    // status --json says the same.
+    let st = s.cli(&["status", "--json"]).await;
+    let rows: serde_json::Value = serde_json::from_slice(&st.stdout).expect("json");
+    assert_eq!(rows[0]["serial"], new.serial_hex.as_str());
+    assert_eq!(rows[0]["served_matches_disk"], true, "{rows}");
+
+    // And the daemon's metrics: one pass at start, then a scrape.
+    let metrics_port: u16 = std::fs::read_to_string(&s.config)
+        .expect("cfg")
+        .split("metrics: { listen: \"127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|p| p.parse().ok())
+        .expect("metrics port");
+    let mut daemon = Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+        .arg("--config")
+        .arg(&s.config)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("daemon");
+    let url = format!("http://127.0.0.1:{metrics_port}");
+    let mut text = String::new();
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(format!("{url}/readyz")).await {
+            if r.status() == 200 {
+                text = reqwest::get(format!("{url}/metrics"))
+                    .await
+                    .expect("scrape")
+                    .text()
+                    .await
+                    .expect("body");
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = daemon.wait();
+    assert!(
+        text.contains("cas_renewd_served_matches_disk{cert=\"www\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "cas_renewd_certificate_not_after_timestamp_seconds{{cert=\"www\"}} {}",
+            new.not_after
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        s.sim.state()["renew_calls"],
+        serde_json::json!({ "100001": 1 })
+    );
+}
+
+/// Starts nginx on a port chosen before the configuration was written.
+fn start_on(prefix: &Path, port: u16, sites: &[Site<'_>]) -> Nginx {
+    std::fs::create_dir_all(prefix.join("tmp")).expect("prefix");
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(&conf, Nginx::conf_text(prefix, port, sites, false)).expect("conf");
+    let n = Nginx {
+        prefix: prefix.to_owned(),
+        conf,
+        port,
+    };
+    let out = n.cmd(&[]);
+    assert!(
+        out.status.success(),
+        "nginx start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_nginx_reload_is_detected_and_retried() {
+    if !nginx_available() {
+        return;
+    }
+    let nginx_dir = tempfile::tempdir().expect("tempdir");
+    let prefix = nginx_dir.path().to_owned();
+    let port = free_port();
+    // The hook signals the master as `systemctl reload` would: the signal is
+    // delivered (exit 0) whatever nginx then makes of its configuration.
+    let hook = format!(
+        "[\"/bin/sh\", \"-c\", \"kill -HUP $(cat {}/nginx.pid)\"]",
+        prefix.display()
+    );
+    let s = Setup::new(&[("www", "www.example.com", "")], Some(port), &hook).await;
+    // The first pass installs the current certificate; nginx is not up yet, so its
+    // reload and check fail, which is not what this test is about.
+    let _ = s.cli(&["once"]).await;
+    let old = on_disk(&s.out("www"));
+    let sites = [Site {
+        server_name: "www.example.com",
+        dir: s.out("www"),
+    }];
+    let nginx = start_on(&prefix, port, &sites);
+
+    nginx.rewrite(&sites, true);
+    s.sim.advance(Duration::from_secs(15 * 86_400));
+    let o = s.cli(&["once"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("served certificate DIFFERS")
+            && stdout.contains("the reload did not take effect"),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("served certificate differs from the one on disk"),
+        "logged: {}",
+        show(&o)
+    );
+    assert_eq!(
+        served(&nginx.addr(), "www.example.com").await.serial_hex,
+        old.serial_hex,
+        "nginx kept the old certificate"
+    );
+    let st = s.cli(&["status", "--json"]).await;
+    let rows: serde_json::Value = serde_json::from_slice(&st.stdout).expect("json");
+    assert_eq!(rows[0]["served_matches_disk"], false);
+    assert_eq!(
+        rows[0]["reload_pending"],
+        serde_json::json!(["nginx"]),
+        "{rows}"
+    );
+
+    // Next pass with nginx still broken: reload retried, still failing, no new order.
+    let o = s.cli(&["once"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    // The operator fixes nginx; the next pass reloads and succeeds without renewing.
+    nginx.rewrite(&sites, false);
+    let o = s.cli(&["once"]).await;
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("served certificate matches"),
+        "{}",
+        show(&o)
+    );
+    let new = on_disk(&s.out("www"));
+    assert_eq!(
+        served(&nginx.addr(), "www.example.com").await.serial_hex,
+        new.serial_hex
+    );
+    assert_eq!(
+        s.sim.state()["renew_calls"],
+        serde_json::json!({ "100001": 1 }),
+        "no second renew call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rsa_and_ecdsa_certificates_on_one_nginx_with_one_reload() {
+    if !nginx_available() {
+        return;
+    }
+    let nginx_dir = tempfile::tempdir().expect("tempdir");
+    let prefix = nginx_dir.path().to_owned();
+    let port = free_port();
+    let count = prefix.join("reloads");
+    let hook = format!(
+        "[\"/bin/sh\", \"-c\", \"echo $CAS_RENEWD_CERT_NAME >> {} && nginx -p {} -c {}/nginx.conf -s reload\"]",
+        count.display(),
+        prefix.display(),
+        prefix.display()
+    );
+    let s = Setup::new(
+        &[
+            ("rsa", "rsa.example.com", ", key: { algorithm: rsa-2048 }"),
+            (
+                "ecdsa",
+                "ecdsa.example.com",
+                ", key: { algorithm: ecdsa-p384 }",
+            ),
+        ],
+        Some(port),
+        &hook,
+    )
+    .await;
+    let _ = s.cli(&["once"]).await;
+    let sites = [
+        Site {
+            server_name: "rsa.example.com",
+            dir: s.out("rsa"),
+        },
+        Site {
+            server_name: "ecdsa.example.com",
+            dir: s.out("ecdsa"),
+        },
+    ];
+    let nginx = start_on(&prefix, port, &sites);
+    std::fs::write(&count, "").expect("reset count");
+    s.sim.advance(Duration::from_secs(15 * 86_400));
+    let o = s.cli(&["once"]).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let reloads = std::fs::read_to_string(&count).expect("count");
+    assert_eq!(
+        reloads.lines().collect::<Vec<_>>(),
+        ["rsa,ecdsa"],
+        "one reload for both certificates"
+    );
+    for (name, sni, key_type) in [
+        ("rsa", "rsa.example.com", "RSA"),
+        ("ecdsa", "ecdsa.example.com", "EC"),
+    ] {
+        let disk = on_disk(&s.out(name));
+        let live = served(&nginx.addr(), sni).await;
+        assert_eq!(live.serial_hex, disk.serial_hex, "{name}: served");
+        assert!(live.dns_names.contains(&sni.to_owned()));
+        let key = std::fs::read_to_string(s.out(name).join("privkey.pem")).expect("key");
+        let k = pki::Key::from_pem(&key).expect("key");
+        assert_eq!(
+            k.spki_sha256(),
+            live.spki_sha256,
+            "{name}: nginx uses our key"
+        );
+        assert_eq!(live.key_type, key_type, "{name}");
+    }
+    assert_eq!(
+        s.sim.state()["renew_calls"],
+        serde_json::json!({ "100001": 1, "100002": 1 })
+    );
+    drop(nginx);
+}
