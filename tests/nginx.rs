@@ -97,11 +97,19 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        let pid = std::fs::read_to_string(self.pid_file()).unwrap_or_default();
+        let pid = pid.trim().to_owned();
         let _ = self.cmd(&["-s", "stop"]);
-        // If the graceful stop failed (a broken config, say), kill the master.
-        if let Ok(pid) = std::fs::read_to_string(self.pid_file()) {
-            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        let alive = || !pid.is_empty() && Path::new(&format!("/proc/{pid}")).exists();
+        for _ in 0..50 {
+            if !alive() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
+        // The graceful stop failed (a broken config, say): kill workers, then master.
+        let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
     }
 }
 
@@ -174,11 +182,6 @@ impl Setup {
         tokio::task::spawn_blocking(move || c.output().expect("runs"))
             .await
             .expect("join")
-    }
-
-    fn with_config_line(&self, find: &str, replace: &str) {
-        let text = std::fs::read_to_string(&self.config).expect("config");
-        std::fs::write(&self.config, text.replace(find, replace)).expect("config");
     }
 }
 
@@ -281,16 +284,16 @@ async fn nginx_serves_the_renewed_certificate() {
     let url = format!("http://127.0.0.1:{metrics_port}");
     let mut text = String::new();
     for _ in 0..100 {
-        if let Ok(r) = reqwest::get(format!("{url}/readyz")).await {
-            if r.status() == 200 {
-                text = reqwest::get(format!("{url}/metrics"))
-                    .await
-                    .expect("scrape")
-                    .text()
-                    .await
-                    .expect("body");
-                break;
-            }
+        if let Ok(r) = reqwest::get(format!("{url}/readyz")).await
+            && r.status() == 200
+        {
+            text = reqwest::get(format!("{url}/metrics"))
+                .await
+                .expect("scrape")
+                .text()
+                .await
+                .expect("body");
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
