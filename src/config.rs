@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -466,6 +467,8 @@ struct RawLog {
 pub struct Config {
     /// The file this was read from; relative to nothing, used in messages.
     pub source: PathBuf,
+    /// Things that work but should not be so (a readable secret), for the log.
+    pub warnings: Vec<String>,
     pub api: ApiConfig,
     pub credentials: Option<CredentialsConfig>,
     pub state_dir: PathBuf,
@@ -635,7 +638,9 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text, path)
+        let mut cfg = Config::parse(&text, path)?;
+        cfg.warnings = secret_exposure(&cfg, meta.permissions().mode());
+        Ok(cfg)
     }
 
     /// Parses and validates `text`; `source` names the file in messages.
@@ -648,6 +653,38 @@ impl Config {
     pub fn certificate(&self, name: &str) -> Option<&CertificateConfig> {
         self.certificates.iter().find(|c| c.name == name)
     }
+}
+
+/// Warnings for secrets that other users could read: an inline secret in a config
+/// file, or a secret file, readable by group or others.
+fn secret_exposure(cfg: &Config, config_mode: u32) -> Vec<String> {
+    let mut w = Vec::new();
+    if let Some(CredentialsConfig::AccessKey {
+        secret,
+        security_token,
+        ..
+    }) = &cfg.credentials
+    {
+        let inline = matches!(secret, SecretSource::Inline(_)) || security_token.is_some();
+        if inline && config_mode & 0o077 != 0 {
+            w.push(format!(
+                "{} holds a secret and is readable by group or others (mode {:04o}); chmod 600 it, or move the secret to access_key_secret_file",
+                cfg.source.display(),
+                config_mode & 0o7777
+            ));
+        }
+        if let SecretSource::File(f) = secret
+            && let Ok(m) = std::fs::metadata(f)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            w.push(format!(
+                        "{} (the AccessKey secret) is readable by group or others (mode {:04o}); chmod 600 it",
+                        f.display(),
+                        m.permissions().mode() & 0o7777
+                    ));
+        }
+    }
+    w
 }
 
 fn parse_raw(text: &str, source: &Path) -> Result<RawConfig, ConfigError> {
@@ -1314,6 +1351,7 @@ fn validate(raw: RawConfig, source: &Path) -> Result<Config, ConfigError> {
     }
     Ok(Config {
         source: source.to_owned(),
+        warnings: Vec::new(),
         api,
         credentials,
         state_dir: raw

@@ -16,6 +16,7 @@ pub mod cas;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod fuzzing;
 pub mod hooks;
 pub mod listing;
 pub mod metrics;

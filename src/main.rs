@@ -130,6 +130,9 @@ fn main() -> ExitCode {
         }
     };
     if let Command::CheckConfig = cli.command {
+        for w in &cfg.warnings {
+            eprintln!("warning: {w}");
+        }
         println!(
             "{}: valid ({} certificate{}{})",
             cli.config.display(),
@@ -144,6 +147,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&cfg);
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     let runtime = match runtime() {
         Ok(r) => r,
         Err(e) => {

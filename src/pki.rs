@@ -381,6 +381,10 @@ mod tests {
         format!("{}{}", i.leaf_pem, i.chain_pem)
     }
 
+    fn good_now_minus_days(d: i64) -> i64 {
+        chrono::Utc::now().timestamp() - d * 86_400
+    }
+
     fn expect<'a>(key_sha: &'a str, domain: &'a str) -> Expectations<'a> {
         Expectations {
             spki_sha256: key_sha,
@@ -447,6 +451,7 @@ mod tests {
     #[test]
     fn misordered_chains_are_put_in_order_and_junk_is_refused() {
         let key = Key::generate(KeyAlgorithm::EcdsaP256).expect("key");
+        let sha = key.spki_sha256();
         let pem = issue(&key, "www.example.com", Twist::None, 90);
         let blocks: Vec<&str> = pem.split_inclusive("-----END CERTIFICATE-----\n").collect();
         let reversed = format!("{}{}", blocks[1], blocks[0]);
@@ -461,6 +466,20 @@ mod tests {
             Chain::parse(&"x".repeat(MAX_CHAIN_BYTES + 1)),
             Err(PkiError::ChainTooLarge(_))
         ));
+        let leaf_only = blocks[0].repeat(MAX_CHAIN_CERTS + 1);
+        assert!(matches!(
+            Chain::parse(&leaf_only),
+            Err(PkiError::TooManyCerts(_))
+        ));
+        let not_yet = Expectations {
+            now: good_now_minus_days(2),
+            ..expect(&sha, "www.example.com")
+        };
+        let chain = Chain::parse(&pem).expect("parse");
+        assert!(
+            matches!(check(&chain, &not_yet), Err(PkiError::NotValidNow { .. })),
+            "not yet valid"
+        );
         let other = issue(&key, "other.example.com", Twist::None, 90);
         assert!(matches!(
             Chain::parse(&format!("{pem}{other}")),

@@ -75,6 +75,7 @@ pub struct FileWrite<'a> {
 /// burst, then each directory is fsynced. A crash leaves each file old or new,
 /// never torn; the set as a whole is switched within a few microseconds.
 pub fn atomic_write(files: &[FileWrite<'_>]) -> Result<(), StoreError> {
+    injected_fault(files)?;
     let mut temps: Vec<(PathBuf, &Path)> = Vec::with_capacity(files.len());
     let result = (|| {
         for f in files {
@@ -123,6 +124,33 @@ pub fn atomic_write(files: &[FileWrite<'_>]) -> Result<(), StoreError> {
         }
     }
     result
+}
+
+/// `CAS_RENEWD_FAULT_WRITE=<text>` makes every write to a path containing `<text>`
+/// fail with ENOSPC, as on a full disk. Test harnesses use it; nothing else should.
+fn injected_fault(files: &[FileWrite<'_>]) -> Result<(), StoreError> {
+    static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let Some(pattern) = FAULT
+        .get_or_init(|| {
+            std::env::var("CAS_RENEWD_FAULT_WRITE")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .as_deref()
+    else {
+        return Ok(());
+    };
+    match files
+        .iter()
+        .find(|f| f.path.to_string_lossy().contains(pattern))
+    {
+        Some(f) => Err(StoreError::Io {
+            path: f.path.clone(),
+            op: "write",
+            source: std::io::Error::from_raw_os_error(28),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Writes one file atomically (see [`atomic_write`]).

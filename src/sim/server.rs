@@ -321,6 +321,7 @@ fn authenticate(shared: &Shared, req: &Incoming) -> Result<(String, String), Sim
                 shared.secret.as_bytes(),
             );
             let ok = sign::constant_time_eq(&sig.signature, &auth.signature);
+            shared.world().remember_signature(&auth.signature);
             (ok, sig.string_to_sign)
         }
         SigCheck::V2(given) => {
@@ -333,6 +334,7 @@ fn authenticate(shared: &Shared, req: &Incoming) -> Result<(String, String), Sim
                 .collect();
             let sts = sign::string_to_sign_v2(&req.method, &unsigned);
             let ok = sign::constant_time_eq(&sign::sign_v2(&sts, shared.secret.as_bytes()), given);
+            shared.world().remember_signature(given);
             (ok, sts)
         }
     };

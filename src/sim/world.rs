@@ -185,6 +185,8 @@ pub struct World {
     pub calls: BTreeMap<String, u64>,
     pub renew_calls: BTreeMap<i64, u64>,
     pub signature_failures: u64,
+    /// The last signatures received, so tests can search logs for them.
+    recent_signatures: std::collections::VecDeque<String>,
     pub faults: BTreeMap<String, u64>,
     pub throttled: u64,
 }
@@ -259,6 +261,7 @@ impl World {
             calls: BTreeMap::new(),
             renew_calls: BTreeMap::new(),
             signature_failures: 0,
+            recent_signatures: std::collections::VecDeque::new(),
             faults: BTreeMap::new(),
             throttled: 0,
         };
@@ -926,6 +929,13 @@ impl World {
         Self::page_of(matching, p, 100)
     }
 
+    pub fn remember_signature(&mut self, sig: &str) {
+        if self.recent_signatures.len() >= 1000 {
+            self.recent_signatures.pop_front();
+        }
+        self.recent_signatures.push_back(sig.to_owned());
+    }
+
     /// The state `/_sim/state` reports.
     pub fn snapshot(&self) -> Value {
         let now = self.now_ms();
@@ -956,6 +966,7 @@ impl World {
             "calls": self.calls,
             "renew_calls": self.renew_calls.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<String, u64>>(),
             "signature_failures": self.signature_failures,
+            "recent_signatures": self.recent_signatures,
             "throttled": self.throttled,
             "faults": self.faults,
             "dns_records": self.records.iter().map(DnsRecord::to_json).collect::<Vec<_>>(),

@@ -1,0 +1,635 @@
+//! Reliability and security figures: a fault soak over 200 certificates, a SIGKILL
+//! campaign, secrets in every output, file modes, full disks, and the lock. Each
+//! test prints one `figures:` line; the README's "Reliability" section quotes them.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
+use cas_renewd::config::Config;
+use cas_renewd::pki::{self, Key};
+use cas_renewd::renew::{Engine, Outcome, PassOptions};
+use cas_renewd::sim::{Scenario, Simulator};
+use rand::{Rng, SeedableRng};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cas-renewd");
+
+fn scenario(text: &str) -> Scenario {
+    Scenario::parse(
+        &format!("access_key: {{ id: k, secret: s }}\n{text}"),
+        Path::new("s"),
+    )
+    .expect("scenario")
+}
+
+fn config_text(sim: &Simulator, dir: &Path, api_extra: &str, renewal: &str, rest: &str) -> String {
+    format!(
+        "api: {{ endpoint: \"{0}\", dns_endpoint: \"{0}\"{api_extra} }}\ncredentials: {{ access_key_id: k, access_key_secret: s }}\nstate_dir: {1}/state\nrenewal: {{ {renewal} }}\ndiscover: {{ keyword: example.com, output_root: {1}/out }}\n{rest}",
+        sim.url(),
+        dir.display()
+    )
+}
+
+/// Every installed pair under `root`: (directories seen, pairs whose key does not
+/// match their certificate).
+fn check_pairs(root: &Path) -> (usize, usize) {
+    let mut seen = 0;
+    let mut bad = 0;
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return (0, 0);
+    };
+    for e in entries.flatten() {
+        let (Ok(cert), Ok(key)) = (
+            std::fs::read_to_string(e.path().join("cert.pem")),
+            std::fs::read_to_string(e.path().join("privkey.pem")),
+        ) else {
+            continue;
+        };
+        seen += 1;
+        let ok = match (pki::read_leaf(&cert), Key::from_pem(&key)) {
+            (Ok(l), Ok(k)) => l.spki_sha256 == k.spki_sha256(),
+            _ => false,
+        };
+        if !ok {
+            bad += 1;
+        }
+    }
+    (seen, bad)
+}
+
+fn renewed_count(root: &Path) -> usize {
+    std::fs::read_dir(root)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_to_string(e.path().join("cert.pem"))
+                        .ok()
+                        .and_then(|c| pki::read_leaf(&c).ok())
+                        .is_some_and(|l| {
+                            (l.not_after - chrono::Utc::now().timestamp()) / 86_400 >= 364
+                        })
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn renew_call_figures(state: &serde_json::Value) -> (u64, u64, usize) {
+    let calls = state["renew_calls"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let total: u64 = calls.values().filter_map(|v| v.as_u64()).sum();
+    let dups: u64 = calls
+        .values()
+        .filter_map(|v| v.as_u64())
+        .map(|n| n.saturating_sub(1))
+        .sum();
+    (total, dups, calls.len())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fault_soak_renews_200_certificates_spending_once_each() {
+    let sim = Simulator::start(
+        &scenario(
+            "seed: 42\ngenerate: { count: 200, expiring_fraction: 1.0, domain: \"host-{n}.example.com\" }\nissuance: { polls_before_issued: 2 }\nrate_limits: { ListUserCertificateOrder: 1000, default: 1000 }\nfaults: { throttle: 0.3, server_error: 0.1, timeout: 0.05, malformed: 0.02, hold: 1500ms }\n",
+        ),
+        "127.0.0.1:0",
+    )
+    .await
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config_text(
+        &sim,
+        dir.path(),
+        ", timeout: 1s, max_attempts: 10, rate_limit_per_second: 500",
+        "poll_interval: 50ms, poll_max_interval: 100ms, concurrency: 16",
+        "",
+    );
+    let cfg = Config::parse(&text, Path::new("soak.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let creds = CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::default())
+        .expect("creds");
+    let engine = Arc::new(Engine::new(cfg, Arc::new(creds)).expect("engine"));
+    let started = Instant::now();
+    let mut passes = 0;
+    let out = dir.path().join("out");
+    while renewed_count(&out) < 200 && passes < 5 {
+        passes += 1;
+        let r = engine.pass(&PassOptions::default()).await.expect("pass");
+        let failed = r
+            .certs
+            .iter()
+            .filter(|c| c.outcome == Outcome::Failed)
+            .count();
+        println!(
+            "pass {passes}: {} certificates, {failed} failed this pass",
+            r.certs.len()
+        );
+    }
+    let wall = started.elapsed();
+    let state = sim.state();
+    let (renew_total, dups, sources) = renew_call_figures(&state);
+    let (pairs, mismatched) = check_pairs(&out);
+    let renewed = renewed_count(&out);
+    let metrics = engine.metrics().render();
+    let (mut attempts, mut retries) = (0u64, 0u64);
+    for l in metrics
+        .lines()
+        .filter(|l| l.starts_with("cas_renewd_api_requests_total{"))
+    {
+        let n: u64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        attempts += n;
+        if !l.contains("code=\"OK\"") {
+            retries += n;
+        }
+    }
+    println!(
+        "figures: fault soak: {renewed}/200 renewed in {passes} pass(es), {:.1} s wall; {attempts} API attempts, {retries} failed attempts retried or reconciled; faults injected {}; renew calls {renew_total} for {sources} source orders, {dups} duplicate; {mismatched} mismatched key/certificate pairs of {pairs}",
+        wall.as_secs_f64(),
+        state["faults"]
+    );
+    assert_eq!(renewed, 200);
+    assert_eq!(
+        dups, 0,
+        "exactly one renew call per source order: {}",
+        state["renew_calls"]
+    );
+    assert_eq!(sources, 200);
+    assert_eq!(mismatched, 0);
+}
+
+fn once_cmd(config: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+        .env("CAS_RENEWD_LOG", "warn")
+        .arg("--config")
+        .arg(config)
+        .arg("once")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_campaign_loses_nothing_and_spends_once() {
+    let sim = Simulator::start(
+        &scenario("generate: { count: 20, expiring_fraction: 1.0, domain: \"c{n}.example.com\" }\nissuance: { polls_before_issued: 5 }\nrate_limits: { ListUserCertificateOrder: 1000, default: 1000 }\n"),
+        "127.0.0.1:0",
+    )
+    .await
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        config_text(
+            &sim,
+            dir.path(),
+            "",
+            "poll_interval: 100ms, poll_max_interval: 100ms, concurrency: 4",
+            "",
+        ),
+    )
+    .expect("config");
+    let out = dir.path().join("out");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let started = Instant::now();
+    let (mut kills, mut mismatch_observations, mut observations) = (0, 0, 0);
+    while kills < 50 {
+        let mut child = once_cmd(&config).spawn().expect("spawn");
+        let delay = Duration::from_millis(rng.random_range(50..1200));
+        tokio::time::sleep(delay).await;
+        if child.try_wait().expect("poll").is_none() {
+            child.kill().expect("SIGKILL");
+            kills += 1;
+        }
+        let _ = child.wait();
+        let (seen, bad) = check_pairs(&out);
+        observations += seen;
+        mismatch_observations += bad;
+    }
+    let mut finishing_runs = 0;
+    loop {
+        finishing_runs += 1;
+        let o = tokio::task::spawn_blocking({
+            let config = config.clone();
+            move || once_cmd(&config).output().expect("once")
+        })
+        .await
+        .expect("join");
+        if o.status.success() && renewed_count(&out) == 20 {
+            break;
+        }
+        assert!(finishing_runs < 10, "not finished after 10 runs");
+    }
+    let state = sim.state();
+    let (renew_total, dups, sources) = renew_call_figures(&state);
+    let (_, final_bad) = check_pairs(&out);
+    let lost_keys = (0..20)
+        .filter(|n| {
+            let j = std::fs::read_to_string(
+                dir.path()
+                    .join(format!("state/journal/c{n}_example_com.json")),
+            )
+            .unwrap_or_default();
+            j.contains("key this host does not have") || j.contains("\"phase\": \"rejected\"")
+        })
+        .count();
+    println!(
+        "figures: crash campaign: {kills} SIGKILLs at random moments (seed 7) then {finishing_runs} clean run(s), {:.1} s; renew calls {renew_total} for {sources} source orders, {dups} duplicate; {lost_keys} lost keys; {mismatch_observations} mismatched pairs in {observations} observations after kills; {}/20 renewed",
+        started.elapsed().as_secs_f64(),
+        renewed_count(&out)
+    );
+    assert_eq!(dups, 0, "{}", state["renew_calls"]);
+    assert_eq!(lost_keys, 0);
+    assert_eq!(mismatch_observations, 0);
+    assert_eq!(final_bad, 0);
+    assert_eq!(renewed_count(&out), 20);
+}
+
+fn text_of(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Middle lines of a PEM body: enough to recognise the key anywhere.
+fn pem_fragments(pem: &str) -> Vec<String> {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 40)
+        .map(|l| l[8..40].to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_reach_no_log_metric_hook_or_debug_output() {
+    let mut findings = Vec::new();
+    let mut scanned = 0usize;
+    for format in ["text", "json"] {
+        // A fresh account per run: the first run's renewals would block the second.
+        let sim = Simulator::start(
+            &Scenario::parse(
+                "access_key: { id: k, secret: sim-secret-value-Q7 }\norders:\n  - { domain: www.example.com, expires_in: 20d }\n  - { domain: api.example.com, expires_in: 10d }\nissuance: { polls_before_issued: 1 }\n",
+                Path::new("s"),
+            )
+            .expect("scenario"),
+            "127.0.0.1:0",
+        )
+        .await
+        .expect("sim");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("b")
+            .local_addr()
+            .expect("a")
+            .port();
+        let cfg = format!(
+            "api: {{ endpoint: \"{0}\", dns_endpoint: \"{0}\" }}\ncredentials: {{ access_key_id: k, access_key_secret: sim-secret-value-Q7, security_token: sts-token-value-Z9 }}\nstate_dir: {d}/state\nrenewal: {{ poll_interval: 100ms, poll_max_interval: 100ms }}\nschedule: {{ cron: \"0 17 3 * * *\", jitter: 0s }}\nmetrics: {{ listen: \"127.0.0.1:{port}\" }}\nhooks: {{ dump: {{ command: [\"/bin/sh\", \"-c\", \"env > {d}/hook-env\"] }} }}\ndefaults: {{ reload: [dump] }}\ncertificates:\n  - {{ name: {format}-www, domain: www.example.com, output: {{ dir: {d}/out/www }} }}\n  - {{ name: {format}-api, domain: api.example.com, output: {{ dir: {d}/out/api }}, key: {{ algorithm: rsa-2048 }} }}\nlog: {{ format: {format}, level: trace }}\n",
+            sim.url()
+        );
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, &cfg).expect("config");
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        // The daemon, at trace level, with secrets in its own environment too.
+        let mut daemon = Command::new(BIN)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "env-secret-value-W3")
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("daemon");
+        let base = format!("http://127.0.0.1:{port}");
+        let mut metrics = String::new();
+        for _ in 0..200 {
+            if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
+                && r.status() == 200
+            {
+                metrics = reqwest::get(format!("{base}/metrics"))
+                    .await
+                    .expect("scrape")
+                    .text()
+                    .await
+                    .expect("body");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &daemon.id().to_string()])
+            .status();
+        let _ = daemon.wait();
+        let logs = {
+            let o = daemon.wait_with_output().expect("output");
+            text_of(&o)
+        };
+        assert!(
+            metrics.contains("cas_renewd_renew_orders_total"),
+            "scrape happened: {metrics}"
+        );
+        let hook_env = std::fs::read_to_string(dir.path().join("hook-env"))
+            .expect("hook ran and dumped its environment");
+        let loaded = Config::load(&config).expect("config loads");
+        let debug = format!("{loaded:?}");
+        let mut secrets: Vec<String> = vec![
+            "sim-secret-value-Q7".into(),
+            "sts-token-value-Z9".into(),
+            "env-secret-value-W3".into(),
+        ];
+        for sig in sim.state()["recent_signatures"]
+            .as_array()
+            .expect("signatures")
+            .iter()
+        {
+            secrets.push(sig.as_str().expect("sig").to_owned());
+        }
+        for name in ["www", "api"] {
+            let key = std::fs::read_to_string(dir.path().join(format!("out/{name}/privkey.pem")))
+                .expect("key");
+            secrets.extend(pem_fragments(&key));
+        }
+        assert!(
+            logs.len() > 10_000,
+            "trace logs were written ({} bytes)",
+            logs.len()
+        );
+        for (what, haystack) in [
+            ("logs", &logs),
+            ("metrics", &metrics),
+            ("hook environment", &hook_env),
+            ("config Debug", &debug),
+        ] {
+            scanned += haystack.len();
+            for s in &secrets {
+                if haystack.contains(s.as_str()) {
+                    findings.push(format!("{format}: {what} contains {s:?}"));
+                }
+            }
+            if what != "config Debug" && haystack.to_ascii_lowercase().contains("authorization") {
+                findings.push(format!("{format}: {what} mentions an Authorization header"));
+            }
+        }
+        assert!(
+            !hook_env.contains("ALIBABA_CLOUD_"),
+            "hook environment: {hook_env}"
+        );
+        println!(
+            "figures: secrets ({format}): scanned {} bytes of trace logs, {} of metrics, {} of hook environment, {} of config Debug for {} secret strings",
+            logs.len(),
+            metrics.len(),
+            hook_env.len(),
+            debug.len(),
+            secrets.len()
+        );
+    }
+    println!(
+        "figures: secrets: {scanned} bytes scanned, {} findings",
+        findings.len()
+    );
+    assert!(findings.is_empty(), "{findings:#?}");
+}
+
+#[test]
+fn key_files_never_exist_with_a_wider_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_owned();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let root = root.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut looks, mut wide) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                    if let Ok(m) = e.metadata() {
+                        looks += 1;
+                        if m.permissions().mode() & 0o077 != 0 {
+                            wide += 1;
+                        }
+                    }
+                }
+            }
+            (looks, wide)
+        })
+    };
+    for i in 0..2000 {
+        cas_renewd::store::write_file(
+            &root.join(format!("k{}.key", i % 7)),
+            b"-----BEGIN PRIVATE KEY-----\n",
+            cas_renewd::store::FileSpec::private(),
+        )
+        .expect("write");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (looks, wide) = watcher.join().expect("watcher");
+    println!(
+        "figures: key modes: 2000 key writes, {looks} observations of files in flight, {wide} with a mode wider than 0600"
+    );
+    assert_eq!(wide, 0);
+    assert!(looks > 0);
+}
+
+#[test]
+fn a_config_holding_a_readable_secret_gets_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, "credentials: { access_key_id: a, access_key_secret: b }\ncertificates: [ { name: www, domain: www.example.com } ]\n").expect("write");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let o = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check-config")
+        .output()
+        .expect("runs");
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("warning:") && err.contains("readable by group or others (mode 0644)"),
+        "{err}"
+    );
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let o = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check-config")
+        .output()
+        .expect("runs");
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("warning"));
+}
+
+async fn run_once(config: &Path, env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+        .arg("--config")
+        .arg(config)
+        .arg("once");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || c.output().expect("runs"))
+        .await
+        .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_keeps_the_previous_files_and_the_journal_consistent() {
+    let sim = Simulator::start(
+        &scenario("orders:\n  - { domain: www.example.com, expires_in: 40d }\nissuance: { polls_before_issued: 1 }\n"),
+        "127.0.0.1:0",
+    )
+    .await
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config: PathBuf = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        config_text(
+            &sim,
+            dir.path(),
+            "",
+            "poll_interval: 100ms, poll_max_interval: 100ms",
+            "",
+        ),
+    )
+    .expect("config");
+    let first = run_once(&config, &[]).await;
+    assert!(first.status.success(), "{}", text_of(&first));
+    let out = dir.path().join("out/www.example.com");
+    let before: Vec<Vec<u8>> = ["cert.pem", "privkey.pem", "fullchain.pem"]
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).expect("old"))
+        .collect();
+    sim.advance(Duration::from_secs(15 * 86_400));
+    // The disk is "full" for the output's key file: the install fails as a whole.
+    let failed = run_once(&config, &[("CAS_RENEWD_FAULT_WRITE", "privkey.pem")]).await;
+    assert_eq!(failed.status.code(), Some(1), "{}", text_of(&failed));
+    assert!(
+        text_of(&failed).contains("os error 28"),
+        "{}",
+        text_of(&failed)
+    );
+    let after: Vec<Vec<u8>> = ["cert.pem", "privkey.pem", "fullchain.pem"]
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).expect("still there"))
+        .collect();
+    assert_eq!(before, after, "previous files untouched");
+    let journal = std::fs::read_to_string(dir.path().join("state/journal/www_example_com.json"))
+        .expect("journal");
+    assert!(
+        journal.contains("\"phase\": \"issued\""),
+        "resumes at install: {journal}"
+    );
+    // The journal itself cannot be written: the renewal stops before spending.
+    let ok = run_once(&config, &[]).await;
+    assert!(ok.status.success(), "{}", text_of(&ok));
+    assert_eq!(check_pairs(&dir.path().join("out")), (1, 0));
+    assert_eq!(renewed_count(&dir.path().join("out")), 1);
+    assert_eq!(
+        sim.state()["renew_calls"],
+        serde_json::json!({ "100001": 1 })
+    );
+    println!(
+        "figures: full disk: install refused with ENOSPC, 3/3 previous files byte-identical, journal at issued, resumed with 1 renew call in total"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_journal_that_cannot_be_written_stops_before_spending() {
+    let sim = Simulator::start(
+        &scenario("orders:\n  - { domain: www.example.com, expires_in: 20d }\n"),
+        "127.0.0.1:0",
+    )
+    .await
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        config_text(&sim, dir.path(), "", "poll_interval: 100ms", ""),
+    )
+    .expect("config");
+    let o = run_once(&config, &[("CAS_RENEWD_FAULT_WRITE", "/journal/")]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text_of(&o));
+    assert!(
+        sim.state()["renew_calls"]
+            .as_object()
+            .expect("map")
+            .is_empty(),
+        "no renew call without a journal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_instance_on_the_same_state_dir_refuses_to_start() {
+    let sim = Simulator::start(
+        &scenario("orders:\n  - { domain: www.example.com, expires_in: 200d }\n"),
+        "127.0.0.1:0",
+    )
+    .await
+    .expect("sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("b")
+        .local_addr()
+        .expect("a")
+        .port();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        config_text(
+            &sim,
+            dir.path(),
+            "",
+            "poll_interval: 100ms",
+            &format!("metrics: {{ listen: \"127.0.0.1:{port}\" }}\n"),
+        ),
+    )
+    .expect("config");
+    let mut daemon = Command::new(BIN)
+        .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon");
+    for _ in 0..100 {
+        if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = run_once(&config, &[]).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = daemon.wait();
+    assert_eq!(second.status.code(), Some(1), "{}", text_of(&second));
+    assert!(
+        text_of(&second).contains("another cas-renewd is running on state directory"),
+        "{}",
+        text_of(&second)
+    );
+}
