@@ -348,6 +348,8 @@ struct RawApi {
     timeout: Option<Spanned<HumanDuration>>,
     max_attempts: Option<Spanned<u32>>,
     rate_limit_per_second: Option<Spanned<f64>>,
+    #[serde(default)]
+    rate_limits: BTreeMap<String, Spanned<f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -488,7 +490,20 @@ pub struct ApiConfig {
     pub dns_endpoint: reqwest::Url,
     pub timeout: Duration,
     pub max_attempts: u32,
+    /// Calls per second for each action without its own entry in `rate_limits`.
     pub rate_limit_per_second: f64,
+    /// Per-action calls per second (CAS documents its limits per action).
+    pub rate_limits: BTreeMap<String, f64>,
+}
+
+impl ApiConfig {
+    /// The client-side limiter these settings describe.
+    pub fn limiter(&self) -> crate::cas::client::RateLimiter {
+        self.rate_limits.iter().fold(
+            crate::cas::client::RateLimiter::new(self.rate_limit_per_second),
+            |l, (action, rate)| l.with_action(action, *rate),
+        )
+    }
 }
 
 impl Default for ApiConfig {
@@ -501,6 +516,7 @@ impl Default for ApiConfig {
             timeout: Duration::from_secs(30),
             max_attempts: 6,
             rate_limit_per_second: 8.0,
+            rate_limits: BTreeMap::new(),
         }
     }
 }
@@ -959,6 +975,23 @@ fn validate(raw: RawConfig, source: &Path) -> Result<Config, ConfigError> {
             Some(s) => s.value,
             None => api_default.rate_limit_per_second,
         },
+        rate_limits: raw
+            .api
+            .rate_limits
+            .iter()
+            .filter_map(|(action, r)| {
+                if r.value > 0.0 && r.value <= 1000.0 {
+                    Some((action.clone(), r.value))
+                } else {
+                    p.at(
+                        r.referenced,
+                        format!("api.rate_limits.{action}"),
+                        "must be greater than 0 and at most 1000",
+                    );
+                    None
+                }
+            })
+            .collect(),
     };
 
     // credentials

@@ -10,7 +10,6 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use cas_renewd::cas::api::{OrderFilter, OrderStatus, OrderType};
-use cas_renewd::cas::client::RateLimiter;
 use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
 use cas_renewd::config::{self, Config, LogFormat};
 use cas_renewd::renew::{Engine, PassOptions};
@@ -332,7 +331,7 @@ async fn run(command: Command, cfg: Config, config_path: PathBuf) -> anyhow::Res
                 &Environment::from_process(),
             )
             .context("resolving credentials")?;
-            let limiter = Arc::new(RateLimiter::new(cfg.api.rate_limit_per_second));
+            let limiter = Arc::new(cfg.api.limiter());
             let cas = cas_renewd::cas::cas_client(&cfg.api, Arc::new(creds), limiter, None)?;
             let filter = OrderFilter {
                 keyword,

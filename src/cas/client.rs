@@ -210,29 +210,36 @@ pub fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .map(Duration::from_secs)
 }
 
-/// A token bucket shared by every client of one process: at most `rate` calls per
-/// second on average, bursts up to one second's worth. Callers reserve a token
-/// and wait for its time, so waiters are served in order.
+/// Client-side rate limits, one token bucket per action (CAS limits each action
+/// separately: ListUserCertificateOrder 10/s, most others 100/s). Shared by every
+/// client of the process. Each bucket allows bursts of one second's worth; callers
+/// reserve a token and wait for its time, so waiters are served in order.
 #[derive(Debug)]
 pub struct RateLimiter {
+    default_rate: f64,
+    rates: std::collections::HashMap<String, f64>,
+    buckets: Mutex<std::collections::HashMap<String, Arc<TokenBucket>>>,
+}
+
+#[derive(Debug)]
+struct TokenBucket {
     rate: f64,
     capacity: f64,
     // tokio's clock, so that paused-time tests see the bucket refill.
     state: Mutex<(f64, tokio::time::Instant)>,
 }
 
-impl RateLimiter {
-    pub fn new(rate_per_second: f64) -> Self {
-        let capacity = rate_per_second.max(1.0);
-        RateLimiter {
-            rate: rate_per_second,
+impl TokenBucket {
+    fn new(rate: f64) -> Self {
+        let capacity = rate.max(1.0);
+        TokenBucket {
+            rate,
             capacity,
             state: Mutex::new((capacity, tokio::time::Instant::now())),
         }
     }
 
-    /// Takes one token, waiting until it is available.
-    pub async fn acquire(&self) {
+    async fn acquire(&self) {
         let wait = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let now = tokio::time::Instant::now();
@@ -248,6 +255,38 @@ impl RateLimiter {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+impl RateLimiter {
+    /// `default_rate` calls per second for every action without its own rate.
+    pub fn new(default_rate: f64) -> Self {
+        RateLimiter {
+            default_rate,
+            rates: Default::default(),
+            buckets: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Gives `action` its own rate.
+    pub fn with_action(mut self, action: &str, rate: f64) -> Self {
+        self.rates.insert(action.to_owned(), rate);
+        self
+    }
+
+    /// Takes one token of `action`'s bucket, waiting until it is available.
+    pub async fn acquire(&self, action: &str) {
+        let bucket = {
+            let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+            b.entry(action.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(TokenBucket::new(
+                        self.rates.get(action).copied().unwrap_or(self.default_rate),
+                    ))
+                })
+                .clone()
+        };
+        bucket.acquire().await;
     }
 }
 
@@ -403,7 +442,7 @@ impl ApiClient {
         params: &[(String, String)],
         attempt: u32,
     ) -> Result<(serde_json::Value, String), ApiError> {
-        self.limiter.acquire().await;
+        self.limiter.acquire(action).await;
         let cred = self.credentials.get().await?;
         let date = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let nonce = new_nonce();
@@ -730,10 +769,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn rate_limiter_spaces_calls() {
-        let l = RateLimiter::new(4.0);
+        let l = RateLimiter::new(4.0).with_action("Fast", 1000.0);
         let start = tokio::time::Instant::now();
         for _ in 0..12 {
-            l.acquire().await;
+            l.acquire("Slow").await;
+            // Another action has its own bucket and does not slow this one down.
+            l.acquire("Fast").await;
         }
         // 4 tokens of burst, then 8 more at 4 per second: about 2 s of (virtual) time.
         let took = start.elapsed();

@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tracing::{Instrument as _, error, info, warn};
 
 use crate::cas::api::{Cas, CertificateOrder, CertificateState, OrderFilter, OrderStatus, Tag};
-use crate::cas::client::{ApiError, RateLimiter};
+use crate::cas::client::ApiError;
 use crate::cas::credentials::CredentialsProvider;
 use crate::cas::dns::Dns;
 use crate::config::{CertificateConfig, Config, OutputConfig};
@@ -221,7 +221,7 @@ impl Engine {
         credentials: Arc<CredentialsProvider>,
         metrics: Arc<Metrics>,
     ) -> Result<Engine, EngineError> {
-        let limiter = Arc::new(RateLimiter::new(cfg.api.rate_limit_per_second));
+        let limiter = Arc::new(cfg.api.limiter());
         let m = metrics.clone();
         let observer: crate::cas::client::Observer =
             Arc::new(move |action, code, took| m.observe_api(action, code, took));
@@ -469,7 +469,6 @@ impl Engine {
             deadline,
         };
         let mut p = first;
-        let mut orders = orders.to_vec();
         // A pass may take several steps for one certificate: install what is issued,
         // then renew it if it is due.
         for step in 0..4 {
@@ -478,19 +477,6 @@ impl Engine {
             match result {
                 Ok(Step::Done) => break,
                 Ok(Step::Replan) => {
-                    if let Ok(fresh) = self
-                        .cas
-                        .list_all_orders(
-                            OrderFilter {
-                                keyword: Some(cert.domain.clone()),
-                                ..Default::default()
-                            },
-                            PAGE_SIZE,
-                        )
-                        .await
-                    {
-                        orders = fresh;
-                    }
                     let mine: Vec<CertificateOrder> = orders
                         .iter()
                         .filter(|o| {
@@ -732,7 +718,7 @@ fn path_str(p: &Path) -> String {
 enum Step {
     /// This certificate is finished for the pass.
     Done,
-    /// Something changed; plan again.
+    /// The disk changed but no order did: plan again from the same listing.
     Replan,
 }
 
@@ -763,9 +749,11 @@ impl CertRun<'_> {
                 Ok(Step::Done)
             }
             Action::RerunReload => Ok(Step::Done),
+            // After a renewal step, the pass's listing no longer shows the account:
+            // planning again from it could renew twice. The next pass lists afresh.
             Action::Resume { .. } => {
                 self.resume().await?;
-                Ok(Step::Replan)
+                Ok(Step::Done)
             }
             Action::Install { order_id } => {
                 self.install_from_order(*order_id).await?;
@@ -785,7 +773,7 @@ impl CertRun<'_> {
                 self.save()?;
                 info!(cert = %self.cert.name, order_id, "adopted a renewal made elsewhere");
                 self.resume().await?;
-                Ok(Step::Replan)
+                Ok(Step::Done)
             }
             Action::Renew { source_order_id } => {
                 if self.journal.phase == JournalPhase::Rejected && !force {
@@ -793,7 +781,7 @@ impl CertRun<'_> {
                 }
                 self.start_renewal(*source_order_id).await?;
                 self.resume().await?;
-                Ok(Step::Replan)
+                Ok(Step::Done)
             }
         }
     }

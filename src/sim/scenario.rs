@@ -95,6 +95,9 @@ pub struct Generate {
     /// `{n}` is replaced by the order's number.
     #[serde(default = "default_generated_domain")]
     pub domain: String,
+    /// `RSA` or `ECC`, as for listed orders.
+    #[serde(default = "default_algorithm")]
+    pub algorithm: String,
 }
 
 fn default_generated_domain() -> String {

@@ -288,7 +288,7 @@ impl World {
                 w.add_original(
                     domain,
                     Vec::new(),
-                    "RSA",
+                    &g.algorithm,
                     IssueOutcome::Ok,
                     now_ms + days * DAY_MS,
                 );
