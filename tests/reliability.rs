@@ -95,7 +95,7 @@ fn renew_call_figures(state: &serde_json::Value) -> (u64, u64, usize) {
 async fn fault_soak_renews_200_certificates_spending_once_each() {
     let sim = Simulator::start(
         &scenario(
-            "seed: 42\ngenerate: { count: 200, expiring_fraction: 1.0, domain: \"host-{n}.example.com\" }\nissuance: { polls_before_issued: 2 }\nrate_limits: { ListUserCertificateOrder: 1000, default: 1000 }\nfaults: { throttle: 0.3, server_error: 0.1, timeout: 0.05, malformed: 0.02, hold: 1500ms }\n",
+            "seed: 42\ngenerate: { count: 200, expiring_fraction: 1.0, domain: \"host-{n}.example.com\", algorithm: ECC }\nissuance: { polls_before_issued: 2 }\nrate_limits: { ListUserCertificateOrder: 1000, default: 1000 }\nfaults: { throttle: 0.3, server_error: 0.1, timeout: 0.05, malformed: 0.02, hold: 1500ms }\n",
         ),
         "127.0.0.1:0",
     )
@@ -182,7 +182,9 @@ fn once_cmd(config: &Path) -> Command {
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_campaign_loses_nothing_and_spends_once() {
     let sim = Simulator::start(
-        &scenario("generate: { count: 20, expiring_fraction: 1.0, domain: \"c{n}.example.com\" }\nissuance: { polls_before_issued: 5 }\nrate_limits: { ListUserCertificateOrder: 1000, default: 1000 }\n"),
+        // Slow issuance (10 polls) and 40 ms per call, so that passes take seconds
+        // and the kills land in the middle of real work.
+        &scenario("generate: { count: 20, expiring_fraction: 1.0, domain: \"c{n}.example.com\", algorithm: ECC }\nissuance: { polls_before_issued: 10 }\nrate_limits: { ListUserCertificateOrder: 1000, default: 1000 }\nfaults: { latency: 40ms }\n"),
         "127.0.0.1:0",
     )
     .await
@@ -204,9 +206,15 @@ async fn crash_campaign_loses_nothing_and_spends_once() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let started = Instant::now();
     let (mut kills, mut mismatch_observations, mut observations) = (0, 0, 0);
+    let mut runs = 0;
     while kills < 50 {
+        runs += 1;
+        assert!(
+            runs < 500,
+            "the campaign should not need {runs} runs for 50 kills"
+        );
         let mut child = once_cmd(&config).spawn().expect("spawn");
-        let delay = Duration::from_millis(rng.random_range(50..1200));
+        let delay = Duration::from_millis(rng.random_range(100..900));
         tokio::time::sleep(delay).await;
         if child.try_wait().expect("poll").is_none() {
             child.kill().expect("SIGKILL");
@@ -245,7 +253,7 @@ async fn crash_campaign_loses_nothing_and_spends_once() {
         })
         .count();
     println!(
-        "figures: crash campaign: {kills} SIGKILLs at random moments (seed 7) then {finishing_runs} clean run(s), {:.1} s; renew calls {renew_total} for {sources} source orders, {dups} duplicate; {lost_keys} lost keys; {mismatch_observations} mismatched pairs in {observations} observations after kills; {}/20 renewed",
+        "figures: crash campaign: {kills} SIGKILLs at random moments (seed 7) in {runs} runs, then {finishing_runs} clean run(s), {:.1} s; renew calls {renew_total} for {sources} source orders, {dups} duplicate; {lost_keys} lost keys; {mismatch_observations} mismatched pairs in {observations} observations after kills; {}/20 renewed",
         started.elapsed().as_secs_f64(),
         renewed_count(&out)
     );
