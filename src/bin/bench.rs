@@ -97,7 +97,11 @@ fn write_config(dir: &Path, endpoint: &str, expiring: u32, extra: &str) -> anyho
         ));
     }
     let path = dir.join("config.yaml");
-    std::fs::write(&path, cfg)?;
+    cas_renewd::store::write_file(
+        &path,
+        cfg.as_bytes(),
+        cas_renewd::store::FileSpec::private(),
+    )?;
     Ok(path)
 }
 

@@ -314,6 +314,36 @@ impl Engine {
         StateDir::at(&self.state_root).load_journal(name)
     }
 
+    /// The plan for one certificate from the account's `orders`, its journal and
+    /// what is on disk now.
+    fn plan_one(
+        &self,
+        cert: &CertificateConfig,
+        orders: &[CertificateOrder],
+        journal: &Journal,
+        force: bool,
+    ) -> Plan {
+        let mine: Vec<CertificateOrder> = orders
+            .iter()
+            .filter(|o| {
+                o.domain_name()
+                    .is_some_and(|d| d.eq_ignore_ascii_case(&cert.domain))
+            })
+            .cloned()
+            .collect();
+        let disk = installed_leaf(&cert.output);
+        plan::plan(&PlanInput {
+            cert: &cert.name,
+            domain: &cert.domain,
+            orders: &mine,
+            journal,
+            disk: disk.as_ref(),
+            now_ms: Utc::now().timestamp_millis(),
+            renew_before: self.cfg.renewal.renew_before,
+            force,
+        })
+    }
+
     /// The plan for every target, without acting.
     pub fn plans(
         &self,
@@ -326,25 +356,7 @@ impl Engine {
                 continue;
             }
             let journal = self.read_journal(&cert.name)?;
-            let disk = installed_leaf(&cert.output);
-            let mine: Vec<CertificateOrder> = orders
-                .iter()
-                .filter(|o| {
-                    o.domain_name()
-                        .is_some_and(|d| d.eq_ignore_ascii_case(&cert.domain))
-                })
-                .cloned()
-                .collect();
-            let p = plan::plan(&PlanInput {
-                cert: &cert.name,
-                domain: &cert.domain,
-                orders: &mine,
-                journal: &journal,
-                disk: disk.as_ref(),
-                now_ms: Utc::now().timestamp_millis(),
-                renew_before: self.cfg.renewal.renew_before,
-                force: opts.force,
-            });
+            let p = self.plan_one(&cert, orders, &journal, opts.force);
             out.push((cert, p));
         }
         if let Some(only) = &opts.only
@@ -476,27 +488,7 @@ impl Engine {
             let result = run.act(&p, force && step == 0).await;
             match result {
                 Ok(Step::Done) => break,
-                Ok(Step::Replan) => {
-                    let mine: Vec<CertificateOrder> = orders
-                        .iter()
-                        .filter(|o| {
-                            o.domain_name()
-                                .is_some_and(|d| d.eq_ignore_ascii_case(&cert.domain))
-                        })
-                        .cloned()
-                        .collect();
-                    let disk = installed_leaf(&cert.output);
-                    p = plan::plan(&PlanInput {
-                        cert: &cert.name,
-                        domain: &cert.domain,
-                        orders: &mine,
-                        journal: &run.journal,
-                        disk: disk.as_ref(),
-                        now_ms: Utc::now().timestamp_millis(),
-                        renew_before: self.cfg.renewal.renew_before,
-                        force: false,
-                    });
-                }
+                Ok(Step::Replan) => p = self.plan_one(cert, orders, &run.journal, false),
                 Err(EngineError::Waiting(msg)) => {
                     info!(cert = %cert.name, "{msg}");
                     run.report.outcome = Outcome::Waiting;
