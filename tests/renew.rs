@@ -485,3 +485,28 @@ async fn renew_force_and_status_report_clearly() {
         "{rows}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_reuse_keeps_the_installed_key() {
+    let w = World::new(
+        "orders:\n  - { domain: www.example.com, expires_in: 40d, algorithm: ECC }\nissuance: { polls_before_issued: 1 }\n",
+        &[Cert { name: "www", domain: "www.example.com", extra: ", key: { algorithm: ecdsa-p256, reuse: true }" }],
+        "",
+    )
+    .await;
+    let o = w.once().await;
+    assert!(o.status.success(), "{}", show(&o));
+    let before = std::fs::read_to_string(w.path("out/www/privkey.pem")).expect("key");
+    w.sim.advance(std::time::Duration::from_secs(15 * 86_400));
+    let o = w.once().await;
+    assert!(o.status.success(), "{}", show(&o));
+    let (leaf, matches) = w.installed("www");
+    assert!(matches && days_left(&leaf) >= 364, "renewed");
+    let after = std::fs::read_to_string(w.path("out/www/privkey.pem")).expect("key");
+    assert_eq!(
+        Key::from_pem(&before).expect("before").spki_sha256(),
+        Key::from_pem(&after).expect("after").spki_sha256(),
+        "the same key was used for the renewal"
+    );
+    assert_eq!(w.renew_calls(), serde_json::json!({ "100001": 1 }));
+}
