@@ -1,3 +1,5 @@
+//! Configuration tests: the example, defaults, and one case per rejected input class.
+
 use super::*;
 
 const MINIMAL: &str = "certificates:\n  - name: www\n    domain: www.example.com\n";

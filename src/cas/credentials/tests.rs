@@ -1,3 +1,5 @@
+//! The credential chain in order, the ECS role against a local fake metadata service, redaction.
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
