@@ -125,6 +125,21 @@ async fn served(addr: &str, sni: &str) -> pki::CertInfo {
     pki::read_leaf(&pem).expect("served leaf parses")
 }
 
+/// What nginx serves once its reload has settled: right after a reload, an old
+/// worker can still accept a connection or two with the old certificate, so look
+/// again (for up to 5 s) until the expected serial shows.
+async fn served_settled(addr: &str, sni: &str, expected_serial: &str) -> pki::CertInfo {
+    let mut leaf = served(addr, sni).await;
+    for _ in 0..50 {
+        if leaf.serial_hex == expected_serial {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        leaf = served(addr, sni).await;
+    }
+    leaf
+}
+
 fn on_disk(dir: &Path) -> pki::CertInfo {
     pki::read_leaf(&std::fs::read_to_string(dir.join("cert.pem")).expect("cert.pem")).expect("leaf")
 }
@@ -247,7 +262,7 @@ async fn nginx_serves_the_renewed_certificate() {
         "{stdout}"
     );
     let new = on_disk(&s.out("www"));
-    let live = served(&nginx.addr(), "www.example.com").await;
+    let live = served_settled(&nginx.addr(), "www.example.com", &new.serial_hex).await;
     assert_ne!(new.serial_hex, old.serial_hex);
     assert_eq!(
         live.serial_hex, new.serial_hex,
@@ -406,7 +421,9 @@ async fn a_failed_nginx_reload_is_detected_and_retried() {
     );
     let new = on_disk(&s.out("www"));
     assert_eq!(
-        served(&nginx.addr(), "www.example.com").await.serial_hex,
+        served_settled(&nginx.addr(), "www.example.com", &new.serial_hex)
+            .await
+            .serial_hex,
         new.serial_hex
     );
     assert_eq!(
@@ -471,7 +488,7 @@ async fn rsa_and_ecdsa_certificates_on_one_nginx_with_one_reload() {
         ("ecdsa", "ecdsa.example.com", "EC"),
     ] {
         let disk = on_disk(&s.out(name));
-        let live = served(&nginx.addr(), sni).await;
+        let live = served_settled(&nginx.addr(), sni, &disk.serial_hex).await;
         assert_eq!(live.serial_hex, disk.serial_hex, "{name}: served");
         assert!(live.dns_names.contains(&sni.to_owned()));
         let key = std::fs::read_to_string(s.out(name).join("privkey.pem")).expect("key");
