@@ -172,15 +172,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn run_sim(listen: &str, scenario: Option<&std::path::Path>) -> ExitCode {
+/// Text logs on stderr for commands that run without a configuration file.
+fn init_plain_logging(default_level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAS_RENEWD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
+}
+
+fn run_sim(listen: &str, scenario: Option<&std::path::Path>) -> ExitCode {
+    init_plain_logging("info");
     let scenario = match scenario.map(Scenario::load).transpose() {
         Ok(s) => s.unwrap_or_else(Scenario::demo),
         Err(e) => {
@@ -249,14 +254,7 @@ async fn status(cfg: Config, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn run_demo(dir: Option<&std::path::Path>) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CAS_RENEWD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    init_plain_logging("warn");
     let result =
         runtime().and_then(|rt| rt.block_on(async { Ok(cas_renewd::demo::run(dir).await?) }));
     match result {

@@ -213,6 +213,12 @@ impl CertificateOrder {
             .filter(|d| !d.is_empty())
     }
 
+    /// Whether this entry is for `domain` (compared case-insensitively).
+    pub fn is_for(&self, domain: &str) -> bool {
+        self.domain_name()
+            .is_some_and(|d| d.eq_ignore_ascii_case(domain))
+    }
+
     /// Expiry in ms since the epoch: `CertEndTime`, or the end of `EndDate` (UTC).
     pub fn not_after_ms(&self) -> Option<i64> {
         self.cert_end_time.or_else(|| {

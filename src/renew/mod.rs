@@ -9,7 +9,7 @@
 pub mod plan;
 pub mod validation;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -249,10 +249,6 @@ impl Engine {
         &self.cfg
     }
 
-    pub fn cas(&self) -> &Cas {
-        &self.cas
-    }
-
     /// Every order in the account (CPACK, all statuses), page by page.
     pub async fn inventory(&self) -> Result<Vec<CertificateOrder>, ApiError> {
         self.cas
@@ -325,10 +321,7 @@ impl Engine {
     ) -> Plan {
         let mine: Vec<CertificateOrder> = orders
             .iter()
-            .filter(|o| {
-                o.domain_name()
-                    .is_some_and(|d| d.eq_ignore_ascii_case(&cert.domain))
-            })
+            .filter(|o| o.is_for(&cert.domain))
             .cloned()
             .collect();
         let disk = installed_leaf(&cert.output);
@@ -920,17 +913,20 @@ impl CertRun<'_> {
         }
     }
 
+    /// When the renew call was journaled (or an adopted order taken up); now if unknown.
+    fn requested_at(&self) -> DateTime<Utc> {
+        self.journal
+            .requested_at
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map_or_else(Utc::now, |t| t.with_timezone(&Utc))
+    }
+
     /// After an unclear renew call: adopt the order it created, or, once the
     /// account has shown none for the grace period, call renew again.
     async fn reconcile_or_renew(&mut self) -> Result<(), EngineError> {
         let source = self.journal.source_order_id.unwrap_or(0);
-        let requested = self
-            .journal
-            .requested_at
-            .as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(Utc::now);
+        let requested = self.requested_at();
         let grace = RECONCILE_GRACE.max(self.e.cfg.renewal.poll_interval * 2);
         loop {
             let orders = self
@@ -947,10 +943,7 @@ impl CertRun<'_> {
             let earliest = requested.timestamp_millis() - 600_000;
             let found = orders
                 .iter()
-                .filter(|o| {
-                    o.domain_name()
-                        .is_some_and(|d| d.eq_ignore_ascii_case(&self.cert.domain))
-                })
+                .filter(|o| o.is_for(&self.cert.domain))
                 .filter(|o| o.order_id.is_some_and(|id| id > source))
                 .filter(|o| {
                     !self
@@ -1000,13 +993,7 @@ impl CertRun<'_> {
             .new_order_id
             .ok_or_else(|| EngineError::Other("journal at order-created has no order".into()))?;
         self.report.order_id = Some(order);
-        let started = self
-            .journal
-            .requested_at
-            .as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(Utc::now);
+        let started = self.requested_at();
         let r = &self.e.cfg.renewal;
         let mut interval = r.poll_interval;
         let mut published = self.published_from_journal();
@@ -1105,6 +1092,21 @@ impl CertRun<'_> {
         }
     }
 
+    /// The checks before install: `key`'s certificate for our domain, valid now,
+    /// and expiring later than what is installed.
+    fn check_against_disk(&self, chain: &Chain, key: &Key) -> Result<(), PkiError> {
+        let disk = installed_leaf(&self.cert.output);
+        pki::check(
+            chain,
+            &Expectations {
+                spki_sha256: &key.spki_sha256(),
+                domain: &self.cert.domain,
+                now: Utc::now().timestamp(),
+                installed_not_after: disk.as_ref().map(|d| d.not_after),
+            },
+        )
+    }
+
     /// Checks an issued chain and, when it passes, saves it (and a CAS-made key)
     /// under the state directory and journals `Issued`.
     fn accept_issued(
@@ -1145,19 +1147,8 @@ impl CertRun<'_> {
                 "order {order} is issued but the answer has no Certificate"
             ))
         })?;
-        let disk = installed_leaf(&self.cert.output);
-        let checked = Chain::parse(pem).and_then(|chain| {
-            pki::check(
-                &chain,
-                &Expectations {
-                    spki_sha256: &key.spki_sha256(),
-                    domain: &self.cert.domain,
-                    now: Utc::now().timestamp(),
-                    installed_not_after: disk.as_ref().map(|d| d.not_after),
-                },
-            )
-            .map(|()| chain)
-        });
+        let checked = Chain::parse(pem)
+            .and_then(|chain| self.check_against_disk(&chain, &key).map(|()| chain));
         let chain = match checked {
             Ok(c) => c,
             Err(e) => {
@@ -1295,29 +1286,11 @@ impl CertRun<'_> {
             warn!(cert = %self.cert.name, order_id = order, "{msg}");
             return Ok(());
         };
-        let disk = installed_leaf(&self.cert.output);
-        pki::check(
-            &chain,
-            &Expectations {
-                spki_sha256: &key.spki_sha256(),
-                domain: &self.cert.domain,
-                now: Utc::now().timestamp(),
-                installed_not_after: disk.as_ref().map(|d| d.not_after),
-            },
-        )?;
+        self.check_against_disk(&chain, &key)?;
         self.journal.source_order_id = Some(order);
         self.report.order_id = Some(order);
         self.install_chain(&chain, &key, false)
     }
-}
-
-/// Every certificate's journal, keyed by name, for `status`.
-pub fn journals(state_root: &Path, names: &[String]) -> HashMap<String, Journal> {
-    let sd = StateDir::at(state_root);
-    names
-        .iter()
-        .filter_map(|n| sd.load_journal(n).ok().map(|j| (n.clone(), j)))
-        .collect()
 }
 
 impl PassReport {
