@@ -1,4 +1,4 @@
-//! `cargo run --release --bin bench`: a full pass at account scale against the
+//! `cargo build --release --bin cas-renewd --example bench && target/release/examples/bench`: a full pass at account scale against the
 //! simulator, with the figures the README quotes: wall time against the lower
 //! bound the rate limits imply, API calls per action against the minimum needed,
 //! peak RSS and CPU of the `cas-renewd once` process, key generation cost, runtime
@@ -71,11 +71,17 @@ fn proc_figures(pid: u32) -> Option<(u64, f64)> {
 }
 
 fn cas_renewd_bin() -> anyhow::Result<PathBuf> {
+    // Examples land in target/<profile>/examples/, next to nothing but themselves;
+    // the daemon's binary is one level up.
     let exe = std::env::current_exe()?;
-    let bin = exe.with_file_name("cas-renewd");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the bench's own path has no profile directory")?;
+    let bin = profile_dir.join("cas-renewd");
     if !bin.exists() {
         bail!(
-            "{} not found: build it first (cargo build --release)",
+            "{} not found: build it first (cargo build --release --bin cas-renewd --example bench)",
             bin.display()
         );
     }
