@@ -77,6 +77,25 @@ fn systemd_unit_verifies_and_is_hardened() {
 }
 
 #[test]
+fn an_invalid_configuration_ends_systemd_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "state_dir: relative/path\n").expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cas-renewd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .output()
+        .expect("binary runs");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let unit = std::fs::read_to_string(root().join("systemd/cas-renewd.service")).expect("unit");
+    assert!(
+        unit.lines().any(|l| l.trim() == "RestartPreventExitStatus=2"),
+        "the unit must not restart on exit 2 (invalid configuration)"
+    );
+}
+
+#[test]
 fn alert_rules_check_and_pass_their_unit_tests() {
     let dir = root().join("prometheus");
     let Some(c) = run(
