@@ -164,10 +164,10 @@ fn temporaries(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-const ONE_ORDER: &str =
-    "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 1 }\n";
+const ONE_ORDER: &str = "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 1 }\n";
 const WWW: &str = "  - { name: www, domain: www.example.com, output: { dir: \"{d}/out/www\" } }\n";
-const NO_START_PASS: &str = "schedule: { cron: \"0 17 3 1 1 *\", jitter: 0s, run_at_start: false }\n";
+const NO_START_PASS: &str =
+    "schedule: { cron: \"0 17 3 1 1 *\", jitter: 0s, run_at_start: false }\n";
 
 /// Item 1: a FIFO named cert.pem wedged `run` at start, and SIGTERM was then
 /// caught but never acted on.
@@ -187,7 +187,11 @@ async fn a_fifo_cert_pem_neither_wedges_start_nor_blocks_sigterm() {
     let (mut child, _) = w.spawn_run();
     std::thread::sleep(Duration::from_millis(30));
     kill(child.id(), "-TERM");
-    wait_exit(&mut child, Duration::from_secs(10), "run after an early SIGTERM");
+    wait_exit(
+        &mut child,
+        Duration::from_secs(10),
+        "run after an early SIGTERM",
+    );
 }
 
 /// Item 1: `once` and `status` read cert.pem and privkey.pem through the safe
@@ -205,14 +209,26 @@ async fn status_and_once_do_not_block_on_or_follow_planted_files() {
     mkfifo(&out.join("cert.pem"));
     mkfifo(&out.join("privkey.pem"));
     let mut c = w.command(&["status"]);
-    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut child = c.spawn().expect("status");
-    wait_exit(&mut child, Duration::from_secs(20), "status with a FIFO cert.pem");
+    wait_exit(
+        &mut child,
+        Duration::from_secs(20),
+        "status with a FIFO cert.pem",
+    );
 
     let mut c = w.command(&["once"]);
-    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut child = c.spawn().expect("once");
-    let st = wait_exit(&mut child, Duration::from_secs(40), "once with FIFOs in place");
+    let st = wait_exit(
+        &mut child,
+        Duration::from_secs(40),
+        "once with FIFOs in place",
+    );
     assert!(st.success(), "{st:?}");
     assert!(pair_matches(&out), "the FIFOs were replaced by a whole set");
 }
@@ -279,7 +295,10 @@ async fn a_web_root_link_cannot_lead_the_validation_file_outside() {
         0,
         "nothing written outside the web root\n{text}"
     );
-    assert!(text.contains("outside the directory it must stay in"), "{text}");
+    assert!(
+        text.contains("outside the directory it must stay in"),
+        "{text}"
+    );
 }
 
 /// Item 10: under umask 000 every directory cas-renewd makes has its own mode.
@@ -321,7 +340,10 @@ async fn directories_made_under_umask_000_are_not_world_writable() {
     ] {
         assert_eq!(mode(&p), want, "{}", p.display());
     }
-    for v in std::fs::read_dir(out.join(".history")).expect("ls").flatten() {
+    for v in std::fs::read_dir(out.join(".history"))
+        .expect("ls")
+        .flatten()
+    {
         assert_eq!(mode(&v.path()), 0o700, "{}", v.path().display());
     }
 }
@@ -352,7 +374,10 @@ async fn a_kill_between_renames_is_repaired_at_start() {
             show(&crashed)
         );
         assert!(!pair_matches(&out), "the kill tore the set");
-        assert!(!temporaries(&out).is_empty(), "the new key is in a temporary");
+        assert!(
+            !temporaries(&out).is_empty(),
+            "the new key is in a temporary"
+        );
 
         let (mut child, log) = w.spawn_run();
         let text = wait_log(&log, "scheduled", &mut child);
