@@ -265,6 +265,16 @@ async fn insecure_or_linked_output_dirs_are_refused_and_others_still_served() {
     );
     assert!(!w.path("out/api/cert.pem").exists());
     assert_eq!(std::fs::read_dir(&elsewhere).expect("ls").count(), 0);
+
+    // The operator accepts the risk for `api` explicitly.
+    let cfg = std::fs::read_to_string(&w.config).expect("config");
+    let api_dir = format!("dir: \"{}\"", w.path("out/api").display());
+    assert!(cfg.contains(&api_dir), "{cfg}");
+    let cfg = cfg.replace(&api_dir, &format!("{api_dir}, allow_insecure_dir: true"));
+    std::fs::write(&w.config, cfg).expect("config");
+    let o = w.output(w.command(&["once"])).await;
+    assert!(pair_matches(&w.path("out/api")), "{}", show(&o));
+    assert_eq!(std::fs::read_dir(&elsewhere).expect("ls").count(), 0);
 }
 
 /// Item 9: a `.well-known` link out of the web root does not lead the validation

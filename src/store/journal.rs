@@ -82,6 +82,9 @@ pub struct Journal {
     pub updated_at: Option<String>,
 }
 
+/// A journal is a few hundred bytes; anything far larger is not one.
+const MAX_JOURNAL_BYTES: u64 = 1024 * 1024;
+
 /// Paths under the state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -132,16 +135,15 @@ impl StateDir {
     /// The journal of `cert`, or a fresh one.
     pub fn load_journal(&self, cert: &str) -> Result<Journal, StoreError> {
         let path = self.journal_path(cert);
-        match fs::read(&path) {
-            Ok(data) => serde_json::from_slice(&data).map_err(|e| StoreError::CorruptJournal {
+        match super::safe_fs::read_regular(&path, MAX_JOURNAL_BYTES)? {
+            Some(data) => serde_json::from_slice(&data).map_err(|e| StoreError::CorruptJournal {
                 path,
                 detail: e.to_string(),
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Journal {
+            None => Ok(Journal {
                 cert: cert.to_owned(),
                 ..Journal::default()
             }),
-            Err(e) => Err(io(&path, "read journal")(e)),
         }
     }
 

@@ -67,8 +67,8 @@ fn from_journal(state: &StateDir, cert: &CertificateConfig) -> Option<(Chain, St
     if j.phase != JournalPhase::Issued {
         return None;
     }
-    let chain = Chain::parse(&fs::read_to_string(j.issued_path?).ok()?).ok()?;
-    let key_pem = fs::read_to_string(j.key_path?).ok()?;
+    let chain = Chain::parse(&read_output_text(&j.issued_path?).ok()??).ok()?;
+    let key_pem = read_output_text(&j.key_path?).ok()??;
     let key = Key::from_pem(&key_pem).ok()?;
     (key.spki_sha256() == chain.leaf.spki_sha256).then_some((chain, key_pem))
 }
@@ -123,6 +123,21 @@ fn from_history(dir: &Path) -> Option<(PathBuf, Chain, String)> {
         })
 }
 
+/// Adds the certificate's reload hooks to its journal; the next pass runs them.
+fn queue_reload(state: &StateDir, cert: &CertificateConfig) -> Result<(), StoreError> {
+    let mut j = state.load_journal(&cert.name)?;
+    let before = j.reload_pending.len();
+    for h in &cert.reload {
+        if !j.reload_pending.contains(h) {
+            j.reload_pending.push(h.clone());
+        }
+    }
+    if j.reload_pending.len() == before {
+        return Ok(());
+    }
+    state.save_journal(&mut j)
+}
+
 /// Makes the set of `cert` whole again if a crash tore it; `None` when it was
 /// whole (or nothing is installed).
 pub fn repair_set(
@@ -141,12 +156,16 @@ pub fn repair_set(
         write_chain(cert, &chain, &key)?;
         return Ok(Some(Repaired::FromJournal));
     }
+    // The resumed journal reloads after its install; the other two repairs change
+    // what is served without a journal step, so they queue the reload themselves.
     if let Some((chain, key)) = from_temporaries(dir, &leaf) {
         write_chain(cert, &chain, &key)?;
+        queue_reload(state, cert)?;
         return Ok(Some(Repaired::FromTemporaries));
     }
     if let Some((v, chain, key)) = from_history(dir) {
         write_chain(cert, &chain, &key)?;
+        queue_reload(state, cert)?;
         return Ok(Some(Repaired::FromHistory(v)));
     }
     Err(StoreError::Unrepairable { path: dir.clone() })
@@ -308,7 +327,8 @@ mod tests {
     fn a_torn_set_is_completed_from_the_interrupted_install() {
         let d = tempfile::tempdir().expect("tempdir");
         let state = StateDir::open(&d.path().join("state")).expect("state");
-        let c = cert_config(&d.path().join("www"));
+        let mut c = cert_config(&d.path().join("www"));
+        c.reload = vec!["nginx".into()];
         let ca = Ca::new().expect("ca");
         let (old, _) = issued(&ca);
         let (new, new_key) = issued(&ca);
@@ -330,6 +350,11 @@ mod tests {
             .filter(|n| n.contains(".tmp-"))
             .collect();
         assert!(left.is_empty(), "{left:?}");
+        assert_eq!(
+            state.load_journal("www").expect("journal").reload_pending,
+            ["nginx"],
+            "the server is told to reload the repaired files"
+        );
     }
 
     #[test]
