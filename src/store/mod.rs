@@ -106,7 +106,8 @@ pub struct FileWrite<'a> {
 /// durably. Each file is written in full to a temporary file created with its final
 /// mode (never wider), fsynced, then all are renamed over their targets in a
 /// burst, then each directory is fsynced. A crash leaves each file old or new,
-/// never torn; the set as a whole is switched within a few microseconds.
+/// never torn; the set as a whole is switched within a few microseconds, and a
+/// kill inside that burst is made whole at the next start ([`repair::at_start`]).
 pub fn atomic_write(files: &[FileWrite<'_>]) -> Result<(), StoreError> {
     atomic_write_crashing(files, None)
 }
