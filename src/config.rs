@@ -68,6 +68,8 @@ pub enum ConfigError {
     },
     #[error("{path}: configuration is {size} bytes; the limit is {MAX_CONFIG_BYTES}")]
     TooLarge { path: PathBuf, size: u64 },
+    #[error("{path}: is {kind}, not a regular file; give --config the configuration file")]
+    NotRegular { path: PathBuf, kind: &'static str },
     #[error("{}", display_problems(.0))]
     Invalid(Vec<Problem>),
 }
@@ -426,6 +428,7 @@ struct RawOutput {
     key_mode: Option<FileMode>,
     cert_mode: Option<FileMode>,
     keep: Option<u32>,
+    allow_insecure_dir: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -599,6 +602,9 @@ pub struct OutputConfig {
     pub key_mode: u32,
     pub cert_mode: u32,
     pub keep: u32,
+    /// Install even when users other than root or `owner` can change the
+    /// directory or one of its parents (sshd's StrictModes, off).
+    pub allow_insecure_dir: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -640,20 +646,7 @@ const MAX_ATTEMPTS_LIMIT: u32 = 20;
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge {
-                path: path.to_owned(),
-                size: meta.len(),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let (text, meta) = read_bounded(path)?;
         let mut cfg = Config::parse(&text, path)?;
         cfg.warnings = secret_exposure(&cfg, meta.permissions().mode());
         Ok(cfg)
@@ -669,6 +662,64 @@ impl Config {
     pub fn certificate(&self, name: &str) -> Option<&CertificateConfig> {
         self.certificates.iter().find(|c| c.name == name)
     }
+}
+
+/// Reads the configuration file: a symlink to it is fine (configuration
+/// management often makes one), but what it leads to must be a regular file, and
+/// at most [`MAX_CONFIG_BYTES`] are read whatever `stat` said. The open does not
+/// block on a FIFO, and the type comes from the opened descriptor.
+fn read_bounded(path: &Path) -> Result<(String, std::fs::Metadata), ConfigError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let read_err = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else {
+            "a socket or other special file"
+        };
+        return Err(ConfigError::NotRegular {
+            path: path.to_owned(),
+            kind,
+        });
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+            size: meta.len(),
+        });
+    }
+    let mut data = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut data)
+        .map_err(read_err)?;
+    if data.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+            size: data.len() as u64,
+        });
+    }
+    let text = String::from_utf8(data).map_err(|_| {
+        read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8 text",
+        ))
+    })?;
+    Ok((text, meta))
 }
 
 /// Warnings for secrets that other users could read: an inline secret in a config
@@ -1309,6 +1360,7 @@ fn validate(raw: RawConfig, source: &Path) -> Result<Config, ConfigError> {
                 key_mode: c.output.key_mode.map_or(0o600, |m| m.0),
                 cert_mode: c.output.cert_mode.map_or(0o644, |m| m.0),
                 keep: c.output.keep.unwrap_or(5),
+                allow_insecure_dir: c.output.allow_insecure_dir.unwrap_or(false),
             },
             key: key_spec(c.key.as_ref(), &defaults.key),
             validation,

@@ -149,8 +149,11 @@ async fn schedule(
         .map_err(|e| DaemonError::Scheduler(e.to_string()))
 }
 
-/// Forwards signals from a signal-hook thread into the async loop.
-fn signals() -> Result<mpsc::Receiver<i32>, DaemonError> {
+/// Forwards signals from a signal-hook thread into the async loop. Until that loop
+/// reads them (`serving`), TERM and INT end the process from this thread: start-up
+/// may be busy, and a signal queued where nobody reads is an ignored SIGTERM.
+/// Every write is atomic, so stopping there loses nothing.
+fn signals(serving: Arc<AtomicBool>) -> Result<mpsc::Receiver<i32>, DaemonError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
     let mut sigs = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .map_err(DaemonError::Signals)?;
@@ -159,6 +162,10 @@ fn signals() -> Result<mpsc::Receiver<i32>, DaemonError> {
         .name("signals".into())
         .spawn(move || {
             for s in sigs.forever() {
+                if matches!(s, SIGTERM | SIGINT) && !serving.load(Ordering::SeqCst) {
+                    eprintln!("cas-renewd: signal {s} during start-up; stopped");
+                    std::process::exit(0);
+                }
                 if tx.blocking_send(s).is_err() {
                     break;
                 }
@@ -170,10 +177,12 @@ fn signals() -> Result<mpsc::Receiver<i32>, DaemonError> {
 
 /// Runs until SIGTERM or SIGINT; returns after a graceful stop.
 pub async fn run(config_path: PathBuf, cfg: Config) -> Result<(), DaemonError> {
-    let mut sig_rx = signals()?;
+    let serving = Arc::new(AtomicBool::new(false));
+    let mut sig_rx = signals(serving.clone())?;
     let metrics = Metrics::new();
     let state = StateDir::open(&cfg.state_dir)?;
     let _lock = state.lock()?;
+    crate::store::repair::at_start(&state, &cfg.certificates);
     let mut engine = build_engine(cfg.clone(), metrics.clone())?;
     let health = Arc::new(Health {
         metrics: metrics.clone(),
@@ -225,6 +234,7 @@ pub async fn run(config_path: PathBuf, cfg: Config) -> Result<(), DaemonError> {
 
     let mut pass: Option<JoinHandle<Option<PassReport>>> = None;
     let mut pending: Option<Trigger> = cfg.schedule.run_at_start.then_some(Trigger::Start);
+    serving.store(true, Ordering::SeqCst);
     loop {
         if pass.is_none()
             && let Some(t) = pending.take()

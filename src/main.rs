@@ -229,7 +229,11 @@ async fn pass(cfg: Config, opts: PassOptions) -> anyhow::Result<ExitCode> {
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(StateDir::open(&engine.config().state_dir)?.lock()?)
+        let state = StateDir::open(&engine.config().state_dir)?;
+        let lock = state.lock()?;
+        // A set torn by a crash is whole again before the pass reads it.
+        cas_renewd::store::repair::at_start(&state, &engine.config().certificates);
+        Some(lock)
     };
     let report = engine.pass(&opts).await?;
     print!("{}", report.render(opts.dry_run));

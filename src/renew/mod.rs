@@ -197,7 +197,7 @@ pub fn discovered_names(domain: &str) -> (String, String) {
 
 /// Reads the installed leaf of `out`, if there is one that parses.
 pub fn installed_leaf(out: &OutputConfig) -> Option<CertInfo> {
-    let pem = std::fs::read_to_string(out.dir.join(store::CERT_FILE)).ok()?;
+    let pem = store::read_output_text(&out.dir.join(store::CERT_FILE)).ok()??;
     pki::read_leaf(&pem).ok()
 }
 
@@ -287,6 +287,7 @@ impl Engine {
                         key_mode: 0o600,
                         cert_mode: 0o644,
                         keep: 5,
+                        allow_insecure_dir: false,
                     },
                     key: self.cfg.defaults.key.clone(),
                     validation: self.cfg.defaults.validation.clone(),
@@ -776,9 +777,9 @@ impl CertRun<'_> {
     async fn start_renewal(&mut self, source_order_id: i64) -> Result<(), EngineError> {
         let attempt = new_attempt_id();
         let key = if self.cert.key.reuse {
-            match std::fs::read_to_string(self.cert.output.dir.join(store::KEY_FILE)) {
-                Ok(pem) => Key::from_pem(&pem)?,
-                Err(_) => self.generate_key().await?,
+            match store::read_output_text(&self.cert.output.dir.join(store::KEY_FILE)) {
+                Ok(Some(pem)) => Key::from_pem(&pem)?,
+                _ => self.generate_key().await?,
             }
         } else {
             self.generate_key().await?
@@ -1271,8 +1272,9 @@ impl CertRun<'_> {
         // The key: CAS's, when it made it; otherwise ours if the installed key fits.
         let key = match s.private_key.as_ref() {
             Some(k) => Some(Key::from_pem(k.expose())?),
-            None => std::fs::read_to_string(self.cert.output.dir.join(store::KEY_FILE))
+            None => store::read_output_text(&self.cert.output.dir.join(store::KEY_FILE))
                 .ok()
+                .flatten()
                 .and_then(|pem| Key::from_pem(&pem).ok())
                 .filter(|k| k.spki_sha256() == chain.leaf.spki_sha256),
         };

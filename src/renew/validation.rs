@@ -123,12 +123,10 @@ pub async fn publish(
                 .webroot
                 .as_deref()
                 .unwrap_or(Path::new("/var/www/html"));
-            let target = file_target(webroot, uri)?;
-            if let Some(dir) = target.parent()
-                && !dir.exists()
-            {
-                store::ensure_dir(dir, 0o755)?;
-            }
+            let rel = file_target(webroot, uri)?;
+            // No symlink below the web root may lead the write outside it.
+            let target =
+                store::resolve_under(webroot, rel.strip_prefix(webroot).unwrap_or(&rel), 0o755)?;
             store::write_file(
                 &target,
                 content.as_bytes(),

@@ -1,0 +1,394 @@
+//! The only code that writes files: atomic, durable replacement (temp file in the
+//! same directory, fsync, rename, fsync of the directory). Submodules: the output
+//! layout with its history ([`install`]), the journal and state directory
+//! ([`journal`]), safe reads and directory creation ([`safe_fs`]), and the repair
+//! of what a crash left behind ([`repair`]).
+
+mod install;
+mod journal;
+pub mod repair;
+pub mod safe_fs;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use crate::config::OutputConfig;
+
+pub use install::{
+    CERT_FILE, CHAIN_FILE, CRASH_BETWEEN_RENAMES, CertificateFiles, FULLCHAIN_FILE, HISTORY_DIR,
+    KEY_FILE, check_output_dir, install,
+};
+pub use journal::{Journal, JournalPhase, StateDir};
+pub use safe_fs::{read_output_text, resolve_under};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: journal is not valid JSON ({detail}); move it aside to start over")]
+    CorruptJournal { path: PathBuf, detail: String },
+    #[error("unknown {kind} {name:?} (not in /etc/{file})")]
+    UnknownId {
+        kind: &'static str,
+        name: String,
+        file: &'static str,
+    },
+    #[error(
+        "another cas-renewd is running on state directory {0} (it holds {0}/lock); stop it first"
+    )]
+    Locked(PathBuf),
+    #[error("{path}: is {kind}, not a regular file; refusing to read it")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{path}: more than {max} bytes; refusing to read it")]
+    TooLarge { path: PathBuf, max: u64 },
+    #[error("{path}: is {kind}, not a directory")]
+    NotADirectory { path: PathBuf, kind: &'static str },
+    #[error(
+        "{path}: {why}, so another user could replace the certificate or key; fix: `{fix}` (or set output.allow_insecure_dir: true to accept the risk)"
+    )]
+    InsecureDir {
+        path: PathBuf,
+        why: String,
+        fix: String,
+    },
+    #[error("{path}: leads to {target}, outside the directory it must stay in; remove the link")]
+    Escapes { path: PathBuf, target: PathBuf },
+    #[error(
+        "{path}: cert.pem and privkey.pem do not match, and neither the journal, the interrupted install nor .history holds a matching set; install a matching pair by hand"
+    )]
+    Unrepairable { path: PathBuf },
+}
+
+pub(crate) fn io<'a>(
+    path: &'a Path,
+    op: &'static str,
+) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        op,
+        source,
+    }
+}
+
+/// Mode and ownership of a file to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSpec {
+    pub mode: u32,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+impl FileSpec {
+    pub const fn private() -> Self {
+        FileSpec {
+            mode: 0o600,
+            uid: None,
+            gid: None,
+        }
+    }
+}
+
+/// One file of an atomic write.
+pub struct FileWrite<'a> {
+    pub path: PathBuf,
+    pub data: &'a [u8],
+    pub spec: FileSpec,
+}
+
+/// Replaces every file of `files` (all in directories that exist) atomically and
+/// durably. Each file is written in full to a temporary file created with its final
+/// mode (never wider), fsynced, then all are renamed over their targets in a
+/// burst, then each directory is fsynced. A crash leaves each file old or new,
+/// never torn; the set as a whole is switched within a few microseconds, and a
+/// kill inside that burst is made whole at the next start ([`repair::at_start`]).
+pub fn atomic_write(files: &[FileWrite<'_>]) -> Result<(), StoreError> {
+    atomic_write_crashing(files, None)
+}
+
+/// The temporary name [`atomic_write`] writes `name` to before the rename.
+fn temp_name(name: &str) -> String {
+    format!(".{name}.tmp-{:016x}", rand::random::<u64>())
+}
+
+/// Whether `name` is one of [`temp_name`]'s names: what a crash can leave behind.
+pub(crate) fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let Some((base, hex)) = rest.rsplit_once(".tmp-") else {
+        return false;
+    };
+    !base.is_empty()
+        && hex.len() == 16
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// [`atomic_write`] with a crash point (see [`crash_point`]) after the first rename.
+fn atomic_write_crashing(
+    files: &[FileWrite<'_>],
+    between_renames: Option<&str>,
+) -> Result<(), StoreError> {
+    injected_fault(files)?;
+    let mut temps: Vec<(PathBuf, &Path)> = Vec::with_capacity(files.len());
+    let result = (|| {
+        for f in files {
+            let dir = f.path.parent().unwrap_or(Path::new("/"));
+            let name = f
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let tmp = dir.join(temp_name(&name));
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(f.spec.mode)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)
+                .map_err(io(&tmp, "create temporary file"))?;
+            temps.push((tmp.clone(), &f.path));
+            // The umask may have narrowed the mode at creation; set it exactly.
+            file.set_permissions(fs::Permissions::from_mode(f.spec.mode))
+                .map_err(io(&tmp, "set mode"))?;
+            if f.spec.uid.is_some() || f.spec.gid.is_some() {
+                std::os::unix::fs::fchown(&file, f.spec.uid, f.spec.gid)
+                    .map_err(io(&tmp, "set owner"))?;
+            }
+            file.write_all(f.data).map_err(io(&tmp, "write"))?;
+            file.sync_all().map_err(io(&tmp, "fsync"))?;
+        }
+        for (i, (tmp, target)) in temps.iter().enumerate() {
+            fs::rename(tmp, target).map_err(io(target, "rename into place"))?;
+            if i == 0
+                && temps.len() > 1
+                && let Some(point) = between_renames
+            {
+                crash_point(point);
+            }
+        }
+        let mut dirs: Vec<&Path> = files
+            .iter()
+            .map(|f| f.path.parent().unwrap_or(Path::new("/")))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        for d in dirs {
+            sync_dir(d)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for (tmp, _) in &temps {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+    result
+}
+
+/// `CAS_RENEWD_FAULT_WRITE=<text>` makes every write to a path containing `<text>`
+/// fail with ENOSPC, as on a full disk. Test harnesses use it; nothing else should.
+fn injected_fault(files: &[FileWrite<'_>]) -> Result<(), StoreError> {
+    static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let Some(pattern) = FAULT
+        .get_or_init(|| {
+            std::env::var("CAS_RENEWD_FAULT_WRITE")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .as_deref()
+    else {
+        return Ok(());
+    };
+    match files
+        .iter()
+        .find(|f| f.path.to_string_lossy().contains(pattern))
+    {
+        Some(f) => Err(StoreError::Io {
+            path: f.path.clone(),
+            op: "write",
+            source: std::io::Error::from_raw_os_error(28),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Writes one file atomically (see [`atomic_write`]).
+pub fn write_file(path: &Path, data: &[u8], spec: FileSpec) -> Result<(), StoreError> {
+    atomic_write(&[FileWrite {
+        path: path.to_owned(),
+        data,
+        spec,
+    }])
+}
+
+/// Kills the process with SIGKILL at a named point when `CAS_RENEWD_CRASH_AT` names
+/// it: the same switch as the engine's crash points, for the one inside a write.
+fn crash_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT
+        .get_or_init(|| std::env::var("CAS_RENEWD_CRASH_AT").ok())
+        .as_deref()
+        == Some(name)
+    {
+        eprintln!("cas-renewd: crash point {name} reached (CAS_RENEWD_CRASH_AT); SIGKILL");
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &std::process::id().to_string()])
+            .status();
+        std::process::abort();
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir, "fsync directory"))
+}
+
+/// Removes a file and makes the removal durable; a missing file is fine.
+pub fn remove_file(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("/"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(path, "remove")(e)),
+    }
+}
+
+/// Creates `dir` with `mode` (missing parents with 0755, whatever the umask) and
+/// sets the mode of an existing `dir` too.
+pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), StoreError> {
+    if !fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            safe_fs::create_dir_tree(parent, 0o755)?;
+        }
+        safe_fs::make_dir(dir, mode)?;
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(io(dir, "set mode"))
+}
+
+/// Looks a user or group up in `/etc/passwd` or `/etc/group`; numeric ids pass.
+fn lookup_id(name: &str, file: &'static str, kind: &'static str) -> Result<u32, StoreError> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    let path = Path::new("/etc").join(file);
+    let text = safe_fs::read_regular(&path, safe_fs::MAX_OUTPUT_FILE_BYTES)?
+        .map(|d| String::from_utf8_lossy(&d).into_owned())
+        .unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let n = f.next()?;
+            let id = f.nth(1)?;
+            (n == name).then(|| id.parse().ok())?
+        })
+        .next()
+        .ok_or_else(|| StoreError::UnknownId {
+            kind,
+            name: name.to_owned(),
+            file,
+        })
+}
+
+/// The numeric owner and group an output block asks for.
+pub fn output_ids(out: &OutputConfig) -> Result<(Option<u32>, Option<u32>), StoreError> {
+    Ok((
+        out.owner
+            .as_deref()
+            .map(|o| lookup_id(o, "passwd", "user"))
+            .transpose()?,
+        out.group
+            .as_deref()
+            .map(|g| lookup_id(g, "group", "group"))
+            .transpose()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt as _;
+
+    #[test]
+    fn atomic_write_sets_exact_modes_and_leaves_no_temporaries() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("f");
+        write_file(
+            &p,
+            b"one",
+            FileSpec {
+                mode: 0o640,
+                uid: None,
+                gid: None,
+            },
+        )
+        .expect("write");
+        write_file(
+            &p,
+            b"two",
+            FileSpec {
+                mode: 0o600,
+                uid: None,
+                gid: None,
+            },
+        )
+        .expect("rewrite");
+        assert_eq!(fs::read(&p).expect("read"), b"two");
+        assert_eq!(fs::metadata(&p).expect("meta").mode() & 0o777, 0o600);
+        let names: Vec<_> = fs::read_dir(d.path())
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn failed_write_keeps_the_old_file_and_cleans_up() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("f");
+        write_file(&p, b"old", FileSpec::private()).expect("write");
+        // The second target's directory does not exist: the whole set fails, and the
+        // first file, already written to its temporary, is not renamed.
+        let err = atomic_write(&[
+            FileWrite {
+                path: p.clone(),
+                data: b"new",
+                spec: FileSpec::private(),
+            },
+            FileWrite {
+                path: d.path().join("missing/g"),
+                data: b"x",
+                spec: FileSpec::private(),
+            },
+        ])
+        .expect_err("fails");
+        assert!(err.to_string().contains("missing/"), "{err}");
+        assert_eq!(fs::read(&p).expect("read"), b"old");
+        assert_eq!(fs::read_dir(d.path()).expect("ls").count(), 1);
+    }
+
+    #[test]
+    fn temp_names_are_recognised_exactly() {
+        let n = temp_name("privkey.pem");
+        assert!(is_temp_name(&n), "{n}");
+        for other in [
+            "privkey.pem",
+            ".privkey.pem.tmp-123",
+            ".privkey.pem.tmp-0123456789abcdeF",
+            "privkey.pem.tmp-0123456789abcdef",
+            "..tmp-0123456789abcdef",
+            ".x.tmp-0123456789abcdef0",
+        ] {
+            assert!(!is_temp_name(other), "{other}");
+        }
+    }
+}
