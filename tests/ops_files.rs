@@ -90,7 +90,8 @@ fn an_invalid_configuration_ends_systemd_restarts() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let unit = std::fs::read_to_string(root().join("systemd/cas-renewd.service")).expect("unit");
     assert!(
-        unit.lines().any(|l| l.trim() == "RestartPreventExitStatus=2"),
+        unit.lines()
+            .any(|l| l.trim() == "RestartPreventExitStatus=2"),
         "the unit must not restart on exit 2 (invalid configuration)"
     );
 }

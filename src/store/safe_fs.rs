@@ -154,18 +154,24 @@ pub fn create_dir_tree(dir: &Path, mode: u32) -> Result<(), StoreError> {
 
 /// Refuses a directory that a user other than root or `owner` could change, the
 /// way sshd's StrictModes does: `dir` and every ancestor, both as written and
-/// after resolving symlinks, must be owned by root or `owner`, and not group- or
+/// after resolving symlinks, must be owned by root, the daemon's own user or
+/// `owner`, and not group- or
 /// world-writable (an ancestor may be when it has the sticky bit, like `/tmp`).
 pub fn check_dir_secure(dir: &Path, owner: Option<u32>) -> Result<(), StoreError> {
     let real = fs::canonicalize(dir).map_err(io(dir, "resolve"))?;
+    // Like sshd's StrictModes, the user the daemon runs as may own the tree too
+    // (a dedicated service user, or a developer running the tests).
+    let me = effective_uid();
     for (top, chain) in [(real.as_path(), real.as_path()), (dir, dir)] {
         for p in chain.ancestors().filter(|p| !p.as_os_str().is_empty()) {
             let m = fs::metadata(p).map_err(io(p, "stat"))?;
             let uid = m.uid();
-            if uid != 0 && Some(uid) != owner {
+            if uid != 0 && Some(uid) != owner && Some(uid) != me {
                 return Err(StoreError::InsecureDir {
                     path: p.to_owned(),
-                    why: format!("is owned by uid {uid}, not root or output.owner"),
+                    why: format!(
+                        "is owned by uid {uid}, not root, the daemon's user or output.owner"
+                    ),
                     fix: format!("chown root {}", p.display()),
                 });
             }
@@ -184,6 +190,11 @@ pub fn check_dir_secure(dir: &Path, owner: Option<u32>) -> Result<(), StoreError
         }
     }
     Ok(())
+}
+
+/// The process's effective uid without `unsafe`: `/proc/self` belongs to it.
+fn effective_uid() -> Option<u32> {
+    fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
 /// The real path of `rel` (a relative file path) below `root`, for writing: the
