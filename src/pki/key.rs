@@ -97,24 +97,15 @@ impl Key {
         let block = private_key_block(pem)?;
         let der = Wiped(block.decode()?);
         let pkcs8 = match block.label {
-            "PRIVATE KEY" => reencode_pkcs8(&der.0)?,
-            "RSA PRIVATE KEY" => {
-                let k = RsaKeyPair::from_der(&der.0).map_err(|e| {
-                    PkiError::BadKey(format!("the PKCS#1 RSA key was refused ({e}); {SUPPORTED}"))
-                })?;
-                rsa_pkcs8(&k)?
-            }
-            "EC PRIVATE KEY" => {
-                let k = EC_CURVES
-                    .iter()
-                    .find_map(|alg| EcdsaKeyPair::from_private_key_der(alg, &der.0).ok())
-                    .ok_or_else(|| {
-                        PkiError::BadKey(format!(
-                            "the SEC1 EC key is malformed or on an unsupported curve; {SUPPORTED}"
-                        ))
-                    })?;
-                ec_pkcs8(&k)?
-            }
+            // Earlier versions of cas-renewd wrote CAS's PKCS#1 / SEC1 DER under this
+            // label (as `openssl pkey` does, accept it); the next install repairs it.
+            "PRIVATE KEY" => reencode_pkcs8(&der.0).or_else(|e| {
+                pkcs1_to_pkcs8(&der.0)
+                    .or_else(|_| sec1_to_pkcs8(&der.0))
+                    .map_err(|_| e)
+            })?,
+            "RSA PRIVATE KEY" => pkcs1_to_pkcs8(&der.0)?,
+            "EC PRIVATE KEY" => sec1_to_pkcs8(&der.0)?,
             "ENCRYPTED PRIVATE KEY" => return Err(PkiError::EncryptedKey),
             other => {
                 return Err(PkiError::BadKey(format!(
@@ -177,6 +168,25 @@ fn reencode_pkcs8(der: &[u8]) -> Result<Wiped, PkiError> {
     Err(PkiError::BadKey(format!(
         "the PKCS#8 key is malformed or of an unsupported algorithm (SM2, Ed25519, DSA, ...); {SUPPORTED}"
     )))
+}
+
+fn pkcs1_to_pkcs8(der: &[u8]) -> Result<Wiped, PkiError> {
+    let k = RsaKeyPair::from_der(der).map_err(|e| {
+        PkiError::BadKey(format!("the PKCS#1 RSA key was refused ({e}); {SUPPORTED}"))
+    })?;
+    rsa_pkcs8(&k)
+}
+
+fn sec1_to_pkcs8(der: &[u8]) -> Result<Wiped, PkiError> {
+    let k = EC_CURVES
+        .iter()
+        .find_map(|alg| EcdsaKeyPair::from_private_key_der(alg, der).ok())
+        .ok_or_else(|| {
+            PkiError::BadKey(format!(
+                "the SEC1 EC key is malformed or on an unsupported curve; {SUPPORTED}"
+            ))
+        })?;
+    ec_pkcs8(&k)
 }
 
 fn rsa_pkcs8(k: &RsaKeyPair) -> Result<Wiped, PkiError> {
@@ -358,7 +368,7 @@ mod tests {
             .lines()
             .collect::<Vec<_>>()
             .join(" ");
-        let cases: Vec<(&str, String, &str)> = vec![
+        let mut cases: Vec<(&str, String, &str)> = vec![
             ("RSA PKCS#1", rsa1.clone(), "rsa2048-pkcs1"),
             ("RSA PKCS#1 CRLF", crlf_no_final_newline, "rsa2048-pkcs1"),
             ("RSA PKCS#1 one line", one_line, "rsa2048-pkcs1"),
@@ -377,6 +387,11 @@ mod tests {
             ("EC P-384 SEC1", fixture("p384-sec1.pem"), "p384-sec1"),
             ("EC P-384 PKCS#8", fixture("p384-pkcs8.pem"), "p384-sec1"),
         ];
+        // What cas-renewd before this fix wrote: PKCS#1 / SEC1 DER labelled PKCS#8.
+        let mislabelled_rsa = rsa1.replace("RSA PRIVATE KEY", "PRIVATE KEY");
+        let mislabelled_ec = fixture("p256-sec1.pem").replace("EC PRIVATE KEY", "PRIVATE KEY");
+        cases.push(("mislabelled PKCS#1", mislabelled_rsa, "rsa2048-pkcs1"));
+        cases.push(("mislabelled SEC1", mislabelled_ec, "p256-sec1"));
         for (what, pem, spki) in cases {
             let k = Key::from_pem(&pem).unwrap_or_else(|e| panic!("{what}: {e}"));
             assert_strict_pkcs8(&k, what);
