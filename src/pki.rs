@@ -166,6 +166,8 @@ fn pem_block(der: &[u8]) -> String {
 impl Chain {
     /// Parses every certificate of `pem` and puts them in order: the leaf (the one
     /// that issued none of the others) first, then each issuer after its subject.
+    /// Each certificate must be signed by the next; the top one is the anchor (see
+    /// `signature`). A certificate that is not part of that one chain is refused.
     pub fn parse(pem: &str) -> Result<Chain, PkiError> {
         if pem.len() > MAX_CHAIN_BYTES {
             return Err(PkiError::ChainTooLarge(pem.len()));
