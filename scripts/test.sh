@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 SDK_VENV=target/sdk-venv
 # The official Alibaba Cloud SDKs the conformance test drives, pinned.
-SDK_PACKAGES=(alibabacloud-cas20200407==3.9.4 alibabacloud-alidns20150109==4.6.1)
+SDK_PACKAGES=(alibabacloud-cas20200407==3.9.4 alibabacloud-alidns20150109==4.6.1 cryptography==50.0.2)
 
 apt_install() {
     if [ "$(id -u)" != 0 ]; then

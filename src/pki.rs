@@ -1,12 +1,14 @@
-//! Keys, CSRs and certificate checks: key generation (RSA 2048/3072/4096, ECDSA
-//! P-256/P-384), CSRs, and parsing and checking of issued PEM chains.
+//! Keys, CSRs and certificate checks: keys in every form CAS sends them (kept as
+//! PKCS#8), CSRs, and parsing, ordering and signature checks of issued PEM chains.
 
-use rcgen::{CertificateParams, DnType, KeyPair, PublicKeyData as _};
+pub(crate) mod der;
+mod key;
+mod signature;
+
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::*;
 
-use crate::config::KeyAlgorithm;
-use crate::secret::Secret;
+pub use key::{Key, MAX_KEY_BYTES};
 
 /// A chain larger than this is refused before parsing.
 pub const MAX_CHAIN_BYTES: usize = 64 * 1024;
@@ -21,6 +23,10 @@ pub enum PkiError {
     Generate(String),
     #[error("private key is not a PEM key this build can read: {0}")]
     BadKey(String),
+    #[error(
+        "the private key is encrypted; cas-renewd needs it unencrypted (decrypt it with `openssl pkey`)"
+    )]
+    EncryptedKey,
     #[error("CSR generation failed: {0}")]
     Csr(String),
     #[error("certificate chain is not valid PEM/X.509: {0}")]
@@ -48,79 +54,14 @@ pub enum PkiError {
     NotNewer { new: String, installed: String },
     #[error("the chain is out of order and cannot be put in order: {0}")]
     ChainOrder(String),
-}
-
-/// A private key with its PEM (PKCS#8) kept secret.
-pub struct Key {
-    pair: KeyPair,
-    pem: Secret,
-}
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Key")
-            .field("spki_sha256", &self.spki_sha256())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Key {
-    /// A new key. RSA generation takes up to seconds: call it off the async
-    /// runtime's workers (`spawn_blocking`).
-    pub fn generate(alg: KeyAlgorithm) -> Result<Key, PkiError> {
-        let gen_err = |e: rcgen::Error| PkiError::Generate(e.to_string());
-        let pair = match alg {
-            KeyAlgorithm::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
-            KeyAlgorithm::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
-            KeyAlgorithm::Rsa2048 => {
-                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-            }
-            KeyAlgorithm::Rsa3072 => {
-                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_3072)
-            }
-            KeyAlgorithm::Rsa4096 => {
-                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_4096)
-            }
-        }
-        .map_err(gen_err)?;
-        let pem = Secret::new(pair.serialize_pem());
-        Ok(Key { pair, pem })
-    }
-
-    /// Reads a PKCS#8 PEM key.
-    pub fn from_pem(pem: &str) -> Result<Key, PkiError> {
-        let pair = KeyPair::from_pem(pem).map_err(|e| PkiError::BadKey(e.to_string()))?;
-        Ok(Key {
-            pem: Secret::new(pair.serialize_pem()),
-            pair,
-        })
-    }
-
-    pub fn pem(&self) -> &Secret {
-        &self.pem
-    }
-
-    pub fn spki_der(&self) -> Vec<u8> {
-        self.pair.subject_public_key_info()
-    }
-
-    /// SHA-256 of the SubjectPublicKeyInfo, hex: how the journal and logs name a key.
-    pub fn spki_sha256(&self) -> String {
-        hex::encode(Sha256::digest(self.spki_der()))
-    }
-
-    /// A CSR with CN = `domain` and every name of `names` (the domain first) as a
-    /// DNS subjectAltName.
-    pub fn csr_pem(&self, domain: &str, names: &[String]) -> Result<String, PkiError> {
-        let mut sans = vec![domain.to_owned()];
-        sans.extend(names.iter().filter(|n| *n != domain).cloned());
-        let mut p = CertificateParams::new(sans).map_err(|e| PkiError::Csr(e.to_string()))?;
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name.push(DnType::CommonName, domain);
-        p.serialize_request(&self.pair)
-            .and_then(|c| c.pem())
-            .map_err(|e| PkiError::Csr(e.to_string()))
-    }
+    #[error(
+        "the chain does not verify: certificate \"{subject}\" is not signed by the next certificate \"{issuer}\": {reason}"
+    )]
+    BadSignature {
+        subject: String,
+        issuer: String,
+        reason: String,
+    },
 }
 
 /// What the checks need to know of one certificate.
@@ -225,6 +166,8 @@ fn pem_block(der: &[u8]) -> String {
 impl Chain {
     /// Parses every certificate of `pem` and puts them in order: the leaf (the one
     /// that issued none of the others) first, then each issuer after its subject.
+    /// Each certificate must be signed by the next; the top one is the anchor (see
+    /// `signature`). A certificate that is not part of that one chain is refused.
     pub fn parse(pem: &str) -> Result<Chain, PkiError> {
         if pem.len() > MAX_CHAIN_BYTES {
             return Err(PkiError::ChainTooLarge(pem.len()));
@@ -253,22 +196,42 @@ impl Chain {
             .ok_or_else(|| PkiError::ChainOrder("every certificate issues another".into()))?;
         let mut rest = certs;
         let leaf = rest.remove(leaf_idx);
-        let mut ordered = Vec::new();
-        let mut issuer = leaf.issuer.clone();
-        while let Some(i) = rest.iter().position(|c| c.subject == issuer) {
-            let c = rest.remove(i);
-            issuer = c.issuer.clone();
-            let self_signed = c.subject == c.issuer;
-            ordered.push(c);
-            if self_signed {
+        let mut ordered: Vec<CertInfo> = Vec::new();
+        loop {
+            let child = ordered.last().unwrap_or(&leaf);
+            if ordered.last().is_some_and(|c| c.subject == c.issuer) {
                 break;
             }
+            // Among certificates with the issuer's name, the one whose key signed
+            // the child; a name match alone is taken only to be refused below.
+            let named: Vec<usize> = (0..rest.len())
+                .filter(|&i| rest[i].subject == child.issuer)
+                .collect();
+            let Some(&first) = named.first() else {
+                break;
+            };
+            let pick = named
+                .iter()
+                .copied()
+                .find(|&i| signature::signed_by(&child.der, &rest[i].der).is_ok())
+                .unwrap_or(first);
+            ordered.push(rest.remove(pick));
         }
         if !rest.is_empty() {
             return Err(PkiError::ChainOrder(format!(
                 "{} certificate(s) do not belong to the leaf's chain",
                 rest.len()
             )));
+        }
+        // The top is the anchor; every certificate below it must verify.
+        let mut child = &leaf;
+        for issuer in &ordered {
+            signature::signed_by(&child.der, &issuer.der).map_err(|e| PkiError::BadSignature {
+                subject: child.subject.clone(),
+                issuer: issuer.subject.clone(),
+                reason: e.to_string(),
+            })?;
+            child = issuer;
         }
         Ok(Chain {
             leaf,
@@ -363,10 +326,14 @@ pub fn read_leaf(pem: &str) -> Result<CertInfo, PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::KeyAlgorithm;
     use crate::sim::ca::{Ca, Twist};
 
     fn issue(key: &Key, domain: &str, twist: Twist, days: i64) -> String {
-        let ca = Ca::new().expect("ca");
+        issue_by(&Ca::new().expect("ca"), key, domain, twist, days)
+    }
+
+    fn issue_by(ca: &Ca, key: &Key, domain: &str, twist: Twist, days: i64) -> String {
         let now = ::time::OffsetDateTime::now_utc();
         let i = ca
             .issue(
@@ -391,24 +358,6 @@ mod tests {
             domain,
             now: chrono::Utc::now().timestamp(),
             installed_not_after: None,
-        }
-    }
-
-    #[test]
-    fn every_algorithm_generates_and_round_trips() {
-        for alg in [
-            KeyAlgorithm::EcdsaP256,
-            KeyAlgorithm::EcdsaP384,
-            KeyAlgorithm::Rsa2048,
-        ] {
-            let k = Key::generate(alg).expect("generate");
-            assert!(
-                k.pem().expose().starts_with("-----BEGIN PRIVATE KEY-----"),
-                "{alg:?} is PKCS#8"
-            );
-            let back = Key::from_pem(k.pem().expose()).expect("parse");
-            assert_eq!(back.spki_sha256(), k.spki_sha256());
-            assert!(!format!("{k:?}").contains("PRIVATE"), "Debug hides the key");
         }
     }
 
@@ -485,6 +434,60 @@ mod tests {
             Chain::parse(&format!("{pem}{other}")),
             Err(PkiError::ChainOrder(_))
         ));
+    }
+
+    #[test]
+    fn a_forged_intermediate_is_refused_and_names_the_certificate() {
+        let key = Key::generate(KeyAlgorithm::EcdsaP256).expect("key");
+        let ca = Ca::new().expect("ca");
+        // Same names as `ca`'s intermediate and root, other keys.
+        let forger = Ca::new().expect("ca");
+        let good = issue_by(&ca, &key, "www.example.com", Twist::None, 90);
+        let forged_chain = issue_by(&forger, &key, "www.example.com", Twist::None, 90);
+        let split = |pem: &str| -> Vec<String> {
+            pem.split_inclusive("-----END CERTIFICATE-----\n")
+                .map(str::to_owned)
+                .collect()
+        };
+        let (leaf, int) = (split(&good)[0].clone(), split(&good)[1].clone());
+        let forged_int = split(&forged_chain)[1].clone();
+
+        let c = Chain::parse(&good).expect("a valid leaf + intermediate passes");
+        assert_eq!(c.intermediates.len(), 1);
+        let with_root = Chain::parse(&format!("{good}{}", ca.root_pem())).expect("with its root");
+        assert_eq!(with_root.intermediates.len(), 2);
+
+        for bundle in [format!("{leaf}{forged_int}"), format!("{forged_int}{leaf}")] {
+            let e = Chain::parse(&bundle).expect_err("forged intermediate");
+            assert!(
+                matches!(&e, PkiError::BadSignature { subject, .. } if subject.contains("www.example.com")),
+                "{e:?}"
+            );
+            let msg = e.to_string();
+            assert!(
+                msg.contains("www.example.com")
+                    && msg.contains("intermediate CA")
+                    && msg.contains("does not verify"),
+                "{msg}"
+            );
+        }
+        // A forged root above a real intermediate: the intermediate is named.
+        let e = Chain::parse(&format!("{good}{}", forger.root_pem())).expect_err("forged root");
+        assert!(
+            matches!(&e, PkiError::BadSignature { subject, .. } if subject.contains("intermediate CA")),
+            "{e:?}"
+        );
+        // Real and forged intermediates together: the real one is chosen whatever
+        // the order, and the forged one is junk.
+        for bundle in [
+            format!("{leaf}{forged_int}{int}"),
+            format!("{leaf}{int}{forged_int}"),
+        ] {
+            assert!(
+                matches!(Chain::parse(&bundle), Err(PkiError::ChainOrder(_))),
+                "extra certificate refused"
+            );
+        }
     }
 
     #[test]

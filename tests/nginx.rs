@@ -3,6 +3,8 @@
 //! port) and stops it whatever happens. Skipped with a reason when nginx is not
 //! installed, unless CAS_RENEWD_E2E=1.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -153,11 +155,27 @@ struct Setup {
 impl Setup {
     /// Orders expiring in 40 days: installed by the first pass, not yet renewed.
     async fn new(certs: &[(&str, &str, &str)], verify_port: Option<u16>, hook: &str) -> Setup {
+        Setup::with_sim(certs, verify_port, hook, "", "").await
+    }
+
+    /// As `new`; `order_extra` is added to every order of the scenario and
+    /// `issuance_extra` to its `issuance`.
+    async fn with_sim(
+        certs: &[(&str, &str, &str)],
+        verify_port: Option<u16>,
+        hook: &str,
+        order_extra: &str,
+        issuance_extra: &str,
+    ) -> Setup {
         let mut scenario = String::from("access_key: { id: k, secret: s }\norders:\n");
         for (_, domain, _) in certs {
-            scenario.push_str(&format!("  - {{ domain: {domain}, expires_in: 40d }}\n"));
+            scenario.push_str(&format!(
+                "  - {{ domain: {domain}, expires_in: 40d{order_extra} }}\n"
+            ));
         }
-        scenario.push_str("issuance: { polls_before_issued: 1 }\n");
+        scenario.push_str(&format!(
+            "issuance: {{ polls_before_issued: 1{issuance_extra} }}\n"
+        ));
         let sim = Simulator::start(
             &Scenario::parse(&scenario, Path::new("s")).expect("scenario"),
             "127.0.0.1:0",
@@ -504,5 +522,118 @@ async fn rsa_and_ecdsa_certificates_on_one_nginx_with_one_reload() {
         s.sim.state()["renew_calls"],
         serde_json::json!({ "100001": 1, "100002": 1 })
     );
+    drop(nginx);
+}
+
+/// The first install of an existing order takes the key CAS made. CAS documents
+/// PKCS#1 / SEC1 keys (`BEGIN RSA PRIVATE KEY`, `BEGIN EC PRIVATE KEY`); nginx
+/// refuses such DER under a `PRIVATE KEY` label, so whatever form comes in,
+/// privkey.pem must be PKCS#8 that nginx loads and serves with.
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_loads_the_key_cas_made_in_every_form() {
+    if !nginx_available() {
+        return;
+    }
+    let forms = [
+        (
+            "rsa-pkcs1",
+            "RSA",
+            "pkcs1",
+            "-----BEGIN RSA PRIVATE KEY-----",
+        ),
+        ("ec-sec1", "ECC", "pkcs1", "-----BEGIN EC PRIVATE KEY-----"),
+        (
+            "ec-params",
+            "ECC",
+            "sec1_with_params",
+            "-----BEGIN EC PARAMETERS-----",
+        ),
+        (
+            "rsa-one-line",
+            "RSA",
+            "one_line",
+            "-----BEGIN RSA PRIVATE KEY----- MII",
+        ),
+        (
+            "ec-crlf",
+            "ECC",
+            "crlf",
+            "-----BEGIN EC PRIVATE KEY-----\r\n",
+        ),
+        ("rsa-pkcs8", "RSA", "pkcs8", "-----BEGIN PRIVATE KEY-----"),
+        ("ec-pkcs8", "ECC", "pkcs8", "-----BEGIN PRIVATE KEY-----"),
+    ];
+    let mut setups = Vec::new();
+    for (name, algorithm, format, sent) in forms {
+        let domain = format!("{name}.example.com");
+        let s = Setup::with_sim(
+            &[(name, &domain, "")],
+            None,
+            "[\"/bin/true\"]",
+            &format!(", algorithm: {algorithm}"),
+            &format!(", key_format: {format}"),
+        )
+        .await;
+        // What the simulator hands out is the form under test.
+        let (status, state) = common::Raw::new("DescribeCertificateState", "k", "s")
+            .param("OrderId", "100001")
+            .send(&s.sim.url())
+            .await;
+        assert_eq!(status, 200, "{state}");
+        let given = state["PrivateKey"].as_str().expect("CAS made the key");
+        assert!(given.starts_with(sent), "{name}: sent as {given:.40}");
+        let o = s.cli(&["once"]).await;
+        assert!(o.status.success(), "{name}: {}", show(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("installed"),
+            "{name}: {}",
+            show(&o)
+        );
+        let key = std::fs::read_to_string(s.out(name).join("privkey.pem")).expect("key");
+        assert!(
+            key.starts_with("-----BEGIN PRIVATE KEY-----\n")
+                && key.ends_with("-----END PRIVATE KEY-----\n"),
+            "{name}: privkey.pem is PKCS#8 PEM"
+        );
+        setups.push((name, domain, sent, s));
+    }
+    let nginx_dir = tempfile::tempdir().expect("tempdir");
+    let prefix = nginx_dir.path().to_owned();
+    let port = free_port();
+    let sites: Vec<Site<'_>> = setups
+        .iter()
+        .map(|(name, domain, _, s)| Site {
+            server_name: domain,
+            dir: s.out(name),
+        })
+        .collect();
+    std::fs::create_dir_all(prefix.join("tmp")).expect("prefix");
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(&conf, Nginx::conf_text(&prefix, port, &sites, false)).expect("conf");
+    let test = Command::new("nginx")
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-t")
+        .output()
+        .expect("nginx -t");
+    assert!(
+        test.status.success(),
+        "nginx -t refuses a written key: {}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    let nginx = start_on(&prefix, port, &sites);
+    for (name, domain, _, s) in &setups {
+        let disk = on_disk(&s.out(name));
+        let live = served(&nginx.addr(), domain).await;
+        assert_eq!(live.serial_hex, disk.serial_hex, "{name}: served");
+        let key = std::fs::read_to_string(s.out(name).join("privkey.pem")).expect("key");
+        assert_eq!(
+            pki::Key::from_pem(&key).expect("key").spki_sha256(),
+            live.spki_sha256,
+            "{name}: nginx serves with the key CAS made"
+        );
+    }
     drop(nginx);
 }

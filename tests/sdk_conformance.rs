@@ -1,6 +1,7 @@
 //! Conformance with Alibaba's own SDK: the official Python packages drive the
 //! simulator (paging, describe, renew with a CSR, DNS records, both signature
-//! versions, a wrong secret). Needs the virtual environment `scripts/test.sh`
+//! versions, a wrong secret), and python-cryptography loads every certificate and
+//! key it hands out. Needs the virtual environment `scripts/test.sh`
 //! builds; skipped with a reason otherwise unless CAS_RENEWD_E2E=1.
 
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ fn sdk_python() -> Option<PathBuf> {
     let ok = Command::new(&p)
         .args([
             "-c",
-            "import alibabacloud_cas20200407, alibabacloud_alidns20150109",
+            "import alibabacloud_cas20200407, alibabacloud_alidns20150109, cryptography",
         ])
         .output()
         .is_ok_and(|o| o.status.success());

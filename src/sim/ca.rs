@@ -7,6 +7,9 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
+use super::scenario::KeyFormat;
+use crate::pki::der;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     #[error("Csr could not be parsed or its signature is invalid: {0}")]
@@ -15,6 +18,8 @@ pub enum CaError {
     CsrWithoutName,
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error("the generated key could not be encoded as {0}")]
+    KeyEncoding(&'static str),
 }
 
 /// What the CA returns for one issuance.
@@ -42,6 +47,7 @@ pub struct Ca {
     root_pem: String,
     intermediate_pem: String,
     intermediate: Issuer<'static, KeyPair>,
+    key_format: KeyFormat,
 }
 
 impl std::fmt::Debug for Ca {
@@ -83,7 +89,14 @@ impl Ca {
             root_pem: root_cert.pem(),
             intermediate_pem: int_cert.pem(),
             intermediate: Issuer::new(int_params, int_key),
+            key_format: KeyFormat::default(),
         })
+    }
+
+    /// How the keys this CA makes are handed out (`issuance.key_format`).
+    pub fn with_key_format(mut self, key_format: KeyFormat) -> Ca {
+        self.key_format = key_format;
+        self
     }
 
     pub fn root_pem(&self) -> &str {
@@ -134,7 +147,7 @@ impl Ca {
                 } else {
                     KeyPair::generate()?
                 };
-                let pem = key.serialize_pem();
+                let pem = key_pem(&key, self.key_format)?;
                 (PublicKey::Generated(key), names.to_vec(), Some(pem))
             }
         };
@@ -159,7 +172,14 @@ impl Ca {
         let mut serial = serial.to_vec();
         serial[0] &= 0x7f;
         p.serial_number = Some(SerialNumber::from_slice(&serial));
-        p.is_ca = IsCa::ExplicitNoCa;
+        // As public CAs issue leaves: BasicConstraints critical and empty (cA
+        // defaults to FALSE). rcgen's ExplicitNoCa encodes `cA: FALSE`, which DER
+        // forbids for a default value and strict parsers (python-cryptography) refuse.
+        p.is_ca = IsCa::NoCa;
+        let mut basic_constraints =
+            rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 19], vec![0x30, 0x00]);
+        basic_constraints.set_criticality(true);
+        p.custom_extensions.push(basic_constraints);
         p.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -183,6 +203,78 @@ impl Ca {
             names: cert_names,
         })
     }
+}
+
+/// A key this CA made, as CAS would hand it out in `format`.
+fn key_pem(key: &KeyPair, format: KeyFormat) -> Result<String, CaError> {
+    if format == KeyFormat::Pkcs8 {
+        return Ok(key.serialize_pem());
+    }
+    let pkcs8 = key.serialize_der();
+    let (label, der, curve) = if key.is_compatible(&rcgen::PKCS_RSA_SHA256) {
+        // PrivateKeyInfo { version, algorithm, privateKey OCTET STRING (RSAPrivateKey) }
+        let pkcs1 = der::expect(&pkcs8, der::SEQUENCE)
+            .and_then(|(info, _)| der::expect(info.content, der::INTEGER))
+            .and_then(|(_, rest)| der::expect(rest, der::SEQUENCE))
+            .and_then(|(_, rest)| der::expect(rest, der::OCTET_STRING))
+            .map(|(key, _)| key.content.to_vec())
+            .ok_or(CaError::KeyEncoding("PKCS#1"))?;
+        ("RSA PRIVATE KEY", pkcs1, None)
+    } else {
+        use aws_lc_rs::encoding::AsDer as _;
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair,
+        };
+        let ec = [
+            &ECDSA_P256_SHA256_ASN1_SIGNING,
+            &ECDSA_P384_SHA384_ASN1_SIGNING,
+        ]
+        .into_iter()
+        .find_map(|alg| EcdsaKeyPair::from_pkcs8(alg, &pkcs8).ok())
+        .ok_or(CaError::KeyEncoding("SEC1"))?;
+        let sec1 = ec
+            .private_key()
+            .as_der()
+            .map_err(|_| CaError::KeyEncoding("SEC1"))?
+            .as_ref()
+            .to_vec();
+        // ECPrivateKey { version, privateKey, [0] parameters (the curve's OID), ... }
+        let curve = der::expect(&sec1, der::SEQUENCE)
+            .and_then(|(k, _)| der::expect(k.content, der::INTEGER))
+            .and_then(|(_, rest)| der::expect(rest, der::OCTET_STRING))
+            .and_then(|(_, rest)| der::expect(rest, der::CONTEXT_0))
+            .map(|(params, _)| params.content.to_vec())
+            .ok_or(CaError::KeyEncoding("SEC1 with named curve"))?;
+        ("EC PRIVATE KEY", sec1, Some(curve))
+    };
+    let mut out = String::new();
+    if let (KeyFormat::Sec1WithParams, Some(curve)) = (format, &curve) {
+        out.push_str(&pem_text("EC PARAMETERS", curve, "\n", true));
+    }
+    out.push_str(&match format {
+        KeyFormat::OneLine => pem_text(label, &der, " ", false),
+        KeyFormat::Crlf => pem_text(label, &der, "\r\n", false),
+        _ => pem_text(label, &der, "\n", true),
+    });
+    Ok(out)
+}
+
+/// A PEM block with 64-column lines separated by `eol`.
+fn pem_text(label: &str, der: &[u8], eol: &str, final_eol: bool) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut lines = vec![format!("-----BEGIN {label}-----")];
+    lines.extend(
+        b64.as_bytes()
+            .chunks(64)
+            .map(|l| String::from_utf8_lossy(l).into_owned()),
+    );
+    lines.push(format!("-----END {label}-----"));
+    let mut s = lines.join(eol);
+    if final_eol {
+        s.push_str(eol);
+    }
+    s
 }
 
 enum PublicKey {
@@ -311,5 +403,86 @@ mod tests {
             ca.issue(Some("not a csr"), &[], "ECC", now, now, Twist::None)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn leaf_basic_constraints_are_critical_and_empty_as_der_requires() {
+        let ca = Ca::new().expect("ca");
+        let now = OffsetDateTime::now_utc();
+        let issued = ca
+            .issue(
+                None,
+                &["www.example.com".to_owned()],
+                "ECC",
+                now,
+                now + ::time::Duration::days(30),
+                Twist::None,
+            )
+            .expect("issued");
+        let (_, pem) = parse_x509_pem(issued.leaf_pem.as_bytes()).expect("pem");
+        let cert = pem.parse_x509().expect("x509");
+        let bc: Vec<_> = cert
+            .extensions()
+            .iter()
+            .filter(|e| e.oid.to_id_string() == "2.5.29.19")
+            .collect();
+        assert_eq!(bc.len(), 1, "one BasicConstraints");
+        assert!(bc[0].critical);
+        assert_eq!(bc[0].value, [0x30, 0x00], "cA FALSE left to its default");
+        assert!(!cert.is_ca());
+    }
+
+    #[test]
+    fn ca_made_keys_come_in_the_scenario_key_format() {
+        use crate::pki::Key;
+        let now = OffsetDateTime::now_utc();
+        for (format, alg, labels) in [
+            (KeyFormat::Pkcs1, "RSA", &["RSA PRIVATE KEY"][..]),
+            (KeyFormat::Pkcs1, "ECC", &["EC PRIVATE KEY"]),
+            (KeyFormat::Pkcs8, "RSA", &["PRIVATE KEY"]),
+            (KeyFormat::Pkcs8, "ECC", &["PRIVATE KEY"]),
+            (
+                KeyFormat::Sec1WithParams,
+                "ECC",
+                &["EC PARAMETERS", "EC PRIVATE KEY"],
+            ),
+            (KeyFormat::Sec1WithParams, "RSA", &["RSA PRIVATE KEY"]),
+            (KeyFormat::OneLine, "RSA", &["RSA PRIVATE KEY"]),
+            (KeyFormat::Crlf, "ECC", &["EC PRIVATE KEY"]),
+        ] {
+            let ca = Ca::new().expect("ca").with_key_format(format);
+            let issued = ca
+                .issue(
+                    None,
+                    &["k.example.com".to_owned()],
+                    alg,
+                    now,
+                    now + ::time::Duration::days(30),
+                    Twist::None,
+                )
+                .expect("issued");
+            let pem = issued.private_key_pem.expect("key");
+            let found: Vec<&str> = pem
+                .split("-----BEGIN ")
+                .skip(1)
+                .filter_map(|b| b.split("-----").next())
+                .collect();
+            assert_eq!(found, labels, "{format:?} {alg}");
+            match format {
+                KeyFormat::OneLine => assert!(!pem.contains('\n') && pem.contains("----- MII")),
+                KeyFormat::Crlf => {
+                    assert!(pem.contains("\r\n") && !pem.replace("\r\n", "").contains('\n'));
+                    assert!(!pem.ends_with('\n'));
+                }
+                _ => assert!(pem.ends_with("-----\n") && !pem.contains('\r')),
+            }
+            let (_, leaf) = parse_x509_pem(issued.leaf_pem.as_bytes()).expect("pem");
+            let key = Key::from_pem(&pem).unwrap_or_else(|e| panic!("{format:?} {alg}: {e}"));
+            assert_eq!(
+                key.spki_der(),
+                leaf.parse_x509().expect("x509").public_key().raw,
+                "{format:?} {alg}: the key is the certificate's"
+            );
+        }
     }
 }

@@ -125,6 +125,9 @@ pub struct Issuance {
     pub validity: HumanDuration,
     /// Where FILE validation looks for `Uri` (the web root of every domain).
     pub webroot: Option<PathBuf>,
+    /// How a key CAS made is encoded in `PrivateKey` / `Key`.
+    #[serde(default)]
+    pub key_format: KeyFormat,
 }
 
 impl Default for Issuance {
@@ -134,8 +137,30 @@ impl Default for Issuance {
             validation: ValidationKind::None,
             validity: default_validity(),
             webroot: None,
+            key_format: KeyFormat::default(),
         }
     }
+}
+
+/// The PEM form of a key CAS made. Which form real CAS sends is not settled: every
+/// documented example is PKCS#1 (`BEGIN RSA PRIVATE KEY`) or SEC1 (`BEGIN EC
+/// PRIVATE KEY`), GetUserCertificateDetail's on one line; the others are plausible.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyFormat {
+    /// PKCS#1 for RSA, SEC1 for EC, LF line ends (the documented examples).
+    #[default]
+    Pkcs1,
+    /// PKCS#8 (`BEGIN PRIVATE KEY`) for both.
+    Pkcs8,
+    /// As `pkcs1`, an EC key preceded by an `EC PARAMETERS` block (`openssl
+    /// ecparam -genkey`).
+    Sec1WithParams,
+    /// As `pkcs1`, on one line with spaces for line breaks (the
+    /// GetUserCertificateDetail example).
+    OneLine,
+    /// As `pkcs1`, CRLF line ends and no line end after the last line.
+    Crlf,
 }
 
 fn default_polls() -> u32 {
@@ -280,6 +305,26 @@ mod tests {
         let s = Scenario::load(&example).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.access_key.id, "sim-access-key-id");
         assert_eq!(s.rate_limits.get("ListUserCertificateOrder"), Some(&10));
+        assert_eq!(
+            d.issuance.key_format,
+            KeyFormat::Pkcs1,
+            "the documented form"
+        );
+        for (text, want) in [
+            ("pkcs8", KeyFormat::Pkcs8),
+            ("sec1_with_params", KeyFormat::Sec1WithParams),
+            ("one_line", KeyFormat::OneLine),
+            ("crlf", KeyFormat::Crlf),
+        ] {
+            let s = Scenario::parse(
+                &format!(
+                    "access_key: {{ id: a, secret: b }}\nissuance: {{ key_format: {text} }}\n"
+                ),
+                Path::new("s.yaml"),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(s.issuance.key_format, want);
+        }
     }
 
     #[test]
@@ -291,6 +336,7 @@ mod tests {
             format!("{key}generate: {{ count: 3, domain: fixed.example.com }}\n"),
             format!("{key}issuance: {{ validation: file }}\n"),
             format!("{key}unknown: 1\n"),
+            format!("{key}issuance: {{ key_format: der }}\n"),
             "orders: []\n".to_owned(),
         ] {
             assert!(Scenario::parse(&bad, p).is_err(), "{bad}");

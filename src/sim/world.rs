@@ -243,7 +243,7 @@ impl World {
         let start = Utc::now();
         let now_ms = start.timestamp_millis();
         let mut w = World {
-            ca: Ca::new()?,
+            ca: Ca::new()?.with_key_format(s.issuance.key_format),
             start,
             offset_ms: 0,
             orders: BTreeMap::new(),

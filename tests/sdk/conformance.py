@@ -4,11 +4,17 @@ Usage: conformance.py ENDPOINT(host:port) ACCESS_KEY_ID SECRET CSR_FILE
 
 Every call goes through the generated SDK clients (alibabacloud-cas20200407,
 alibabacloud-alidns20150109) exactly as a user's script would, so the SDK's own
-signing and its response models check the simulator. Exits non-zero on the first
-mismatch; prints one line per check.
+signing and its response models check the simulator. Every certificate and key
+the simulator hands out is also loaded with python-cryptography, whose DER parser
+is strict (it refuses, say, an explicitly encoded default value). Exits non-zero
+on the first mismatch; prints one line per check.
 """
 
 import sys
+import urllib.request
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 
 from alibabacloud_tea_openapi.models import Config
 from alibabacloud_cas20200407.client import Client as CasClient
@@ -28,6 +34,24 @@ def check(cond, what):
         sys.exit(1)
     checks += 1
     print(f"ok: {what}", flush=True)
+
+
+def strict_certs(pem, what, count):
+    """Loads every certificate of a PEM bundle and parses each extension."""
+    try:
+        certs = x509.load_pem_x509_certificates(pem.encode())
+        for c in certs:
+            for ext in c.extensions:
+                ext.value
+        error = "" if len(certs) == count else f" (found {len(certs)})"
+    except Exception as e:  # cryptography raises ValueError with the parse error
+        certs, error = [], f" ({e!r})"
+    check(len(certs) == count, f"{what}: python-cryptography loads {count} certificate(s) strictly{error}")
+    return certs
+
+
+def spki(public_key):
+    return public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 def config(secret_value, algorithm=None):
@@ -63,6 +87,16 @@ for algorithm, orders in ((None, 2), ("v2", 3)):  # the first pass renews one
     if algorithm is None:
         state = client.describe_certificate_state(cas.DescribeCertificateStateRequest(order_id=www.order_id))
         check(state.body.type == "certificate" and "BEGIN CERTIFICATE" in state.body.certificate, "describe of an issued order returns its certificate")
+        leaf = strict_certs(state.body.certificate, "DescribeCertificateState Certificate", 2)[0]
+        key = load_pem_private_key(state.body.private_key.encode(), password=None)
+        check(spki(key.public_key()) == spki(leaf.public_key()), "python-cryptography loads the PrivateKey CAS made, and it is the leaf's")
+        www_cert = next(c for c in certs.body.certificate_order_list if c.common_name == "www.example.com")
+        original = client.get_user_certificate_detail(cas.GetUserCertificateDetailRequest(cert_id=www_cert.certificate_id)).body
+        strict_certs(original.cert, "GetUserCertificateDetail Cert", 2)
+        key = load_pem_private_key(original.key.encode(), password=None)
+        check(spki(key.public_key()) == spki(leaf.public_key()), "GetUserCertificateDetail Key loads and is the leaf's")
+        root = urllib.request.urlopen(f"http://{endpoint}/_sim/ca.pem", timeout=10).read().decode()
+        strict_certs(root, "/_sim/ca.pem", 1)
 
         renewed = client.renew_certificate_order_for_package_request(
             cas.RenewCertificateOrderForPackageRequestRequest(order_id=www.order_id, csr=csr)
@@ -78,8 +112,10 @@ for algorithm, orders in ((None, 2), ("v2", 3)):  # the first pass renews one
         check(states == ["payed", "process", "certificate"], f"renewal goes {states}")
         check(s.private_key in (None, ""), "no PrivateKey when we sent a CSR")
         check(s.certificate.count("BEGIN CERTIFICATE") == 2, "certificate comes with its chain")
+        strict_certs(s.certificate, "renewed DescribeCertificateState Certificate", 2)
         detail = client.get_user_certificate_detail(cas.GetUserCertificateDetailRequest(cert_id=int(s.cert_id)))
         check(detail.body.order_id == new_id and "BEGIN CERTIFICATE" in detail.body.cert, "GetUserCertificateDetail parses")
+        strict_certs(detail.body.cert, "renewed GetUserCertificateDetail Cert", 2)
 
     d = DnsClient(config(secret, algorithm))
     added = d.add_domain_record(dns.AddDomainRecordRequest(domain_name="example.com", rr=f"_dnsauth.sdk{checks}", type="TXT", value="token-1"))
