@@ -6,6 +6,7 @@
 //! spends quota twice: a renew call whose outcome is unknown is reconciled by
 //! looking for the order it may have created before anything is called again.
 
+pub mod discover;
 pub mod plan;
 pub mod validation;
 
@@ -25,11 +26,12 @@ use crate::cas::client::ApiError;
 use crate::cas::credentials::CredentialsProvider;
 use crate::cas::dns::Dns;
 use crate::config::{CertificateConfig, Config, OutputConfig};
-use crate::domain::{ControlsEscaped, Domain, Escaped};
+use crate::domain::ControlsEscaped;
 use crate::hooks::{self, HookContext};
 use crate::metrics::Metrics;
 use crate::pki::{self, CertInfo, Chain, Expectations, Key, PkiError};
 use crate::store::{self, CertificateFiles, FileSpec, Journal, JournalPhase, StateDir, StoreError};
+pub use discover::{BlockedTarget, Targets, child_dir, discovered_names};
 use plan::{Action, Plan, PlanInput};
 use validation::Published;
 
@@ -169,84 +171,29 @@ fn new_attempt_id() -> String {
     hex::encode(rand::random::<[u8; 6]>())
 }
 
-/// A name and output directory for a domain found by `discover`: `www.example.com`
-/// becomes name `www_example_com`, directory `www.example.com`; `*.example.com`
-/// becomes `wildcard_example_com`, directory `_wildcard.example.com`. Only a
-/// checked [`Domain`] gets here, so the directory is one plain path component
-/// (no `/`, never `.` or `..`). Two domains can still share a name (`*.x.com` and
-/// `wildcard.x.com`): [`Engine::targets`] blocks both rather than pick one.
-pub fn discovered_names(domain: &Domain) -> (String, String) {
-    match domain.wildcard_base() {
-        Some(base) => (
-            format!("wildcard_{}", base.replace('.', "_")),
-            format!("_wildcard.{base}"),
-        ),
-        None => (
-            domain.as_str().replace('.', "_"),
-            domain.as_str().to_owned(),
-        ),
+/// The report line of a blocked discovered domain.
+fn blocked_report(b: &BlockedTarget, dry_run: bool) -> CertReport {
+    CertReport {
+        name: b.name.clone(),
+        domain: b.domain.clone(),
+        plan: Plan {
+            cert: b.name.clone(),
+            action: Action::Blocked,
+            reason: b.reason.clone(),
+        },
+        outcome: if dry_run {
+            Outcome::Planned
+        } else {
+            Outcome::Blocked
+        },
+        message: b.reason.clone(),
+        order_id: None,
+        not_after: None,
+        previous_not_after: None,
+        files: vec![],
+        renew_calls: 0,
+        served_matches_disk: None,
     }
-}
-
-/// `output_root/dir`, when `dir` is exactly one normal path component, so the
-/// result is a direct child of `output_root`; `None` for anything else.
-pub fn child_dir(output_root: &Path, dir: &str) -> Option<PathBuf> {
-    let mut parts = Path::new(dir).components();
-    let one_normal = matches!(parts.next(), Some(std::path::Component::Normal(c)) if c == dir)
-        && parts.next().is_none();
-    let path = output_root.join(dir);
-    (one_normal && path.parent() == Some(output_root)).then_some(path)
-}
-
-/// Longest directory name (and so certificate name) a discovered domain may
-/// give: the journal, key and issued files add up to 17 octets to the name, and
-/// a file name holds at most 255.
-const MAX_DISCOVERED_DIR: usize = 235;
-
-/// A discovered domain that is not managed until the operator decides: its name
-/// or directory collides with another certificate's.
-#[derive(Debug, Clone, Serialize)]
-pub struct BlockedTarget {
-    /// `discovered:` and the domain: unlike a certificate name, it cannot collide.
-    pub name: String,
-    pub domain: String,
-    /// The directory the domain would have had.
-    pub dir: PathBuf,
-    pub reason: String,
-}
-
-impl BlockedTarget {
-    fn report(&self, dry_run: bool) -> CertReport {
-        CertReport {
-            name: self.name.clone(),
-            domain: self.domain.clone(),
-            plan: Plan {
-                cert: self.name.clone(),
-                action: Action::Blocked,
-                reason: self.reason.clone(),
-            },
-            outcome: if dry_run {
-                Outcome::Planned
-            } else {
-                Outcome::Blocked
-            },
-            message: self.reason.clone(),
-            order_id: None,
-            not_after: None,
-            previous_not_after: None,
-            files: vec![],
-            renew_calls: 0,
-            served_matches_disk: None,
-        }
-    }
-}
-
-/// What a pass manages: configured certificates and usable discovered ones, and
-/// the discovered domains that are blocked.
-#[derive(Debug, Clone, Default)]
-pub struct Targets {
-    pub certs: Vec<CertificateConfig>,
-    pub blocked: Vec<BlockedTarget>,
 }
 
 /// The plans of a pass, and the discovered domains it cannot act on.
@@ -317,126 +264,10 @@ impl Engine {
             .await
     }
 
-    /// Configured certificates, then one per discovered domain not configured.
-    ///
-    /// A domain from CAS is checked before it can name anything: an invalid one is
-    /// skipped with a warning (escaped: it may hold anything), and a valid one whose
-    /// name or directory another certificate already uses is blocked, never
-    /// silently dropped or allowed to share a journal or directory.
+    /// Configured certificates, then the usable discovered ones; and the
+    /// discovered domains that are blocked.
     pub fn targets(&self, orders: &[CertificateOrder]) -> Targets {
-        let mut out = Targets {
-            certs: self.cfg.certificates.clone(),
-            blocked: vec![],
-        };
-        let Some(d) = &self.cfg.discover else {
-            return out;
-        };
-        let kw = d.keyword.to_ascii_lowercase();
-        let mut found = std::collections::BTreeSet::new();
-        let mut invalid = std::collections::BTreeMap::new();
-        for raw in orders.iter().filter_map(CertificateOrder::domain_name) {
-            if !raw.to_ascii_lowercase().contains(&kw) {
-                continue;
-            }
-            match Domain::parse(raw) {
-                Ok(dom) => {
-                    found.insert(dom);
-                }
-                Err(e) => {
-                    invalid.insert(raw.to_owned(), e);
-                }
-            }
-        }
-        for (raw, e) in &invalid {
-            warn!(domain = %Escaped(raw), error = %e, "discovered domain is not a valid domain name; it is not managed");
-        }
-        let configured = &self.cfg.certificates;
-        let candidates: Vec<(Domain, String, String)> = found
-            .into_iter()
-            .filter(|dom| !configured.iter().any(|c| c.domain == dom.as_str()))
-            .map(|dom| {
-                let (name, dir) = discovered_names(&dom);
-                (dom, name, dir)
-            })
-            .collect();
-        for (domain, name, dir) in &candidates {
-            let path = child_dir(&d.output_root, dir);
-            let mut why = Vec::new();
-            if path.is_none() {
-                why.push(format!(
-                    "its directory {dir:?} is not a plain name under {}",
-                    d.output_root.display()
-                ));
-            }
-            if dir.len() > MAX_DISCOVERED_DIR {
-                why.push(format!(
-                    "its directory name is {} octets long; at most {MAX_DISCOVERED_DIR} fit the state files",
-                    dir.len()
-                ));
-            }
-            for c in configured {
-                if c.name == *name {
-                    why.push(format!(
-                        "its certificate name {name} is the configured certificate {name}'s (domain {})",
-                        c.domain
-                    ));
-                }
-                if path.as_ref() == Some(&c.output.dir) {
-                    why.push(format!(
-                        "its directory {} is the configured certificate {}'s",
-                        c.output.dir.display(),
-                        c.name
-                    ));
-                }
-            }
-            for (other, other_name, other_dir) in &candidates {
-                if other == domain {
-                    continue;
-                }
-                if other_name == name {
-                    why.push(format!(
-                        "discovered domain {other} maps to the same certificate name {name}"
-                    ));
-                }
-                if other_dir == dir {
-                    why.push(format!(
-                        "discovered domain {other} maps to the same directory {dir}"
-                    ));
-                }
-            }
-            match path {
-                Some(path) if why.is_empty() => out.certs.push(CertificateConfig {
-                    name: name.clone(),
-                    domain: domain.to_string(),
-                    output: OutputConfig {
-                        dir: path,
-                        owner: None,
-                        group: None,
-                        key_mode: 0o600,
-                        cert_mode: 0o644,
-                        keep: 5,
-                    },
-                    key: self.cfg.defaults.key.clone(),
-                    validation: self.cfg.defaults.validation.clone(),
-                    reload: self.cfg.defaults.reload.clone(),
-                    verify: None,
-                }),
-                _ => {
-                    let reason = format!(
-                        "discovered domain {domain} is not managed: {}; configure it (and any domain it collides with) under `certificates` with its own name and output.dir",
-                        why.join("; ")
-                    );
-                    warn!(domain = %domain, name = %name, "{reason}");
-                    out.blocked.push(BlockedTarget {
-                        name: format!("discovered:{domain}"),
-                        domain: domain.to_string(),
-                        dir: d.output_root.join(dir),
-                        reason,
-                    });
-                }
-            }
-        }
-        out
+        discover::targets(&self.cfg, orders)
     }
 
     fn read_journal(&self, name: &str) -> Result<Journal, StoreError> {
@@ -535,7 +366,7 @@ impl Engine {
                     renew_calls: 0,
                     served_matches_disk: None,
                 })
-                .chain(blocked.iter().map(|b| b.report(true)))
+                .chain(blocked.iter().map(|b| blocked_report(b, true)))
                 .collect();
             return Ok(PassReport {
                 certs,
@@ -585,7 +416,7 @@ impl Engine {
         self.verify_served(&state, &certs, &mut report).await;
         self.metrics.refresh_disk(&certs);
         for b in &blocked {
-            report.certs.push(b.report(false));
+            report.certs.push(blocked_report(b, false));
             self.metrics
                 .ready
                 .with_label_values(&[b.name.as_str()])
@@ -1520,56 +1351,5 @@ impl PassReport {
             ));
         }
         s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dom(s: &str) -> Domain {
-        Domain::parse(s).expect("valid domain")
-    }
-
-    #[test]
-    fn discovered_domains_get_safe_names_and_directories() {
-        assert_eq!(
-            discovered_names(&dom("www.example.com")),
-            ("www_example_com".to_owned(), "www.example.com".to_owned())
-        );
-        assert_eq!(
-            discovered_names(&dom("*.Example.com")),
-            (
-                "wildcard_example_com".to_owned(),
-                "_wildcard.example.com".to_owned()
-            )
-        );
-        // The old naming stripped every leading `wildcard_`, so this became
-        // `wildcard_example_com` too.
-        assert_eq!(
-            discovered_names(&dom("*.wildcard.example.com")).0,
-            "wildcard_wildcard_example_com"
-        );
-        // The one pair of valid domains that share a name (blocked by `targets`).
-        assert_eq!(
-            discovered_names(&dom("*.example.com")).0,
-            discovered_names(&dom("wildcard.example.com")).0
-        );
-    }
-
-    #[test]
-    fn child_dir_is_a_direct_child_or_nothing() {
-        let root = Path::new("/srv/out");
-        assert_eq!(
-            child_dir(root, "www.example.com"),
-            Some(PathBuf::from("/srv/out/www.example.com"))
-        );
-        assert_eq!(
-            child_dir(root, "_wildcard.example.com"),
-            Some(PathBuf::from("/srv/out/_wildcard.example.com"))
-        );
-        for bad in ["", ".", "..", "a/b", "a/../..", "/etc", "./x", "x/"] {
-            assert_eq!(child_dir(root, bad), None, "{bad:?}");
-        }
     }
 }
