@@ -126,13 +126,13 @@ pub fn targets(cfg: &Config, orders: &[CertificateOrder]) -> Targets {
         for c in configured {
             if c.name == *name {
                 why.push(format!(
-                    "its certificate name {name} is the configured certificate {name}'s (domain {})",
+                    "its certificate name {name} is already the name of the configured certificate for {}",
                     c.domain
                 ));
             }
             if path.as_ref() == Some(&c.output.dir) {
                 why.push(format!(
-                    "its directory {} is the configured certificate {}'s",
+                    "its directory {} is already the output.dir of the configured certificate {}",
                     c.output.dir.display(),
                     c.name
                 ));
@@ -236,5 +236,130 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a/../..", "/etc", "./x", "x/"] {
             assert_eq!(child_dir(root, bad), None, "{bad:?}");
         }
+    }
+
+    fn orders(domains: &[&str]) -> Vec<CertificateOrder> {
+        domains
+            .iter()
+            .map(|d| CertificateOrder {
+                domain: Some((*d).to_owned()),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn config(certs: &str) -> Config {
+        Config::parse(
+            &format!("discover: {{ keyword: example, output_root: /srv/out }}\n{certs}"),
+            Path::new("t.yaml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn names(t: &Targets) -> (Vec<&str>, Vec<&str>) {
+        (
+            t.certs.iter().map(|c| c.name.as_str()).collect(),
+            t.blocked.iter().map(|b| b.name.as_str()).collect(),
+        )
+    }
+
+    #[test]
+    fn invalid_domains_are_skipped_and_never_take_a_valid_ones_name() {
+        let t = targets(
+            &config(""),
+            &orders(&[
+                "www example.com",
+                "WWW.Example.com",
+                "www.example.com",
+                "..",
+                "example/../..",
+                "bücher.example",
+                "xn--bcher-kva.example",
+                "other.org",
+            ]),
+        );
+        assert_eq!(
+            names(&t),
+            (vec!["www_example_com", "xn--bcher-kva_example"], vec![])
+        );
+        let dirs: Vec<&Path> = t.certs.iter().map(|c| c.output.dir.as_path()).collect();
+        assert_eq!(
+            dirs,
+            [
+                Path::new("/srv/out/www.example.com"),
+                Path::new("/srv/out/xn--bcher-kva.example")
+            ]
+        );
+        assert_eq!(t.certs[0].domain, "www.example.com");
+    }
+
+    #[test]
+    fn collisions_block_every_party_but_a_configured_certificate() {
+        let t = targets(
+            &config(
+                "certificates:\n  - { name: www_example_com, domain: api.example.com, output: { dir: /srv/api } }\n  - { name: shop, domain: shop.example.com, output: { dir: /srv/out/mail.example.com } }\n",
+            ),
+            &orders(&[
+                "*.example.com",
+                "wildcard.example.com",
+                "www.example.com",
+                "mail.example.com",
+                "shop.example.com",
+                "api.example.com",
+                "ok.example.com",
+                "*.wildcard.example.com",
+            ]),
+        );
+        assert_eq!(
+            names(&t),
+            (
+                vec![
+                    "www_example_com",
+                    "shop",
+                    "wildcard_wildcard_example_com",
+                    "ok_example_com"
+                ],
+                vec![
+                    "discovered:*.example.com",
+                    "discovered:mail.example.com",
+                    "discovered:wildcard.example.com",
+                    "discovered:www.example.com",
+                ]
+            )
+        );
+        let reason = |n: &str| {
+            t.blocked
+                .iter()
+                .find(|b| b.name == n)
+                .map(|b| b.reason.as_str())
+                .unwrap_or_default()
+        };
+        assert!(
+            reason("discovered:*.example.com").contains(
+                "discovered domain wildcard.example.com maps to the same certificate name wildcard_example_com"
+            ),
+            "{t:?}"
+        );
+        assert!(
+            reason("discovered:www.example.com")
+                .contains("the configured certificate for api.example.com"),
+            "{t:?}"
+        );
+        assert!(
+            reason("discovered:mail.example.com")
+                .contains("output.dir of the configured certificate shop"),
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn a_domain_too_long_for_the_state_files_is_blocked() {
+        // Valid (253 octets) but its journal file name would exceed 255.
+        let long = format!("{0}.{0}.{0}.{1}", "a".repeat(63), "a".repeat(53));
+        let long = format!("{long}.example");
+        assert_eq!(long.len(), 253);
+        let t = targets(&config(""), &orders(&[&long]));
+        assert!(t.certs.is_empty(), "{t:?}");
+        assert!(t.blocked[0].reason.contains("253 octets long"), "{t:?}");
     }
 }
