@@ -858,21 +858,6 @@ fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-fn is_valid_domain(domain: &str) -> bool {
-    let d = domain.strip_prefix("*.").unwrap_or(domain);
-    !d.is_empty()
-        && d.len() <= 253
-        && d.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
 /// Parses a schedule the way the scheduler will (tokio-cron-scheduler's croner
 /// settings: six fields, seconds first; day-of-month and day-of-week both apply).
 pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
@@ -1294,11 +1279,15 @@ fn validate(raw: RawConfig, source: &Path) -> Result<Config, ConfigError> {
             names.insert(name.clone(), c.name.referenced);
         }
         let domain = c.domain.value.trim().to_ascii_lowercase();
-        if !is_valid_domain(&domain) {
+        // The same check as for a domain CAS reports (`discover`).
+        if let Err(e) = crate::domain::Domain::parse(&domain) {
             p.at(
                 c.domain.referenced,
                 format!("{key}.domain"),
-                format!("{:?} is not a valid domain name", c.domain.value),
+                format!(
+                    "\"{}\" is not a valid domain name: it {e}",
+                    crate::domain::Escaped(&c.domain.value)
+                ),
             );
         }
         let (dir, dir_loc) = match &c.output.dir {

@@ -1,9 +1,13 @@
 //! Rendering of `cas-renewd list`: one row per order, as an aligned table or JSON.
+//!
+//! Domains come from CAS as they are: the table escapes them (one row stays one
+//! line, no terminal control), JSON keeps them exact (its encoder escapes).
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
 use crate::cas::api::CertificateOrder;
+use crate::domain::escape;
 
 /// One line of `list`. Field order is the JSON key order; keep it stable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,18 +53,18 @@ pub fn rows(orders: &[CertificateOrder], now: DateTime<Utc>) -> Vec<Row> {
     rows.into_iter().map(|(_, r)| r).collect()
 }
 
-/// An aligned text table with a header line.
+/// An aligned text table with a header line; every text cell is escaped.
 pub fn table(rows: &[Row]) -> String {
     let header = ["DOMAIN", "ORDER ID", "STATUS", "EXPIRES (UTC)", "DAYS LEFT"];
     let cells: Vec<[String; 5]> = rows
         .iter()
         .map(|r| {
             [
-                r.domain.clone(),
+                escape(&r.domain),
                 r.order_id
                     .or(r.certificate_id)
                     .map_or_else(|| "-".into(), |i| i.to_string()),
-                r.status.clone(),
+                escape(&r.status),
                 r.not_after.as_deref().map_or_else(
                     || "-".into(),
                     |t| t.replace('T', " ").trim_end_matches('Z').to_owned(),
@@ -158,5 +162,36 @@ mod tests {
             json.starts_with(r#"{"domain":"a.example.com","order_id":1,"#),
             "{json}"
         );
+    }
+
+    #[test]
+    fn hostile_domains_stay_on_one_escaped_line() {
+        let now = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("date");
+        let r = rows(
+            &[
+                order("evil\x1b[2J\nfake.example.com  999  ISSUED", 1, None),
+                order("ok.example.com", 2, None),
+                order("b\u{fc}cher.example\r", 3, None),
+            ],
+            now,
+        );
+        let t = table(&r);
+        assert!(!t.contains('\x1b') && !t.contains('\r'), "{t:?}");
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(lines[1].starts_with("b\\u{fc}cher.example\\r  "), "{t}");
+        assert!(
+            lines[2].starts_with("evil\\x1b[2J\\nfake.example.com  999  ISSUED  1 "),
+            "{t}"
+        );
+        let col = lines[0].find("ORDER ID").expect("header");
+        assert_eq!(&lines[2][col..col + 2], "1 ", "{t}");
+        assert_eq!(&lines[3][col..col + 2], "2 ", "{t}");
+        // JSON keeps the exact name; its encoder escapes it.
+        let json = serde_json::to_string(&r[1]).expect("json");
+        assert!(json.contains(r#"evil\u001b[2J\nfake"#), "{json}");
     }
 }

@@ -180,6 +180,7 @@ fn init_plain_logging(default_level: &str) {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        .fmt_fields(cas_renewd::logfmt::EscapingFields)
         .with_ansi(false)
         .init();
 }
@@ -285,7 +286,11 @@ fn init_logging(cfg: &Config) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match cfg.log.format {
-        LogFormat::Text => builder.with_ansi(false).init(),
+        // JSON escapes control characters itself; text needs the escaping formatter.
+        LogFormat::Text => builder
+            .fmt_fields(cas_renewd::logfmt::EscapingFields)
+            .with_ansi(false)
+            .init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

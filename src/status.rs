@@ -4,7 +4,8 @@
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::renew::{Engine, PassOptions, installed_leaf};
+use crate::domain::{ControlsEscaped, Escaped};
+use crate::renew::{Engine, PassOptions, Plans, installed_leaf};
 use crate::store::StateDir;
 
 /// One managed certificate. Field order is the JSON key order; keep it stable.
@@ -33,12 +34,18 @@ pub struct StatusRow {
 /// Reads disk and journals; asks CAS for the plan, and says so when it cannot.
 pub async fn collect(engine: &Engine) -> Vec<StatusRow> {
     let cfg = engine.config();
-    let (plans, api_error) = match engine.inventory().await {
+    let (
+        Plans {
+            certs: plans,
+            blocked,
+        },
+        api_error,
+    ) = match engine.inventory().await {
         Ok(orders) => match engine.plans(&orders, &PassOptions::default()) {
             Ok(p) => (p, None),
-            Err(e) => (vec![], Some(e.to_string())),
+            Err(e) => (Plans::default(), Some(e.to_string())),
         },
-        Err(e) => (vec![], Some(e.to_string())),
+        Err(e) => (Plans::default(), Some(e.to_string())),
     };
     let mut certs: Vec<_> = plans.iter().map(|(c, _)| c.clone()).collect();
     if certs.is_empty() {
@@ -90,12 +97,36 @@ pub async fn collect(engine: &Engine) -> Vec<StatusRow> {
                 last_error: j.last_error.clone(),
             }
         })
+        .chain(blocked.into_iter().map(|b| StatusRow {
+            name: b.name,
+            domain: b.domain,
+            dir: b.dir.display().to_string(),
+            not_after: None,
+            days_left: None,
+            serial: None,
+            sha256: None,
+            served_matches_disk: None,
+            order_id: None,
+            phase: "-".into(),
+            reload_pending: vec![],
+            next_action: "blocked".into(),
+            reason: b.reason,
+            last_success: None,
+            last_error: None,
+        }))
         .collect()
 }
 
+/// One line per certificate: text that may come from CAS or a hook (the reason)
+/// is escaped so that it cannot break the layout.
 pub fn table(rows: &[StatusRow]) -> String {
     let mut s = String::new();
-    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    let w = rows
+        .iter()
+        .map(|r| Escaped(&r.name).to_string().chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     s.push_str(&format!(
         "{:<w$}  {:<22}  {:<10}  {:<9}  {:<15}  {}\n",
         "NAME", "EXPIRES (UTC)", "DAYS LEFT", "ORDER", "PHASE", "NEXT"
@@ -103,14 +134,56 @@ pub fn table(rows: &[StatusRow]) -> String {
     for r in rows {
         s.push_str(&format!(
             "{:<w$}  {:<22}  {:<10}  {:<9}  {:<15}  {}: {}\n",
-            r.name,
+            Escaped(&r.name).to_string(),
             r.not_after.as_deref().unwrap_or("-"),
             r.days_left.map_or("-".into(), |d| d.to_string()),
             r.order_id.map_or("-".into(), |o| o.to_string()),
             r.phase,
             r.next_action,
-            r.reason
+            ControlsEscaped(&r.reason)
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, reason: &str) -> StatusRow {
+        StatusRow {
+            name: name.into(),
+            domain: "www.example.com".into(),
+            dir: "/out".into(),
+            not_after: None,
+            days_left: None,
+            serial: None,
+            sha256: None,
+            served_matches_disk: None,
+            order_id: Some(7),
+            phase: "idle".into(),
+            reload_pending: vec![],
+            next_action: "nothing".into(),
+            reason: reason.into(),
+            last_success: None,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn a_multi_line_reason_keeps_one_line_per_certificate() {
+        let t = table(&[
+            row("www", "CAS said:\nline two\r\x1b[2Jcleared"),
+            row("discovered:*.example.com", "ok"),
+        ]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(!t.contains('\x1b') && !t.contains('\r'), "{t:?}");
+        assert!(
+            lines[1].ends_with("nothing: CAS said:\\nline two\\r\\x1b[2Jcleared"),
+            "{t}"
+        );
+        let col = lines[0].find("EXPIRES").expect("header");
+        assert!(lines[1..].iter().all(|l| l[col..].starts_with("- ")), "{t}");
+    }
 }

@@ -398,3 +398,28 @@ fn cron_next_fires_are_computed() {
         ["2026-11-28T03:17:00+00:00", "2026-11-29T03:17:00+00:00"]
     );
 }
+
+#[test]
+fn configured_domains_get_the_same_check_as_discovered_ones() {
+    for (domain, why) in [
+        ("\"bücher.example\"", "punycode"),
+        ("\"a/../b.example\"", "holds the character '/'"),
+        ("\"www example.com\"", "holds the character ' '"),
+        ("\"-x.example\"", "starts or ends with a hyphen"),
+        ("\"example.com.\"", "trailing dot"),
+    ] {
+        let p = one_problem(&format!(
+            "certificates:\n  - name: www\n    domain: {domain}\n"
+        ));
+        assert_eq!(p.key, "certificates[0].domain", "{domain}");
+        assert!(p.message.contains(why), "{domain}: {}", p.message);
+        assert!(
+            p.message.contains("is not a valid domain name"),
+            "{}",
+            p.message
+        );
+    }
+    let cfg = parse("certificates:\n  - name: www\n    domain: xn--bcher-kva.Example\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.certificates[0].domain, "xn--bcher-kva.example");
+}

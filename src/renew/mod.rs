@@ -6,6 +6,7 @@
 //! spends quota twice: a renew call whose outcome is unknown is reconciled by
 //! looking for the order it may have created before anything is called again.
 
+pub mod discover;
 pub mod plan;
 pub mod validation;
 
@@ -25,10 +26,12 @@ use crate::cas::client::ApiError;
 use crate::cas::credentials::CredentialsProvider;
 use crate::cas::dns::Dns;
 use crate::config::{CertificateConfig, Config, OutputConfig};
+use crate::domain::ControlsEscaped;
 use crate::hooks::{self, HookContext};
 use crate::metrics::Metrics;
 use crate::pki::{self, CertInfo, Chain, Expectations, Key, PkiError};
 use crate::store::{self, CertificateFiles, FileSpec, Journal, JournalPhase, StateDir, StoreError};
+pub use discover::{BlockedTarget, Targets, child_dir, discovered_names};
 use plan::{Action, Plan, PlanInput};
 use validation::Published;
 
@@ -168,31 +171,36 @@ fn new_attempt_id() -> String {
     hex::encode(rand::random::<[u8; 6]>())
 }
 
-/// A name and output directory for a domain found by `discover`:
-/// `*.example.com` becomes name `wildcard_example_com`, directory `_wildcard.example.com`.
-pub fn discovered_names(domain: &str) -> (String, String) {
-    let d = domain.to_ascii_lowercase();
-    let dir = match d.strip_prefix("*.") {
-        Some(rest) => format!("_wildcard.{rest}"),
-        None => d.clone(),
-    };
-    let dir: String = dir
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let name = dir.trim_start_matches('_').replace('.', "_");
-    let name = if d.starts_with("*.") {
-        format!("wildcard_{}", name.trim_start_matches("wildcard_"))
-    } else {
-        name
-    };
-    (name, dir)
+/// The report line of a blocked discovered domain.
+fn blocked_report(b: &BlockedTarget, dry_run: bool) -> CertReport {
+    CertReport {
+        name: b.name.clone(),
+        domain: b.domain.clone(),
+        plan: Plan {
+            cert: b.name.clone(),
+            action: Action::Blocked,
+            reason: b.reason.clone(),
+        },
+        outcome: if dry_run {
+            Outcome::Planned
+        } else {
+            Outcome::Blocked
+        },
+        message: b.reason.clone(),
+        order_id: None,
+        not_after: None,
+        previous_not_after: None,
+        files: vec![],
+        renew_calls: 0,
+        served_matches_disk: None,
+    }
+}
+
+/// The plans of a pass, and the discovered domains it cannot act on.
+#[derive(Debug, Clone, Default)]
+pub struct Plans {
+    pub certs: Vec<(CertificateConfig, Plan)>,
+    pub blocked: Vec<BlockedTarget>,
 }
 
 /// Reads the installed leaf of `out`, if there is one that parses.
@@ -256,47 +264,10 @@ impl Engine {
             .await
     }
 
-    /// Configured certificates, then one per discovered domain not configured.
-    pub fn targets(&self, orders: &[CertificateOrder]) -> Vec<CertificateConfig> {
-        let mut out = self.cfg.certificates.clone();
-        if let Some(d) = &self.cfg.discover {
-            let kw = d.keyword.to_ascii_lowercase();
-            let mut domains: Vec<String> = orders
-                .iter()
-                .filter_map(|o| o.domain_name().map(str::to_ascii_lowercase))
-                .filter(|dom| dom.contains(&kw))
-                .collect();
-            domains.sort();
-            domains.dedup();
-            for domain in domains {
-                if out.iter().any(|c| c.domain == domain) {
-                    continue;
-                }
-                let (name, dir) = discovered_names(&domain);
-                if out.iter().any(|c| c.name == name) {
-                    warn!(domain = %domain, name = %name, "discovered domain clashes with a configured name; skipped");
-                    continue;
-                }
-                out.push(CertificateConfig {
-                    name,
-                    domain,
-                    output: OutputConfig {
-                        dir: d.output_root.join(dir),
-                        owner: None,
-                        group: None,
-                        key_mode: 0o600,
-                        cert_mode: 0o644,
-                        keep: 5,
-                        allow_insecure_dir: false,
-                    },
-                    key: self.cfg.defaults.key.clone(),
-                    validation: self.cfg.defaults.validation.clone(),
-                    reload: self.cfg.defaults.reload.clone(),
-                    verify: None,
-                });
-            }
-        }
-        out
+    /// Configured certificates, then the usable discovered ones; and the
+    /// discovered domains that are blocked.
+    pub fn targets(&self, orders: &[CertificateOrder]) -> Targets {
+        discover::targets(&self.cfg, orders)
     }
 
     fn read_journal(&self, name: &str) -> Result<Journal, StoreError> {
@@ -338,23 +309,31 @@ impl Engine {
         })
     }
 
-    /// The plan for every target, without acting.
+    /// The plan for every target, without acting, and the blocked discoveries.
     pub fn plans(
         &self,
         orders: &[CertificateOrder],
         opts: &PassOptions,
-    ) -> Result<Vec<(CertificateConfig, Plan)>, EngineError> {
-        let mut out = Vec::new();
-        for cert in self.targets(orders) {
-            if opts.only.as_deref().is_some_and(|o| o != cert.name) {
+    ) -> Result<Plans, EngineError> {
+        let wanted = |name: &str| opts.only.as_deref().is_none_or(|o| o == name);
+        let targets = self.targets(orders);
+        let mut out = Plans::default();
+        for cert in targets.certs {
+            if !wanted(&cert.name) {
                 continue;
             }
             let journal = self.read_journal(&cert.name)?;
             let p = self.plan_one(&cert, orders, &journal, opts.force);
-            out.push((cert, p));
+            out.certs.push((cert, p));
         }
+        out.blocked = targets
+            .blocked
+            .into_iter()
+            .filter(|b| wanted(&b.name))
+            .collect();
         if let Some(only) = &opts.only
-            && out.is_empty()
+            && out.certs.is_empty()
+            && out.blocked.is_empty()
         {
             return Err(EngineError::Other(format!(
                 "no certificate named {only:?} (configured or discovered)"
@@ -367,7 +346,10 @@ impl Engine {
     /// then the reload hooks once each, then the served-certificate checks.
     pub async fn pass(self: &Arc<Self>, opts: &PassOptions) -> Result<PassReport, EngineError> {
         let orders = self.inventory().await?;
-        let plans = self.plans(&orders, opts)?;
+        let Plans {
+            certs: plans,
+            blocked,
+        } = self.plans(&orders, opts)?;
         if opts.dry_run {
             let certs = plans
                 .into_iter()
@@ -384,6 +366,7 @@ impl Engine {
                     renew_calls: 0,
                     served_matches_disk: None,
                 })
+                .chain(blocked.iter().map(|b| blocked_report(b, true)))
                 .collect();
             return Ok(PassReport {
                 certs,
@@ -432,6 +415,13 @@ impl Engine {
         self.run_hooks(&state, &certs, &mut report).await;
         self.verify_served(&state, &certs, &mut report).await;
         self.metrics.refresh_disk(&certs);
+        for b in &blocked {
+            report.certs.push(blocked_report(b, false));
+            self.metrics
+                .ready
+                .with_label_values(&[b.name.as_str()])
+                .set(0.0);
+        }
         self.metrics.record_pass(&report);
         Ok(report)
     }
@@ -1330,9 +1320,12 @@ impl PassReport {
                 }
                 .to_owned()
             };
+            // A message may quote CAS or a hook: one line per certificate regardless.
             s.push_str(&format!(
                 "{:<width$}  {:<22}  {}\n",
-                c.name, what, c.message
+                c.name,
+                what,
+                ControlsEscaped(&c.message)
             ));
             match c.served_matches_disk {
                 Some(true) => s.push_str(&format!(
@@ -1359,32 +1352,5 @@ impl PassReport {
             ));
         }
         s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn discovered_domains_get_safe_names_and_directories() {
-        assert_eq!(
-            discovered_names("www.example.com"),
-            ("www_example_com".to_owned(), "www.example.com".to_owned())
-        );
-        assert_eq!(
-            discovered_names("*.Example.com"),
-            (
-                "wildcard_example_com".to_owned(),
-                "_wildcard.example.com".to_owned()
-            )
-        );
-        let (name, dir) = discovered_names("a/b..c");
-        assert!(!dir.contains('/'), "{dir}");
-        assert!(
-            name.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'),
-            "{name}"
-        );
     }
 }
