@@ -769,16 +769,24 @@ mod tests {
                 && s.uri.is_none()
                 && s.content.is_none()
         );
-        assert_eq!(s.certificate.as_deref(), Some("-----BEGIN CERTIFICATE-----"));
+        assert_eq!(
+            s.certificate.as_deref(),
+            Some("-----BEGIN CERTIFICATE-----")
+        );
         // Blank (whitespace) counts as empty; a real value is kept and redacted.
-        let s: CertificateStateResponse =
-            serde_json::from_str(r#"{"Type": "certificate", "PrivateKey": " \n", "Certificate": null}"#)
-                .expect("parses");
+        let s: CertificateStateResponse = serde_json::from_str(
+            r#"{"Type": "certificate", "PrivateKey": " \n", "Certificate": null}"#,
+        )
+        .expect("parses");
         assert!(s.private_key.is_none() && s.certificate.is_none());
-        let s: CertificateStateResponse =
-            serde_json::from_str(r#"{"Type": "certificate", "PrivateKey": "-----BEGIN RSA PRIVATE KEY-----x"}"#)
-                .expect("parses");
-        assert!(s.private_key.is_some_and(|k| k.expose().starts_with("-----BEGIN")));
+        let s: CertificateStateResponse = serde_json::from_str(
+            r#"{"Type": "certificate", "PrivateKey": "-----BEGIN RSA PRIVATE KEY-----x"}"#,
+        )
+        .expect("parses");
+        assert!(
+            s.private_key
+                .is_some_and(|k| k.expose().starts_with("-----BEGIN"))
+        );
     }
 
     #[test]
@@ -796,7 +804,8 @@ mod tests {
         assert!(d.buy_in_aliyun.is_none() && d.order_id.is_none() && d.not_after.is_none());
         assert!(d.cert_chain[0].common_name.is_none() && d.cert_chain[0].remain_day.is_none());
         let d: CertificateDetail =
-            serde_json::from_str(r#"{"Id": 5, "Expired": true, "BuyInAliyun": false}"#).expect("parses");
+            serde_json::from_str(r#"{"Id": 5, "Expired": true, "BuyInAliyun": false}"#)
+                .expect("parses");
         assert_eq!((d.expired, d.buy_in_aliyun), (Some(true), Some(false)));
         assert!(
             serde_json::from_str::<CertificateDetail>(r#"{"Id": 5, "Expired": "maybe"}"#).is_err(),

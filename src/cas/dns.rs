@@ -107,11 +107,7 @@ impl Dns {
         }
         let r = self
             .client
-            .call::<RecordPage>(
-                "DescribeSubDomainRecords",
-                &params,
-                Idempotence::Idempotent,
-            )
+            .call::<RecordPage>("DescribeSubDomainRecords", &params, Idempotence::Idempotent)
             .await?;
         Ok(r.body.domain_records.record)
     }
@@ -131,7 +127,11 @@ impl Dns {
                 .await
             {
                 Err(e) if e.code() == Some("LastOperationNotFinished") && tries < BUSY_TRIES => {
-                    tracing::info!(action, pause_ms = pause.as_millis() as u64, "Alidns is still applying an earlier change to the zone; trying again");
+                    tracing::info!(
+                        action,
+                        pause_ms = pause.as_millis() as u64,
+                        "Alidns is still applying an earlier change to the zone; trying again"
+                    );
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                     tries += 1;

@@ -1013,6 +1013,7 @@ impl CertRun<'_> {
                 CertificateState::Certificate => break s,
                 CertificateState::VerifyFail => {
                     self.remove_published().await;
+                    self.journal.validation_told = None;
                     self.journal.phase = JournalPhase::Rejected;
                     let msg = format!(
                         "order {order} failed the CA's review (verify_fail); CAS suggests deleting the order (DeleteCertificateRequest returns the quota) and applying again"
@@ -1081,6 +1082,7 @@ impl CertRun<'_> {
             interval = (interval * 2).min(r.poll_max_interval);
         };
         self.remove_published().await;
+        self.journal.validation_told = None;
         self.accept_issued(
             order,
             state.certificate.as_deref(),
@@ -1091,11 +1093,12 @@ impl CertRun<'_> {
     /// Removes what validation published for the journal's order (recorded in the
     /// journal, so also after a crash) and forgets it. Called wherever an order
     /// ends: issued, verify_fail, issuance timeout, or a journal started afresh.
+    /// After a timeout the order is followed again, so the operator, once told what
+    /// to publish, is not told again.
     async fn remove_published(&mut self) {
         validation::unpublish(&self.e.dns, &self.published_from_journal()).await;
         self.journal.dns_record = None;
         self.journal.validation_file = None;
-        self.journal.validation_told = None;
     }
 
     fn published_from_journal(&self) -> Published {

@@ -29,9 +29,7 @@ pub enum ValidationError {
     UnknownMethod(String),
     #[error("domain validation: the answer names no ValidateType, record or file")]
     NoMethod,
-    #[error(
-        "FILE validation cannot prove the wildcard {0}: CAS validates wildcards by DNS only"
-    )]
+    #[error("FILE validation cannot prove the wildcard {0}: CAS validates wildcards by DNS only")]
     WildcardFile(String),
     /// A record cas-renewd will not create, whatever the answer says.
     #[error("DNS validation refused: {0}; nothing was published")]
@@ -155,7 +153,9 @@ pub fn record_fqdn(record_domain: &str, domain: &str) -> Result<String, Validati
     }
     let fqdn = format!("{rd}.{base}");
     if fqdn.len() > 253 {
-        return Err(refused(format!("RecordDomain {raw:?} makes a name too long")));
+        return Err(refused(format!(
+            "RecordDomain {raw:?} makes a name too long"
+        )));
     }
     Ok(fqdn)
 }
@@ -307,13 +307,14 @@ async fn publish_dns(
             record_id: r.record_id.clone(),
         });
     }
-    // Someone else's record at that name is not ours to replace; CNAME excludes
-    // every other type at the same name.
-    if let Some(r) = existing.iter().find(|r| {
-        r.record_type.eq_ignore_ascii_case(record_type)
-            || r.record_type.eq_ignore_ascii_case("CNAME")
-            || record_type == "CNAME"
-    }) {
+    // Someone else's record at that name is not ours to replace. A CNAME excludes
+    // every other record at its name, so it cannot be added beside one; TXT records
+    // with other values can stand beside ours (an apex and a wildcard order of one
+    // zone both need `_dnsauth.example.com` at once, and the CA accepts any match).
+    if let Some(r) = existing
+        .iter()
+        .find(|r| record_type == "CNAME" || r.record_type.eq_ignore_ascii_case("CNAME"))
+    {
         return Err(ValidationError::Conflict {
             name: fqdn.to_owned(),
             record_type: r.record_type.clone(),
@@ -362,18 +363,58 @@ mod tests {
     fn every_record_domain_reading_gives_one_name() {
         for (rd, domain, want) in [
             ("_dnsauth", "www.example.com", "_dnsauth.www.example.com"),
-            ("_dnsauth.www", "www.example.com", "_dnsauth.www.example.com"),
-            ("_dnsauth.www.example.com", "www.example.com", "_dnsauth.www.example.com"),
-            ("_dnsauth.www.example.com.", "www.example.com", "_dnsauth.www.example.com"),
-            ("_DNSAUTH.WWW", "www.example.com", "_dnsauth.www.example.com"),
+            (
+                "_dnsauth.www",
+                "www.example.com",
+                "_dnsauth.www.example.com",
+            ),
+            (
+                "_dnsauth.www.example.com",
+                "www.example.com",
+                "_dnsauth.www.example.com",
+            ),
+            (
+                "_dnsauth.www.example.com.",
+                "www.example.com",
+                "_dnsauth.www.example.com",
+            ),
+            (
+                "_DNSAUTH.WWW",
+                "www.example.com",
+                "_dnsauth.www.example.com",
+            ),
             ("_dnsauth", "example.com", "_dnsauth.example.com"),
-            ("_dnsauth.example.com", "example.com", "_dnsauth.example.com"),
+            (
+                "_dnsauth.example.com",
+                "example.com",
+                "_dnsauth.example.com",
+            ),
             ("_dnsauth", "*.example.com", "_dnsauth.example.com"),
-            ("_dnsauth.example.com", "*.example.com", "_dnsauth.example.com"),
-            ("_dnsauth.api.test", "api.test.example.com", "_dnsauth.api.test.example.com"),
-            ("_dnsauth.api", "api.test.example.com", "_dnsauth.api.test.example.com"),
-            ("_dnsauth", "api.test.example.com", "_dnsauth.api.test.example.com"),
-            ("_dnsauth.www", "*.www.example.com", "_dnsauth.www.example.com"),
+            (
+                "_dnsauth.example.com",
+                "*.example.com",
+                "_dnsauth.example.com",
+            ),
+            (
+                "_dnsauth.api.test",
+                "api.test.example.com",
+                "_dnsauth.api.test.example.com",
+            ),
+            (
+                "_dnsauth.api",
+                "api.test.example.com",
+                "_dnsauth.api.test.example.com",
+            ),
+            (
+                "_dnsauth",
+                "api.test.example.com",
+                "_dnsauth.api.test.example.com",
+            ),
+            (
+                "_dnsauth.www",
+                "*.www.example.com",
+                "_dnsauth.www.example.com",
+            ),
         ] {
             assert_eq!(fqdn(rd, domain), want, "{rd} under {domain}");
         }
@@ -394,7 +435,10 @@ mod tests {
             ("*", "www.example.com"),
         ] {
             let r = record_fqdn(rd, domain);
-            assert!(matches!(r, Err(ValidationError::Refused(_))), "{rd} under {domain}: {r:?}");
+            assert!(
+                matches!(r, Err(ValidationError::Refused(_))),
+                "{rd} under {domain}: {r:?}"
+            );
         }
     }
 
@@ -451,12 +495,18 @@ mod tests {
                 r#"{{"Type":"domain_verify","ValidateType":"DNS","RecordDomain":"_dnsauth","RecordType":"{t}","RecordValue":"ns1.attacker.net"}}"#
             ));
             let r = read_request(&a, "www.example.com");
-            assert!(matches!(&r, Err(ValidationError::Refused(m)) if m.contains(t)), "{t}: {r:?}");
+            assert!(
+                matches!(&r, Err(ValidationError::Refused(m)) if m.contains(t)),
+                "{t}: {r:?}"
+            );
         }
         let a = answer(
             r#"{"Type":"domain_verify","ValidateType":"DNS","RecordDomain":"_dnsauth","RecordValue":"a\nb"}"#,
         );
-        assert!(matches!(read_request(&a, "www.example.com"), Err(ValidationError::Refused(_))));
+        assert!(matches!(
+            read_request(&a, "www.example.com"),
+            Err(ValidationError::Refused(_))
+        ));
     }
 
     #[test]

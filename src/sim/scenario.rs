@@ -33,6 +33,12 @@ pub struct Scenario {
     /// every order's domain.
     #[serde(default)]
     pub dns_zones: Vec<String>,
+    /// Records the zones hold from the start; Alidns being busy.
+    #[serde(default)]
+    pub dns: super::validation::DnsBehaviour,
+    /// How answers are written (`empty_strings`).
+    #[serde(default)]
+    pub responses: super::validation::Responses,
 }
 
 fn default_seed() -> u64 {
@@ -125,6 +131,11 @@ pub struct Issuance {
     pub validity: HumanDuration,
     /// Where FILE validation looks for `Uri` (the web root of every domain).
     pub webroot: Option<PathBuf>,
+    /// How `RecordDomain` is written.
+    #[serde(default)]
+    pub record_domain: super::validation::RecordDomainForm,
+    /// A hostile DNS validation answer instead of the real one.
+    pub hostile_record: Option<super::validation::HostileRecord>,
 }
 
 impl Default for Issuance {
@@ -134,6 +145,8 @@ impl Default for Issuance {
             validation: ValidationKind::None,
             validity: default_validity(),
             webroot: None,
+            record_domain: Default::default(),
+            hostile_record: None,
         }
     }
 }
