@@ -3,6 +3,8 @@
 //! and names, cleanup at every exit, busy and delegated Alidns zones, and `""` for
 //! every absent field.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -396,7 +398,6 @@ async fn a_stale_txt_record_stays_and_ours_is_added_beside_it() {
 /// is found (and so reused, not added twice) because DomainName goes with the lookup.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dns_client_finds_records_in_a_delegated_zone() {
-    use cas_renewd::cas::credentials::{Credential, CredentialsProvider};
     let s = Scenario::parse(
         &format!(
             "access_key: {{ id: {KEY_ID}, secret: {SECRET} }}\ndns_zones: [example.com, sub.example.com]\n"
@@ -405,20 +406,7 @@ async fn the_dns_client_finds_records_in_a_delegated_zone() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let sim = Simulator::start(&s, "127.0.0.1:0").await.expect("sim");
-    let url = reqwest::Url::parse(&sim.url()).expect("url");
-    let api = cas_renewd::config::ApiConfig {
-        endpoint: url.clone(),
-        dns_endpoint: url,
-        ..Default::default()
-    };
-    let creds = CredentialsProvider::fixed(Credential {
-        access_key_id: KEY_ID.into(),
-        access_key_secret: cas_renewd::secret::Secret::new(SECRET),
-        security_token: None,
-        expiration: None,
-    });
-    let dns = cas_renewd::cas::dns_client(&api, Arc::new(creds), Arc::new(api.limiter()), None)
-        .expect("client");
+    let dns = dns_client_for(&sim.url(), KEY_ID, SECRET);
     let fqdn = "_dnsauth.www.sub.example.com";
     let zone = dns.find_zone(fqdn).await.expect("zone");
     assert_eq!(zone.as_deref(), Some("sub.example.com"));
@@ -439,4 +427,95 @@ async fn the_dns_client_finds_records_in_a_delegated_zone() {
         .await
         .expect("lookup");
     assert!(parent.is_empty());
+}
+
+fn dns_client_for(url: &str, key_id: &str, secret: &str) -> cas_renewd::cas::dns::Dns {
+    use cas_renewd::cas::credentials::{Credential, CredentialsProvider};
+    let url = reqwest::Url::parse(url).expect("url");
+    let api = cas_renewd::config::ApiConfig {
+        endpoint: url.clone(),
+        dns_endpoint: url,
+        ..Default::default()
+    };
+    let creds = CredentialsProvider::fixed(Credential {
+        access_key_id: key_id.into(),
+        access_key_secret: cas_renewd::secret::Secret::new(secret),
+        security_token: None,
+        expiration: None,
+    });
+    cas_renewd::cas::dns_client(&api, Arc::new(creds), Arc::new(api.limiter()), None)
+        .expect("client")
+}
+
+/// AddDomainRecord repeated after a lost answer meets its own first try
+/// (DomainRecordDuplicate): the record found there is used, no error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duplicate_answer_to_a_repeated_add_reuses_the_record() {
+    use cas_renewd::cas::api::CertificateStateResponse;
+    use cas_renewd::config::{ValidationConfig, ValidationMethod};
+    use cas_renewd::renew::validation::{self, Published};
+    use common::{Fake, Reply};
+    let fake = Fake::start().await;
+    fake.fallback(|r| match (r.action.as_str(), r.param("DomainName")) {
+        ("DescribeDomainRecords", Some("example.com")) => Reply::json(
+            200,
+            r#"{"RequestId":"R","TotalCount":0,"DomainRecords":{"Record":[]}}"#,
+        ),
+        ("DescribeDomainRecords", _) => Reply::error(400, "InvalidDomainName.NoExist", "no"),
+        _ => Reply::error(400, "Unexpected", "unexpected call"),
+    });
+    let record = r#"{"RecordId":"42","DomainName":"example.com","RR":"_dnsauth.www","Type":"TXT","Value":"tok"}"#;
+    fake.script(
+        "DescribeSubDomainRecords",
+        [
+            Reply::json(200, r#"{"RequestId":"R","DomainRecords":{"Record":[]}}"#),
+            Reply::json(
+                200,
+                format!(r#"{{"RequestId":"R","DomainRecords":{{"Record":[{record}]}}}}"#),
+            ),
+        ],
+    );
+    fake.script(
+        "AddDomainRecord",
+        [Reply::error(
+            400,
+            "DomainRecordDuplicate",
+            "The DNS record already exists.",
+        )],
+    );
+    let dns = dns_client_for(
+        &fake.url(),
+        common::ACCESS_KEY_ID,
+        common::ACCESS_KEY_SECRET,
+    );
+    let state: CertificateStateResponse = serde_json::from_str(
+        r#"{"Type":"domain_verify","ValidateType":"DNS","RecordDomain":"_dnsauth","RecordType":"TXT","RecordValue":"tok"}"#,
+    )
+    .expect("parses");
+    let cfg = ValidationConfig {
+        method: ValidationMethod::Dns,
+        webroot: None,
+    };
+    let published = validation::publish(&dns, &cfg, "www.example.com", 1, &state, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        published,
+        Published::Dns {
+            zone: "example.com".into(),
+            record_id: "42".into()
+        }
+    );
+    assert_eq!(fake.count("AddDomainRecord"), 1);
+    let lookups: Vec<_> = fake
+        .received()
+        .into_iter()
+        .filter(|r| r.action == "DescribeSubDomainRecords")
+        .collect();
+    assert!(
+        lookups
+            .iter()
+            .all(|r| r.param("DomainName") == Some("example.com")),
+        "DomainName goes with every lookup"
+    );
 }

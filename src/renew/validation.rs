@@ -326,7 +326,19 @@ async fn publish_dns(
         .strip_suffix(&format!(".{zone}"))
         .unwrap_or("@")
         .to_owned();
-    let record_id = dns.add_record(&zone, &rr, record_type, value).await?;
+    let record_id = match dns.add_record(&zone, &rr, record_type, value).await {
+        Ok(id) => id,
+        // A repeated add whose first try went through with its answer lost: the
+        // record is there now, so it is the one to use.
+        Err(e) if e.code() == Some("DomainRecordDuplicate") => dns
+            .records_at(fqdn, &zone, Some(record_type))
+            .await?
+            .into_iter()
+            .find(|r| r.value == value)
+            .map(|r| r.record_id)
+            .ok_or(ValidationError::Api(e))?,
+        Err(e) => return Err(e.into()),
+    };
     tracing::info!(order_id, fqdn = %fqdn, record_type, record_id = %record_id, "published the DNS validation record");
     Ok(Published::Dns { zone, record_id })
 }
