@@ -48,7 +48,8 @@ fn de_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     de_opt_i64(d)?.ok_or_else(|| de::Error::custom("missing number"))
 }
 
-/// Accepts a string or a number (CertId is a string here and an integer elsewhere).
+/// Accepts a string or a number (CertId is a string here and an integer elsewhere);
+/// `""` is absent.
 fn de_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -58,9 +59,38 @@ fn de_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
     }
     Ok(match Option::<StrOrNum>::deserialize(d)? {
         None => None,
+        Some(StrOrNum::Str(s)) if s.trim().is_empty() => None,
         Some(StrOrNum::Str(s)) => Some(s),
         Some(StrOrNum::Num(n)) => Some(n.to_string()),
     })
+}
+
+/// Any optional scalar field (string, [`Secret`], bool, enum): Alibaba sends `""`
+/// for a value it does not have (`"PrivateKey": ""`, `"Domain": ""`), so `""`, a
+/// blank string, `null` and an absent field all read as `None`. Numbers go through
+/// [`de_opt_i64`], which does the same.
+pub(crate) fn de_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    use serde::de::IntoDeserializer;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Bool(bool),
+        Int(i64),
+        Float(f64),
+        Str(String),
+    }
+    match Option::<Scalar>::deserialize(d)? {
+        None => Ok(None),
+        Some(Scalar::Str(s)) if s.trim().is_empty() => Ok(None),
+        Some(Scalar::Str(s)) => T::deserialize(s.into_deserializer()).map(Some),
+        Some(Scalar::Bool(b)) => T::deserialize(b.into_deserializer()).map(Some),
+        Some(Scalar::Int(n)) => T::deserialize(n.into_deserializer()).map(Some),
+        Some(Scalar::Float(f)) => T::deserialize(f.into_deserializer()).map(Some),
+    }
 }
 
 /// Order and certificate status of ListUserCertificateOrder.
@@ -154,23 +184,35 @@ impl OrderType {
 pub struct CertificateOrder {
     #[serde(deserialize_with = "de_opt_i64")]
     pub order_id: Option<i64>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub instance_id: Option<String>,
     #[serde(deserialize_with = "de_opt_i64")]
     pub aliyun_order_id: Option<i64>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub partner_order_id: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub status: Option<OrderStatus>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub product_code: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub product_name: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub algorithm: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub cert_type: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub domain: Option<String>,
     #[serde(deserialize_with = "de_opt_i64")]
     pub domain_count: Option<i64>,
     #[serde(deserialize_with = "de_opt_i64")]
     pub wild_domain_count: Option<i64>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub domain_type: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub root_brand: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub source_type: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub trustee_status: Option<String>,
     /// Milliseconds since the epoch.
     #[serde(deserialize_with = "de_opt_i64")]
@@ -183,24 +225,40 @@ pub struct CertificateOrder {
     pub cert_end_time: Option<i64>,
     #[serde(deserialize_with = "de_opt_i64")]
     pub certificate_id: Option<i64>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub common_name: Option<String>,
     /// Comma-separated.
+    #[serde(default, deserialize_with = "de_opt")]
     pub sans: Option<String>,
     /// `YYYY-MM-DD`.
+    #[serde(default, deserialize_with = "de_opt")]
     pub start_date: Option<String>,
     /// `YYYY-MM-DD`.
+    #[serde(default, deserialize_with = "de_opt")]
     pub end_date: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub expired: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub upload: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub issuer: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub fingerprint: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub sha2: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub serial_no: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub org_name: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub country: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub province: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub city: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub resource_group_id: Option<String>,
 }
 
@@ -310,14 +368,23 @@ pub struct CertificateStateResponse {
     pub request_id: String,
     #[serde(rename = "Type")]
     pub state: CertificateState,
+    #[serde(default, deserialize_with = "de_opt")]
     pub validate_type: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub record_domain: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub record_type: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub record_value: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub domain: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub uri: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub content: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub certificate: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub private_key: Option<Secret>,
     #[serde(default, deserialize_with = "de_opt_string")]
     pub cert_id: Option<String>,
@@ -345,7 +412,9 @@ pub struct Tag {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ChainEntry {
+    #[serde(default, deserialize_with = "de_opt")]
     pub common_name: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub issuer_common_name: Option<String>,
     #[serde(deserialize_with = "de_opt_i64")]
     pub not_before: Option<i64>,
@@ -363,29 +432,45 @@ pub struct CertificateDetail {
     pub request_id: String,
     #[serde(deserialize_with = "de_i64")]
     pub id: i64,
+    #[serde(default, deserialize_with = "de_opt")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub cert: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub key: Option<Secret>,
     #[serde(default)]
     pub cert_chain: Vec<ChainEntry>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub common: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub sans: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub start_date: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub end_date: Option<String>,
     #[serde(default, deserialize_with = "de_opt_i64")]
     pub not_before: Option<i64>,
     #[serde(default, deserialize_with = "de_opt_i64")]
     pub not_after: Option<i64>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub expired: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub buy_in_aliyun: Option<bool>,
     #[serde(default, deserialize_with = "de_opt_i64")]
     pub order_id: Option<i64>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub instance_id: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub cert_identifier: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub fingerprint: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub sha2: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub serial_no: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub issuer: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
     pub algorithm: Option<String>,
 }
 
@@ -627,6 +712,111 @@ mod tests {
         assert_eq!(d.order_id, Some(5));
         assert_eq!(d.cert_chain.len(), 1);
         assert!(!format!("{d:?}").contains("topsecret"));
+    }
+
+    /// Every optional field of an order as Alibaba sends it when it has no value.
+    const EMPTY_ORDER: &str = r#"{"OrderId": 7, "Status": "PAYED", "Domain": "", "PartnerOrderId": "",
+        "InstanceId": "", "AliyunOrderId": "", "ProductCode": "", "ProductName": "", "Algorithm": "",
+        "CertType": "", "DomainCount": "", "WildDomainCount": "", "DomainType": "", "RootBrand": "",
+        "SourceType": "", "TrusteeStatus": "", "BuyDate": "", "CertStartTime": "", "CertEndTime": "",
+        "CertificateId": "", "Name": "", "CommonName": "", "Sans": "", "StartDate": "", "EndDate": "",
+        "Expired": "", "Upload": "", "Issuer": "", "Fingerprint": "", "Sha2": "", "SerialNo": "",
+        "OrgName": "", "Country": "", "Province": "", "City": "", "ResourceGroupId": ""}"#;
+
+    #[test]
+    fn empty_strings_in_an_order_are_absent() {
+        let o: CertificateOrder = serde_json::from_str(EMPTY_ORDER).expect("parses");
+        assert_eq!(
+            o,
+            CertificateOrder {
+                order_id: Some(7),
+                status: Some(OrderStatus::Payed),
+                ..CertificateOrder::default()
+            }
+        );
+        assert_eq!(o.domain_name(), None);
+        assert!(o.names().is_empty());
+        // `"Domain": ""` must not hide `CommonName`.
+        let o: CertificateOrder =
+            serde_json::from_str(r#"{"Domain": "", "CommonName": "a.example.com", "Status": ""}"#)
+                .expect("parses");
+        assert_eq!(o.domain_name(), Some("a.example.com"));
+        assert_eq!(o.status, None, "an empty Status is no status, not Unknown");
+        let page: OrderPage = serde_json::from_str(&format!(
+            r#"{{"TotalCount": 1, "ShowSize": "", "CurrentPage": "", "RequestId": "", "CertificateOrderList": [{EMPTY_ORDER}]}}"#
+        ))
+        .expect("a page of empty fields parses");
+        assert_eq!(page.show_size, None);
+        assert_eq!(page.certificate_order_list.len(), 1);
+    }
+
+    #[test]
+    fn empty_strings_in_a_state_answer_are_absent() {
+        let s: CertificateStateResponse = serde_json::from_str(
+            r#"{"RequestId": "R", "Type": "certificate", "ValidateType": "", "RecordDomain": "",
+                "RecordType": "", "RecordValue": "", "Domain": "", "Uri": "", "Content": "",
+                "Certificate": "-----BEGIN CERTIFICATE-----", "PrivateKey": "", "CertId": ""}"#,
+        )
+        .expect("parses");
+        assert!(s.private_key.is_none(), "an empty PrivateKey is no key");
+        assert!(s.cert_id.is_none());
+        assert!(
+            s.validate_type.is_none()
+                && s.record_domain.is_none()
+                && s.record_type.is_none()
+                && s.record_value.is_none()
+                && s.domain.is_none()
+                && s.uri.is_none()
+                && s.content.is_none()
+        );
+        assert_eq!(
+            s.certificate.as_deref(),
+            Some("-----BEGIN CERTIFICATE-----")
+        );
+        // Blank (whitespace) counts as empty; a real value is kept and redacted.
+        let s: CertificateStateResponse = serde_json::from_str(
+            r#"{"Type": "certificate", "PrivateKey": " \n", "Certificate": null}"#,
+        )
+        .expect("parses");
+        assert!(s.private_key.is_none() && s.certificate.is_none());
+        let s: CertificateStateResponse = serde_json::from_str(
+            r#"{"Type": "certificate", "PrivateKey": "-----BEGIN RSA PRIVATE KEY-----x"}"#,
+        )
+        .expect("parses");
+        assert!(
+            s.private_key
+                .is_some_and(|k| k.expose().starts_with("-----BEGIN"))
+        );
+    }
+
+    #[test]
+    fn empty_strings_in_a_detail_are_absent() {
+        let d: CertificateDetail = serde_json::from_str(
+            r#"{"Id": 5, "RequestId": "", "Name": "", "Cert": "", "Key": "", "Common": "", "Sans": "",
+                "StartDate": "", "EndDate": "", "NotBefore": "", "NotAfter": "", "Expired": "",
+                "BuyInAliyun": "", "OrderId": "", "InstanceId": "", "CertIdentifier": "",
+                "Fingerprint": "", "Sha2": "", "SerialNo": "", "Issuer": "", "Algorithm": "",
+                "CertChain": [{"CommonName": "", "IssuerCommonName": "", "NotBefore": "", "NotAfter": "", "RemainDay": ""}]}"#,
+        )
+        .expect("parses");
+        assert_eq!(d.id, 5);
+        assert!(d.key.is_none() && d.cert.is_none() && d.expired.is_none());
+        assert!(d.buy_in_aliyun.is_none() && d.order_id.is_none() && d.not_after.is_none());
+        assert!(d.cert_chain[0].common_name.is_none() && d.cert_chain[0].remain_day.is_none());
+        let d: CertificateDetail =
+            serde_json::from_str(r#"{"Id": 5, "Expired": true, "BuyInAliyun": false}"#)
+                .expect("parses");
+        assert_eq!((d.expired, d.buy_in_aliyun), (Some(true), Some(false)));
+        assert!(
+            serde_json::from_str::<CertificateDetail>(r#"{"Id": 5, "Expired": "maybe"}"#).is_err(),
+            "a non-empty wrong value is still an error"
+        );
+    }
+
+    #[test]
+    fn empty_strings_never_fill_required_fields() {
+        assert!(serde_json::from_str::<RenewResponse>(r#"{"OrderId": ""}"#).is_err());
+        assert!(serde_json::from_str::<OrderPage>(r#"{"TotalCount": ""}"#).is_err());
     }
 
     #[test]

@@ -1,8 +1,18 @@
 //! Typed Alibaba Cloud DNS operations (API version 2015-01-09) for DNS validation.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use super::client::{ApiClient, ApiError, Idempotence};
+
+/// Alidns answers `LastOperationNotFinished` while an earlier change to the same
+/// zone is still being applied (two certificates of one zone at once); the change
+/// was not made, so it is repeated after a pause (as terraform-provider-alicloud
+/// and certd do). Pauses double from this value.
+const BUSY_FIRST_PAUSE: Duration = Duration::from_millis(500);
+/// Tries of one change in all, so a zone that stays busy fails the step (about 15 s).
+const BUSY_TRIES: u32 = 5;
 
 pub const DNS_VERSION: &str = "2015-01-09";
 
@@ -10,7 +20,7 @@ pub const DNS_VERSION: &str = "2015-01-09";
 #[serde(rename_all = "PascalCase")]
 pub struct Record {
     pub record_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::api::de_opt")]
     pub domain_name: Option<String>,
     #[serde(rename = "RR")]
     pub rr: String,
@@ -77,21 +87,58 @@ impl Dns {
         Ok(None)
     }
 
-    /// TXT (or other) records at `fqdn`.
-    pub async fn records_at(&self, fqdn: &str, record_type: &str) -> Result<Vec<Record>, ApiError> {
+    /// The records at `fqdn` in `zone` (of `record_type`, or of every type).
+    /// `DomainName` makes Alidns split the name at that zone; without it Alidns
+    /// splits at the registrable domain and never finds a record in a delegated
+    /// sub-zone (`sub.example.com` hosted as its own zone).
+    pub async fn records_at(
+        &self,
+        fqdn: &str,
+        zone: &str,
+        record_type: Option<&str>,
+    ) -> Result<Vec<Record>, ApiError> {
+        let mut params = vec![
+            p("SubDomain", fqdn),
+            p("DomainName", zone),
+            p("PageSize", "100"),
+        ];
+        if let Some(t) = record_type {
+            params.push(p("Type", t));
+        }
         let r = self
             .client
-            .call::<RecordPage>(
-                "DescribeSubDomainRecords",
-                &[
-                    p("SubDomain", fqdn),
-                    p("Type", record_type),
-                    p("PageSize", "100"),
-                ],
-                Idempotence::Idempotent,
-            )
+            .call::<RecordPage>("DescribeSubDomainRecords", &params, Idempotence::Idempotent)
             .await?;
         Ok(r.body.domain_records.record)
+    }
+
+    /// One zone change, repeated while Alidns says the previous one is unfinished.
+    async fn change<T: serde::de::DeserializeOwned>(
+        &self,
+        action: &str,
+        params: &[(String, String)],
+    ) -> Result<T, ApiError> {
+        let mut pause = BUSY_FIRST_PAUSE;
+        let mut tries = 1;
+        loop {
+            match self
+                .client
+                .call::<T>(action, params, Idempotence::Idempotent)
+                .await
+            {
+                Err(e) if e.code() == Some("LastOperationNotFinished") && tries < BUSY_TRIES => {
+                    tracing::info!(
+                        action,
+                        pause_ms = pause.as_millis() as u64,
+                        "Alidns is still applying an earlier change to the zone; trying again"
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    tries += 1;
+                }
+                r => return r.map(|r| r.body),
+            }
+        }
     }
 
     /// Adds a record and returns its id. Adding a record that exists is not
@@ -103,9 +150,8 @@ impl Dns {
         record_type: &str,
         value: &str,
     ) -> Result<String, ApiError> {
-        let r = self
-            .client
-            .call::<RecordIdAnswer>(
+        let r: RecordIdAnswer = self
+            .change(
                 "AddDomainRecord",
                 &[
                     p("DomainName", zone),
@@ -114,20 +160,14 @@ impl Dns {
                     p("Value", value),
                     p("TTL", "600"),
                 ],
-                Idempotence::Idempotent,
             )
             .await?;
-        Ok(r.body.record_id)
+        Ok(r.record_id)
     }
 
     pub async fn delete_record(&self, record_id: &str) -> Result<(), ApiError> {
         match self
-            .client
-            .call::<RecordIdAnswer>(
-                "DeleteDomainRecord",
-                &[p("RecordId", record_id)],
-                Idempotence::Idempotent,
-            )
+            .change::<RecordIdAnswer>("DeleteDomainRecord", &[p("RecordId", record_id)])
             .await
         {
             Ok(_) => Ok(()),

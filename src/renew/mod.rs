@@ -736,6 +736,7 @@ impl CertRun<'_> {
                 Ok(Step::Replan)
             }
             Action::Adopt { order_id } => {
+                self.remove_published().await;
                 self.journal = Journal {
                     cert: self.cert.name.clone(),
                     phase: JournalPhase::OrderCreated,
@@ -765,6 +766,9 @@ impl CertRun<'_> {
     /// Makes the key (0600, fsynced, under the state directory) and journals it
     /// before anything is spent.
     async fn start_renewal(&mut self, source_order_id: i64) -> Result<(), EngineError> {
+        // The journal is about to start afresh (`renew --force` after a refusal):
+        // anything an earlier order left published goes first.
+        self.remove_published().await;
         let attempt = new_attempt_id();
         let key = if self.cert.key.reuse {
             match store::read_output_text(&self.cert.output.dir.join(store::KEY_FILE)) {
@@ -999,10 +1003,9 @@ impl CertRun<'_> {
             match s.state {
                 CertificateState::Certificate => break s,
                 CertificateState::VerifyFail => {
-                    validation::unpublish(&self.e.dns, &published).await;
+                    self.remove_published().await;
+                    self.journal.validation_told = None;
                     self.journal.phase = JournalPhase::Rejected;
-                    self.journal.dns_record = None;
-                    self.journal.validation_file = None;
                     let msg = format!(
                         "order {order} failed the CA's review (verify_fail); CAS suggests deleting the order (DeleteCertificateRequest returns the quota) and applying again"
                     );
@@ -1017,6 +1020,7 @@ impl CertRun<'_> {
                         &self.cert.domain,
                         order,
                         &s,
+                        self.journal.validation_told.as_deref(),
                     )
                     .await?;
                     match &published {
@@ -1026,6 +1030,12 @@ impl CertRun<'_> {
                         }
                         Published::File(p) => {
                             self.journal.validation_file = Some(p.clone());
+                            self.save()?;
+                        }
+                        Published::Manual(told)
+                            if self.journal.validation_told.as_ref() != Some(told) =>
+                        {
+                            self.journal.validation_told = Some(told.clone());
                             self.save()?;
                         }
                         _ => {}
@@ -1042,10 +1052,12 @@ impl CertRun<'_> {
             let elapsed = (Utc::now() - started).to_std().unwrap_or_default();
             if elapsed >= r.issuance_timeout {
                 let msg = format!(
-                    "order {order} not issued after {} (state {}); it stays in the journal and is followed again next pass",
+                    "order {order} not issued after {} (state {}); its validation record or file is removed; it stays in the journal and is followed again next pass",
                     humantime::format_duration(r.issuance_timeout),
                     s.state.as_str()
                 );
+                self.remove_published().await;
+                self.save()?;
                 return Err(EngineError::Other(msg));
             }
             if self
@@ -1060,14 +1072,24 @@ impl CertRun<'_> {
             tokio::time::sleep(interval).await;
             interval = (interval * 2).min(r.poll_max_interval);
         };
-        validation::unpublish(&self.e.dns, &published).await;
-        self.journal.dns_record = None;
-        self.journal.validation_file = None;
+        self.remove_published().await;
+        self.journal.validation_told = None;
         self.accept_issued(
             order,
             state.certificate.as_deref(),
             state.private_key.as_ref().map(|k| k.expose()),
         )
+    }
+
+    /// Removes what validation published for the journal's order (recorded in the
+    /// journal, so also after a crash) and forgets it. Called wherever an order
+    /// ends: issued, verify_fail, issuance timeout, or a journal started afresh.
+    /// After a timeout the order is followed again, so the operator, once told what
+    /// to publish, is not told again.
+    async fn remove_published(&mut self) {
+        validation::unpublish(&self.e.dns, &self.published_from_journal()).await;
+        self.journal.dns_record = None;
+        self.journal.validation_file = None;
     }
 
     fn published_from_journal(&self) -> Published {

@@ -8,6 +8,7 @@
 pub mod ca;
 pub mod scenario;
 pub mod server;
+pub mod validation;
 pub mod world;
 
 use std::net::SocketAddr;

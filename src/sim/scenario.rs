@@ -33,6 +33,12 @@ pub struct Scenario {
     /// every order's domain.
     #[serde(default)]
     pub dns_zones: Vec<String>,
+    /// Records the zones hold from the start; Alidns being busy.
+    #[serde(default)]
+    pub dns: super::validation::DnsBehaviour,
+    /// How answers are written (`empty_strings`).
+    #[serde(default)]
+    pub responses: super::validation::Responses,
 }
 
 fn default_seed() -> u64 {
@@ -128,6 +134,11 @@ pub struct Issuance {
     /// How a key CAS made is encoded in `PrivateKey` / `Key`.
     #[serde(default)]
     pub key_format: KeyFormat,
+    /// How `RecordDomain` is written.
+    #[serde(default)]
+    pub record_domain: super::validation::RecordDomainForm,
+    /// A hostile DNS validation answer instead of the real one.
+    pub hostile_record: Option<super::validation::HostileRecord>,
 }
 
 impl Default for Issuance {
@@ -138,6 +149,8 @@ impl Default for Issuance {
             validity: default_validity(),
             webroot: None,
             key_format: KeyFormat::default(),
+            record_domain: Default::default(),
+            hostile_record: None,
         }
     }
 }

@@ -13,8 +13,8 @@ use super::scenario::{IssueOutcome, Scenario, ValidationKind};
 const DAY_MS: i64 = 86_400_000;
 /// Orders within this much of expiry are `WILLEXPIRED`, as the CAS console says.
 const WILL_EXPIRE_MS: i64 = 30 * DAY_MS;
-/// The host record CAS asks for in DNS validation.
-pub const DNS_RECORD_HOST: &str = "_dnsauth";
+pub use super::validation::DNS_RECORD_HOST;
+use super::validation::{self as validation_sim, HostileRecord, RecordDomainForm};
 pub const FILE_VALIDATION_URI: &str = "/.well-known/pki-validation/fileauth.txt";
 
 /// An error answer: HTTP status, Alibaba `Code` and `Message`.
@@ -179,6 +179,11 @@ pub struct World {
     zones: Vec<String>,
     polls_before_issued: u32,
     validation: ValidationKind,
+    record_domain: RecordDomainForm,
+    hostile_record: Option<HostileRecord>,
+    empty_strings: bool,
+    /// AddDomainRecord calls still to answer `LastOperationNotFinished`.
+    dns_busy: u32,
     validity_ms: i64,
     webroot: Option<PathBuf>,
     max_page_size: u32,
@@ -255,6 +260,10 @@ impl World {
             zones: s.dns_zones.clone(),
             polls_before_issued: s.issuance.polls_before_issued,
             validation: s.issuance.validation,
+            record_domain: s.issuance.record_domain,
+            hostile_record: s.issuance.hostile_record,
+            empty_strings: s.responses.empty_strings,
+            dns_busy: s.dns.busy,
             validity_ms: i64::try_from(s.issuance.validity.0.as_millis()).unwrap_or(i64::MAX / 4),
             webroot: s.issuance.webroot.clone(),
             max_page_size: s.max_page_size,
@@ -299,6 +308,19 @@ impl World {
             zones.sort();
             zones.dedup();
             w.zones = zones;
+        }
+        for r in &s.dns.records {
+            let record_id = w.next_record_id.to_string();
+            w.next_record_id += 1;
+            w.records.push(DnsRecord {
+                record_id,
+                zone: r.zone.to_ascii_lowercase(),
+                rr: r.rr.clone(),
+                rtype: r.rtype.to_ascii_uppercase(),
+                value: r.value.clone(),
+                ttl: 600,
+                line: "default".into(),
+            });
         }
         Ok(w)
     }
@@ -355,6 +377,14 @@ impl World {
 
     /// Runs one action. `params` holds the request's query and form parameters.
     pub fn call(&mut self, action: &str, p: &HashMap<String, String>) -> Result<Value, SimError> {
+        let mut out = self.act(action, p)?;
+        if self.empty_strings {
+            validation_sim::fill_empty(action, &mut out);
+        }
+        Ok(out)
+    }
+
+    fn act(&mut self, action: &str, p: &HashMap<String, String>) -> Result<Value, SimError> {
         match action {
             "ListUserCertificateOrder" => self.list_orders(p),
             "DescribeCertificateState" => self.describe_state(p),
@@ -658,9 +688,16 @@ impl World {
             Phase::DomainVerify => match self.validation {
                 ValidationKind::Dns => {
                     out["ValidateType"] = json!("DNS");
-                    out["RecordDomain"] = json!(DNS_RECORD_HOST);
+                    out["RecordDomain"] = json!(validation_sim::record_domain(
+                        self.record_domain,
+                        &o.domain,
+                        &self.zones
+                    ));
                     out["RecordType"] = json!("TXT");
                     out["RecordValue"] = json!(token);
+                    if let Some(h) = self.hostile_record {
+                        validation_sim::make_hostile(h, &o.domain, &mut out);
+                    }
                 }
                 _ => {
                     out["ValidateType"] = json!("FILE");
@@ -816,6 +853,18 @@ impl World {
     }
 
     fn add_record(&mut self, p: &HashMap<String, String>) -> Result<Value, SimError> {
+        if self.dns_busy > 0 {
+            self.dns_busy -= 1;
+            *self
+                .faults
+                .entry("LastOperationNotFinished".into())
+                .or_default() += 1;
+            return Err(SimError::new(
+                400,
+                "LastOperationNotFinished",
+                "Last operation is not finished,please try again later.",
+            ));
+        }
         let zone = self.zone_param(p)?;
         let rr = required(p, "RR")?.to_owned();
         let rtype = required(p, "Type")?.to_ascii_uppercase();
@@ -918,12 +967,22 @@ impl World {
             .trim_end_matches('.')
             .to_ascii_lowercase();
         let rtype = param(p, "Type").map(str::to_ascii_uppercase);
-        let zone_filter = param(p, "DomainName").map(str::to_ascii_lowercase);
+        // Alidns splits SubDomain at DomainName when given, else at the registrable
+        // domain: a record in a delegated sub-zone is found only with DomainName.
+        let zone = match param(p, "DomainName") {
+            Some(_) => self.zone_param(p)?,
+            None => validation_sim::registrable(&sub),
+        };
+        if sub != zone && !sub.ends_with(&format!(".{zone}")) {
+            return Err(SimError::invalid(
+                "SubDomain",
+                format!("{sub} is not under {zone}"),
+            ));
+        }
         let matching: Vec<&DnsRecord> = self
             .records
             .iter()
-            .filter(|r| r.fqdn() == sub)
-            .filter(|r| zone_filter.as_deref().is_none_or(|z| r.zone == z))
+            .filter(|r| r.zone == zone && r.fqdn() == sub)
             .filter(|r| rtype.as_deref().is_none_or(|t| r.rtype == t))
             .collect();
         Self::page_of(matching, p, 100)

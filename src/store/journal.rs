@@ -67,6 +67,9 @@ pub struct Journal {
     pub dns_record: Option<(String, String)>,
     /// A validation file to delete.
     pub validation_file: Option<PathBuf>,
+    /// The validation instruction the operator was last given for this order, so
+    /// it is logged once rather than at every poll.
+    pub validation_told: Option<String>,
     /// Hooks still to run for the installed certificate.
     pub reload_pending: Vec<String>,
     /// Orders whose certificate cannot be installed here (renewed elsewhere with a
