@@ -251,6 +251,10 @@ pub async fn run(config_path: PathBuf, cfg: Config) -> Result<(), DaemonError> {
                                 if new.metrics.listen != cfg.metrics.listen {
                                     warn!("metrics.listen changed; it takes effect after a restart");
                                 }
+                                // The same warnings as at start: a reload is when a fix is checked.
+                                for w in &new.warnings {
+                                    warn!("{w}");
+                                }
                                 engine = e;
                                 cfg = new;
                                 metrics.config_reload_ok.set(1.0);

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::{self, AccountError, Kind};
 use crate::config::OutputConfig;
 use crate::secret::Secret;
 
@@ -189,25 +190,15 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), StoreError> {
 }
 
 /// Looks a user or group up in `/etc/passwd` or `/etc/group`; numeric ids pass.
-fn lookup_id(name: &str, file: &'static str, kind: &'static str) -> Result<u32, StoreError> {
-    if let Ok(n) = name.parse() {
-        return Ok(n);
-    }
-    let path = Path::new("/etc").join(file);
-    let text = fs::read_to_string(&path).map_err(io(&path, "read"))?;
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            let n = f.next()?;
-            let id = f.nth(1)?;
-            (n == name).then(|| id.parse().ok())?
-        })
-        .next()
-        .ok_or_else(|| StoreError::UnknownId {
-            kind,
-            name: name.to_owned(),
-            file,
-        })
+fn lookup_id(name: &str, kind: Kind) -> Result<u32, StoreError> {
+    accounts::lookup(name, kind).map_err(|e| match e {
+        AccountError::Unknown { kind, name } => StoreError::UnknownId {
+            kind: kind.as_str(),
+            name,
+            file: kind.file(),
+        },
+        AccountError::Read { path, source } => io(&path, "read")(source),
+    })
 }
 
 /// The numeric owner and group an output block asks for.
@@ -215,11 +206,11 @@ pub fn output_ids(out: &OutputConfig) -> Result<(Option<u32>, Option<u32>), Stor
     Ok((
         out.owner
             .as_deref()
-            .map(|o| lookup_id(o, "passwd", "user"))
+            .map(|o| lookup_id(o, Kind::User))
             .transpose()?,
         out.group
             .as_deref()
-            .map(|g| lookup_id(g, "group", "group"))
+            .map(|g| lookup_id(g, Kind::Group))
             .transpose()?,
     ))
 }
