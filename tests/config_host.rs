@@ -1,4 +1,5 @@
-//! `cas-renewd run` and SIGHUP: configuration warnings are logged again on reload,
+//! The real binary and what a configuration says about this host: `check-config`
+//! refuses unknown accounts, and `run` logs configuration warnings again on SIGHUP,
 //! where an operator checks a fix.
 
 use std::io::{BufRead as _, BufReader};
@@ -99,4 +100,31 @@ fn configuration_warnings_are_logged_again_after_sighup() {
         seen.join("\n")
     );
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn check_config_refuses_an_unknown_group_or_owner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        "certificates:\n  - name: www\n    domain: www.example.com\n    output:\n      owner: root\n      group: no-such-group-cas-renewd\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check-config")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let header = format!("{}:6:14: certificates[0].output.group: ", cfg.display());
+    assert!(stderr.starts_with(&header), "{stderr}");
+    assert!(
+        stderr.contains("unknown group \"no-such-group-cas-renewd\" (not in /etc/group)"),
+        "{stderr}"
+    );
 }
