@@ -426,6 +426,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn cancelling_a_running_hook_kills_its_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 300 & echo $! > {}; sleep 300", pidfile.display());
+        let task = tokio::spawn(async move {
+            let _ = run("tree", &hook(&["/bin/sh", "-c", &script], 600_000), &ctx()).await;
+        });
+        let mut pid = String::new();
+        for _ in 0..50 {
+            pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
+            if pid.ends_with('\n') {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let pid = pid.trim().to_owned();
+        assert!(!pid.is_empty(), "the hook never wrote its child's pid");
+        // What a daemon stop does to a running pass.
+        task.abort();
+        let _ = task.await;
+        let mut gone = false;
+        for _ in 0..50 {
+            if !alive(&pid) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !gone {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status();
+        }
+        assert!(gone, "the cancelled hook's child {pid} lives on");
+    }
+
+    #[tokio::test]
     async fn a_hook_flooding_stderr_then_exiting_0_succeeds() {
         let ran = run_captured(
             "noisy",

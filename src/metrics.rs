@@ -334,6 +334,7 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("cas_renewd_api_requests_total{"))
             .collect();
+        assert_eq!(series.len(), 2, "one series per unknown code");
         assert_eq!(
             series,
             [
