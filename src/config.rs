@@ -349,6 +349,7 @@ struct RawApi {
     dns_endpoint: Option<Endpoint>,
     timeout: Option<Spanned<HumanDuration>>,
     max_attempts: Option<Spanned<u32>>,
+    page_size: Option<Spanned<u32>>,
     rate_limit_per_second: Option<Spanned<f64>>,
     #[serde(default)]
     rate_limits: BTreeMap<String, Spanned<f64>>,
@@ -423,8 +424,8 @@ struct RawCertificate {
 #[serde(deny_unknown_fields)]
 struct RawOutput {
     dir: Option<Spanned<AbsPath>>,
-    owner: Option<String>,
-    group: Option<String>,
+    owner: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
     key_mode: Option<FileMode>,
     cert_mode: Option<FileMode>,
     keep: Option<u32>,
@@ -493,6 +494,8 @@ pub struct ApiConfig {
     pub dns_endpoint: reqwest::Url,
     pub timeout: Duration,
     pub max_attempts: u32,
+    /// `ShowSize` of every ListUserCertificateOrder page.
+    pub page_size: u32,
     /// Calls per second for each action without its own entry in `rate_limits`.
     pub rate_limit_per_second: f64,
     /// Per-action calls per second (CAS documents its limits per action).
@@ -518,6 +521,7 @@ impl Default for ApiConfig {
                 .expect("a literal, valid URL"),
             timeout: Duration::from_secs(30),
             max_attempts: 6,
+            page_size: crate::cas::api::DEFAULT_PAGE_SIZE,
             rate_limit_per_second: 8.0,
             rate_limits: BTreeMap::new(),
         }
@@ -642,20 +646,27 @@ const DEFAULT_CRON: &str = "0 17 3 * * *";
 const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most retries an operator may ask for; more only delays the error.
 const MAX_ATTEMPTS_LIMIT: u32 = 20;
+/// The largest `api.page_size`. CAS documents only the default (50) and no maximum;
+/// 100 is what the engine asked for until now and the documented maximum of the
+/// V2.0 ListInstances, and a larger page saves nothing worth the risk.
+pub const MAX_PAGE_SIZE: u32 = 100;
 
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let (text, meta) = read_bounded(path)?;
-        let mut cfg = Config::parse(&text, path)?;
+        // Unlike `parse`, loading checks the host too: an owner or group that does
+        // not exist here would fail the install after the renewal was paid for.
+        let mut cfg = validate(parse_raw(&text, path)?, path, Some(Path::new("/etc")))?;
         cfg.warnings = secret_exposure(&cfg, meta.permissions().mode());
         Ok(cfg)
     }
 
-    /// Parses and validates `text`; `source` names the file in messages.
+    /// Parses and validates `text`; `source` names the file in messages. Only the
+    /// text is checked, not this host (see [`Config::load`]).
     pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigError> {
         let raw = parse_raw(text, source)?;
-        validate(raw, source)
+        validate(raw, source, None)
     }
 
     /// Finds a configured certificate by name.
@@ -962,7 +973,9 @@ fn check_hook_refs(
     out
 }
 
-fn validate(raw: RawConfig, source: &Path) -> Result<Config, ConfigError> {
+/// `accounts`, when given, is the directory whose `passwd` and `group` files must
+/// list every `output.owner` and `output.group`.
+fn validate(raw: RawConfig, source: &Path, accounts: Option<&Path>) -> Result<Config, ConfigError> {
     let mut p = Problems {
         file: source,
         list: Vec::new(),
@@ -998,6 +1011,20 @@ fn validate(raw: RawConfig, source: &Path) -> Result<Config, ConfigError> {
             }
             Some(s) => s.value,
             None => api_default.max_attempts,
+        },
+        page_size: match &raw.api.page_size {
+            Some(s) if s.value == 0 || s.value > MAX_PAGE_SIZE => {
+                p.at(
+                    s.referenced,
+                    "api.page_size",
+                    format!(
+                        "must be between 1 and {MAX_PAGE_SIZE} (CAS documents 50, the default)"
+                    ),
+                );
+                api_default.page_size
+            }
+            Some(s) => s.value,
+            None => api_default.page_size,
         },
         rate_limit_per_second: match &raw.api.rate_limit_per_second {
             Some(s) if !(s.value > 0.0 && s.value <= 1000.0) => {
@@ -1339,13 +1366,25 @@ fn validate(raw: RawConfig, source: &Path) -> Result<Config, ConfigError> {
                 "wildcard domains can only be validated by DNS (CAS refuses FILE validation for them)",
             );
         }
+        if let Some(etc) = accounts {
+            for (field, value, kind) in [
+                ("owner", &c.output.owner, crate::accounts::Kind::User),
+                ("group", &c.output.group, crate::accounts::Kind::Group),
+            ] {
+                if let Some(v) = value
+                    && let Err(e) = crate::accounts::lookup_in(etc, &v.value, kind)
+                {
+                    p.at(v.referenced, format!("{key}.output.{field}"), e.to_string());
+                }
+            }
+        }
         certificates.push(CertificateConfig {
             name: name.clone(),
             domain,
             output: OutputConfig {
                 dir,
-                owner: c.output.owner.clone(),
-                group: c.output.group.clone(),
+                owner: c.output.owner.as_ref().map(|o| o.value.clone()),
+                group: c.output.group.as_ref().map(|g| g.value.clone()),
                 key_mode: c.output.key_mode.map_or(0o600, |m| m.0),
                 cert_mode: c.output.cert_mode.map_or(0o644, |m| m.0),
                 keep: c.output.keep.unwrap_or(5),

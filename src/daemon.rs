@@ -25,6 +25,8 @@ use crate::metrics::Metrics;
 use crate::renew::{Engine, Outcome, PassOptions, PassReport, installed_leaf};
 use crate::store::StateDir;
 
+pub mod listener;
+
 /// How long one pass follows unissued orders before it moves on; the daemon
 /// comes back for them after `poll_max_interval`.
 const FOLLOW_BUDGET: Duration = Duration::from_secs(600);
@@ -201,12 +203,11 @@ pub async fn run(config_path: PathBuf, cfg: Config) -> Result<(), DaemonError> {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(health.clone());
-    let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            error!(error = %e, "metrics server stopped");
-        }
-    });
+    let server = tokio::spawn(listener::serve(listener, app, listener::Limits::default()));
     info!(addr = %bound, "metrics on http://{bound}/metrics");
+    if let Some(w) = listener::exposure_warning(bound) {
+        warn!("{w}");
+    }
 
     let (tx, mut trig_rx) = mpsc::channel::<Trigger>(16);
     let mut sched = JobScheduler::new()
@@ -259,6 +260,10 @@ pub async fn run(config_path: PathBuf, cfg: Config) -> Result<(), DaemonError> {
                                 }
                                 if new.metrics.listen != cfg.metrics.listen {
                                     warn!("metrics.listen changed; it takes effect after a restart");
+                                }
+                                // The same warnings as at start: a reload is when a fix is checked.
+                                for w in &new.warnings {
+                                    warn!("{w}");
                                 }
                                 engine = e;
                                 cfg = new;

@@ -1,18 +1,23 @@
 //! Reload hooks: commands run as argv (no shell) with a timeout and a fixed
-//! environment that names the installed files and never carries a secret.
+//! environment that names the installed files and never carries a secret. Each
+//! hook runs in a process group of its own, killed whole on timeout, and only a
+//! bounded tail of its output is kept.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt as _;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use crate::config::HookConfig;
 
 /// PATH for hooks when the daemon has none (systemd gives services a fixed one).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// How much of a failed hook's output is kept for the log.
-const OUTPUT_TAIL_BYTES: usize = 2048;
+/// How much of each output stream (stdout, stderr) is kept for the log.
+pub const OUTPUT_TAIL_BYTES: usize = 8 * 1024;
+/// How long output is still read after the hook exited, for what a background
+/// child it left keeps writing; then the pipes are dropped.
+const DRAIN_GRACE: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
@@ -89,9 +94,72 @@ impl HookContext {
     }
 }
 
+/// Keeps the last `cap` bytes written to it, so a hook that floods its output
+/// costs a fixed amount of memory.
+#[derive(Debug)]
+struct Tail {
+    buf: Vec<u8>,
+    cap: usize,
+    /// Bytes read in all, kept or not.
+    total: u64,
+}
+
+impl Tail {
+    fn new(cap: usize) -> Self {
+        Tail {
+            buf: Vec::with_capacity(cap),
+            cap,
+            total: 0,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        self.total += chunk.len() as u64;
+        if chunk.len() >= self.cap {
+            self.buf.clear();
+            self.buf.extend_from_slice(&chunk[chunk.len() - self.cap..]);
+            return;
+        }
+        let overflow = (self.buf.len() + chunk.len()).saturating_sub(self.cap);
+        self.buf.drain(..overflow);
+        self.buf.extend_from_slice(chunk);
+    }
+}
+
+/// Reads `stream` to its end into `tail`; a read error ends the reading.
+async fn pump<R: AsyncRead + Unpin>(stream: Option<R>, tail: &mut Tail) {
+    let Some(mut stream) = stream else { return };
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => tail.push(&chunk[..n]),
+        }
+    }
+}
+
+/// Kills the hook's whole process group when dropped while armed: on a timeout,
+/// and when the pass running the hook is cancelled (daemon stop).
+struct GroupKiller(Option<rustix::process::Pid>);
+
+impl GroupKiller {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // ESRCH (the group is already gone) is the outcome wanted.
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One line for the log from a stream's retained tail.
 fn tail(out: &[u8]) -> String {
-    let start = out.len().saturating_sub(OUTPUT_TAIL_BYTES);
-    let text = String::from_utf8_lossy(&out[start..]);
+    let text = String::from_utf8_lossy(out);
     let t: String = text
         .chars()
         .map(|c| {
@@ -104,12 +172,56 @@ fn tail(out: &[u8]) -> String {
             }
         })
         .collect();
-    let t = t.trim().trim_matches('|').to_owned();
-    if t.is_empty() { "(none)".into() } else { t }
+    t.trim().trim_matches('|').trim().to_owned()
+}
+
+/// Both streams' tails for a message: stdout, then stderr.
+fn shown(out: &Tail, err: &Tail) -> String {
+    let parts: Vec<String> = [("", out), ("stderr: ", err)]
+        .iter()
+        .filter_map(|(label, t)| {
+            let text = tail(&t.buf);
+            (!text.is_empty()).then(|| {
+                let cut = if t.total > t.buf.len() as u64 {
+                    "…"
+                } else {
+                    ""
+                };
+                format!("{label}{cut}{text}")
+            })
+        })
+        .collect();
+    if parts.is_empty() {
+        "(none)".into()
+    } else {
+        parts.join(" | ")
+    }
+}
+
+/// What a finished hook left: how long it ran and the tails of its output.
+#[derive(Debug)]
+pub struct HookRun {
+    pub took: Duration,
+    /// The last [`OUTPUT_TAIL_BYTES`] of stdout.
+    pub stdout_tail: Vec<u8>,
+    /// The last [`OUTPUT_TAIL_BYTES`] of stderr.
+    pub stderr_tail: Vec<u8>,
 }
 
 /// Runs one hook to completion (or its timeout); returns how long it took.
 pub async fn run(name: &str, hook: &HookConfig, ctx: &HookContext) -> Result<Duration, HookError> {
+    run_captured(name, hook, ctx).await.map(|r| r.took)
+}
+
+/// Runs one hook in a process group of its own. Both output streams are read at
+/// once into bounded tails; the hook is done when its process exits (output still
+/// held open by a background child is read for [`DRAIN_GRACE`] more, no longer).
+/// On timeout the whole group is killed, not only the process started.
+pub async fn run_captured(
+    name: &str,
+    hook: &HookConfig,
+    ctx: &HookContext,
+) -> Result<HookRun, HookError> {
     let started = Instant::now();
     let (program, args) = hook.command.split_first().ok_or_else(|| HookError::Spawn {
         hook: name.to_owned(),
@@ -123,6 +235,8 @@ pub async fn run(name: &str, hook: &HookConfig, ctx: &HookContext) -> Result<Dur
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own group, so that a timeout can end everything the hook started.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| HookError::Spawn {
@@ -130,45 +244,72 @@ pub async fn run(name: &str, hook: &HookConfig, ctx: &HookContext) -> Result<Dur
             program: program.clone(),
             source,
         })?;
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let collect = async {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        if let Some(s) = stdout.as_mut() {
-            let _ = s.read_to_end(&mut out).await;
+    // process_group(0) makes the child's pid its group id. Until the child is
+    // reaped its pid cannot be reused, so killing the group cannot hit strangers.
+    let mut killer = GroupKiller(
+        child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(rustix::process::Pid::from_raw),
+    );
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let mut out = Tail::new(OUTPUT_TAIL_BYTES);
+    let mut err = Tail::new(OUTPUT_TAIL_BYTES);
+    let status = {
+        let mut readers = std::pin::pin!(async {
+            tokio::join!(pump(stdout, &mut out), pump(stderr, &mut err));
+        });
+        let mut read_all = false;
+        let waited = tokio::time::timeout(hook.timeout, async {
+            loop {
+                tokio::select! {
+                    s = child.wait() => break s,
+                    () = &mut readers, if !read_all => read_all = true,
+                }
+            }
+        })
+        .await;
+        let status = match waited {
+            Ok(s) => {
+                killer.0 = None;
+                Some(s)
+            }
+            Err(_) => {
+                killer.kill();
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                None
+            }
+        };
+        if !read_all {
+            // A background child may hold the pipes open for as long as it lives.
+            let _ = tokio::time::timeout(DRAIN_GRACE, &mut readers).await;
         }
-        if let Some(s) = stderr.as_mut() {
-            let _ = s.read_to_end(&mut err).await;
-        }
-        out.extend_from_slice(&err);
-        out
+        status
     };
-    let waited = tokio::time::timeout(hook.timeout, async {
-        let output = collect.await;
-        (child.wait().await, output)
-    })
-    .await;
-    match waited {
-        Err(_) => {
-            // kill_on_drop ends the child when `child` goes out of scope.
-            Err(HookError::Timeout {
-                hook: name.to_owned(),
-                timeout: hook.timeout,
-                tail: "(killed)".into(),
+    let took = started.elapsed();
+    match status {
+        None => Err(HookError::Timeout {
+            hook: name.to_owned(),
+            timeout: hook.timeout,
+            tail: shown(&out, &err),
+        }),
+        Some(Ok(s)) if s.success() => {
+            tracing::info!(hook = name, duration_ms = took.as_millis() as u64, output = %shown(&out, &err), "hook ran");
+            Ok(HookRun {
+                took,
+                stdout_tail: out.buf,
+                stderr_tail: err.buf,
             })
         }
-        Ok((Ok(status), output)) if status.success() => {
-            tracing::info!(hook = name, duration_ms = started.elapsed().as_millis() as u64, output = %tail(&output), "hook ran");
-            Ok(started.elapsed())
-        }
-        Ok((status, output)) => Err(HookError::Failed {
+        Some(status) => Err(HookError::Failed {
             hook: name.to_owned(),
             status: match status {
                 Ok(s) => s.to_string(),
                 Err(e) => e.to_string(),
             },
-            tail: tail(&output),
+            tail: shown(&out, &err),
         }),
     }
 }
@@ -236,6 +377,158 @@ mod tests {
             .await
             .expect_err("spawn");
         assert!(matches!(err, HookError::Spawn { .. }), "{err}");
+    }
+
+    /// Whether `pid` names a live process (a zombie is dead: it only waits to be
+    /// reaped by whoever adopted it).
+    fn alive(pid: &str) -> bool {
+        let probed = std::process::Command::new("kill")
+            .args(["-0", pid])
+            .stderr(Stdio::null())
+            .status()
+            .expect("run kill -0");
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = state
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'));
+        probed.success() && !zombie
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_hooks_whole_process_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 300 & echo $! > {}; sleep 300", pidfile.display());
+        let err = run("tree", &hook(&["/bin/sh", "-c", &script], 500), &ctx())
+            .await
+            .expect_err("times out");
+        assert!(matches!(err, HookError::Timeout { .. }), "{err}");
+        let pid = std::fs::read_to_string(&pidfile).expect("pid written");
+        let pid = pid.trim();
+        // SIGKILL is delivered at once; the orphan is reaped by init shortly after.
+        let mut gone = false;
+        for _ in 0..50 {
+            if !alive(pid) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !gone {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid])
+                .status();
+        }
+        assert!(
+            gone,
+            "the hook's background child {pid} outlived the timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn cancelling_a_running_hook_kills_its_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 300 & echo $! > {}; sleep 300", pidfile.display());
+        let task = tokio::spawn(async move {
+            let _ = run("tree", &hook(&["/bin/sh", "-c", &script], 600_000), &ctx()).await;
+        });
+        let mut pid = String::new();
+        for _ in 0..50 {
+            pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
+            if pid.ends_with('\n') {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let pid = pid.trim().to_owned();
+        assert!(!pid.is_empty(), "the hook never wrote its child's pid");
+        // What a daemon stop does to a running pass.
+        task.abort();
+        let _ = task.await;
+        let mut gone = false;
+        for _ in 0..50 {
+            if !alive(&pid) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !gone {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status();
+        }
+        assert!(gone, "the cancelled hook's child {pid} lives on");
+    }
+
+    #[tokio::test]
+    async fn a_hook_flooding_stderr_then_exiting_0_succeeds() {
+        let ran = run_captured(
+            "noisy",
+            &hook(
+                &[
+                    "/bin/sh",
+                    "-c",
+                    "head -c 10000000 /dev/zero | tr '\\0' e >&2; echo fine",
+                ],
+                20_000,
+            ),
+            &ctx(),
+        )
+        .await
+        .expect("a chatty hook that exits 0 succeeds");
+        assert_eq!(ran.stdout_tail, b"fine\n");
+        assert_eq!(ran.stderr_tail.len(), OUTPUT_TAIL_BYTES);
+        assert!(ran.stderr_tail.iter().all(|b| *b == b'e'));
+    }
+
+    #[tokio::test]
+    async fn a_background_child_holding_stdout_does_not_hold_the_hook() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 60 & echo $! > {}; echo reloaded", pidfile.display());
+        let result = run_captured("bg", &hook(&["/bin/sh", "-c", &script], 10_000), &ctx()).await;
+        let pid = std::fs::read_to_string(&pidfile).expect("pid written");
+        // A successful hook's children are its business; this test cleans up its own.
+        let _ = std::process::Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status();
+        let ran = result.expect("exits 0 while its child still holds stdout");
+        assert_eq!(ran.stdout_tail, b"reloaded\n");
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_output_keeps_only_a_bounded_tail() {
+        let ran = run_captured(
+            "flood",
+            &hook(
+                &[
+                    "/bin/sh",
+                    "-c",
+                    "head -c 300000000 /dev/zero; printf 'last line'",
+                ],
+                120_000,
+            ),
+            &ctx(),
+        )
+        .await
+        .expect("runs");
+        assert_eq!(ran.stdout_tail.len(), OUTPUT_TAIL_BYTES);
+        assert!(ran.stdout_tail.ends_with(b"\0last line"));
+    }
+
+    #[test]
+    fn tail_keeps_the_last_bytes_across_chunks() {
+        let mut t = Tail::new(4);
+        t.push(b"ab");
+        t.push(b"cde");
+        assert_eq!(t.buf, b"bcde");
+        t.push(b"0123456789");
+        assert_eq!(t.buf, b"6789");
+        t.push(b"x");
+        assert_eq!(t.buf, b"789x");
+        assert_eq!(t.total, 16);
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! Bottom up; a module only calls the ones above it in this list.
 //!
 //! - [`secret`]: the redacting wrapper for every secret value.
+//! - [`accounts`]: user and group names to ids.
 //! - [`cas::sign`]: ACS3-HMAC-SHA256 and HMAC-SHA1 request signatures (pure).
 //! - [`cas::credentials`]: where the AccessKey comes from (config, env, profile, ECS role).
 //! - [`cas::client`]: HTTP transport, retries, rate limit, error classification.
 //! - [`cas::api`]: typed CAS operations.
 //! - [`config`]: the YAML configuration and its validation.
 
+pub mod accounts;
 pub mod cas;
 pub mod config;
 pub mod daemon;

@@ -346,9 +346,7 @@ async fn run(command: Command, cfg: Config, config_path: PathBuf) -> anyhow::Res
                 order_type: Some(order_type.into()),
                 resource_group_id: None,
             };
-            let orders = cas
-                .list_all_orders(filter, cas_renewd::cas::api::DEFAULT_PAGE_SIZE)
-                .await?;
+            let orders = cas.list_all_orders(filter, cfg.api.page_size).await?;
             let rows = cas_renewd::listing::rows(&orders, chrono::Utc::now());
             let mut out = std::io::stdout().lock();
             if json {

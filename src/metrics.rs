@@ -45,6 +45,66 @@ pub const ORDER_STATES: [&str; 6] = [
     "unknow",
 ];
 
+/// The values `api_requests_total{code}` takes: the client's own outcome classes,
+/// the documented gateway codes, and the CAS and Alidns codes the program knows.
+/// Any other Code counts as `other` (the log line of the call still names it), so a
+/// server cannot grow the label set without bound.
+pub const API_CODE_LABELS: &[&str] = &[
+    // Outcome classes of the client.
+    "OK",
+    "transport",
+    "redirect",
+    "malformed",
+    "too_large",
+    "schema",
+    "ambiguous",
+    "credentials",
+    // Gateway codes (reference/cas-api.md §4.2).
+    "MissingParameter",
+    "InvalidParameter",
+    "InvalidAccessKeyId.NotFound",
+    "InvalidAccessKeyId.Inactive",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "IllegalTimestamp",
+    "InvalidTimeStamp.Expired",
+    "SignatureNonceUsed",
+    "Throttling",
+    "Throttling.User",
+    "Throttling.Api",
+    "InvalidAction",
+    "InvalidAction.NotFound",
+    "InvalidVersion",
+    "NoSuchVersion",
+    "UnsupportedHTTPMethod",
+    "Forbidden.RAM",
+    "Forbidden",
+    "NoPermission",
+    "Forbidden.RiskControl",
+    "InternalError",
+    "ServiceUnavailable",
+    "ServiceUnAvailable",
+    // CAS (cas-api.md §4.2) and Alidns (§9.6).
+    "MissingStatus",
+    "DomainRecordDuplicate",
+    "DomainRecordConflict",
+    "DomainRecordNotBelongToUser",
+    "InvalidDomainName.NoExist",
+    "Forbidden.DomainNotBelongToUser",
+    "DomainNotFound",
+    "SubDomainInvalid.Value",
+    "LastOperationNotFinished",
+];
+
+/// The `code` label for an API outcome: itself when listed, else `other`.
+pub fn api_code_label(code: &str) -> &str {
+    API_CODE_LABELS
+        .iter()
+        .find(|known| **known == code)
+        .copied()
+        .unwrap_or("other")
+}
+
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let g = GaugeVec::new(Opts::new(format!("cas_renewd_{name}"), help), labels)
         .expect("metric names and labels are static and valid");
@@ -129,7 +189,7 @@ impl Metrics {
             api_requests: counter_vec(
                 &r,
                 "api_requests_total",
-                "API attempts by action and outcome code (OK or the Alibaba Code or a class).",
+                "API attempts by action and outcome code (OK, a known Alibaba Code, a class, or other).",
                 &["action", "code"],
             ),
             api_duration,
@@ -171,9 +231,11 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 
-    /// Records one API attempt.
+    /// Records one API attempt; an unlisted code is counted as `other`.
     pub fn observe_api(&self, action: &str, code: &str, took: Duration) {
-        self.api_requests.with_label_values(&[action, code]).inc();
+        self.api_requests
+            .with_label_values(&[action, api_code_label(code)])
+            .inc();
         self.api_duration
             .with_label_values(&[action])
             .observe(took.as_secs_f64());
@@ -251,6 +313,36 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_api_codes_share_one_label() {
+        let m = Metrics::new();
+        for i in 0..500 {
+            m.observe_api(
+                "DescribeCertificateState",
+                &format!("Weird.Code{i}"),
+                Duration::ZERO,
+            );
+        }
+        m.observe_api(
+            "DescribeCertificateState",
+            "Throttling.User",
+            Duration::ZERO,
+        );
+        let text = m.render();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("cas_renewd_api_requests_total{"))
+            .collect();
+        assert_eq!(series.len(), 2, "one series per unknown code");
+        assert_eq!(
+            series,
+            [
+                "cas_renewd_api_requests_total{action=\"DescribeCertificateState\",code=\"Throttling.User\"} 1",
+                "cas_renewd_api_requests_total{action=\"DescribeCertificateState\",code=\"other\"} 500",
+            ]
+        );
+    }
 
     #[test]
     fn renders_every_documented_metric() {

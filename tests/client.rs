@@ -304,3 +304,191 @@ async fn sts_token_is_sent_and_signed() {
     assert_eq!(r.headers["x-acs-security-token"], "sts-token-xyz");
     assert!(r.headers["authorization"].contains("x-acs-security-token"));
 }
+
+#[tokio::test]
+async fn redirects_are_not_followed_and_name_their_target() {
+    // The place a redirect points at must see nothing: not the signed query, not
+    // the STS token.
+    let elsewhere = Fake::start().await;
+    elsewhere.fallback(|_| Reply::json(200, STATE_OK));
+    let fake = Fake::start().await;
+    let target = format!("{}/steal", elsewhere.url());
+    for status in [302, 307] {
+        let location = target.clone();
+        fake.script(
+            "DescribeCertificateState",
+            [Reply::json(status, "").with_header("location", &location)],
+        );
+    }
+    let c = cas_for(
+        &fake,
+        common::ACCESS_KEY_SECRET,
+        Some("sts-token-xyz"),
+        6,
+        Duration::from_secs(5),
+    );
+    for status in [302, 307] {
+        let err = c
+            .describe_certificate_state(1)
+            .await
+            .expect_err("a redirect is an error");
+        assert!(matches!(err, ApiError::Redirect { .. }), "{err}");
+        let shown = err.to_string();
+        assert!(
+            shown.contains(&format!("HTTP {status}")) && shown.contains(&target),
+            "{shown}"
+        );
+        assert!(!shown.contains("sts-token-xyz"), "{shown}");
+    }
+    assert_eq!(fake.count("DescribeCertificateState"), 2, "never retried");
+    assert!(
+        elsewhere.received().is_empty(),
+        "the redirect target received {:?}",
+        elsewhere.received()
+    );
+}
+
+#[tokio::test]
+async fn renew_redirect_is_a_plain_refusal_sent_once() {
+    let fake = Fake::start().await;
+    fake.fallback(|_| Reply::json(301, "").with_header("location", "http://127.0.0.1:9/"));
+    let err = cas(&fake)
+        .renew_certificate_order(7, None, &[])
+        .await
+        .expect_err("redirected");
+    assert!(matches!(err, ApiError::Redirect { .. }), "{err}");
+    assert_eq!(fake.count("RenewCertificateOrderForPackageRequest"), 1);
+}
+
+#[tokio::test]
+async fn x_acs_retry_after_sets_the_wait_before_the_retry() {
+    let fake = Fake::start().await;
+    fake.script(
+        "DescribeCertificateState",
+        [
+            Reply::error(400, "Throttling.User", "flow control")
+                .with_header("x-acs-retry-after", "1500"),
+            Reply::json(200, STATE_OK),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let resp = cas(&fake)
+        .describe_certificate_state(1)
+        .await
+        .expect("succeeds on the retry");
+    assert_eq!(resp.attempts, 2);
+    // Our own first backoff is at most 250 ms; only the header explains more.
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1500), "{waited:?}");
+}
+
+#[tokio::test]
+async fn any_5xx_is_retried_for_reads() {
+    let fake = Fake::start().await;
+    fake.script(
+        "DescribeCertificateState",
+        [
+            Reply::error(502, "UnknownError", "bad gateway"),
+            Reply::error(500, "InternalServerError", "oops"),
+            Reply::json(200, STATE_OK),
+        ],
+    );
+    let resp = cas(&fake)
+        .describe_certificate_state(1)
+        .await
+        .expect("a server error is transient for a read");
+    assert_eq!(resp.attempts, 3);
+}
+
+#[tokio::test]
+async fn renew_with_any_5xx_is_ambiguous_and_sent_once() {
+    let fake = Fake::start().await;
+    fake.fallback(|_| Reply::error(500, "UnknownError", "The request processing has failed."));
+    let err = cas(&fake)
+        .renew_certificate_order(7, None, &[])
+        .await
+        .expect_err("outcome unknown");
+    assert!(matches!(err, ApiError::Ambiguous { .. }), "{err}");
+    assert_eq!(err.code(), Some("UnknownError"));
+    assert_eq!(fake.count("RenewCertificateOrderForPackageRequest"), 1);
+}
+
+#[tokio::test]
+async fn alidns_last_operation_not_finished_is_retried() {
+    use cas_renewd::cas::client::{ApiClient, ClientSettings, RateLimiter};
+    use cas_renewd::cas::credentials::{Credential, CredentialsProvider};
+    use cas_renewd::cas::dns::{DNS_VERSION, Dns};
+    let fake = Fake::start().await;
+    fake.script(
+        "AddDomainRecord",
+        [
+            Reply::error(
+                400,
+                "LastOperationNotFinished",
+                "Last operation is not finished, please try again later.",
+            ),
+            Reply::json(200, r#"{"RequestId":"R","RecordId":"rec-1"}"#),
+        ],
+    );
+    let creds = CredentialsProvider::fixed(Credential {
+        access_key_id: common::ACCESS_KEY_ID.into(),
+        access_key_secret: cas_renewd::secret::Secret::new(common::ACCESS_KEY_SECRET),
+        security_token: None,
+        expiration: None,
+    });
+    let client = ApiClient::new(
+        ClientSettings {
+            endpoint: reqwest::Url::parse(&fake.url()).expect("url"),
+            version: DNS_VERSION,
+            timeout: Duration::from_secs(5),
+            max_attempts: 6,
+        },
+        std::sync::Arc::new(creds),
+        std::sync::Arc::new(RateLimiter::new(100.0)),
+    )
+    .expect("client");
+    let id = Dns::new(client)
+        .add_record("example.com", "_dnsauth.www", "TXT", "token")
+        .await
+        .expect("retried after the earlier change finished");
+    assert_eq!(id, "rec-1");
+    assert_eq!(fake.count("AddDomainRecord"), 2);
+}
+
+#[tokio::test]
+async fn the_engine_pages_with_the_configured_page_size() {
+    use cas_renewd::cas::credentials::{Credential, CredentialsProvider};
+    let fake = Fake::start().await;
+    fake.fallback(common::orders_fallback(120));
+    let creds = std::sync::Arc::new(CredentialsProvider::fixed(Credential {
+        access_key_id: common::ACCESS_KEY_ID.into(),
+        access_key_secret: cas_renewd::secret::Secret::new(common::ACCESS_KEY_SECRET),
+        security_token: None,
+        expiration: None,
+    }));
+    for (setting, want) in [("", "50"), ("page_size: 40, ", "40")] {
+        let cfg = cas_renewd::config::Config::parse(
+            &format!(
+                "api: {{ {setting}endpoint: \"{}\" }}\ncertificates:\n  - {{ name: www, domain: www.example.com }}\n",
+                fake.url()
+            ),
+            std::path::Path::new("test.yaml"),
+        )
+        .expect("config");
+        let before = fake.received().len();
+        let orders = cas_renewd::renew::Engine::new(cfg, creds.clone())
+            .expect("engine")
+            .inventory()
+            .await
+            .expect("inventory");
+        assert_eq!(orders.len(), 120);
+        let sizes: Vec<String> = fake.received()[before..]
+            .iter()
+            .filter_map(|r| r.param("ShowSize").map(str::to_owned))
+            .collect();
+        assert!(
+            !sizes.is_empty() && sizes.iter().all(|s| s == want),
+            "{setting}: {sizes:?}"
+        );
+    }
+}

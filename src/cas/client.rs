@@ -18,8 +18,11 @@ use super::sign::{self, EMPTY_PAYLOAD_SHA256, V3Input};
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// First backoff step; doubled per attempt, with full jitter.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
-/// Longest single wait between attempts, also for a server's hint.
+/// Longest single wait between attempts of our own backoff.
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Longest wait a server's hint may impose before the next attempt (the official
+/// SDK caps it at 120 s; a daemon pass should not sit longer on one call).
+pub const HINT_CAP: Duration = Duration::from_secs(60);
 const USER_AGENT: &str = concat!("cas-renewd/", env!("CARGO_PKG_VERSION"));
 
 /// Whether a call may be sent again when its outcome is unknown.
@@ -57,7 +60,7 @@ pub struct ServiceError {
     pub message: String,
     pub request_id: String,
     pub host_id: Option<String>,
-    /// The server's wait hint (x-ratelimit TimeLeft or Retry-After).
+    /// The server's wait hint (x-acs-retry-after, x-ratelimit TimeLeft or Retry-After).
     pub retry_after: Option<Duration>,
 }
 
@@ -78,6 +81,16 @@ pub enum ApiError {
         status: u16,
         request_id: String,
         detail: String,
+    },
+    /// Redirects are never followed: they would carry the signed query and the STS
+    /// token to another place, perhaps over plain HTTP.
+    #[error(
+        "{action}: the endpoint answered HTTP {status} redirecting to {location:?}, which is not followed; set api.endpoint to the right address"
+    )]
+    Redirect {
+        action: String,
+        status: u16,
+        location: String,
     },
     #[error("{action}: response body is larger than {MAX_BODY_BYTES} bytes; refused")]
     TooLarge { action: String },
@@ -121,6 +134,7 @@ impl ApiError {
         match self {
             ApiError::Service(e) => &e.code,
             ApiError::Transport { .. } => "transport",
+            ApiError::Redirect { .. } => "redirect",
             ApiError::Malformed { .. } => "malformed",
             ApiError::TooLarge { .. } => "too_large",
             ApiError::Schema { .. } => "schema",
@@ -136,7 +150,9 @@ impl ApiError {
             (ApiError::Service(e), Idempotence::NonIdempotent) => {
                 is_rejected_before_execution(&e.code)
             }
-            (ApiError::Service(e), Idempotence::Idempotent) => is_retryable_code(&e.code),
+            (ApiError::Service(e), Idempotence::Idempotent) => {
+                is_retryable_code(&e.code) || is_server_error(e.status)
+            }
             (ApiError::Transport { not_sent, .. }, Idempotence::NonIdempotent) => *not_sent,
             (ApiError::Transport { .. }, Idempotence::Idempotent) => true,
             (ApiError::Malformed { .. } | ApiError::TooLarge { .. }, Idempotence::Idempotent) => {
@@ -158,8 +174,11 @@ impl ApiError {
         match self {
             ApiError::Transport { not_sent, .. } => !not_sent,
             ApiError::Malformed { .. } | ApiError::TooLarge { .. } => true,
+            // Any 5xx is a server-side failure (the official SDK raises every one as
+            // a ServerException): the operation may have run before it failed.
             ApiError::Service(e) => {
-                is_retryable_code(&e.code) && !is_rejected_before_execution(&e.code)
+                (is_retryable_code(&e.code) || is_server_error(e.status))
+                    && !is_rejected_before_execution(&e.code)
             }
             _ => false,
         }
@@ -167,12 +186,23 @@ impl ApiError {
 }
 
 /// Codes that mean "try again later" for any call that may be repeated.
+/// `LastOperationNotFinished` is Alidns refusing a change while another change of
+/// the same domain is still being applied (retried by Alibaba's terraform provider).
 pub fn is_retryable_code(code: &str) -> bool {
     code.starts_with("Throttling")
         || matches!(
             code,
-            "ServiceUnavailable" | "ServiceUnAvailable" | "InternalError" | "SignatureNonceUsed"
+            "ServiceUnavailable"
+                | "ServiceUnAvailable"
+                | "InternalError"
+                | "SignatureNonceUsed"
+                | "LastOperationNotFinished"
         )
+}
+
+/// An HTTP 5xx status: the server failed, whatever Code it sent.
+fn is_server_error(status: u16) -> bool {
+    (500..600).contains(&status)
 }
 
 /// Codes the gateway answers before the operation runs, so even a paid call can be
@@ -196,6 +226,29 @@ pub fn ratelimit_time_left(headers: &reqwest::header::HeaderMap) -> Option<Durat
         })
         .max()
         .map(Duration::from_millis)
+}
+
+/// Reads `x-acs-retry-after`, the wait in milliseconds that the current official
+/// SDK honours (alibabacloud_tea_openapi `get_throttling_time_left`); only a
+/// positive integer counts.
+pub fn acs_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get("x-acs-retry-after")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+}
+
+/// The server's wait hint: `x-acs-retry-after` first (what the current SDK reads),
+/// then the older `x-ratelimit-*` TimeLeft, then `Retry-After`.
+pub fn server_wait_hint(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    acs_retry_after(headers)
+        .or_else(|| ratelimit_time_left(headers))
+        .or_else(|| retry_after_header(headers))
 }
 
 /// Reads `Retry-After` in seconds; an HTTP date or junk is ignored.
@@ -351,6 +404,7 @@ impl ApiClient {
         };
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .build()
@@ -557,8 +611,18 @@ impl ApiClient {
         };
         let mut resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
-        let hint =
-            ratelimit_time_left(resp.headers()).or_else(|| retry_after_header(resp.headers()));
+        if resp.status().is_redirection() {
+            let location = resp.headers().get(reqwest::header::LOCATION).map_or_else(
+                || "(no Location header)".to_owned(),
+                |v| preview(v.as_bytes()),
+            );
+            return Err(ApiError::Redirect {
+                action: action.to_owned(),
+                status,
+                location,
+            });
+        }
+        let hint = server_wait_hint(resp.headers());
         if resp
             .content_length()
             .is_some_and(|n| n > MAX_BODY_BYTES as u64)
@@ -647,13 +711,13 @@ fn new_nonce() -> String {
 }
 
 /// Full jitter: a random wait in `[0, min(cap, base * 2^(attempt-1))]`; a server hint
-/// sets the floor (never more than the cap).
+/// sets the floor (never more than [`HINT_CAP`]).
 pub fn backoff(attempt: u32, hint: Option<Duration>) -> Duration {
     let exp = BACKOFF_BASE.saturating_mul(1u32 << (attempt.saturating_sub(1)).min(16));
     let ceiling = exp.min(BACKOFF_CAP);
     let jitter = Duration::from_secs_f64(rand::rng().random::<f64>() * ceiling.as_secs_f64());
     match hint {
-        Some(h) => h.min(BACKOFF_CAP) + jitter / 4,
+        Some(h) => h.min(HINT_CAP) + jitter / 4,
         None => jitter,
     }
 }
@@ -671,6 +735,7 @@ mod tests {
             "ServiceUnavailable",
             "InternalError",
             "SignatureNonceUsed",
+            "LastOperationNotFinished",
         ] {
             assert!(is_retryable_code(code), "{code}");
         }
@@ -698,7 +763,35 @@ mod tests {
         assert!(svc("Throttling.User").retryable(Idempotence::NonIdempotent));
         assert!(!svc("InternalError").retryable(Idempotence::NonIdempotent));
         assert!(svc("InternalError").leaves_outcome_unknown());
-        assert!(!svc("InvalidParameter").leaves_outcome_unknown());
+        // Any 5xx is a server failure: reads retry it, a paid call treats its outcome
+        // as unknown; the same unknown code under 4xx is a refusal.
+        let with_status = |code: &str, status: u16| {
+            ApiError::Service(Box::new(ServiceError {
+                action: "A".into(),
+                status,
+                code: code.into(),
+                message: String::new(),
+                request_id: String::new(),
+                host_id: None,
+                retry_after: None,
+            }))
+        };
+        assert!(with_status("UnknownError", 502).retryable(Idempotence::Idempotent));
+        assert!(!with_status("UnknownError", 502).retryable(Idempotence::NonIdempotent));
+        assert!(with_status("UnknownError", 500).leaves_outcome_unknown());
+        assert!(!with_status("UnknownError", 400).retryable(Idempotence::Idempotent));
+        assert!(!with_status("UnknownError", 400).leaves_outcome_unknown());
+        assert!(!with_status("InvalidParameter", 400).leaves_outcome_unknown());
+        // Throttling refuses before running the call, whatever the status.
+        assert!(with_status("Throttling.User", 503).retryable(Idempotence::NonIdempotent));
+        assert!(!with_status("Throttling.User", 503).leaves_outcome_unknown());
+        let redirect = ApiError::Redirect {
+            action: "A".into(),
+            status: 302,
+            location: "http://elsewhere/".into(),
+        };
+        assert!(!redirect.retryable(Idempotence::Idempotent));
+        assert!(!redirect.leaves_outcome_unknown());
         let timeout = ApiError::Transport {
             action: "A".into(),
             detail: "timed out".into(),
@@ -743,6 +836,28 @@ mod tests {
     }
 
     #[test]
+    fn x_acs_retry_after_is_read_first_in_milliseconds() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "7".parse().expect("hv"));
+        assert_eq!(server_wait_hint(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            "x-ratelimit-user-api",
+            "Limit:1,Remain:0,TimeLeft:2000,Reset:1"
+                .parse()
+                .expect("hv"),
+        );
+        assert_eq!(server_wait_hint(&h), Some(Duration::from_millis(2000)));
+        h.insert("x-acs-retry-after", "1500".parse().expect("hv"));
+        assert_eq!(server_wait_hint(&h), Some(Duration::from_millis(1500)));
+        // As in the SDK, only a positive integer counts.
+        for junk in ["0", "-5", "1.5", "soon", ""] {
+            h.insert("x-acs-retry-after", junk.parse().expect("hv"));
+            assert_eq!(acs_retry_after(&h), None, "{junk:?}");
+            assert_eq!(server_wait_hint(&h), Some(Duration::from_millis(2000)));
+        }
+    }
+
+    #[test]
     fn backoff_stays_within_bounds() {
         for attempt in 1..40 {
             let cap = BACKOFF_BASE
@@ -756,7 +871,8 @@ mod tests {
         assert!(
             hinted >= Duration::from_secs(2) && hinted <= Duration::from_secs(2) + BACKOFF_BASE
         );
-        assert!(backoff(3, Some(Duration::from_secs(3600))) <= BACKOFF_CAP + BACKOFF_CAP / 4);
+        let capped = backoff(3, Some(Duration::from_secs(3600)));
+        assert!(capped >= HINT_CAP && capped <= HINT_CAP + BACKOFF_CAP / 4);
     }
 
     #[test]

@@ -423,3 +423,51 @@ fn configured_domains_get_the_same_check_as_discovered_ones() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.certificates[0].domain, "xn--bcher-kva.example");
 }
+
+#[test]
+fn loading_refuses_an_owner_or_group_this_host_does_not_have() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("c.yaml");
+    let text = "certificates:\n  - name: www\n    domain: www.example.com\n    output:\n      owner: no-such-user-cas-renewd\n      group: no-such-group-cas-renewd\n";
+    std::fs::write(&path, text).expect("write");
+    let err = Config::load(&path).expect_err("unknown accounts are refused");
+    let problems = err.problems();
+    assert_eq!(problems.len(), 2, "{err}");
+    assert_eq!(problems[0].key, "certificates[0].output.owner");
+    assert_eq!(problems[0].line, 5);
+    assert!(
+        problems[0]
+            .message
+            .contains("unknown user \"no-such-user-cas-renewd\""),
+        "{err}"
+    );
+    assert_eq!(problems[1].key, "certificates[0].output.group");
+    assert_eq!(problems[1].line, 6);
+    assert!(problems[1].message.contains("not in /etc/group"), "{err}");
+    // The text alone is valid: `parse` does not look at the host.
+    assert!(parse(text).is_ok());
+
+    // root (uid and gid 0) exists everywhere; numeric ids are taken as they are.
+    std::fs::write(
+        &path,
+        "certificates:\n  - name: www\n    domain: www.example.com\n    output: { owner: root, group: \"4242\" }\n",
+    )
+    .expect("write");
+    let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.certificates[0].output.group.as_deref(), Some("4242"));
+}
+
+#[test]
+fn api_page_size_defaults_to_50_and_is_bounded() {
+    let cfg = parse(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.api.page_size, 50);
+    let cfg =
+        parse(&format!("api: {{ page_size: 100 }}\n{MINIMAL}")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.api.page_size, 100);
+    for bad in ["0", "101"] {
+        let p = one_problem(&format!("api:\n  page_size: {bad}\n{MINIMAL}"));
+        assert_eq!(p.key, "api.page_size");
+        assert_eq!(p.line, 2);
+        assert!(p.message.contains("between 1 and 100"), "{}", p.message);
+    }
+}

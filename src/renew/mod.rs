@@ -35,8 +35,6 @@ pub use discover::{BlockedTarget, Targets, child_dir, discovered_names};
 use plan::{Action, Plan, PlanInput};
 use validation::Published;
 
-/// The largest ShowSize the engine asks for; CAS documents no maximum.
-pub const PAGE_SIZE: u32 = 100;
 /// How long after an unclear renew call the account must show no new order before
 /// the call is made again (at least; twice the poll interval when that is longer).
 const RECONCILE_GRACE: Duration = Duration::from_secs(10);
@@ -260,7 +258,7 @@ impl Engine {
     /// Every order in the account (CPACK, all statuses), page by page.
     pub async fn inventory(&self) -> Result<Vec<CertificateOrder>, ApiError> {
         self.cas
-            .list_all_orders(OrderFilter::default(), PAGE_SIZE)
+            .list_all_orders(OrderFilter::default(), self.cfg.api.page_size)
             .await
     }
 
@@ -932,7 +930,7 @@ impl CertRun<'_> {
                         keyword: Some(self.cert.domain.clone()),
                         ..Default::default()
                     },
-                    PAGE_SIZE,
+                    self.e.cfg.api.page_size,
                 )
                 .await?;
             let earliest = requested.timestamp_millis() - 600_000;

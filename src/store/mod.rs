@@ -14,6 +14,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+use crate::accounts::{self, AccountError, Kind};
 use crate::config::OutputConfig;
 
 pub use install::{
@@ -275,27 +276,15 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), StoreError> {
 }
 
 /// Looks a user or group up in `/etc/passwd` or `/etc/group`; numeric ids pass.
-fn lookup_id(name: &str, file: &'static str, kind: &'static str) -> Result<u32, StoreError> {
-    if let Ok(n) = name.parse() {
-        return Ok(n);
-    }
-    let path = Path::new("/etc").join(file);
-    let text = safe_fs::read_regular(&path, safe_fs::MAX_OUTPUT_FILE_BYTES)?
-        .map(|d| String::from_utf8_lossy(&d).into_owned())
-        .unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            let n = f.next()?;
-            let id = f.nth(1)?;
-            (n == name).then(|| id.parse().ok())?
-        })
-        .next()
-        .ok_or_else(|| StoreError::UnknownId {
-            kind,
-            name: name.to_owned(),
-            file,
-        })
+fn lookup_id(name: &str, kind: Kind) -> Result<u32, StoreError> {
+    accounts::lookup(name, kind).map_err(|e| match e {
+        AccountError::Unknown { kind, name } => StoreError::UnknownId {
+            kind: kind.as_str(),
+            name,
+            file: kind.file(),
+        },
+        AccountError::Read { path, source } => io(&path, "read")(source),
+    })
 }
 
 /// The numeric owner and group an output block asks for.
@@ -303,11 +292,11 @@ pub fn output_ids(out: &OutputConfig) -> Result<(Option<u32>, Option<u32>), Stor
     Ok((
         out.owner
             .as_deref()
-            .map(|o| lookup_id(o, "passwd", "user"))
+            .map(|o| lookup_id(o, Kind::User))
             .transpose()?,
         out.group
             .as_deref()
-            .map(|g| lookup_id(g, "group", "group"))
+            .map(|g| lookup_id(g, Kind::Group))
             .transpose()?,
     ))
 }
