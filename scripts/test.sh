@@ -51,6 +51,8 @@ ensure_sdk
 ensure_tool promtool prometheus          # promtool check metrics / rules, test rules
 ensure_tool systemd-analyze systemd      # verify and security of the unit
 ensure_tool nginx nginx                  # the end-to-end tests' own nginx instances
+# The example configuration gives keys to the ssl-cert group; loading checks it exists.
+getent group ssl-cert >/dev/null || apt_install ssl-cert
 
 # Licences, banned crates and sources of the dependency tree (deny.toml). The
 # advisories check is left out: it needs the RustSec database, a git repository on

@@ -31,6 +31,15 @@ fn text(o: &Output) -> (String, String) {
 
 #[test]
 fn check_config_accepts_the_shipped_example() {
+    // The example gives keys to Debian's ssl-cert group; loading checks it exists.
+    if cas_renewd::accounts::lookup("ssl-cert", cas_renewd::accounts::Kind::Group).is_err()
+        && std::env::var_os("CAS_RENEWD_E2E").is_none()
+    {
+        eprintln!(
+            "skipped: no ssl-cert group here (Debian package ssl-cert; scripts/test.sh installs it)"
+        );
+        return;
+    }
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cas-renewd.example.yaml");
     let out = cmd(&example).arg("check-config").output().expect("runs");
     let (stdout, stderr) = text(&out);

@@ -22,6 +22,15 @@ fn one_problem(text: &str) -> Problem {
 
 #[test]
 fn example_config_is_valid() {
+    // The example gives keys to Debian's ssl-cert group; loading checks it exists.
+    if crate::accounts::lookup("ssl-cert", crate::accounts::Kind::Group).is_err()
+        && std::env::var_os("CAS_RENEWD_E2E").is_none()
+    {
+        eprintln!(
+            "skipped: no ssl-cert group here (Debian package ssl-cert; scripts/test.sh installs it)"
+        );
+        return;
+    }
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cas-renewd.example.yaml");
     let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.certificates.len(), 2);
