@@ -306,6 +306,26 @@ pub enum ValidationMethod {
     File,
 }
 
+/// What a certificate whose kind CAS does not renew (personal test/free,
+/// multi-domain, uploaded) gets: `renew` blocks it with the reason, `reapply` applies
+/// for a new certificate of the same product (CreateCertificateForPackageRequest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RenewalMode {
+    #[default]
+    Renew,
+    Reapply,
+}
+
+impl RenewalMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RenewalMode::Renew => "renew",
+            RenewalMode::Reapply => "reapply",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -380,6 +400,14 @@ struct RawRenewal {
     poll_max_interval: Option<Spanned<HumanDuration>>,
     issuance_timeout: Option<Spanned<HumanDuration>>,
     concurrency: Option<Spanned<u32>>,
+    unclear_retry_after: Option<Spanned<HumanDuration>>,
+}
+
+/// A certificate's own renewal settings (`certificates[].renewal`, `defaults.renewal`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertRenewal {
+    mode: Option<RenewalMode>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -388,6 +416,7 @@ struct RawDefaults {
     key: Option<RawKey>,
     validation: Option<Spanned<RawValidation>>,
     reload: Option<Vec<Spanned<String>>>,
+    renewal: Option<RawCertRenewal>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -415,6 +444,7 @@ struct RawCertificate {
     validation: Option<Spanned<RawValidation>>,
     reload: Option<Vec<Spanned<String>>>,
     verify: Option<RawVerify>,
+    renewal: Option<RawCertRenewal>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -558,6 +588,9 @@ pub struct RenewalConfig {
     pub poll_max_interval: Duration,
     pub issuance_timeout: Duration,
     pub concurrency: usize,
+    /// After a paid call with an unclear outcome whose order never showed: how long
+    /// after the call cas-renewd pays again by itself (`renew --force` does it now).
+    pub unclear_retry_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -578,6 +611,7 @@ pub struct CertificateDefaults {
     pub key: KeySpec,
     pub validation: ValidationConfig,
     pub reload: Vec<String>,
+    pub mode: RenewalMode,
 }
 
 #[derive(Debug, Clone)]
@@ -589,6 +623,8 @@ pub struct CertificateConfig {
     pub validation: ValidationConfig,
     pub reload: Vec<String>,
     pub verify: Option<VerifyConfig>,
+    /// `renewal.mode`: what to do for an order CAS does not renew.
+    pub mode: RenewalMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1123,6 +1159,12 @@ fn validate(raw: RawConfig, source: &Path) -> Result<Config, ConfigError> {
             Some(c) => c.value as usize,
             None => 4,
         },
+        unclear_retry_after: positive(
+            r.unclear_retry_after.as_ref(),
+            Duration::from_secs(24 * 3600),
+            "renewal.unclear_retry_after",
+            &mut p,
+        ),
     };
     if let Some(max) = &r.poll_max_interval
         && renewal.poll_max_interval < renewal.poll_interval
@@ -1170,6 +1212,12 @@ fn validate(raw: RawConfig, source: &Path) -> Result<Config, ConfigError> {
             .reload
             .as_deref()
             .map(|r| check_hook_refs(r, &raw.hooks, "defaults.reload", &mut p))
+            .unwrap_or_default(),
+        mode: raw
+            .defaults
+            .renewal
+            .as_ref()
+            .and_then(|r| r.mode)
             .unwrap_or_default(),
     };
 
@@ -1320,6 +1368,11 @@ fn validate(raw: RawConfig, source: &Path) -> Result<Config, ConfigError> {
                 connect: v.connect.value.clone(),
                 server_name: v.server_name.clone(),
             }),
+            mode: c
+                .renewal
+                .as_ref()
+                .and_then(|r| r.mode)
+                .unwrap_or(defaults.mode),
         });
     }
 
