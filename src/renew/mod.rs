@@ -786,7 +786,8 @@ impl CertRun<'_> {
                 if self.journal.phase == JournalPhase::Rejected && !force {
                     return Ok(Step::Done);
                 }
-                self.start_renewal(*source_order_id).await?;
+                self.start_renewal(*source_order_id, PaidCall::Renew, None)
+                    .await?;
                 self.resume().await?;
                 Ok(Step::Done)
             }
@@ -798,10 +799,12 @@ impl CertRun<'_> {
                     return Ok(Step::Done);
                 }
                 self.check_package(product_code).await?;
-                self.start_renewal(*source_order_id).await?;
-                self.journal.paid_call = PaidCall::Create;
-                self.journal.product_code = Some(product_code.clone());
-                self.save()?;
+                self.start_renewal(
+                    *source_order_id,
+                    PaidCall::Create,
+                    Some(product_code.clone()),
+                )
+                .await?;
                 self.resume().await?;
                 Ok(Step::Done)
             }
@@ -810,7 +813,12 @@ impl CertRun<'_> {
 
     /// Makes the key (0600, fsynced, under the state directory) and journals it
     /// before anything is spent.
-    async fn start_renewal(&mut self, source_order_id: i64) -> Result<(), EngineError> {
+    async fn start_renewal(
+        &mut self,
+        source_order_id: i64,
+        paid_call: PaidCall,
+        product_code: Option<String>,
+    ) -> Result<(), EngineError> {
         let attempt = new_attempt_id();
         let key = if self.cert.key.reuse {
             match std::fs::read_to_string(self.cert.output.dir.join(store::KEY_FILE)) {
@@ -836,6 +844,8 @@ impl CertRun<'_> {
             key_path: Some(key_path),
             key_spki_sha256: Some(key.spki_sha256()),
             csr_sha256: Some(crate::cas::sign::sha256_hex(csr.as_bytes())),
+            paid_call,
+            product_code,
             unusable_orders: std::mem::take(&mut self.journal.unusable_orders),
             reload_pending: std::mem::take(&mut self.journal.reload_pending),
             ..Journal::default()

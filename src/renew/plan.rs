@@ -706,7 +706,13 @@ mod properties {
                     status,
                     OrderStatus::Issued | OrderStatus::Willexpired | OrderStatus::Expired
                 );
-                let (ct, pc, dt, st) = KINDS[rng.random_range(0..KINDS.len())];
+                // Half renewable kinds (the first two), half the others.
+                let k = if rng.random_bool(0.5) {
+                    rng.random_range(0..2)
+                } else {
+                    rng.random_range(2..KINDS.len())
+                };
+                let (ct, pc, dt, st) = KINDS[k];
                 CertificateOrder {
                     order_id: Some(100 + i),
                     domain: Some("www.example.com".into()),

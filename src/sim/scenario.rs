@@ -33,6 +33,9 @@ pub struct Scenario {
     /// every order's domain.
     #[serde(default)]
     pub dns_zones: Vec<String>,
+    /// Resource-plan units by ProductCode (see [`Packages`]).
+    #[serde(default)]
+    pub packages: Packages,
 }
 
 fn default_seed() -> u64 {
@@ -80,7 +83,19 @@ pub struct OrderSpec {
     pub algorithm: String,
     #[serde(default)]
     pub issue: IssueOutcome,
+    /// ListUserCertificateOrder's kind fields. By default a paid DV product
+    /// (`geotrust-dv-1-starter`, `geotrust-dv-w-starter` for a wildcard), CertType
+    /// `FREE` for a `*-free-*` product, DomainType `ONE`/`WILDCARD`, SourceType `cpack`.
+    pub product_code: Option<String>,
+    pub cert_type: Option<String>,
+    pub domain_type: Option<String>,
+    pub source_type: Option<String>,
 }
+
+/// Resource plans of the simulated account, by ProductCode: units bought. A paid
+/// product not listed has 100 units; free products have the documented 20 per
+/// account per year.
+pub type Packages = BTreeMap<String, u32>;
 
 fn default_algorithm() -> String {
     "RSA".into()
@@ -125,6 +140,12 @@ pub struct Issuance {
     pub validity: HumanDuration,
     /// Where FILE validation looks for `Uri` (the web root of every domain).
     pub webroot: Option<PathBuf>,
+    /// ASSUMPTION switch (the docs say a renewal order is "pending application" and
+    /// must be applied for; whether a Csr sent with the renew does that is unknown):
+    /// false, a renewal order leaves `payed` by itself; true, it stays `payed` until
+    /// ApplyCertificate is called on its InstanceId.
+    #[serde(default)]
+    pub renewal_needs_application: bool,
 }
 
 impl Default for Issuance {
@@ -134,6 +155,7 @@ impl Default for Issuance {
             validation: ValidationKind::None,
             validity: default_validity(),
             webroot: None,
+            renewal_needs_application: false,
         }
     }
 }
@@ -166,6 +188,14 @@ pub struct Faults {
     pub latency: HumanDuration,
     #[serde(default = "default_hold")]
     pub hold: HumanDuration,
+    /// The first N calls of each named action answer 503 ServiceUnavailable without
+    /// acting (a client cannot tell: an unclear outcome with no effect).
+    #[serde(default)]
+    pub refuse_first: BTreeMap<String, u32>,
+    /// The first N calls of each named action act, then answer 500 InternalError
+    /// (an unclear outcome that took effect).
+    #[serde(default)]
+    pub act_then_fail_first: BTreeMap<String, u32>,
 }
 
 impl Default for Faults {
@@ -177,6 +207,8 @@ impl Default for Faults {
             malformed: 0.0,
             latency: zero_duration(),
             hold: default_hold(),
+            refuse_first: BTreeMap::new(),
+            act_then_fail_first: BTreeMap::new(),
         }
     }
 }
