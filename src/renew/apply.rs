@@ -160,9 +160,17 @@ impl CertRun<'_> {
                 warn!(cert = %self.cert.name, error = %e, action = call.action(), "paid call outcome unknown; looking for the order it may have created before anything else");
                 Ok(())
             }
+            Err(ApiError::Service(e)) if self.force => {
+                // The operator's own forced call: they see the refusal now, and no
+                // plan repeats a call that was not due.
+                self.journal.phase = JournalPhase::Idle;
+                self.journal.last_error = Some(e.to_string());
+                self.save()?;
+                Err(ApiError::Service(e).into())
+            }
             Err(ApiError::Service(e)) => {
                 // Refused: nothing was spent, and the same call would be refused
-                // again; an operator looks before anything is paid.
+                // again every pass; an operator looks before anything is paid.
                 let msg = format!(
                     "CAS refused {} for order {source}: {}: {}; nothing was spent and the call is not repeated: fix the cause, then run `cas-renewd renew --cert {} --force`",
                     call.action(),
