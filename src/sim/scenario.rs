@@ -93,8 +93,8 @@ pub struct OrderSpec {
 }
 
 /// Resource plans of the simulated account, by ProductCode: units bought. A paid
-/// product not listed has 100 units; free products have the documented 20 per
-/// account per year.
+/// product not listed has 1 000 000 units; free products have the documented 20
+/// per account per year.
 pub type Packages = BTreeMap<String, u32>;
 
 fn default_algorithm() -> String {

@@ -16,8 +16,8 @@ use crate::sim::scenario::{IssueOutcome, OrderSpec, Scenario};
 /// The documented free quota: 20 free certificates per account per (natural) year;
 /// simulated as a rolling 365 days.
 pub const FREE_PER_YEAR: u32 = 20;
-/// Units of a paid product the scenario does not list.
-const DEFAULT_UNITS: u32 = 100;
+/// Units of a paid product the scenario does not list: more than any test spends.
+const DEFAULT_UNITS: u32 = 1_000_000;
 /// Free products issue 3-month certificates (digicert-free-1-free, per the SDK docs).
 const FREE_VALIDITY_MS: i64 = 90 * DAY_MS;
 
