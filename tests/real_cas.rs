@@ -3,6 +3,8 @@
 //! for again (`renewal.mode: reapply`), a renewal order left pending application is
 //! applied for once, and an unclear paid call is never paid again blindly.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -22,7 +24,12 @@ struct World {
 
 impl World {
     /// `certs`: (name, domain, extra YAML of the entry); `renewal`: inside `renewal: {}`.
-    async fn new(scenario: &str, certs: &[(&str, &str, &str)], renewal: &str, extra: &str) -> World {
+    async fn new(
+        scenario: &str,
+        certs: &[(&str, &str, &str)],
+        renewal: &str,
+        extra: &str,
+    ) -> World {
         let s = Scenario::parse(
             &format!("access_key: {{ id: {KEY_ID}, secret: {SECRET} }}\n{scenario}"),
             Path::new("scenario"),
@@ -32,8 +39,13 @@ impl World {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().display();
         let mut cfg = format!(
-            "api: {{ endpoint: \"{0}\", dns_endpoint: \"{0}\", max_attempts: 3 }}\ncredentials: {{ access_key_id: {KEY_ID}, access_key_secret: {SECRET} }}\nstate_dir: {d}/state\nrenewal: {{ poll_interval: 100ms, poll_max_interval: 200ms, issuance_timeout: 1m{renewal} }}\n{extra}certificates:\n",
-            sim.url()
+            "api: {{ endpoint: \"{0}\", dns_endpoint: \"{0}\", max_attempts: 3 }}\ncredentials: {{ access_key_id: {KEY_ID}, access_key_secret: {SECRET} }}\nstate_dir: {d}/state\nrenewal: {{ poll_interval: 100ms, poll_max_interval: 200ms{timeout}{renewal} }}\n{extra}certificates:\n",
+            sim.url(),
+            timeout = if renewal.contains("issuance_timeout") {
+                ""
+            } else {
+                ", issuance_timeout: 1m"
+            }
         );
         for (name, domain, e) in certs {
             cfg.push_str(&format!(
@@ -152,11 +164,17 @@ async fn a_free_order_with_reapply_gets_one_new_certificate() {
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
     let days = w.installed_days("www").expect("installed");
-    assert!((85..=90).contains(&days), "a 3-month free certificate: {days}");
+    assert!(
+        (85..=90).contains(&days),
+        "a 3-month free certificate: {days}"
+    );
     let again = w.once().await;
     assert!(again.status.success(), "{}", show(&again));
     let st = w.state();
-    assert_eq!(st["packages"]["create_calls"], json!({ "www.example.com": 1 }));
+    assert_eq!(
+        st["packages"]["create_calls"],
+        json!({ "www.example.com": 1 })
+    );
     assert_eq!(w.calls(CREATE), 1, "exactly one paid call");
     assert_eq!(w.calls(RENEW), 0);
     assert_eq!(st["packages"]["free_used"], json!(1));
@@ -176,12 +194,21 @@ async fn mixed_domain_and_uploaded_orders_are_reapplied_or_blocked() {
     let o = w.once().await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("multi-domain certificate (DomainType MIX)"), "{out}");
+    assert!(
+        out.contains("multi-domain certificate (DomainType MIX)"),
+        "{out}"
+    );
     assert!(out.contains("an uploaded certificate"), "{out}");
     assert_eq!((w.calls(RENEW), w.calls(CREATE)), (0, 0));
     // With reapply for all: the mixed one gets a new certificate of its product;
     // the uploaded one has no ProductCode to apply for and stays blocked.
-    let w = World::new(scenario, &certs, "", "defaults: { renewal: { mode: reapply } }\n").await;
+    let w = World::new(
+        scenario,
+        &certs,
+        "",
+        "defaults: { renewal: { mode: reapply } }\n",
+    )
+    .await;
     let o = w.once().await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -255,9 +282,7 @@ async fn a_crash_after_the_application_resumes_without_applying_twice() {
         "",
     )
     .await;
-    let crashed = w
-        .run(&["once"], Some("after-application-submitted"))
-        .await;
+    let crashed = w.run(&["once"], Some("after-application-submitted")).await;
     assert!(!crashed.status.success(), "{}", show(&crashed));
     assert!(w.journal("www").contains("application-submitted"));
     let o = w.once().await;
@@ -383,4 +408,69 @@ async fn a_crash_at_any_step_of_reapply_applies_once() {
         );
         assert_eq!(w.calls(RENEW), 0, "{point}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unclear_renew_finds_its_order_even_with_an_empty_domain() {
+    // The documented PAYED sample order has "Domain": "": the order an unclear call
+    // made must be found by fields that hold then. Past the ceiling (1 s, below the
+    // 10 s grace) a miss would pay again and show as a second call.
+    let w = World::new(
+        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 3, new_orders_domain_empty: true }\nfaults: { act_then_fail_first: { RenewCertificateOrderForPackageRequest: 1 } }\n",
+        &[("www", "www.example.com", "")],
+        ", unclear_retry_after: 1s",
+        "",
+    )
+    .await;
+    let o = w.once().await;
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(w.calls(RENEW), 1, "found, not paid again");
+    assert_eq!(w.state()["renew_calls"], json!({ "100001": 1 }));
+    assert!(w.installed_days("www").is_some_and(|d| d >= 364));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_console_order_never_applied_for_is_given_up_not_followed_forever() {
+    // Renewed in the console but never applied for: it stays PAYED.
+    let w = World::new(
+        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n",
+        &[("www", "www.example.com", "")],
+        ", issuance_timeout: 3s",
+        "",
+    )
+    .await;
+    let fake = common::Fake::at(w.sim.url());
+    let cas = common::cas_with_key(
+        &fake,
+        KEY_ID,
+        SECRET,
+        None,
+        3,
+        std::time::Duration::from_secs(5),
+    );
+    let console = cas
+        .renew_certificate_order(100_001, None, &[])
+        .await
+        .expect("console renew")
+        .body
+        .order_id;
+    let o = w.once().await;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "order {console} (made elsewhere) is pending application"
+        )) && err.contains("gives it up"),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        w.journal("www")
+            .contains(&format!("\"unusable_orders\": [\n    {console}"))
+    );
+    // The next pass renews the expiring order itself and applies for its own order.
+    let o = w.once().await;
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(w.installed_days("www").is_some_and(|d| d >= 364));
+    assert_eq!(w.state()["renew_calls"], json!({ "100001": 2 }));
+    assert_eq!(w.calls("ApplyCertificate"), 1, "only for its own order");
 }

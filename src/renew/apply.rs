@@ -14,9 +14,9 @@ use super::{
     CertRun, EngineError, JournalPhase, PAGE_SIZE, RECONCILE_GRACE, TAG_KEY, crash_point,
     now_rfc3339,
 };
+use crate::cas::api::CertificateState;
 use crate::cas::api::{CertificateOrder, OrderFilter, OrderStatus, Tag};
 use crate::cas::api_apply::{CreateCertificateParams, UpdateInstanceParams, is_free_product};
-use crate::cas::api::CertificateState;
 use crate::cas::client::ApiError;
 use crate::config::ValidationMethod;
 use crate::store::PaidCall;
@@ -213,10 +213,7 @@ impl CertRun<'_> {
             if id == source || !new || self.journal.unusable_orders.contains(&id) {
                 continue;
             }
-            if matches!(
-                o.status,
-                Some(OrderStatus::Expired | OrderStatus::Revoked)
-            ) {
+            if matches!(o.status, Some(OrderStatus::Expired | OrderStatus::Revoked)) {
                 continue;
             }
             if let (Some(want), Some(pc)) = (
@@ -305,9 +302,7 @@ impl CertRun<'_> {
                 self.set_unclear_metric(false);
                 return Ok(());
             }
-            let again_at = DateTime::<Utc>::from(
-                std::time::SystemTime::from(requested) + ceiling,
-            );
+            let again_at = DateTime::<Utc>::from(std::time::SystemTime::from(requested) + ceiling);
             let msg = format!(
                 "the {call} call of {} had an unclear outcome and no new order for {} has appeared; cas-renewd looks again every pass and pays again by itself at {} (renewal.unclear_retry_after), or now with `cas-renewd renew --cert {} --force` once the console shows no such order",
                 requested.to_rfc3339(),
@@ -344,7 +339,11 @@ impl CertRun<'_> {
     }
 
     /// The `payed` (pending application) answer of DescribeCertificateState.
-    pub(super) async fn on_payed(&mut self, order: i64, payed_polls: u32) -> Result<(), EngineError> {
+    pub(super) async fn on_payed(
+        &mut self,
+        order: i64,
+        payed_polls: u32,
+    ) -> Result<(), EngineError> {
         if payed_polls < APPLY_AFTER_PAYED_POLLS {
             return Ok(());
         }

@@ -287,7 +287,9 @@ fn decide(i: &PlanInput<'_>, out: &dyn Fn(Action, String) -> Plan) -> Plan {
         return replace(format!("due: order {current_id} is {status}{left_words}"));
     }
     match status {
-        OrderStatus::Willexpired => replace(format!("order {current_id} is WILLEXPIRED{left_words}")),
+        OrderStatus::Willexpired => {
+            replace(format!("order {current_id} is WILLEXPIRED{left_words}"))
+        }
         OrderStatus::Expired => out(
             Action::Blocked,
             format!(
@@ -779,7 +781,10 @@ mod properties {
                 force,
                 mode,
             });
-            let ctx = format!("case {case}: {orders:?} {journal:?} {mode:?} -> {}", p.reason);
+            let ctx = format!(
+                "case {case}: {orders:?} {journal:?} {mode:?} -> {}",
+                p.reason
+            );
             let source_of = |id: i64| orders.iter().find(|o| o.order_id == Some(id));
             let source_order_id = match &p.action {
                 Action::Renew { source_order_id } => {

@@ -146,6 +146,11 @@ pub struct Issuance {
     /// ApplyCertificate is called on its InstanceId.
     #[serde(default)]
     pub renewal_needs_application: bool,
+    /// ASSUMPTION switch (the documented PAYED sample order has `"Domain": ""`; what
+    /// a fresh renewal order shows is unknown): true lists orders made by renew or
+    /// create with an empty Domain until they are issued.
+    #[serde(default)]
+    pub new_orders_domain_empty: bool,
 }
 
 impl Default for Issuance {
@@ -156,6 +161,7 @@ impl Default for Issuance {
             validity: default_validity(),
             webroot: None,
             renewal_needs_application: false,
+            new_orders_domain_empty: false,
         }
     }
 }

@@ -414,7 +414,7 @@ impl World {
             "ProductName": format!("{} (simulated)", o.kind.product_code),
             "Algorithm": o.algorithm,
             "CertType": o.kind.cert_type,
-            "Domain": o.domain,
+            "Domain": self.plans.listed_domain(o),
             "DomainCount": 1 + o.sans.len(),
             "WildDomainCount": i64::from(o.domain.starts_with("*.")),
             "DomainType": o.kind.domain_type,

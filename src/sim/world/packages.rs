@@ -88,7 +88,9 @@ impl Kind {
         if self.is_free() {
             Some("free (personal test) certificates cannot be renewed; apply for a new certificate")
         } else if matches!(self.domain_type.as_str(), "MIX" | "MULTIPLE" | "M_WILDCARD") {
-            Some("mixed-domain and multi-domain certificates cannot be renewed; apply for a new certificate")
+            Some(
+                "mixed-domain and multi-domain certificates cannot be renewed; apply for a new certificate",
+            )
         } else if self.uploaded() {
             Some("uploaded certificates cannot be renewed; apply for a new certificate")
         } else {
@@ -117,6 +119,7 @@ pub struct Plans {
     /// When each free certificate was applied for (simulated ms).
     free_used_at: Vec<i64>,
     pub needs_application: bool,
+    new_orders_domain_empty: bool,
     /// Successful CreateCertificateForPackageRequest calls by domain.
     pub create_calls: BTreeMap<String, u64>,
     /// Successful ApplyCertificate calls by OrderId.
@@ -132,6 +135,7 @@ impl Plans {
             refuse_first: s.faults.refuse_first.clone(),
             act_then_fail_first: s.faults.act_then_fail_first.clone(),
             needs_application: s.issuance.renewal_needs_application,
+            new_orders_domain_empty: s.issuance.new_orders_domain_empty,
             ..Plans::default()
         }
     }
@@ -204,6 +208,19 @@ impl Plans {
                 "The request processing has failed due to some unknown error.",
             )
         })
+    }
+
+    /// The Domain ListUserCertificateOrder shows for `o`.
+    pub fn listed_domain<'a>(&self, o: &'a Order) -> &'a str {
+        let unissued = o
+            .renewal
+            .as_ref()
+            .is_some_and(|r| r.phase != Phase::Certificate);
+        if self.new_orders_domain_empty && unissued {
+            ""
+        } else {
+            &o.domain
+        }
     }
 
     pub fn snapshot(&self) -> Value {
@@ -389,7 +406,10 @@ impl World {
         Ok(id)
     }
 
-    pub(super) fn update_instance(&mut self, p: &HashMap<String, String>) -> Result<Value, SimError> {
+    pub(super) fn update_instance(
+        &mut self,
+        p: &HashMap<String, String>,
+    ) -> Result<Value, SimError> {
         let id = self.pending_by_instance(p)?;
         let method = param(p, "GenerateCsrMethod").unwrap_or("online");
         let csr = match (method, param(p, "Csr")) {
@@ -418,7 +438,10 @@ impl World {
         Ok(json!({}))
     }
 
-    pub(super) fn apply_certificate(&mut self, p: &HashMap<String, String>) -> Result<Value, SimError> {
+    pub(super) fn apply_certificate(
+        &mut self,
+        p: &HashMap<String, String>,
+    ) -> Result<Value, SimError> {
         let id = self.pending_by_instance(p)?;
         if let Some(r) = self.orders.get_mut(&id).and_then(|o| o.renewal.as_mut()) {
             r.applied = true;
