@@ -152,9 +152,11 @@ pub struct PackageState {
 }
 
 impl PackageState {
-    /// True when the counters say no application is left (both must be present).
+    /// True when the counters say no application is left. Both must be present and
+    /// the total positive: what a product never bought (or the free quota) reports
+    /// is not documented, and a wrong "none left" would block for ever.
     pub fn exhausted(&self) -> bool {
-        matches!((self.total_count, self.used_count), (Some(t), Some(u)) if u >= t)
+        matches!((self.total_count, self.used_count), (Some(t), Some(u)) if t > 0 && u >= t)
     }
 }
 
@@ -329,5 +331,8 @@ mod tests {
         assert!(s.exhausted());
         let s: PackageState = serde_json::from_str(r#"{"TotalCount":20}"#).expect("parses");
         assert!(!s.exhausted(), "an absent UsedCount proves nothing");
+        let s: PackageState =
+            serde_json::from_str(r#"{"TotalCount":0,"UsedCount":0}"#).expect("parses");
+        assert!(!s.exhausted(), "a zero total proves nothing");
     }
 }

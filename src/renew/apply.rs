@@ -456,11 +456,14 @@ impl CertRun<'_> {
 
     /// An adopted order not issued within `issuance_timeout`: given up (listed as
     /// unusable, so the plan may renew the expiring order), with the decision logged.
-    pub(super) fn give_up_adopted(
+    pub(super) async fn give_up_adopted(
         &mut self,
         order: i64,
         state: CertificateState,
     ) -> Result<(), EngineError> {
+        super::validation::unpublish(&self.e.dns, &self.published_from_journal()).await;
+        self.journal.dns_record = None;
+        self.journal.validation_file = None;
         let msg = format!(
             "order {order} (made elsewhere, adopted) is still {} after {}; cas-renewd gives it up and renews the expiring order itself when due",
             state.as_str(),

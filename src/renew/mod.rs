@@ -981,7 +981,7 @@ impl CertRun<'_> {
             }
             let elapsed = (Utc::now() - started).to_std().unwrap_or_default();
             if elapsed >= r.issuance_timeout && self.journal.adopted {
-                return self.give_up_adopted(order, s.state);
+                return self.give_up_adopted(order, s.state).await;
             }
             if elapsed >= r.issuance_timeout {
                 let msg = format!(

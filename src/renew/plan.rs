@@ -624,6 +624,27 @@ mod tests {
     }
 
     #[test]
+    fn an_unclear_or_pending_renewal_says_so() {
+        let orders = vec![order(1, OrderStatus::Willexpired, Some(20))];
+        let j = Journal {
+            phase: JournalPhase::RenewRequested,
+            unclear_since: Some("2026-11-29T06:00:00Z".into()),
+            ..Default::default()
+        };
+        let p = run(&orders, &j, Some(&disk(20)), true);
+        assert!(matches!(p.action, Action::Resume { .. }), "{}", p.reason);
+        assert!(p.reason.contains("outcome is unclear"), "{}", p.reason);
+        let j = Journal {
+            phase: JournalPhase::OrderCreated,
+            new_order_id: Some(2),
+            pending_application: Some("submit order 2 in the console".into()),
+            ..Default::default()
+        };
+        let p = run(&orders, &j, Some(&disk(20)), false);
+        assert!(p.reason.contains("submit order 2"), "{}", p.reason);
+    }
+
+    #[test]
     fn unusable_orders_block_instead_of_spending_again() {
         let orders = vec![
             order(1, OrderStatus::Willexpired, Some(20)),
