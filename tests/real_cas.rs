@@ -474,3 +474,106 @@ async fn a_console_order_never_applied_for_is_given_up_not_followed_forever() {
     assert_eq!(w.state()["renew_calls"], json!({ "100001": 2 }));
     assert_eq!(w.calls("ApplyCertificate"), 1, "only for its own order");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_the_application_intent_and_the_call_never_applies_twice() {
+    let w = World::new(
+        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n",
+        &[("www", "www.example.com", "")],
+        ", issuance_timeout: 3s",
+        "",
+    )
+    .await;
+    let crashed = w.run(&["once"], Some("after-application-requested")).await;
+    assert!(!crashed.status.success(), "{}", show(&crashed));
+    // Whether the call left is unknown: no second ApplyCertificate, the operator is told.
+    let o = w.once().await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("it is not submitted twice"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(w.calls("ApplyCertificate"), 0);
+    let s = w.run(&["status"], None).await;
+    assert!(
+        String::from_utf8_lossy(&s.stdout).contains("submit the application in the CAS console"),
+        "{}",
+        show(&s)
+    );
+}
+
+/// The two new gauges, read from an in-process engine's registry.
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_application_and_unclear_call_gauges_are_set() {
+    use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
+    use cas_renewd::config::Config;
+    use cas_renewd::renew::{Engine, PassOptions};
+    use std::sync::Arc;
+
+    async fn engine_for(
+        scenario: &str,
+        renewal: &str,
+    ) -> (Simulator, tempfile::TempDir, Arc<Engine>) {
+        let s = Scenario::parse(
+            &format!("access_key: {{ id: {KEY_ID}, secret: {SECRET} }}\n{scenario}"),
+            Path::new("scenario"),
+        )
+        .expect("scenario");
+        let sim = Simulator::start(&s, "127.0.0.1:0").await.expect("sim");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "api: {{ endpoint: \"{0}\", dns_endpoint: \"{0}\", max_attempts: 2 }}\ncredentials: {{ access_key_id: {KEY_ID}, access_key_secret: {SECRET} }}\nstate_dir: {1}/state\nrenewal: {{ poll_interval: 100ms, poll_max_interval: 100ms{renewal} }}\ncertificates:\n  - {{ name: www, domain: www.example.com, output: {{ dir: {1}/out/www }} }}\n",
+            sim.url(),
+            dir.path().display()
+        );
+        let cfg = Config::parse(&text, Path::new("c.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let creds = CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::default())
+            .expect("creds");
+        let engine = Arc::new(Engine::new(cfg, Arc::new(creds)).expect("engine"));
+        (sim, dir, engine)
+    }
+
+    // A console renewal never applied for, followed with the daemon's budget.
+    let (sim, _dir, engine) = engine_for(
+        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { renewal_needs_application: true }\n",
+        "",
+    )
+    .await;
+    let fake = common::Fake::at(sim.url());
+    let cas = common::cas_with_key(
+        &fake,
+        KEY_ID,
+        SECRET,
+        None,
+        3,
+        std::time::Duration::from_secs(5),
+    );
+    cas.renew_certificate_order(100_001, None, &[])
+        .await
+        .expect("console renew");
+    let opts = PassOptions {
+        follow_budget: Some(std::time::Duration::from_secs(2)),
+        ..PassOptions::default()
+    };
+    engine.pass(&opts).await.expect("pass");
+    let m = engine.metrics().render();
+    assert!(
+        m.contains("cas_renewd_pending_application{cert=\"www\"} 1"),
+        "{m}"
+    );
+
+    // An unclear renew whose order never shows.
+    let (_sim, _dir, engine) = engine_for(
+        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nfaults: { refuse_first: { RenewCertificateOrderForPackageRequest: 1 } }\n",
+        "",
+    )
+    .await;
+    let r = engine.pass(&PassOptions::default()).await.expect("pass");
+    assert_eq!(r.certs[0].outcome, cas_renewd::renew::Outcome::Blocked);
+    let m = engine.metrics().render();
+    assert!(
+        m.contains("cas_renewd_unclear_paid_call{cert=\"www\"} 1"),
+        "{m}"
+    );
+}
