@@ -577,3 +577,33 @@ async fn pending_application_and_unclear_call_gauges_are_set() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unclear_call_never_takes_the_order_another_certificate_follows() {
+    // Two certificates pay in the same pass; the first renew call to arrive gets a
+    // 503 without effect. The other's new order is listed with an empty Domain while
+    // it is processed (slowly): it must not be taken for the lost one.
+    let w = World::new(
+        "orders:\n  - { domain: a.example.com, expires_in: 20d }\n  - { domain: b.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 30, new_orders_domain_empty: true }\nfaults: { refuse_first: { RenewCertificateOrderForPackageRequest: 1 } }\n",
+        &[("a", "a.example.com", ""), ("b", "b.example.com", "")],
+        ", concurrency: 2",
+        "",
+    )
+    .await;
+    let o = w.once().await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let (ja, jb) = (w.journal("a"), w.journal("b"));
+    let (lost, other) = if ja.contains("\"phase\": \"renew-requested\"") {
+        ("a", jb)
+    } else {
+        ("b", ja)
+    };
+    let j = w.journal(lost);
+    assert!(
+        j.contains("\"phase\": \"renew-requested\"") && j.contains("\"new_order_id\": null"),
+        "{lost} keeps looking for its own order: {j}\n{}",
+        show(&o)
+    );
+    assert!(other.contains("\"phase\": \"idle\""), "{other}");
+    assert_eq!(w.calls(RENEW), 2, "one per certificate, none repeated");
+}

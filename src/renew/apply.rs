@@ -198,9 +198,20 @@ impl CertRun<'_> {
     /// OrderId the account did not show before the call (not an OrderId ordering or
     /// BuyDate), `Domain` ours or empty (the documented PAYED sample has
     /// `"Domain": ""`), the same `ProductCode`, and not EXPIRED/REVOKED. An exact
-    /// domain beats an empty one; two equally good candidates are not guessed at.
+    /// domain beats an empty one; two equally good candidates are not guessed at;
+    /// an order another certificate's journal follows is never taken.
     fn reconcile_candidates(&self, orders: &[CertificateOrder], source: i64) -> Found {
         let known = &self.journal.known_order_ids;
+        // Orders another certificate's journal already follows are not ours (two
+        // certificates may pay in the same pass, and a new order's Domain may be empty).
+        let claimed: Vec<i64> = self
+            .e
+            .targets(self.orders)
+            .iter()
+            .filter(|c| c.name != self.cert.name)
+            .filter_map(|c| self.state.load_journal(&c.name).ok())
+            .filter_map(|j| j.new_order_id)
+            .collect();
         let (mut exact, mut empty) = (Vec::new(), Vec::new());
         for o in orders {
             let Some(id) = o.order_id else { continue };
@@ -210,7 +221,11 @@ impl CertRun<'_> {
             } else {
                 !known.contains(&id)
             };
-            if id == source || !new || self.journal.unusable_orders.contains(&id) {
+            if id == source
+                || !new
+                || self.journal.unusable_orders.contains(&id)
+                || claimed.contains(&id)
+            {
                 continue;
             }
             if matches!(o.status, Some(OrderStatus::Expired | OrderStatus::Revoked)) {
