@@ -607,3 +607,33 @@ async fn an_unclear_call_never_takes_the_order_another_certificate_follows() {
     assert!(other.contains("\"phase\": \"idle\""), "{other}");
     assert_eq!(w.calls(RENEW), 2, "one per certificate, none repeated");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pending_order_without_instance_id_tells_the_operator_what_to_do() {
+    let w = World::new(
+        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true, instance_ids: false }\n",
+        &[("www", "www.example.com", "")],
+        ", issuance_timeout: 3s",
+        "",
+    )
+    .await;
+    let o = w.once().await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("gives it no InstanceId"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(
+        (w.calls("UpdateInstance"), w.calls("ApplyCertificate")),
+        (0, 0)
+    );
+    let s = w.run(&["status"], None).await;
+    assert!(
+        String::from_utf8_lossy(&s.stdout)
+            .contains("in the CAS console, submit the application of order 100002"),
+        "{}",
+        show(&s)
+    );
+    assert_eq!(w.calls(RENEW), 1, "following, not paying again");
+}

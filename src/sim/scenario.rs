@@ -151,6 +151,15 @@ pub struct Issuance {
     /// create with an empty Domain until they are issued.
     #[serde(default)]
     pub new_orders_domain_empty: bool,
+    /// ASSUMPTION switch (whether the V2.0 UpdateInstance/ApplyCertificate accept the
+    /// InstanceId ListUserCertificateOrder gives a V1 order is unknown): false lists
+    /// orders without an InstanceId and refuses those calls.
+    #[serde(default = "default_true")]
+    pub instance_ids: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for Issuance {
@@ -162,6 +171,7 @@ impl Default for Issuance {
             webroot: None,
             renewal_needs_application: false,
             new_orders_domain_empty: false,
+            instance_ids: true,
         }
     }
 }

@@ -406,7 +406,7 @@ impl World {
     fn order_json(&self, o: &Order, now_ms: i64) -> Value {
         json!({
             "OrderId": o.order_id,
-            "InstanceId": o.instance_id(),
+            "InstanceId": self.plans.listed_instance(o),
             "AliyunOrderId": o.order_id + 9_000_000,
             "PartnerOrderId": format!("sim-{}", o.order_id),
             "Status": o.status(now_ms),
@@ -431,7 +431,7 @@ impl World {
         let end = o.cert_end_ms.unwrap_or(0);
         json!({
             "CertificateId": o.certificate_id,
-            "InstanceId": o.instance_id(),
+            "InstanceId": self.plans.listed_instance(o),
             "Name": format!("cert-{}", o.certificate_id.unwrap_or(0)),
             "CommonName": o.domain,
             "Sans": o.names().join(","),

@@ -120,6 +120,7 @@ pub struct Plans {
     free_used_at: Vec<i64>,
     pub needs_application: bool,
     new_orders_domain_empty: bool,
+    instance_ids: bool,
     /// Successful CreateCertificateForPackageRequest calls by domain.
     pub create_calls: BTreeMap<String, u64>,
     /// Successful ApplyCertificate calls by OrderId.
@@ -136,6 +137,7 @@ impl Plans {
             act_then_fail_first: s.faults.act_then_fail_first.clone(),
             needs_application: s.issuance.renewal_needs_application,
             new_orders_domain_empty: s.issuance.new_orders_domain_empty,
+            instance_ids: s.issuance.instance_ids,
             ..Plans::default()
         }
     }
@@ -208,6 +210,11 @@ impl Plans {
                 "The request processing has failed due to some unknown error.",
             )
         })
+    }
+
+    /// The InstanceId ListUserCertificateOrder shows for `o`, if any.
+    pub fn listed_instance(&self, o: &Order) -> Option<String> {
+        self.instance_ids.then(|| o.instance_id())
     }
 
     /// The Domain ListUserCertificateOrder shows for `o`.
@@ -381,6 +388,7 @@ impl World {
         let id = self
             .orders
             .values()
+            .filter(|_| self.plans.instance_ids)
             .find(|o| o.instance_id() == instance)
             .map(|o| o.order_id)
             // ASSUMPTION: the code is not documented.
