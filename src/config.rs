@@ -308,6 +308,26 @@ pub enum ValidationMethod {
     File,
 }
 
+/// What a certificate whose kind CAS does not renew (personal test/free,
+/// multi-domain, uploaded) gets: `renew` blocks it with the reason, `reapply` applies
+/// for a new certificate of the same product (CreateCertificateForPackageRequest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RenewalMode {
+    #[default]
+    Renew,
+    Reapply,
+}
+
+impl RenewalMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RenewalMode::Renew => "renew",
+            RenewalMode::Reapply => "reapply",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -383,6 +403,14 @@ struct RawRenewal {
     poll_max_interval: Option<Spanned<HumanDuration>>,
     issuance_timeout: Option<Spanned<HumanDuration>>,
     concurrency: Option<Spanned<u32>>,
+    unclear_retry_after: Option<Spanned<HumanDuration>>,
+}
+
+/// A certificate's own renewal settings (`certificates[].renewal`, `defaults.renewal`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertRenewal {
+    mode: Option<RenewalMode>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -391,6 +419,7 @@ struct RawDefaults {
     key: Option<RawKey>,
     validation: Option<Spanned<RawValidation>>,
     reload: Option<Vec<Spanned<String>>>,
+    renewal: Option<RawCertRenewal>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -418,6 +447,7 @@ struct RawCertificate {
     validation: Option<Spanned<RawValidation>>,
     reload: Option<Vec<Spanned<String>>>,
     verify: Option<RawVerify>,
+    renewal: Option<RawCertRenewal>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -565,6 +595,9 @@ pub struct RenewalConfig {
     pub poll_max_interval: Duration,
     pub issuance_timeout: Duration,
     pub concurrency: usize,
+    /// After a paid call with an unclear outcome whose order never showed: how long
+    /// after the call cas-renewd pays again by itself (`renew --force` does it now).
+    pub unclear_retry_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -585,6 +618,7 @@ pub struct CertificateDefaults {
     pub key: KeySpec,
     pub validation: ValidationConfig,
     pub reload: Vec<String>,
+    pub mode: RenewalMode,
 }
 
 #[derive(Debug, Clone)]
@@ -596,6 +630,8 @@ pub struct CertificateConfig {
     pub validation: ValidationConfig,
     pub reload: Vec<String>,
     pub verify: Option<VerifyConfig>,
+    /// `renewal.mode`: what to do for an order CAS does not renew.
+    pub mode: RenewalMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1186,6 +1222,12 @@ fn validate(raw: RawConfig, source: &Path, accounts: Option<&Path>) -> Result<Co
             Some(c) => c.value as usize,
             None => 4,
         },
+        unclear_retry_after: positive(
+            r.unclear_retry_after.as_ref(),
+            Duration::from_secs(24 * 3600),
+            "renewal.unclear_retry_after",
+            &mut p,
+        ),
     };
     if let Some(max) = &r.poll_max_interval
         && renewal.poll_max_interval < renewal.poll_interval
@@ -1233,6 +1275,12 @@ fn validate(raw: RawConfig, source: &Path, accounts: Option<&Path>) -> Result<Co
             .reload
             .as_deref()
             .map(|r| check_hook_refs(r, &raw.hooks, "defaults.reload", &mut p))
+            .unwrap_or_default(),
+        mode: raw
+            .defaults
+            .renewal
+            .as_ref()
+            .and_then(|r| r.mode)
             .unwrap_or_default(),
     };
 
@@ -1400,6 +1448,11 @@ fn validate(raw: RawConfig, source: &Path, accounts: Option<&Path>) -> Result<Co
                 connect: v.connect.value.clone(),
                 server_name: v.server_name.clone(),
             }),
+            mode: c
+                .renewal
+                .as_ref()
+                .and_then(|r| r.mode)
+                .unwrap_or(defaults.mode),
         });
     }
 

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub api_duration: HistogramVec,
     pub hook_runs: IntCounterVec,
     pub served_matches: GaugeVec,
+    pub pending_application: GaugeVec,
+    pub unclear_paid_call: GaugeVec,
     pub last_pass: Gauge,
     pub config_reload_ok: Gauge,
     pub build_info: GaugeVec,
@@ -171,7 +173,7 @@ impl Metrics {
             renew_orders: counter_vec(
                 &r,
                 "renew_orders_total",
-                "Paid RenewCertificateOrderForPackageRequest calls made.",
+                "Paid calls made (RenewCertificateOrderForPackageRequest, CreateCertificateForPackageRequest).",
                 &["cert"],
             ),
             last_success: gauge_vec(
@@ -203,6 +205,18 @@ impl Metrics {
                 &r,
                 "served_matches_disk",
                 "1 if verify.connect serves the installed certificate.",
+                &["cert"],
+            ),
+            pending_application: gauge_vec(
+                &r,
+                "pending_application",
+                "1 while the followed order waits in payed (pending application) for an application cas-renewd cannot submit.",
+                &["cert"],
+            ),
+            unclear_paid_call: gauge_vec(
+                &r,
+                "unclear_paid_call",
+                "1 while a paid call's outcome is unclear and its order has not been found.",
                 &["cert"],
             ),
             last_pass,
@@ -242,6 +256,9 @@ impl Metrics {
     }
 
     pub fn set_order_state(&self, cert: &str, state: &str) {
+        if state != "payed" {
+            self.pending_application.with_label_values(&[cert]).set(0.0);
+        }
         for s in ORDER_STATES {
             self.order_state
                 .with_label_values(&[cert, s])

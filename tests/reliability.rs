@@ -106,7 +106,9 @@ async fn fault_soak_renews_200_certificates_spending_once_each() {
         &sim,
         dir.path(),
         ", timeout: 1s, max_attempts: 10, rate_limit_per_second: 500",
-        "poll_interval: 50ms, poll_max_interval: 100ms, concurrency: 16",
+        // An unclear renew whose order never shows is paid again after the 10 s
+        // grace (the ceiling is below it); a duplicate would show in renew_calls.
+        "poll_interval: 50ms, poll_max_interval: 100ms, concurrency: 16, unclear_retry_after: 1s",
         "",
     );
     let cfg = Config::parse(&text, Path::new("soak.yaml")).unwrap_or_else(|e| panic!("{e}"));
@@ -197,7 +199,9 @@ async fn crash_campaign_loses_nothing_and_spends_once() {
             &sim,
             dir.path(),
             "",
-            "poll_interval: 100ms, poll_max_interval: 100ms, concurrency: 4",
+            // A kill between the journaled intent and the call is an unclear
+            // outcome: paid again after the grace, never while its order may exist.
+            "poll_interval: 100ms, poll_max_interval: 100ms, concurrency: 4, unclear_retry_after: 1s",
             "",
         ),
     )

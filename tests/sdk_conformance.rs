@@ -81,7 +81,45 @@ async fn official_python_sdk_talks_to_the_simulator() {
     let state = sim.state();
     assert_eq!(state["renew_calls"]["100001"], 1);
     assert_eq!(
+        state["packages"]["create_calls"]["www.example.com"], 1,
+        "one CreateCertificateForPackageRequest"
+    );
+    assert_eq!(
         state["signature_failures"], 2,
         "one wrong-secret call per signature version"
     );
+
+    // A renewal left pending application, applied for with UpdateInstance and
+    // ApplyCertificate through the SDK.
+    let pending = Scenario::parse(
+        "access_key: { id: sdk-key-id, secret: sdk-key-secret }\norders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { renewal_needs_application: true }\n",
+        std::path::Path::new("sdk-pending-scenario"),
+    )
+    .expect("scenario");
+    let sim = Simulator::start(&pending, "127.0.0.1:0")
+        .await
+        .expect("sim");
+    let python = sdk_python().expect("checked above");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/conformance.py");
+    let endpoint = sim.addr().to_string();
+    let csr_file = dir.path().join("www.csr");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args([endpoint.as_str(), "sdk-key-id", "sdk-key-secret"])
+            .arg(&csr_file)
+            .arg("pending")
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "SDK pending-application run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sim.state()["packages"]["applications"]["100002"], 1);
 }

@@ -1,6 +1,7 @@
 //! Everything that speaks to Alibaba Cloud: signing, credentials, transport and typed operations.
 
 pub mod api;
+pub mod api_apply;
 pub mod client;
 pub mod credentials;
 pub mod dns;

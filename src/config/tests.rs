@@ -480,3 +480,34 @@ fn api_page_size_defaults_to_50_and_is_bounded() {
         assert!(p.message.contains("between 1 and 100"), "{}", p.message);
     }
 }
+
+#[test]
+fn renewal_mode_is_per_certificate_with_a_default() {
+    let cfg = parse(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.certificates[0].mode, RenewalMode::Renew);
+    assert_eq!(cfg.renewal.unclear_retry_after, Duration::from_secs(86_400));
+    let text = "renewal: { unclear_retry_after: 2h }\ndefaults: { renewal: { mode: reapply } }\ncertificates:\n  - { name: a, domain: a.example.com }\n  - { name: b, domain: b.example.com, renewal: { mode: renew } }\n";
+    let cfg = parse(text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.defaults.mode, RenewalMode::Reapply);
+    assert_eq!(
+        cfg.certificate("a").map(|c| c.mode),
+        Some(RenewalMode::Reapply)
+    );
+    assert_eq!(
+        cfg.certificate("b").map(|c| c.mode),
+        Some(RenewalMode::Renew)
+    );
+    assert_eq!(cfg.renewal.unclear_retry_after, Duration::from_secs(7200));
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cas-renewd.example.yaml");
+    let cfg = Config::load(&example).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.defaults.mode, RenewalMode::Renew);
+    assert_eq!(cfg.renewal.unclear_retry_after, Duration::from_secs(86_400));
+    assert!(
+        parse("certificates:\n  - { name: a, domain: a.example.com, renewal: { mode: rebuy } }\n")
+            .is_err()
+    );
+    let p = one_problem(
+        "renewal: { unclear_retry_after: 0s }\ncertificates:\n  - { name: a, domain: a.example.com }\n",
+    );
+    assert_eq!(p.key, "renewal.unclear_retry_after");
+}

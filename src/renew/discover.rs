@@ -170,6 +170,7 @@ pub fn targets(cfg: &Config, orders: &[CertificateOrder]) -> Targets {
                 validation: cfg.defaults.validation.clone(),
                 reload: cfg.defaults.reload.clone(),
                 verify: None,
+                mode: cfg.defaults.mode,
             }),
             _ => {
                 let reason = format!(

@@ -6,6 +6,7 @@
 //! spends quota twice: a renew call whose outcome is unknown is reconciled by
 //! looking for the order it may have created before anything is called again.
 
+mod apply;
 pub mod discover;
 pub mod plan;
 pub mod validation;
@@ -21,7 +22,7 @@ use sha2::Digest as _;
 use tokio::sync::Semaphore;
 use tracing::{Instrument as _, error, info, warn};
 
-use crate::cas::api::{Cas, CertificateOrder, CertificateState, OrderFilter, OrderStatus, Tag};
+use crate::cas::api::{Cas, CertificateOrder, CertificateState, OrderFilter};
 use crate::cas::client::ApiError;
 use crate::cas::credentials::CredentialsProvider;
 use crate::cas::dns::Dns;
@@ -30,7 +31,9 @@ use crate::domain::ControlsEscaped;
 use crate::hooks::{self, HookContext};
 use crate::metrics::Metrics;
 use crate::pki::{self, CertInfo, Chain, Expectations, Key, PkiError};
-use crate::store::{self, CertificateFiles, FileSpec, Journal, JournalPhase, StateDir, StoreError};
+use crate::store::{
+    self, CertificateFiles, FileSpec, Journal, JournalPhase, PaidCall, StateDir, StoreError,
+};
 pub use discover::{BlockedTarget, Targets, child_dir, discovered_names};
 use plan::{Action, Plan, PlanInput};
 use validation::Published;
@@ -64,6 +67,9 @@ pub enum EngineError {
     /// Not an error: the follow budget of this pass ran out while CAS processes the order.
     #[error("{0}")]
     Waiting(String),
+    /// Needs the operator before anything more is spent (the message says what to do).
+    #[error("{0}")]
+    Blocked(String),
 }
 
 /// How one certificate's pass ended.
@@ -304,6 +310,7 @@ impl Engine {
             now_ms: Utc::now().timestamp_millis(),
             renew_before: self.cfg.renewal.renew_before,
             force,
+            mode: cert.mode,
         })
     }
 
@@ -461,6 +468,8 @@ impl Engine {
             },
             report: &mut report,
             deadline,
+            force,
+            orders,
         };
         let mut p = first;
         // A pass may take several steps for one certificate: install what is issued,
@@ -474,6 +483,13 @@ impl Engine {
                 Err(EngineError::Waiting(msg)) => {
                     info!(cert = %cert.name, "{msg}");
                     run.report.outcome = Outcome::Waiting;
+                    run.report.message = msg;
+                    break;
+                }
+                Err(EngineError::Blocked(msg)) => {
+                    run.journal.last_error = Some(msg.clone());
+                    let _ = state.save_journal(&mut run.journal);
+                    run.report.outcome = Outcome::Blocked;
                     run.report.message = msg;
                     break;
                 }
@@ -705,6 +721,10 @@ struct CertRun<'a> {
     report: &'a mut CertReport,
     /// When this pass stops following unissued orders (the daemon's budget).
     deadline: Option<tokio::time::Instant>,
+    /// `renew --force`: the operator allows paying again after an unclear call.
+    force: bool,
+    /// The account's orders as this pass listed them.
+    orders: &'a [CertificateOrder],
 }
 
 impl CertRun<'_> {
@@ -743,6 +763,7 @@ impl CertRun<'_> {
                     requested_at: Some(now_rfc3339()),
                     unusable_orders: std::mem::take(&mut self.journal.unusable_orders),
                     reload_pending: std::mem::take(&mut self.journal.reload_pending),
+                    adopted: true,
                     ..Journal::default()
                 };
                 self.save()?;
@@ -754,7 +775,25 @@ impl CertRun<'_> {
                 if self.journal.phase == JournalPhase::Rejected && !force {
                     return Ok(Step::Done);
                 }
-                self.start_renewal(*source_order_id).await?;
+                self.start_renewal(*source_order_id, PaidCall::Renew, None)
+                    .await?;
+                self.resume().await?;
+                Ok(Step::Done)
+            }
+            Action::Reapply {
+                source_order_id,
+                product_code,
+            } => {
+                if self.journal.phase == JournalPhase::Rejected && !force {
+                    return Ok(Step::Done);
+                }
+                self.check_package(product_code).await?;
+                self.start_renewal(
+                    *source_order_id,
+                    PaidCall::Create,
+                    Some(product_code.clone()),
+                )
+                .await?;
                 self.resume().await?;
                 Ok(Step::Done)
             }
@@ -763,7 +802,12 @@ impl CertRun<'_> {
 
     /// Makes the key (0600, fsynced, under the state directory) and journals it
     /// before anything is spent.
-    async fn start_renewal(&mut self, source_order_id: i64) -> Result<(), EngineError> {
+    async fn start_renewal(
+        &mut self,
+        source_order_id: i64,
+        paid_call: PaidCall,
+        product_code: Option<String>,
+    ) -> Result<(), EngineError> {
         // The journal is about to start afresh (`renew --force` after a refusal):
         // anything an earlier order left published goes first.
         self.remove_published().await;
@@ -792,6 +836,8 @@ impl CertRun<'_> {
             key_path: Some(key_path),
             key_spki_sha256: Some(key.spki_sha256()),
             csr_sha256: Some(crate::cas::sign::sha256_hex(csr.as_bytes())),
+            paid_call,
+            product_code,
             unusable_orders: std::mem::take(&mut self.journal.unusable_orders),
             reload_pending: std::mem::take(&mut self.journal.reload_pending),
             ..Journal::default()
@@ -845,63 +891,13 @@ impl CertRun<'_> {
             match self.journal.phase {
                 JournalPhase::KeyReady => self.call_renew().await?,
                 JournalPhase::RenewRequested => self.reconcile_or_renew().await?,
-                JournalPhase::OrderCreated => self.follow().await?,
+                JournalPhase::OrderCreated
+                | JournalPhase::ApplicationRequested
+                | JournalPhase::ApplicationSubmitted => self.follow().await?,
                 JournalPhase::Issued => self.install_issued()?,
                 JournalPhase::Installed | JournalPhase::Idle | JournalPhase::Rejected => {
                     return Ok(());
                 }
-            }
-        }
-    }
-
-    async fn call_renew(&mut self) -> Result<(), EngineError> {
-        let key = self
-            .load_key()?
-            .ok_or_else(|| EngineError::Other("journal at key-ready has no key".into()))?;
-        let csr = key.csr_pem(&self.cert.domain, &self.names_for_csr())?;
-        let source = self
-            .journal
-            .source_order_id
-            .ok_or_else(|| EngineError::Other("journal has no source order".into()))?;
-        self.journal.phase = JournalPhase::RenewRequested;
-        self.journal.requested_at = Some(now_rfc3339());
-        self.save()?;
-        crash_point("after-renew-requested");
-        let tags = [Tag {
-            key: TAG_KEY.into(),
-            value: self.journal.attempt.clone().unwrap_or_default(),
-        }];
-        self.report.renew_calls += 1;
-        self.e
-            .metrics
-            .renew_orders
-            .with_label_values(&[self.cert.name.as_str()])
-            .inc();
-        match self
-            .e
-            .cas
-            .renew_certificate_order(source, Some(&csr), &tags)
-            .await
-        {
-            Ok(r) => {
-                crash_point("after-renew-call");
-                info!(cert = %self.cert.name, source_order_id = source, new_order_id = r.body.order_id, request_id = %r.request_id, "renew call accepted");
-                self.journal.phase = JournalPhase::OrderCreated;
-                self.journal.new_order_id = Some(r.body.order_id);
-                self.save()?;
-                crash_point("after-order-created");
-                Ok(())
-            }
-            Err(e @ ApiError::Ambiguous { .. }) => {
-                warn!(cert = %self.cert.name, error = %e, "renew outcome unknown; looking for the order it may have created before anything else");
-                Ok(())
-            }
-            Err(e) => {
-                // The server refused before acting: nothing was spent.
-                self.journal.phase = JournalPhase::Idle;
-                self.journal.last_error = Some(e.to_string());
-                self.save()?;
-                Err(e.into())
             }
         }
     }
@@ -913,70 +909,6 @@ impl CertRun<'_> {
             .as_deref()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map_or_else(Utc::now, |t| t.with_timezone(&Utc))
-    }
-
-    /// After an unclear renew call: adopt the order it created, or, once the
-    /// account has shown none for the grace period, call renew again.
-    async fn reconcile_or_renew(&mut self) -> Result<(), EngineError> {
-        let source = self.journal.source_order_id.unwrap_or(0);
-        let requested = self.requested_at();
-        let grace = RECONCILE_GRACE.max(self.e.cfg.renewal.poll_interval * 2);
-        loop {
-            let orders = self
-                .e
-                .cas
-                .list_all_orders(
-                    OrderFilter {
-                        keyword: Some(self.cert.domain.clone()),
-                        ..Default::default()
-                    },
-                    self.e.cfg.api.page_size,
-                )
-                .await?;
-            let earliest = requested.timestamp_millis() - 600_000;
-            let found = orders
-                .iter()
-                .filter(|o| o.is_for(&self.cert.domain))
-                .filter(|o| o.order_id.is_some_and(|id| id > source))
-                .filter(|o| {
-                    !self
-                        .journal
-                        .unusable_orders
-                        .contains(&o.order_id.unwrap_or(0))
-                })
-                .filter(|o| o.buy_date.is_none_or(|b| b >= earliest))
-                .filter(|o| {
-                    !matches!(
-                        o.status,
-                        Some(
-                            OrderStatus::Expired | OrderStatus::Revoked | OrderStatus::CheckedFail
-                        )
-                    )
-                })
-                .filter_map(|o| o.order_id)
-                .min();
-            if let Some(id) = found {
-                info!(cert = %self.cert.name, order_id = id, "found the order the interrupted renew call created; adopting it");
-                self.journal.phase = JournalPhase::OrderCreated;
-                self.journal.new_order_id = Some(id);
-                self.save()?;
-                crash_point("after-order-created");
-                return Ok(());
-            }
-            let waited = (Utc::now() - requested).to_std().unwrap_or_default();
-            if waited >= grace {
-                warn!(
-                    cert = %self.cert.name,
-                    source_order_id = source,
-                    waited_s = waited.as_secs(),
-                    "no order appeared after the unclear renew call; deciding to call renew again"
-                );
-                self.journal.phase = JournalPhase::KeyReady;
-                self.save()?;
-                return Ok(());
-            }
-            tokio::time::sleep((grace - waited).min(self.e.cfg.renewal.poll_interval)).await;
-        }
     }
 
     /// Polls DescribeCertificateState with backoff until the order is issued.
@@ -1041,13 +973,14 @@ impl CertRun<'_> {
                 }
                 CertificateState::Payed => {
                     payed_polls += 1;
-                    if payed_polls == 3 {
-                        warn!(cert = %self.cert.name, order_id = order, "renewal order is still payed (pending application): CAS has not taken the application up; it may need submitting in the console");
-                    }
+                    self.on_payed(order, payed_polls).await?;
                 }
                 _ => {}
             }
             let elapsed = (Utc::now() - started).to_std().unwrap_or_default();
+            if elapsed >= r.issuance_timeout && self.journal.adopted {
+                return self.give_up_adopted(order, s.state).await;
+            }
             if elapsed >= r.issuance_timeout {
                 let msg = format!(
                     "order {order} not issued after {} (state {}); its validation record or file is removed; it stays in the journal and is followed again next pass",
@@ -1184,6 +1117,7 @@ impl CertRun<'_> {
         self.journal.attempt = Some(attempt);
         self.journal.issued_path = Some(issued_path);
         self.journal.new_order_id = Some(order);
+        self.journal.pending_application = None;
         self.journal.phase = JournalPhase::Issued;
         self.save()?;
         info!(cert = %self.cert.name, order_id = order, serial = %chain.leaf.serial_hex, not_after = %chain.leaf.not_after_rfc3339(), "issued certificate passed its checks");
@@ -1325,6 +1259,10 @@ impl PassReport {
                     Action::Install { order_id } => format!("install (order {order_id})"),
                     Action::Adopt { order_id } => format!("adopt (order {order_id})"),
                     Action::Renew { source_order_id } => format!("renew (order {source_order_id})"),
+                    Action::Reapply {
+                        source_order_id,
+                        product_code,
+                    } => format!("reapply ({product_code}, for order {source_order_id})"),
                     Action::Blocked => "blocked".to_owned(),
                 }
             } else {

@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cas::api::{CertificateOrder, OrderStatus};
+use crate::cas::api_apply::not_renewable;
+use crate::config::RenewalMode;
 use crate::pki::CertInfo;
 use crate::store::{Journal, JournalPhase};
 
@@ -29,6 +31,12 @@ pub enum Action {
     Adopt { order_id: i64 },
     /// Renew this order (spends quota).
     Renew { source_order_id: i64 },
+    /// Apply for a new certificate of the same product, for an order CAS does not
+    /// renew (`renewal.mode: reapply`; spends quota).
+    Reapply {
+        source_order_id: i64,
+        product_code: String,
+    },
     /// Cannot proceed without the operator.
     Blocked,
 }
@@ -54,6 +62,8 @@ pub struct PlanInput<'a> {
     pub renew_before: Duration,
     /// `renew --force`: renew even when not due, and past a rejection.
     pub force: bool,
+    /// `renewal.mode` of this certificate.
+    pub mode: RenewalMode,
 }
 
 fn days(ms: i64) -> i64 {
@@ -78,16 +88,28 @@ pub fn plan(i: &PlanInput<'_>) -> Plan {
         JournalPhase::KeyReady
         | JournalPhase::RenewRequested
         | JournalPhase::OrderCreated
+        | JournalPhase::ApplicationRequested
+        | JournalPhase::ApplicationSubmitted
         | JournalPhase::Issued => {
             return out(
                 Action::Resume {
                     phase: j.phase.as_str().to_owned(),
                 },
                 format!(
-                    "a renewal is in flight at phase {}{}",
+                    "a renewal is in flight at phase {}{}{}{}",
                     j.phase.as_str(),
                     j.new_order_id
                         .map(|o| format!(" (order {o})"))
+                        .unwrap_or_default(),
+                    j.unclear_since
+                        .as_deref()
+                        .map(|t| format!(
+                            "; the paid call's outcome is unclear and no order has shown since {t}: see last_error"
+                        ))
+                        .unwrap_or_default(),
+                    j.pending_application
+                        .as_deref()
+                        .map(|p| format!("; {p}"))
                         .unwrap_or_default()
                 ),
             );
@@ -167,6 +189,9 @@ fn decide(i: &PlanInput<'_>, out: &dyn Fn(Action, String) -> Plan) -> Plan {
     }
 
     // A renewal order newer than every issued one, not ours, still being processed.
+    // Following it is bounded: the engine gives an adopted order up (and lists it as
+    // unusable) when it is not issued within `issuance_timeout`, so an order bought
+    // in the console and never applied for cannot hold the renewal back for ever.
     let newest_issued_id = newest_issued.and_then(|o| o.order_id).unwrap_or(0);
     if let Some(p) = i.orders.iter().find(|o| {
         matches!(o.status, Some(OrderStatus::Payed | OrderStatus::Checking))
@@ -202,13 +227,45 @@ fn decide(i: &PlanInput<'_>, out: &dyn Fn(Action, String) -> Plan) -> Plan {
     let left = end.map(|e| e - i.now_ms);
     let due = status == OrderStatus::Willexpired || left.is_some_and(|l| l <= window);
 
-    if i.force {
-        return out(
+    let kind = not_renewable(current);
+    // CAS does not renew this kind: apply for a new certificate, or say what fixes it.
+    let replace = |why: String| match (&kind, i.mode) {
+        (Some(k), RenewalMode::Reapply) => match current.product_code.as_deref() {
+            Some(pc) if !pc.is_empty() => out(
+                Action::Reapply {
+                    source_order_id: current_id,
+                    product_code: pc.to_owned(),
+                },
+                format!(
+                    "{why}; order {current_id} is {}, which CAS does not renew: applying for a new {pc} certificate (renewal.mode: reapply)",
+                    k.describe()
+                ),
+            ),
+            _ => out(
+                Action::Blocked,
+                format!(
+                    "{why}; order {current_id} is {}, which CAS does not renew, and it has no ProductCode to apply for again: apply for a new certificate in the console",
+                    k.describe()
+                ),
+            ),
+        },
+        (Some(k), RenewalMode::Renew) => out(
+            Action::Blocked,
+            format!(
+                "{why}; order {current_id} is {}, which CAS does not renew: a new certificate must be applied for; set `renewal: {{ mode: reapply }}` on certificate {} (or under `defaults:`) to let cas-renewd apply with CreateCertificateForPackageRequest, or apply in the console",
+                k.describe(),
+                i.cert
+            ),
+        ),
+        (None, _) => out(
             Action::Renew {
                 source_order_id: current_id,
             },
-            format!("forced renewal of order {current_id} ({status})"),
-        );
+            why,
+        ),
+    };
+    if i.force {
+        return replace(format!("forced renewal of order {current_id} ({status})"));
     }
     if !due {
         let e = end.unwrap_or(0);
@@ -222,17 +279,17 @@ fn decide(i: &PlanInput<'_>, out: &dyn Fn(Action, String) -> Plan) -> Plan {
             ),
         );
     }
+    let left_words = left
+        .map(|l| format!(" ({} days left)", days(l)))
+        .unwrap_or_default();
+    if kind.is_some() {
+        // A new application does not need the order to be WILLEXPIRED, nor unexpired.
+        return replace(format!("due: order {current_id} is {status}{left_words}"));
+    }
     match status {
-        OrderStatus::Willexpired => out(
-            Action::Renew {
-                source_order_id: current_id,
-            },
-            format!(
-                "order {current_id} is WILLEXPIRED{}",
-                left.map(|l| format!(" ({} days left)", days(l)))
-                    .unwrap_or_default()
-            ),
-        ),
+        OrderStatus::Willexpired => {
+            replace(format!("order {current_id} is WILLEXPIRED{left_words}"))
+        }
         OrderStatus::Expired => out(
             Action::Blocked,
             format!(
@@ -280,6 +337,16 @@ mod tests {
     }
 
     fn run(orders: &[CertificateOrder], j: &Journal, d: Option<&CertInfo>, force: bool) -> Plan {
+        run_mode(orders, j, d, force, RenewalMode::Renew)
+    }
+
+    fn run_mode(
+        orders: &[CertificateOrder],
+        j: &Journal,
+        d: Option<&CertInfo>,
+        force: bool,
+        mode: RenewalMode,
+    ) -> Plan {
         plan(&PlanInput {
             cert: "www",
             domain: "www.example.com",
@@ -289,7 +356,104 @@ mod tests {
             now_ms: NOW,
             renew_before: Duration::from_secs(30 * 86_400),
             force,
+            mode,
         })
+    }
+
+    fn kind(mut o: CertificateOrder, cert_type: &str, product: &str, dt: &str) -> CertificateOrder {
+        o.cert_type = Some(cert_type.into());
+        o.product_code = Some(product.into());
+        o.domain_type = Some(dt.into());
+        o
+    }
+
+    #[test]
+    fn kinds_cas_does_not_renew_are_reapplied_or_blocked() {
+        let d20 = disk(20);
+        let cases = [
+            ("FREE", "digicert-free-1-free", "ONE"),
+            ("DV", "digicert-free-1-free", "ONE"),
+            ("OV", "geotrust-ov-1-personal", "MIX"),
+            ("DV", "geotrust-dv-1-starter", "MULTIPLE"),
+        ];
+        for (ct, pc, dt) in cases {
+            for status in [OrderStatus::Willexpired, OrderStatus::Expired] {
+                let orders = vec![kind(order(1, status, Some(20)), ct, pc, dt)];
+                for force in [false, true] {
+                    let p = run(&orders, &Journal::default(), Some(&d20), force);
+                    assert_eq!(p.action, Action::Blocked, "{ct} {pc} {dt}: {}", p.reason);
+                    assert!(
+                        p.reason.contains("mode: reapply") && p.reason.contains("does not renew"),
+                        "{}",
+                        p.reason
+                    );
+                    let p = run_mode(
+                        &orders,
+                        &Journal::default(),
+                        Some(&d20),
+                        force,
+                        RenewalMode::Reapply,
+                    );
+                    assert_eq!(
+                        p.action,
+                        Action::Reapply {
+                            source_order_id: 1,
+                            product_code: pc.into()
+                        },
+                        "{}",
+                        p.reason
+                    );
+                }
+            }
+        }
+        // Not due: nothing, whatever the kind.
+        let calm = vec![kind(
+            order(1, OrderStatus::Issued, Some(200)),
+            "FREE",
+            "digicert-free-1-free",
+            "ONE",
+        )];
+        assert_eq!(
+            run_mode(
+                &calm,
+                &Journal::default(),
+                Some(&disk(200)),
+                false,
+                RenewalMode::Reapply
+            )
+            .action,
+            Action::Nothing
+        );
+        // A renewable kind renews in either mode.
+        let paid = vec![kind(
+            order(1, OrderStatus::Willexpired, Some(20)),
+            "DV",
+            "geotrust-dv-1-starter",
+            "ONE",
+        )];
+        assert_eq!(
+            run_mode(
+                &paid,
+                &Journal::default(),
+                Some(&d20),
+                false,
+                RenewalMode::Reapply
+            )
+            .action,
+            Action::Renew { source_order_id: 1 }
+        );
+        // No ProductCode: nothing to apply for again.
+        let mut bare = order(1, OrderStatus::Willexpired, Some(20));
+        bare.cert_type = Some("FREE".into());
+        let p = run_mode(
+            &[bare],
+            &Journal::default(),
+            Some(&d20),
+            false,
+            RenewalMode::Reapply,
+        );
+        assert_eq!(p.action, Action::Blocked, "{}", p.reason);
+        assert!(p.reason.contains("no ProductCode"), "{}", p.reason);
     }
 
     #[test]
@@ -460,6 +624,27 @@ mod tests {
     }
 
     #[test]
+    fn an_unclear_or_pending_renewal_says_so() {
+        let orders = vec![order(1, OrderStatus::Willexpired, Some(20))];
+        let j = Journal {
+            phase: JournalPhase::RenewRequested,
+            unclear_since: Some("2026-11-29T06:00:00Z".into()),
+            ..Default::default()
+        };
+        let p = run(&orders, &j, Some(&disk(20)), true);
+        assert!(matches!(p.action, Action::Resume { .. }), "{}", p.reason);
+        assert!(p.reason.contains("outcome is unclear"), "{}", p.reason);
+        let j = Journal {
+            phase: JournalPhase::OrderCreated,
+            new_order_id: Some(2),
+            pending_application: Some("submit order 2 in the console".into()),
+            ..Default::default()
+        };
+        let p = run(&orders, &j, Some(&disk(20)), false);
+        assert!(p.reason.contains("submit order 2"), "{}", p.reason);
+    }
+
+    #[test]
     fn unusable_orders_block_instead_of_spending_again() {
         let orders = vec![
             order(1, OrderStatus::Willexpired, Some(20)),
@@ -512,14 +697,26 @@ mod properties {
         OrderStatus::Expired,
         OrderStatus::CheckedFail,
     ];
-    const PHASES: [JournalPhase; 7] = [
+    const PHASES: [JournalPhase; 9] = [
         JournalPhase::Idle,
         JournalPhase::KeyReady,
         JournalPhase::RenewRequested,
         JournalPhase::OrderCreated,
+        JournalPhase::ApplicationRequested,
+        JournalPhase::ApplicationSubmitted,
         JournalPhase::Issued,
         JournalPhase::Installed,
         JournalPhase::Rejected,
+    ];
+    /// (CertType, ProductCode, DomainType, SourceType): renewable and not.
+    const KINDS: [(&str, &str, &str, &str); 7] = [
+        ("DV", "geotrust-dv-1-starter", "ONE", "cpack"),
+        ("OV", "geotrust-ov-w-personal", "WILDCARD", "buy"),
+        ("FREE", "digicert-free-1-free", "ONE", "cpack"),
+        ("DV", "symantec-free-1-free", "ONE", "cpack"),
+        ("OV", "geotrust-ov-1-personal", "MIX", "cpack"),
+        ("DV", "geotrust-dv-1-starter", "M_WILDCARD", "cpack"),
+        ("DV", "geotrust-dv-1-starter", "ONE", "upload"),
     ];
 
     fn random_case(
@@ -532,11 +729,22 @@ mod properties {
                     status,
                     OrderStatus::Issued | OrderStatus::Willexpired | OrderStatus::Expired
                 );
+                // Half renewable kinds (the first two), half the others.
+                let k = if rng.random_bool(0.5) {
+                    rng.random_range(0..2)
+                } else {
+                    rng.random_range(2..KINDS.len())
+                };
+                let (ct, pc, dt, st) = KINDS[k];
                 CertificateOrder {
                     order_id: Some(100 + i),
                     domain: Some("www.example.com".into()),
                     status: Some(status),
                     cert_end_time: issued.then(|| NOW + rng.random_range(-10..400) * DAY),
+                    cert_type: Some(ct.into()),
+                    product_code: rng.random_bool(0.9).then(|| pc.into()),
+                    domain_type: Some(dt.into()),
+                    source_type: Some(st.into()),
                     ..Default::default()
                 }
             })
@@ -574,9 +782,15 @@ mod properties {
     #[test]
     fn no_plan_spends_quota_when_it_must_not() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
-        let mut renews = 0;
+        let (mut renews, mut reapplies) = (0, 0);
         for case in 0..20_000 {
             let (orders, journal, disk) = random_case(&mut rng);
+            let mode = if rng.random_bool(0.5) {
+                RenewalMode::Reapply
+            } else {
+                RenewalMode::Renew
+            };
+            let force = rng.random_bool(0.1);
             let p = plan(&PlanInput {
                 cert: "www",
                 domain: "www.example.com",
@@ -585,13 +799,43 @@ mod properties {
                 disk: disk.as_ref(),
                 now_ms: NOW,
                 renew_before: Duration::from_secs(30 * 86_400),
-                force: false,
+                force,
+                mode,
             });
-            let Action::Renew { source_order_id } = p.action else {
-                continue;
+            let ctx = format!(
+                "case {case}: {orders:?} {journal:?} {mode:?} -> {}",
+                p.reason
+            );
+            let source_of = |id: i64| orders.iter().find(|o| o.order_id == Some(id));
+            let source_order_id = match &p.action {
+                Action::Renew { source_order_id } => {
+                    // Never a kind CAS does not renew, not even with --force.
+                    let src = source_of(*source_order_id).expect("the source is listed");
+                    assert!(not_renewable(src).is_none(), "{ctx}");
+                    *source_order_id
+                }
+                Action::Reapply {
+                    source_order_id,
+                    product_code,
+                } => {
+                    reapplies += 1;
+                    let src = source_of(*source_order_id).expect("the source is listed");
+                    assert!(not_renewable(src).is_some(), "{ctx}");
+                    assert_eq!(mode, RenewalMode::Reapply, "{ctx}");
+                    assert_eq!(src.product_code.as_deref(), Some(product_code.as_str()));
+                    assert!(
+                        matches!(journal.phase, JournalPhase::Idle | JournalPhase::Installed)
+                            || force && journal.phase == JournalPhase::Rejected,
+                        "{ctx}"
+                    );
+                    continue;
+                }
+                _ => continue,
             };
+            if force {
+                continue;
+            }
             renews += 1;
-            let ctx = format!("case {case}: {orders:?} {journal:?} -> {}", p.reason);
             // Never while a renewal is in flight or refused.
             assert!(
                 matches!(journal.phase, JournalPhase::Idle | JournalPhase::Installed),
@@ -627,8 +871,8 @@ mod properties {
             );
         }
         assert!(
-            renews > 100,
-            "the generator reaches the renew branch ({renews} times)"
+            renews > 100 && reapplies > 100,
+            "the generator reaches the renew branch ({renews} times) and the reapply branch ({reapplies})"
         );
     }
 }

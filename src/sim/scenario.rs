@@ -39,6 +39,9 @@ pub struct Scenario {
     /// How answers are written (`empty_strings`).
     #[serde(default)]
     pub responses: super::validation::Responses,
+    /// Resource-plan units by ProductCode (see [`Packages`]).
+    #[serde(default)]
+    pub packages: Packages,
 }
 
 fn default_seed() -> u64 {
@@ -86,7 +89,19 @@ pub struct OrderSpec {
     pub algorithm: String,
     #[serde(default)]
     pub issue: IssueOutcome,
+    /// ListUserCertificateOrder's kind fields. By default a paid DV product
+    /// (`geotrust-dv-1-starter`, `geotrust-dv-w-starter` for a wildcard), CertType
+    /// `FREE` for a `*-free-*` product, DomainType `ONE`/`WILDCARD`, SourceType `cpack`.
+    pub product_code: Option<String>,
+    pub cert_type: Option<String>,
+    pub domain_type: Option<String>,
+    pub source_type: Option<String>,
 }
+
+/// Resource plans of the simulated account, by ProductCode: units bought. A paid
+/// product not listed has 1 000 000 units; free products have the documented 20
+/// per account per year.
+pub type Packages = BTreeMap<String, u32>;
 
 fn default_algorithm() -> String {
     "RSA".into()
@@ -139,6 +154,26 @@ pub struct Issuance {
     pub record_domain: super::validation::RecordDomainForm,
     /// A hostile DNS validation answer instead of the real one.
     pub hostile_record: Option<super::validation::HostileRecord>,
+    /// ASSUMPTION switch (the docs say a renewal order is "pending application" and
+    /// must be applied for; whether a Csr sent with the renew does that is unknown):
+    /// false, a renewal order leaves `payed` by itself; true, it stays `payed` until
+    /// ApplyCertificate is called on its InstanceId.
+    #[serde(default)]
+    pub renewal_needs_application: bool,
+    /// ASSUMPTION switch (the documented PAYED sample order has `"Domain": ""`; what
+    /// a fresh renewal order shows is unknown): true lists orders made by renew or
+    /// create with an empty Domain until they are issued.
+    #[serde(default)]
+    pub new_orders_domain_empty: bool,
+    /// ASSUMPTION switch (whether the V2.0 UpdateInstance/ApplyCertificate accept the
+    /// InstanceId ListUserCertificateOrder gives a V1 order is unknown): false lists
+    /// orders without an InstanceId and refuses those calls.
+    #[serde(default = "default_true")]
+    pub instance_ids: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for Issuance {
@@ -151,6 +186,9 @@ impl Default for Issuance {
             key_format: KeyFormat::default(),
             record_domain: Default::default(),
             hostile_record: None,
+            renewal_needs_application: false,
+            new_orders_domain_empty: false,
+            instance_ids: true,
         }
     }
 }
@@ -204,6 +242,14 @@ pub struct Faults {
     pub latency: HumanDuration,
     #[serde(default = "default_hold")]
     pub hold: HumanDuration,
+    /// The first N calls of each named action answer 503 ServiceUnavailable without
+    /// acting (a client cannot tell: an unclear outcome with no effect).
+    #[serde(default)]
+    pub refuse_first: BTreeMap<String, u32>,
+    /// The first N calls of each named action act, then answer 500 InternalError
+    /// (an unclear outcome that took effect).
+    #[serde(default)]
+    pub act_then_fail_first: BTreeMap<String, u32>,
 }
 
 impl Default for Faults {
@@ -215,6 +261,8 @@ impl Default for Faults {
             malformed: 0.0,
             latency: zero_duration(),
             hold: default_hold(),
+            refuse_first: BTreeMap::new(),
+            act_then_fail_first: BTreeMap::new(),
         }
     }
 }

@@ -25,11 +25,15 @@ const MAX_SKEW: chrono::Duration = chrono::Duration::minutes(15);
 const NONCE_TTL: Duration = Duration::from_secs(15 * 60);
 const MAX_BODY: usize = 1024 * 1024;
 
-pub const CAS_ACTIONS: [&str; 4] = [
+pub const CAS_ACTIONS: [&str; 8] = [
     "ListUserCertificateOrder",
     "DescribeCertificateState",
     "RenewCertificateOrderForPackageRequest",
     "GetUserCertificateDetail",
+    "CreateCertificateForPackageRequest",
+    "DescribePackageState",
+    "UpdateInstance",
+    "ApplyCertificate",
 ];
 pub const DNS_ACTIONS: [&str; 4] = [
     "AddDomainRecord",

@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use super::ca::{Ca, Issued, Twist};
 use super::scenario::{IssueOutcome, Scenario, ValidationKind};
 
+mod packages;
+
 const DAY_MS: i64 = 86_400_000;
 /// Orders within this much of expiry are `WILLEXPIRED`, as the CAS console says.
 const WILL_EXPIRE_MS: i64 = 30 * DAY_MS;
@@ -82,6 +84,9 @@ pub struct Renewal {
     pub phase: Phase,
     pub validated: bool,
     pub token: String,
+    /// The application was submitted (by the call that made the order, by CAS
+    /// itself, or by ApplyCertificate); until then the order stays `payed`.
+    pub applied: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +104,7 @@ pub struct Order {
     pub renewal: Option<Renewal>,
     /// Certificate material; made on first request for orders from the scenario.
     pub issued: Option<Issued>,
+    pub kind: packages::Kind,
 }
 
 impl Order {
@@ -187,6 +193,7 @@ pub struct World {
     validity_ms: i64,
     webroot: Option<PathBuf>,
     max_page_size: u32,
+    plans: packages::Plans,
     pub calls: BTreeMap<String, u64>,
     pub renew_calls: BTreeMap<i64, u64>,
     pub signature_failures: u64,
@@ -232,6 +239,14 @@ fn zone_of(domain: &str) -> String {
     }
 }
 
+fn new_token() -> String {
+    format!(
+        "{}{}",
+        chrono::Utc::now().format("%Y%m%d%H%M%S"),
+        hex::encode(rand::random::<[u8; 16]>())
+    )
+}
+
 fn ms_to_offset(ms: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
@@ -267,6 +282,7 @@ impl World {
             validity_ms: i64::try_from(s.issuance.validity.0.as_millis()).unwrap_or(i64::MAX / 4),
             webroot: s.issuance.webroot.clone(),
             max_page_size: s.max_page_size,
+            plans: packages::Plans::new(s),
             calls: BTreeMap::new(),
             renew_calls: BTreeMap::new(),
             signature_failures: 0,
@@ -276,13 +292,9 @@ impl World {
         };
         for o in &s.orders {
             let end = now_ms + i64::try_from(o.expires_in.0.as_millis()).unwrap_or(0);
-            w.add_original(
-                o.domain.to_ascii_lowercase(),
-                o.sans.clone(),
-                &o.algorithm,
-                o.issue,
-                end,
-            );
+            let domain = o.domain.to_ascii_lowercase();
+            let kind = packages::Kind::of(&domain, Some(o));
+            w.add_original(domain, o.sans.clone(), &o.algorithm, o.issue, end, kind);
         }
         if let Some(g) = &s.generate {
             let expiring = (f64::from(g.count) * g.expiring_fraction).round() as u32;
@@ -294,12 +306,14 @@ impl World {
                     100 + i64::from(n % 201)
                 };
                 let domain = g.domain.replace("{n}", &n.to_string());
+                let kind = packages::Kind::of(&domain, None);
                 w.add_original(
                     domain,
                     Vec::new(),
                     &g.algorithm,
                     IssueOutcome::Ok,
                     now_ms + days * DAY_MS,
+                    kind,
                 );
             }
         }
@@ -332,6 +346,7 @@ impl World {
         algorithm: &str,
         issue: IssueOutcome,
         end_ms: i64,
+        kind: packages::Kind,
     ) {
         let id = self.next_order_id;
         self.next_order_id += 1;
@@ -354,6 +369,7 @@ impl World {
                 source_order_id: None,
                 renewal: None,
                 issued: None,
+                kind,
             },
         );
     }
@@ -377,7 +393,14 @@ impl World {
 
     /// Runs one action. `params` holds the request's query and form parameters.
     pub fn call(&mut self, action: &str, p: &HashMap<String, String>) -> Result<Value, SimError> {
-        let mut out = self.act(action, p)?;
+        if let Some(e) = self.plans.refuse_now(action) {
+            return Err(e);
+        }
+        let result = self.act(action, p);
+        let mut out = match self.plans.fail_after_acting(action) {
+            Some(e) if result.is_ok() => return Err(e),
+            _ => result?,
+        };
         if self.empty_strings {
             validation_sim::fill_empty(action, &mut out);
         }
@@ -390,6 +413,10 @@ impl World {
             "DescribeCertificateState" => self.describe_state(p),
             "RenewCertificateOrderForPackageRequest" => self.renew(p),
             "GetUserCertificateDetail" => self.detail(p),
+            "CreateCertificateForPackageRequest" => self.create_certificate(p),
+            "DescribePackageState" => self.describe_package_state(p),
+            "UpdateInstance" => self.update_instance(p),
+            "ApplyCertificate" => self.apply_certificate(p),
             "AddDomainRecord" => self.add_record(p),
             "DeleteDomainRecord" => self.delete_record(p),
             "DescribeDomainRecords" => self.describe_records(p),
@@ -405,20 +432,20 @@ impl World {
     fn order_json(&self, o: &Order, now_ms: i64) -> Value {
         json!({
             "OrderId": o.order_id,
-            "InstanceId": o.instance_id(),
+            "InstanceId": self.plans.listed_instance(o),
             "AliyunOrderId": o.order_id + 9_000_000,
             "PartnerOrderId": format!("sim-{}", o.order_id),
             "Status": o.status(now_ms),
-            "ProductCode": "digicert-free-1-free",
-            "ProductName": "DigiCert DV (simulated)",
+            "ProductCode": o.kind.product_code,
+            "ProductName": format!("{} (simulated)", o.kind.product_code),
             "Algorithm": o.algorithm,
-            "CertType": "DV",
-            "Domain": o.domain,
+            "CertType": o.kind.cert_type,
+            "Domain": self.plans.listed_domain(o),
             "DomainCount": 1 + o.sans.len(),
             "WildDomainCount": i64::from(o.domain.starts_with("*.")),
-            "DomainType": if o.sans.is_empty() { "ONE" } else { "MULTIPLE" },
+            "DomainType": o.kind.domain_type,
             "RootBrand": "DigiCert",
-            "SourceType": "cpack",
+            "SourceType": o.kind.source_type,
             "TrusteeStatus": "unTrustee",
             "BuyDate": o.buy_date_ms,
             "CertStartTime": o.cert_start_ms,
@@ -430,14 +457,14 @@ impl World {
         let end = o.cert_end_ms.unwrap_or(0);
         json!({
             "CertificateId": o.certificate_id,
-            "InstanceId": o.instance_id(),
+            "InstanceId": self.plans.listed_instance(o),
             "Name": format!("cert-{}", o.certificate_id.unwrap_or(0)),
             "CommonName": o.domain,
             "Sans": o.names().join(","),
             "StartDate": ms_to_date(o.cert_start_ms.unwrap_or(0)),
             "EndDate": ms_to_date(end),
             "Expired": end <= now_ms,
-            "Upload": false,
+            "Upload": o.kind.uploaded(),
             "Issuer": "cas-renewd simulator intermediate CA",
             "SerialNo": o.issued.as_ref().map(|i| i.serial_hex.clone()),
             "Status": o.status(now_ms),
@@ -630,7 +657,7 @@ impl World {
                 .as_ref()
                 .ok_or_else(|| SimError::missing("OrderId"))?;
             let validated = validated || self.validation_done(o, &token);
-            next = if r.polls == 1 && polls_needed > 0 {
+            next = if !r.applied || r.polls == 1 && polls_needed > 0 {
                 Phase::Payed
             } else if !validated {
                 Phase::DomainVerify
@@ -642,6 +669,7 @@ impl World {
                 Phase::Process
             };
             if next == Phase::Certificate {
+                let validity = o.kind.validity_ms(validity);
                 let wall = Utc::now().timestamp_millis();
                 let twist = match o.issue {
                     IssueOutcome::WrongKey => Twist::WrongKey,
@@ -758,13 +786,10 @@ impl World {
                 ));
             }
         }
+        self.renew_kind_check(&source, now)?;
         let id = self.next_order_id;
         self.next_order_id += 1;
-        let token = format!(
-            "{}{}",
-            chrono::Utc::now().format("%Y%m%d%H%M%S"),
-            hex::encode(rand::random::<[u8; 16]>())
-        );
+        let token = new_token();
         self.orders.insert(
             id,
             Order {
@@ -784,8 +809,10 @@ impl World {
                     phase: Phase::Payed,
                     validated: false,
                     token,
+                    applied: !self.plans.needs_application,
                 }),
                 issued: None,
+                kind: source.kind.clone(),
             },
         );
         *self.renew_calls.entry(source.order_id).or_default() += 1;
@@ -1030,6 +1057,7 @@ impl World {
             "faults": self.faults,
             "dns_records": self.records.iter().map(DnsRecord::to_json).collect::<Vec<_>>(),
             "dns_zones": self.zones,
+            "packages": self.plans.snapshot(),
         })
     }
 }

@@ -23,6 +23,11 @@ pub enum JournalPhase {
     RenewRequested,
     /// The renew call returned the new order.
     OrderCreated,
+    /// The new order sat in `payed` (pending application); the application call for
+    /// it is being made. Never made twice: its outcome shows in the order's state.
+    ApplicationRequested,
+    /// The application was accepted; the order is followed as after `OrderCreated`.
+    ApplicationSubmitted,
     /// The issued certificate passed its checks and is saved under the state dir.
     Issued,
     /// The output files are in place; the reload is pending.
@@ -38,9 +43,32 @@ impl JournalPhase {
             JournalPhase::KeyReady => "key-ready",
             JournalPhase::RenewRequested => "renew-requested",
             JournalPhase::OrderCreated => "order-created",
+            JournalPhase::ApplicationRequested => "application-requested",
+            JournalPhase::ApplicationSubmitted => "application-submitted",
             JournalPhase::Issued => "issued",
             JournalPhase::Installed => "installed",
             JournalPhase::Rejected => "rejected",
+        }
+    }
+}
+
+/// Which paid call a renewal attempt makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PaidCall {
+    /// RenewCertificateOrderForPackageRequest on the source order.
+    #[default]
+    Renew,
+    /// CreateCertificateForPackageRequest: a new certificate for a kind CAS does not
+    /// renew (`renewal.mode: reapply`).
+    Create,
+}
+
+impl PaidCall {
+    pub fn action(self) -> &'static str {
+        match self {
+            PaidCall::Renew => "RenewCertificateOrderForPackageRequest",
+            PaidCall::Create => "CreateCertificateForPackageRequest",
         }
     }
 }
@@ -57,6 +85,19 @@ pub struct Journal {
     pub new_order_id: Option<i64>,
     /// When the renew call was (about to be) made, UTC RFC 3339.
     pub requested_at: Option<String>,
+    /// The paid call of this attempt, and for `create` its ProductCode.
+    pub paid_call: PaidCall,
+    pub product_code: Option<String>,
+    /// Every OrderId the account showed before the paid call: an unclear call's
+    /// order is one not in this list.
+    pub known_order_ids: Vec<i64>,
+    /// When an unclear paid call's grace period ended without its order showing.
+    pub unclear_since: Option<String>,
+    /// The order was taken over from elsewhere (console, another host), not made here.
+    pub adopted: bool,
+    /// What the operator must do for an order stuck in `payed` (pending application)
+    /// that cas-renewd cannot submit itself.
+    pub pending_application: Option<String>,
     pub key_path: Option<PathBuf>,
     /// SHA-256 of the key's SubjectPublicKeyInfo, hex.
     pub key_spki_sha256: Option<String>,

@@ -21,7 +21,7 @@ pub use install::{
     CERT_FILE, CHAIN_FILE, CRASH_BETWEEN_RENAMES, CertificateFiles, FULLCHAIN_FILE, HISTORY_DIR,
     KEY_FILE, check_output_dir, install,
 };
-pub use journal::{Journal, JournalPhase, StateDir};
+pub use journal::{Journal, JournalPhase, PaidCall, StateDir};
 pub use safe_fs::{read_output_text, resolve_under};
 
 #[derive(Debug, thiserror::Error)]

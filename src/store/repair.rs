@@ -269,6 +269,7 @@ mod tests {
             },
             reload: vec![],
             verify: None,
+            mode: Default::default(),
         }
     }
 

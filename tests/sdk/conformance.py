@@ -23,6 +23,8 @@ from alibabacloud_alidns20150109.client import Client as DnsClient
 from alibabacloud_alidns20150109 import models as dns
 
 endpoint, key_id, secret, csr_file = sys.argv[1:5]
+# "pending": the simulator leaves renewals pending application (a second run).
+mode = sys.argv[5] if len(sys.argv) > 5 else "main"
 csr = open(csr_file).read()
 checks = 0
 
@@ -60,6 +62,40 @@ def config(secret_value, algorithm=None):
         c.signature_algorithm = algorithm
     return c
 
+
+def pending_application_run():
+    """A renewal left pending application, applied for with the V2.0 calls."""
+    client = CasClient(config(secret))
+    orders = client.list_user_certificate_order(cas.ListUserCertificateOrderRequest()).body.certificate_order_list
+    www = next(o for o in orders if o.domain == "www.example.com")
+    new_id = client.renew_certificate_order_for_package_request(
+        cas.RenewCertificateOrderForPackageRequestRequest(order_id=www.order_id, csr=csr)
+    ).body.order_id
+    states = [client.describe_certificate_state(cas.DescribeCertificateStateRequest(order_id=new_id)).body.type for _ in range(3)]
+    check(states == ["payed"] * 3, f"a renewal pending application stays payed: {states}")
+    listed = client.list_user_certificate_order(cas.ListUserCertificateOrderRequest(keyword="www.example.com")).body.certificate_order_list
+    instance = next(o.instance_id for o in listed if o.order_id == new_id)
+    check(isinstance(instance, str) and instance, f"the new order has InstanceId {instance}")
+    u = client.update_instance(cas.UpdateInstanceRequest(instance_id=instance, csr=csr, generate_csr_method="upload", domain="www.example.com", validation_method="DNS"))
+    check(isinstance(u.body.request_id, str) and u.body.request_id, "UpdateInstance answers a RequestId")
+    a = client.apply_certificate(cas.ApplyCertificateRequest(instance_id=instance))
+    check(isinstance(a.body.request_id, str) and a.body.request_id, "ApplyCertificate answers a RequestId")
+    for _ in range(10):
+        s = client.describe_certificate_state(cas.DescribeCertificateStateRequest(order_id=new_id)).body
+        if s.type == "certificate":
+            break
+    check(s.type == "certificate", f"the applied renewal is issued ({s.type})")
+    try:
+        client.apply_certificate(cas.ApplyCertificateRequest(instance_id=instance))
+        check(False, "a second ApplyCertificate is refused")
+    except Exception as e:  # the SDK raises its ClientException with .code
+        check(getattr(e, "code", None), f"a second ApplyCertificate is refused ({getattr(e, 'code', None)})")
+    print(f"{checks} passed, 0 failed")
+    sys.exit(0)
+
+
+if mode == "pending":
+    pending_application_run()
 
 for algorithm, orders in ((None, 2), ("v2", 3)):  # the first pass renews one
     label = "ACS3-HMAC-SHA256" if algorithm is None else "HMAC-SHA1 (v2)"
@@ -135,5 +171,32 @@ for algorithm, orders in ((None, 2), ("v2", 3)):  # the first pass renews one
     except Exception as e:  # the SDK raises its ClientException with .code
         code = getattr(e, "code", None) or ""
         check(code == "SignatureDoesNotMatch" or "SignatureDoesNotMatch" in str(e), f"{label}: wrong secret gets SignatureDoesNotMatch ({code})")
+
+# A new application for a kind CAS does not renew, from the free quota.
+client = CasClient(config(secret))
+free = "digicert-free-1-free"
+before = client.describe_package_state(cas.DescribePackageStateRequest(product_code=free)).body
+check(
+    before.product_code == free and before.total_count == 20 and before.used_count == 0 and isinstance(before.issued_count, int),
+    f"DescribePackageState: {before.product_code} TotalCount {before.total_count} UsedCount {before.used_count} IssuedCount {before.issued_count}",
+)
+created = client.create_certificate_for_package_request(
+    cas.CreateCertificateForPackageRequestRequest(
+        product_code=free,
+        csr=csr,
+        domain="www.example.com",
+        validate_type="DNS",
+        tags=[cas.CreateCertificateForPackageRequestRequestTags(key="cas-renewd", value="sdk")],
+    )
+)
+cid = created.body.order_id
+check(isinstance(cid, int) and isinstance(created.body.request_id, str), f"CreateCertificateForPackageRequest returns OrderId {cid}")
+after = client.describe_package_state(cas.DescribePackageStateRequest(product_code=free)).body
+check(after.used_count == 1, f"the free quota counts it (UsedCount {after.used_count})")
+listed = client.list_user_certificate_order(cas.ListUserCertificateOrderRequest(keyword="www.example.com")).body.certificate_order_list
+new = next(o for o in listed if o.order_id == cid)
+check(new.product_code == free and new.cert_type == "FREE", f"the new order is {new.product_code} / {new.cert_type}")
+state = client.describe_certificate_state(cas.DescribeCertificateStateRequest(order_id=cid)).body
+check(state.type in ("payed", "domain_verify", "process", "certificate"), f"the new order is followed like a renewal ({state.type})")
 
 print(f"{checks} passed, 0 failed")
