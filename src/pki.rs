@@ -54,6 +54,8 @@ pub enum PkiError {
     NotNewer { new: String, installed: String },
     #[error("the chain is out of order and cannot be put in order: {0}")]
     ChainOrder(String),
+    #[error("the certificate \"{0}\" is self-issued (its issuer is itself): no CA issued it")]
+    SelfIssued(String),
     #[error(
         "the chain does not verify: certificate \"{subject}\" is not signed by the next certificate \"{issuer}\": {reason}"
     )]
@@ -285,6 +287,11 @@ pub struct Expectations<'a> {
 /// Checks the leaf of `chain` against `e`. The chain is already leaf-first.
 pub fn check(chain: &Chain, e: &Expectations<'_>) -> Result<(), PkiError> {
     let leaf = &chain.leaf;
+    // A bundle whose top is the anchor would otherwise accept a leaf that vouches
+    // for itself: installing it is an outage, whatever key it carries.
+    if leaf.subject == leaf.issuer {
+        return Err(PkiError::SelfIssued(leaf.subject.clone()));
+    }
     if leaf.spki_sha256 != e.spki_sha256 {
         return Err(PkiError::WrongKey {
             expected: e.spki_sha256.to_owned(),
@@ -394,6 +401,20 @@ mod tests {
         assert!(matches!(
             check(&good, &older),
             Err(PkiError::NotNewer { .. })
+        ));
+    }
+
+    #[test]
+    fn a_self_issued_leaf_for_our_key_and_name_is_refused() {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let key = Key::from_pem(&pair.serialize_pem()).expect("our key");
+        let params =
+            rcgen::CertificateParams::new(vec!["www.example.com".to_owned()]).expect("params");
+        let cert = params.self_signed(&pair).expect("self-signed");
+        let chain = Chain::parse(&cert.pem()).expect("a one-certificate bundle parses");
+        assert!(matches!(
+            check(&chain, &expect(&key.spki_sha256(), "www.example.com")),
+            Err(PkiError::SelfIssued(_))
         ));
     }
 

@@ -344,6 +344,25 @@ async fn an_unclear_renew_is_not_paid_again_until_the_ceiling_or_force() {
     assert!(w.installed_days("www").is_some_and(|d| d >= 364));
 }
 
+/// `renew --force` allows one more paid call, not one per grace period: a forced
+/// call whose outcome is unclear again blocks like any other.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forced_renew_pays_at_most_once_per_run() {
+    let w = World::new(
+        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nfaults: { refuse_first: { RenewCertificateOrderForPackageRequest: 3 } }\n",
+        &[("www", "www.example.com", "")],
+        "",
+        "",
+    )
+    .await;
+    let o = w.run(&["renew", "--cert", "www", "--force"], None).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert_eq!(w.calls(RENEW), 1, "one paid call per forced run");
+    let o = w.run(&["renew", "--cert", "www", "--force"], None).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert_eq!(w.calls(RENEW), 2, "the next forced run may pay once more");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unclear_create_is_not_paid_again_blindly() {
     let w = World::new(

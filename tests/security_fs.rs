@@ -311,6 +311,36 @@ async fn a_web_root_link_cannot_lead_the_validation_file_outside() {
     );
 }
 
+/// A file already at the validation Uri with other content is someone else's:
+/// it is neither overwritten nor deleted afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_validation_file_someone_else_wrote_is_left_alone() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let webroot = d.path().join("www");
+    let dcv = webroot.join(".well-known/pki-validation");
+    std::fs::create_dir_all(&dcv).expect("mkdir");
+    std::fs::write(dcv.join("fileauth.txt"), "the operator's file\n").expect("write");
+    let wr = webroot.display();
+    let w = World::new(
+        &format!(
+            "orders:\n  - {{ domain: www.example.com, expires_in: 20d }}\nissuance: {{ polls_before_issued: 1, validation: file, webroot: {wr} }}\n"
+        ),
+        "",
+        &format!(
+            "  - {{ name: www, domain: www.example.com, output: {{ dir: \"{{d}}/out/www\" }}, validation: {{ method: file, webroot: {wr} }} }}\n"
+        ),
+    )
+    .await;
+    let o = w.output(w.command(&["once"])).await;
+    let text = show(&o);
+    assert_eq!(
+        std::fs::read_to_string(dcv.join("fileauth.txt")).expect("still there"),
+        "the operator's file\n",
+        "{text}"
+    );
+    assert!(text.contains("already exists with other content"), "{text}");
+}
+
 /// Item 10: under umask 000 every directory cas-renewd makes has its own mode.
 #[tokio::test(flavor = "multi_thread")]
 async fn directories_made_under_umask_000_are_not_world_writable() {

@@ -203,15 +203,26 @@ impl CertRun<'_> {
         let known = &self.journal.known_order_ids;
         // Orders another certificate's journal already follows are not ours (two
         // certificates may pay in the same pass, and a new order's Domain may be empty).
-        let claimed: Vec<i64> = self
+        let others: Vec<_> = self
             .e
             .targets(self.orders)
             .certs
             .iter()
             .filter(|c| c.name != self.cert.name)
             .filter_map(|c| self.state.load_journal(&c.name).ok())
-            .filter_map(|j| j.new_order_id)
             .collect();
+        let claimed: Vec<i64> = others.iter().filter_map(|j| j.new_order_id).collect();
+        // Another certificate of the same product whose paid call is out but whose
+        // order is not journaled yet may own any order with an empty Domain.
+        let rival_in_flight = others.iter().any(|j| {
+            matches!(
+                j.phase,
+                JournalPhase::KeyReady | JournalPhase::RenewRequested
+            ) && match (&j.product_code, &self.journal.product_code) {
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                _ => true,
+            }
+        });
         let (mut exact, mut empty) = (Vec::new(), Vec::new());
         for o in orders {
             let Some(id) = o.order_id else { continue };
@@ -243,6 +254,10 @@ impl CertRun<'_> {
                 Some(false) => empty.push(id),
                 None => {}
             }
+        }
+        if exact.is_empty() && rival_in_flight {
+            // Wait (and after the grace, block) rather than take a rival's order.
+            return Found::None;
         }
         let pick = if exact.is_empty() { empty } else { exact };
         match pick.len() {
@@ -281,7 +296,9 @@ impl CertRun<'_> {
                     crash_point("after-order-created");
                     return Ok(());
                 }
-                Found::Several(ids) if !self.force => {
+                // Never resolved by paying again, not even under --force: one of
+                // these orders is already ours.
+                Found::Several(ids) => {
                     self.set_unclear_metric(true);
                     let msg = format!(
                         "the {call} call of {} had an unclear outcome and orders {ids:?} all look like its result; cas-renewd pays nothing more and adopts none: keep the one to use (delete the others in the console), then run `cas-renewd renew --cert {} --force` to pay again, or wait for the others to go",
@@ -291,7 +308,7 @@ impl CertRun<'_> {
                     error!(cert = %self.cert.name, candidates = ?ids, "{msg}");
                     return Err(EngineError::Blocked(msg));
                 }
-                Found::Several(_) | Found::None => {}
+                Found::None => {}
             }
             if waited < grace {
                 tokio::time::sleep((grace - waited).min(r.poll_interval)).await;
@@ -302,12 +319,15 @@ impl CertRun<'_> {
                 self.save()?;
             }
             self.set_unclear_metric(true);
-            if self.force || waited >= ceiling {
+            // `--force` allows one more paid call, not one per grace period: a
+            // forced run whose call is unclear again stops here like any other.
+            let forced = self.force && self.report.renew_calls == 0;
+            if forced || waited >= ceiling {
                 warn!(
                     cert = %self.cert.name,
                     source_order_id = source,
                     waited_s = waited.as_secs(),
-                    forced = self.force,
+                    forced,
                     action = call,
                     "decision: no order appeared after the unclear paid call; paying again"
                 );
@@ -507,6 +527,42 @@ fn domain_is_ours_or_empty(o: &CertificateOrder, domain: &str) -> Option<bool> {
     match o.domain.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
         None => Some(false),
         Some(d) if d.eq_ignore_ascii_case(domain) => Some(true),
+        // A multi-name order (reapply sends up to five names) may list them all,
+        // comma-separated; ours among them is ours.
+        Some(d) if d.split(',').any(|n| n.trim().eq_ignore_ascii_case(domain)) => Some(true),
         Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(domain: &str) -> CertificateOrder {
+        serde_json::from_value(serde_json::json!({ "OrderId": 1, "Domain": domain }))
+            .expect("an order")
+    }
+
+    #[test]
+    fn an_order_listing_several_names_is_ours_when_ours_is_among_them() {
+        let d = "www.example.com";
+        assert_eq!(
+            domain_is_ours_or_empty(&order("www.example.com"), d),
+            Some(true)
+        );
+        assert_eq!(
+            domain_is_ours_or_empty(&order("WWW.example.com"), d),
+            Some(true)
+        );
+        assert_eq!(
+            domain_is_ours_or_empty(&order("api.example.com, www.example.com"), d),
+            Some(true)
+        );
+        assert_eq!(domain_is_ours_or_empty(&order(""), d), Some(false));
+        assert_eq!(domain_is_ours_or_empty(&order("api.example.com"), d), None);
+        assert_eq!(
+            domain_is_ours_or_empty(&order("api.example.com,www.example.com.evil"), d),
+            None
+        );
     }
 }

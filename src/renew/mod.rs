@@ -1305,7 +1305,7 @@ impl PassReport {
                 if h.ok {
                     "ok".to_owned()
                 } else {
-                    format!("FAILED: {}", h.message)
+                    format!("FAILED: {}", ControlsEscaped(&h.message))
                 }
             ));
         }

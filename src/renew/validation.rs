@@ -21,8 +21,14 @@ pub enum ValidationError {
     IncompleteDns,
     #[error("FILE validation: the answer lacks Uri or Content")]
     IncompleteFile,
-    #[error("FILE validation: Uri {0:?} is not a plain path under the web root")]
+    #[error(
+        "FILE validation: Uri {0:?} is not a file directly under /.well-known/pki-validation/; nothing was written"
+    )]
     BadUri(String),
+    #[error(
+        "FILE validation: {0} already exists with other content; cas-renewd does not overwrite it (remove it, or publish the validation file by hand)"
+    )]
+    FileExists(PathBuf),
     #[error("FILE validation: {0}")]
     Store(#[from] StoreError),
     #[error("domain validation: ValidateType {0:?} is neither DNS nor FILE")]
@@ -196,6 +202,13 @@ pub fn read_request(
             ));
         }
         let fqdn = record_fqdn(rd, domain)?;
+        // Validation records live at underscore names (`_dnsauth…`, RFC 8552); a
+        // TXT at the domain itself could rewrite its SPF, a CNAME take the name over.
+        if !fqdn.starts_with('_') {
+            return Err(refused(format!(
+                "record name {fqdn:?} (validation records are published only at names whose first label starts with '_')"
+            )));
+        }
         return Ok(Request::Dns {
             fqdn,
             record_type,
@@ -215,10 +228,17 @@ pub fn read_request(
     })
 }
 
+/// Where CAS's DCV files live; an answer may name a file there and nowhere else
+/// (`/index.html` or `/.htaccess` would be overwritten, then deleted).
+const DCV_DIR: &str = ".well-known/pki-validation";
+
 fn file_target(webroot: &Path, uri: &str) -> Result<PathBuf, ValidationError> {
     let rel = uri.trim_start_matches('/');
     let p = Path::new(rel);
-    if rel.is_empty()
+    let in_dcv_dir = p
+        .parent()
+        .is_some_and(|dir| dir == Path::new(DCV_DIR) && p.file_name().is_some());
+    if !in_dcv_dir
         || p.components()
             .any(|c| !matches!(c, std::path::Component::Normal(_)))
     {
@@ -267,6 +287,15 @@ pub async fn publish(
             // No symlink below the web root may lead the write outside it.
             let target =
                 store::resolve_under(webroot, rel.strip_prefix(webroot).unwrap_or(&rel), 0o755)?;
+            // Ours from an earlier attempt (same content) is reused; anything else
+            // there belongs to someone else.
+            match store::read_regular(&target, store::MAX_OUTPUT_FILE_BYTES) {
+                Ok(None) => {}
+                Ok(Some(existing)) if existing == content.as_bytes() => {
+                    return Ok(Published::File(target));
+                }
+                Ok(Some(_)) | Err(_) => return Err(ValidationError::FileExists(target)),
+            }
             store::write_file(
                 &target,
                 content.as_bytes(),
@@ -517,6 +546,21 @@ mod tests {
             read_request(&a, "www.example.com"),
             Err(ValidationError::Refused(_))
         ));
+        // Only underscore names: not the domain itself, not a host beside it.
+        for (rd, t) in [
+            ("www", "CNAME"),
+            ("www.example.com", "TXT"),
+            ("mail", "TXT"),
+        ] {
+            let a = answer(&format!(
+                r#"{{"Type":"domain_verify","ValidateType":"DNS","RecordDomain":"{rd}","RecordType":"{t}","RecordValue":"target.attacker.net"}}"#
+            ));
+            let r = read_request(&a, "www.example.com");
+            assert!(
+                matches!(&r, Err(ValidationError::Refused(m)) if m.contains("first label")),
+                "{rd} {t}: {r:?}"
+            );
+        }
     }
 
     #[test]
@@ -526,7 +570,17 @@ mod tests {
             file_target(root, "/.well-known/pki-validation/fileauth.txt").expect("ok"),
             Path::new("/srv/www/.well-known/pki-validation/fileauth.txt")
         );
-        for bad in ["/../etc/passwd", "", "/a/../../b", "/./x"] {
+        for bad in [
+            "/../etc/passwd",
+            "",
+            "/a/../../b",
+            "/./x",
+            "/index.html",
+            "/.htaccess",
+            "/.well-known/pki-validation/",
+            "/.well-known/pki-validation/a/b.txt",
+            "/.well-known/acme-challenge/x",
+        ] {
             assert!(file_target(root, bad).is_err(), "{bad}");
         }
     }

@@ -22,7 +22,7 @@ pub use install::{
     KEY_FILE, check_output_dir, install,
 };
 pub use journal::{Journal, JournalPhase, PaidCall, StateDir};
-pub use safe_fs::{read_output_text, resolve_under};
+pub use safe_fs::{MAX_OUTPUT_FILE_BYTES, read_output_text, read_regular, resolve_under};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

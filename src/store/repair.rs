@@ -202,7 +202,8 @@ pub fn at_start(state: &StateDir, certs: &[CertificateConfig]) {
                 tracing::warn!(cert = %cert.name, dir = %cert.output.dir.display(), repaired = ?how, "the certificate and key on disk did not match (an install was interrupted); repaired")
             }
             Err(e) => {
-                tracing::error!(cert = %cert.name, error = %e, "the certificate and key on disk do not match and could not be repaired")
+                tracing::error!(cert = %cert.name, error = %e, "the certificate and key on disk do not match and could not be repaired; its temporary files are kept (one may hold the only copy of the new key)");
+                continue;
             }
         }
         let dir = &cert.output.dir;
@@ -322,6 +323,34 @@ mod tests {
                 == pki::read_leaf(&fs::read_to_string(dir.join(CERT_FILE)).expect("c"))
                     .expect("leaf")
                     .spki_sha256
+    }
+
+    #[test]
+    fn a_failed_repair_keeps_the_temporary_that_holds_the_new_key() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::open(&d.path().join("state")).expect("state");
+        let c = cert_config(&d.path().join("www"));
+        let ca = Ca::new().expect("ca");
+        let (old, _) = issued(&ca);
+        let (new, _) = issued(&ca);
+        crate::store::install(&c.output, &old).expect("install");
+        tear(&c.output.dir, &new);
+        // The repair must refuse to write here: the directory became world-writable.
+        fs::set_permissions(&c.output.dir, fs::Permissions::from_mode(0o777)).expect("chmod");
+
+        at_start(&state, std::slice::from_ref(&c));
+        assert!(
+            torn_leaf(&c.output.dir).expect("read").is_some(),
+            "not repaired"
+        );
+        assert!(
+            c.output
+                .dir
+                .join(".privkey.pem.tmp-00000000deadbeef")
+                .exists(),
+            "the only copy of the new key is kept"
+        );
     }
 
     #[test]
