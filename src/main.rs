@@ -2,7 +2,7 @@
 //! each subcommand to the library. `anyhow` lives here only.
 //!
 //! One dispatch ([`dispatch`]) calls one function per subcommand; each returns its
-//! exit status, and [`exit_status`] is the one place where an error becomes a
+//! exit status, and [`failure`] is the one place where an error becomes a
 //! message and a status (the contract: 2 for a configuration that cannot be used,
 //! 1 for anything else that failed).
 
@@ -133,24 +133,19 @@ enum Fatal {
 }
 
 fn main() -> ExitCode {
-    dispatch(Cli::parse()).unwrap_or_else(|e| exit_status(&e))
+    dispatch(Cli::parse()).unwrap_or_else(|e| {
+        let (status, message) = failure(&e);
+        eprintln!("{message}");
+        ExitCode::from(status)
+    })
 }
 
-/// The one place where an error becomes a message on stderr and an exit status.
-fn exit_status(e: &anyhow::Error) -> ExitCode {
+/// The one place where an error becomes the message on stderr and the exit status.
+fn failure(e: &anyhow::Error) -> (u8, String) {
     match e.downcast_ref::<Fatal>() {
-        Some(f @ Fatal::BadConfig(_)) => {
-            eprintln!("{f}");
-            ExitCode::from(EXIT_BAD_CONFIG)
-        }
-        Some(f @ Fatal::Plain(_)) => {
-            eprintln!("{f}");
-            ExitCode::FAILURE
-        }
-        None => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Some(f @ Fatal::BadConfig(_)) => (EXIT_BAD_CONFIG, f.to_string()),
+        Some(f @ Fatal::Plain(_)) => (1, f.to_string()),
+        None => (1, format!("error: {e:#}")),
     }
 }
 
@@ -385,4 +380,41 @@ async fn pass(cfg: Config, opts: PassOptions) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configuration_that_cannot_be_used_exits_2_with_the_loaders_words() {
+        let e: anyhow::Error =
+            Fatal::BadConfig(anyhow::anyhow!("inner detail").context("/etc/x.yaml:3:1: bad key"))
+                .into();
+        assert_eq!(failure(&e), (2, "/etc/x.yaml:3:1: bad key".to_owned()));
+    }
+
+    #[test]
+    fn any_other_error_exits_1_with_its_whole_chain() {
+        let e = anyhow::anyhow!("connection refused").context("resolving credentials");
+        assert_eq!(
+            failure(&e),
+            (
+                1,
+                "error: resolving credentials: connection refused".to_owned()
+            )
+        );
+        let e: anyhow::Error =
+            Fatal::Plain(anyhow::anyhow!("no such directory").context("demo failed")).into();
+        assert_eq!(
+            failure(&e),
+            (1, "demo failed: no such directory".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
 }
