@@ -1,8 +1,13 @@
 //! The `cas-renewd` command line: parses arguments, sets up logging, and hands
 //! each subcommand to the library. `anyhow` lives here only.
+//!
+//! One dispatch ([`dispatch`]) calls one function per subcommand; each returns its
+//! exit status, and [`failure`] is the one place where an error becomes a
+//! message and a status (the contract: 2 for a configuration that cannot be used,
+//! 1 for anything else that failed).
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -15,6 +20,7 @@ use cas_renewd::config::{self, Config, LogFormat};
 use cas_renewd::renew::{Engine, PassOptions};
 use cas_renewd::sim::{Scenario, Simulator};
 use cas_renewd::store::StateDir;
+use serde::Serialize;
 
 /// Keeps TLS certificates bought through Alibaba Cloud CAS renewed.
 #[derive(Debug, Parser)]
@@ -113,56 +119,68 @@ fn parse_status(s: &str) -> Result<OrderStatus, String> {
 /// Exit status for a configuration that cannot be used.
 const EXIT_BAD_CONFIG: u8 = 2;
 
+/// An error that the CLI contract words and numbers itself; any other error is
+/// printed as "error: ..." with exit status 1.
+#[derive(Debug, thiserror::Error)]
+enum Fatal {
+    /// The configuration (or a simulator scenario) cannot be used: exit 2, and
+    /// the message as the loader wrote it.
+    #[error("{0}")]
+    BadConfig(anyhow::Error),
+    /// Exit 1, with the message as it stands (no "error:" in front).
+    #[error("{0:#}")]
+    Plain(anyhow::Error),
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Command::Sim { listen, scenario } = &cli.command {
-        return run_sim(listen, scenario.as_deref());
+    dispatch(Cli::parse()).unwrap_or_else(|e| {
+        let (status, message) = failure(&e);
+        eprintln!("{message}");
+        ExitCode::from(status)
+    })
+}
+
+/// The one place where an error becomes the message on stderr and the exit status.
+fn failure(e: &anyhow::Error) -> (u8, String) {
+    match e.downcast_ref::<Fatal>() {
+        Some(f @ Fatal::BadConfig(_)) => (EXIT_BAD_CONFIG, f.to_string()),
+        Some(f @ Fatal::Plain(_)) => (1, f.to_string()),
+        None => (1, format!("error: {e:#}")),
     }
-    if let Command::Demo { dir } = &cli.command {
-        return run_demo(dir.as_deref());
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let path = cli.config;
+    match cli.command {
+        Command::Sim { listen, scenario } => sim(&listen, scenario.as_deref()),
+        Command::Demo { dir } => demo(dir.as_deref()),
+        Command::CheckConfig => check_config(&path),
+        Command::Run => daemon(path),
+        Command::Once { dry_run, cert } => once(&path, dry_run, cert),
+        Command::Renew { cert, force } => renew(&path, cert, force),
+        Command::Status { json } => status(&path, json),
+        Command::List {
+            status,
+            order_type,
+            keyword,
+            json,
+        } => list(&path, status, order_type, keyword, json),
     }
-    let cfg = match Config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_BAD_CONFIG);
-        }
-    };
-    if let Command::CheckConfig = cli.command {
-        for w in &cfg.warnings {
-            eprintln!("warning: {w}");
-        }
-        println!(
-            "{}: valid ({} certificate{}{})",
-            cli.config.display(),
-            cfg.certificates.len(),
-            if cfg.certificates.len() == 1 { "" } else { "s" },
-            if cfg.discover.is_some() {
-                ", discover on"
-            } else {
-                ""
-            }
-        );
-        return ExitCode::SUCCESS;
-    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| Fatal::BadConfig(e.into()).into())
+}
+
+/// What every command that works from the configuration starts with: the
+/// configuration, logging as it asks, its warnings, and the async runtime.
+fn configured(path: &Path) -> anyhow::Result<(Config, tokio::runtime::Runtime)> {
+    let cfg = load_config(path)?;
     init_logging(&cfg);
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    let runtime = match runtime() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command, cfg, cli.config)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    Ok((cfg, runtime()?))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -170,6 +188,103 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+        .map_err(|e| Fatal::Plain(e).into())
+}
+
+fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(path)?;
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "{}: valid ({} certificate{}{})",
+        path.display(),
+        cfg.certificates.len(),
+        if cfg.certificates.len() == 1 { "" } else { "s" },
+        if cfg.discover.is_some() {
+            ", discover on"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn daemon(path: PathBuf) -> anyhow::Result<ExitCode> {
+    let (cfg, rt) = configured(&path)?;
+    rt.block_on(cas_renewd::daemon::run(path, cfg))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn once(path: &Path, dry_run: bool, cert: Option<String>) -> anyhow::Result<ExitCode> {
+    let opts = PassOptions {
+        dry_run,
+        only: cert,
+        force: false,
+        follow_budget: None,
+    };
+    let (cfg, rt) = configured(path)?;
+    rt.block_on(pass(cfg, opts))
+}
+
+fn renew(path: &Path, cert: String, force: bool) -> anyhow::Result<ExitCode> {
+    let opts = PassOptions {
+        dry_run: false,
+        only: Some(cert),
+        force,
+        follow_budget: None,
+    };
+    let (cfg, rt) = configured(path)?;
+    rt.block_on(pass(cfg, opts))
+}
+
+fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let (cfg, rt) = configured(path)?;
+    let rows = rt.block_on(async {
+        let engine = engine(cfg)?;
+        anyhow::Ok(cas_renewd::status::collect(&engine).await)
+    })?;
+    print_rows(&rows, json, cas_renewd::status::table)
+}
+
+fn list(
+    path: &Path,
+    status: Option<OrderStatus>,
+    order_type: ListType,
+    keyword: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (cfg, rt) = configured(path)?;
+    let filter = OrderFilter {
+        keyword,
+        status,
+        order_type: Some(order_type.into()),
+        resource_group_id: None,
+    };
+    let orders = rt.block_on(async {
+        let limiter = Arc::new(cfg.api.limiter());
+        let cas =
+            cas_renewd::cas::cas_client(&cfg.api, Arc::new(credentials(&cfg)?), limiter, None)?;
+        anyhow::Ok(cas.list_all_orders(filter, cfg.api.page_size).await?)
+    })?;
+    let rows = cas_renewd::listing::rows(&orders, chrono::Utc::now());
+    print_rows(&rows, json, cas_renewd::listing::table)
+}
+
+/// `list` and `status` print alike: pretty JSON with `--json`, else the table.
+fn print_rows<T: Serialize>(
+    rows: &[T],
+    json: bool,
+    table: fn(&[T]) -> String,
+) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, rows)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(table(rows).as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Text logs on stderr for commands that run without a configuration file.
@@ -185,45 +300,67 @@ fn init_plain_logging(default_level: &str) {
         .init();
 }
 
-fn run_sim(listen: &str, scenario: Option<&std::path::Path>) -> ExitCode {
-    init_plain_logging("info");
-    let scenario = match scenario.map(Scenario::load).transpose() {
-        Ok(s) => s.unwrap_or_else(Scenario::demo),
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_BAD_CONFIG);
-        }
-    };
-    let result = runtime().and_then(|rt| {
-        rt.block_on(async {
-            let sim = Simulator::start(&scenario, listen).await?;
-            println!("listening on {}", sim.url());
-            std::io::stdout().flush()?;
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            anyhow::Ok(())
-        })
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAS_RENEWD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        // JSON escapes control characters itself; text needs the escaping formatter.
+        LogFormat::Text => builder
+            .fmt_fields(cas_renewd::logfmt::EscapingFields)
+            .with_ansi(false)
+            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
 
+fn sim(listen: &str, scenario: Option<&Path>) -> anyhow::Result<ExitCode> {
+    init_plain_logging("info");
+    let scenario = match scenario.map(Scenario::load).transpose() {
+        Ok(s) => s.unwrap_or_else(Scenario::demo),
+        Err(e) => return Err(Fatal::BadConfig(e.into()).into()),
+    };
+    runtime()?.block_on(async {
+        let sim = Simulator::start(&scenario, listen).await?;
+        println!("listening on {}", sim.url());
+        std::io::stdout().flush()?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn demo(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    init_plain_logging("warn");
+    let run = runtime()?
+        .block_on(cas_renewd::demo::run(dir))
+        .map_err(|e| Fatal::Plain(anyhow::Error::new(e).context("demo failed")))?;
+    print!("{}", cas_renewd::demo::summary(&run));
+    Ok(if run.report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn credentials(cfg: &Config) -> anyhow::Result<CredentialsProvider> {
+    CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::from_process())
+        .context("resolving credentials")
+}
+
 fn engine(cfg: Config) -> anyhow::Result<Arc<Engine>> {
-    let creds =
-        CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::from_process())
-            .context("resolving credentials")?;
+    let creds = credentials(&cfg)?;
     Ok(Arc::new(Engine::new(cfg, Arc::new(creds))?))
 }
 
+/// `once` and `renew`: one pass under the state lock (none for a dry run); exit 1
+/// when a certificate failed.
 async fn pass(cfg: Config, opts: PassOptions) -> anyhow::Result<ExitCode> {
     let engine = engine(cfg)?;
     // A dry run changes nothing, so it needs no lock and may run beside the daemon.
@@ -245,117 +382,39 @@ async fn pass(cfg: Config, opts: PassOptions) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn status(cfg: Config, json: bool) -> anyhow::Result<ExitCode> {
-    let engine = engine(cfg)?;
-    let rows = cas_renewd::status::collect(&engine).await;
-    let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, &rows)?;
-        writeln!(out)?;
-    } else {
-        out.write_all(cas_renewd::status::table(&rows).as_bytes())?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn run_demo(dir: Option<&std::path::Path>) -> ExitCode {
-    init_plain_logging("warn");
-    let result =
-        runtime().and_then(|rt| rt.block_on(async { Ok(cas_renewd::demo::run(dir).await?) }));
-    match result {
-        Ok(run) => {
-            print!("{}", cas_renewd::demo::summary(&run));
-            if run.report.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        Err(e) => {
-            eprintln!("demo failed: {e:#}");
-            ExitCode::FAILURE
-        }
+    #[test]
+    fn a_configuration_that_cannot_be_used_exits_2_with_the_loaders_words() {
+        let e: anyhow::Error =
+            Fatal::BadConfig(anyhow::anyhow!("inner detail").context("/etc/x.yaml:3:1: bad key"))
+                .into();
+        assert_eq!(failure(&e), (2, "/etc/x.yaml:3:1: bad key".to_owned()));
     }
-}
 
-fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CAS_RENEWD_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cfg.log.format {
-        // JSON escapes control characters itself; text needs the escaping formatter.
-        LogFormat::Text => builder
-            .fmt_fields(cas_renewd::logfmt::EscapingFields)
-            .with_ansi(false)
-            .init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    #[test]
+    fn any_other_error_exits_1_with_its_whole_chain() {
+        let e = anyhow::anyhow!("connection refused").context("resolving credentials");
+        assert_eq!(
+            failure(&e),
+            (
+                1,
+                "error: resolving credentials: connection refused".to_owned()
+            )
+        );
+        let e: anyhow::Error =
+            Fatal::Plain(anyhow::anyhow!("no such directory").context("demo failed")).into();
+        assert_eq!(
+            failure(&e),
+            (1, "demo failed: no such directory".to_owned())
+        );
     }
-}
 
-async fn run(command: Command, cfg: Config, config_path: PathBuf) -> anyhow::Result<ExitCode> {
-    match command {
-        Command::CheckConfig | Command::Sim { .. } | Command::Demo { .. } => Ok(ExitCode::SUCCESS),
-        Command::Once { dry_run, cert } => {
-            pass(
-                cfg,
-                PassOptions {
-                    dry_run,
-                    only: cert,
-                    force: false,
-                    follow_budget: None,
-                },
-            )
-            .await
-        }
-        Command::Renew { cert, force } => {
-            pass(
-                cfg,
-                PassOptions {
-                    dry_run: false,
-                    only: Some(cert),
-                    force,
-                    follow_budget: None,
-                },
-            )
-            .await
-        }
-        Command::Status { json } => status(cfg, json).await,
-        Command::Run => {
-            cas_renewd::daemon::run(config_path, cfg).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::List {
-            status,
-            order_type,
-            keyword,
-            json,
-        } => {
-            let creds = CredentialsProvider::resolve(
-                cfg.credentials.as_ref(),
-                &Environment::from_process(),
-            )
-            .context("resolving credentials")?;
-            let limiter = Arc::new(cfg.api.limiter());
-            let cas = cas_renewd::cas::cas_client(&cfg.api, Arc::new(creds), limiter, None)?;
-            let filter = OrderFilter {
-                keyword,
-                status,
-                order_type: Some(order_type.into()),
-                resource_group_id: None,
-            };
-            let orders = cas.list_all_orders(filter, cfg.api.page_size).await?;
-            let rows = cas_renewd::listing::rows(&orders, chrono::Utc::now());
-            let mut out = std::io::stdout().lock();
-            if json {
-                serde_json::to_writer_pretty(&mut out, &rows)?;
-                writeln!(out)?;
-            } else {
-                out.write_all(cas_renewd::listing::table(&rows).as_bytes())?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
     }
 }

@@ -1,0 +1,81 @@
+//! Every call the daemon makes into the renewal engine, in one place: building
+//! it from a configuration, running a pass in a task, and reading what a pass or
+//! the installed files say.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+use super::schedule::{Trigger, jitter_wait};
+use crate::cas::credentials::{CredentialsProvider, Environment};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::renew::{Engine, EngineError, Outcome, PassOptions, PassReport, installed_leaf};
+
+/// How long one pass follows unissued orders before it moves on; the daemon
+/// comes back for them after `poll_max_interval`.
+const FOLLOW_BUDGET: Duration = Duration::from_secs(600);
+
+/// The engine for `cfg`, reporting into `metrics`.
+pub(super) fn build(cfg: Config, metrics: Arc<Metrics>) -> Result<Arc<Engine>, EngineError> {
+    let creds =
+        CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::from_process())?;
+    Ok(Arc::new(Engine::with_metrics(
+        cfg,
+        Arc::new(creds),
+        metrics,
+    )?))
+}
+
+/// One pass in a task of its own, after the jitter a scheduled pass waits. The
+/// report is `None` when the pass failed as a whole (logged here).
+pub(super) fn start_pass(
+    engine: Arc<Engine>,
+    trigger: Trigger,
+    jitter: Duration,
+) -> JoinHandle<Option<PassReport>> {
+    tokio::spawn(async move {
+        let wait = jitter_wait(trigger, jitter);
+        if !wait.is_zero() {
+            info!(wait = %humantime::format_duration(Duration::from_secs(wait.as_secs())), "jitter before the scheduled pass");
+            tokio::time::sleep(wait).await;
+        }
+        info!(trigger = ?trigger, "pass starts");
+        let opts = PassOptions {
+            follow_budget: Some(FOLLOW_BUDGET),
+            ..PassOptions::default()
+        };
+        match engine.pass(&opts).await {
+            Ok(r) => {
+                for c in &r.certs {
+                    info!(cert = %c.name, outcome = ?c.outcome, message = %c.message, "pass result");
+                }
+                Some(r)
+            }
+            Err(e) => {
+                error!(error = %e, "pass failed");
+                None
+            }
+        }
+    })
+}
+
+/// Whether the pass left an order CAS has not issued yet.
+pub(super) fn orders_in_progress(report: &PassReport) -> bool {
+    report.certs.iter().any(|c| c.outcome == Outcome::Waiting)
+}
+
+/// The installed certificate that expires first: its name and the day (UTC).
+pub(super) fn nearest_expiry(cfg: &Config) -> Option<(String, String)> {
+    let (t, name) = cfg
+        .certificates
+        .iter()
+        .filter_map(|c| installed_leaf(&c.output).map(|l| (l.not_after, c.name.clone())))
+        .min()?;
+    let day = chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    Some((name, day))
+}

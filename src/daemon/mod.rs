@@ -1,0 +1,276 @@
+//! `cas-renewd run`: passes on a cron schedule with jitter, signals (TERM/INT stop,
+//! HUP reload, USR1 pass now), systemd notifications and watchdog, and the
+//! metrics and health endpoint.
+//!
+//! [`run`] owns the process-wide parts (signals, the state lock); a [`Daemon`]
+//! owns the rest and turns each event of its loop into one small method.
+
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinHandle};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::renew::{Engine, PassReport};
+use crate::store::StateDir;
+
+mod engine;
+mod http;
+pub mod listener;
+mod schedule;
+mod signals;
+
+pub use schedule::ScheduleError;
+use schedule::{Schedule, Trigger};
+use signals::Signal;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    #[error("signals: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Engine(#[from] crate::renew::EngineError),
+}
+
+/// Runs until SIGTERM or SIGINT; returns after a graceful stop.
+pub async fn run(config_path: PathBuf, cfg: Config) -> Result<(), DaemonError> {
+    let serving = Arc::new(AtomicBool::new(false));
+    let mut signals = signals::forward(serving.clone()).map_err(DaemonError::Signals)?;
+    let state = StateDir::open(&cfg.state_dir)?;
+    let _lock = state.lock()?;
+    crate::store::repair::at_start(&state, &cfg.certificates);
+    let (mut daemon, mut triggers) = Daemon::start(config_path, cfg).await?;
+    // From here on the loop reads TERM and INT and stops gracefully.
+    serving.store(true, Ordering::SeqCst);
+    daemon.serve(&mut signals, &mut triggers).await;
+    daemon.shutdown().await;
+    Ok(())
+}
+
+/// The running daemon: its configuration, engine, endpoints, schedule, and the
+/// one pass that may be running with the one that waits for it.
+struct Daemon {
+    config_path: PathBuf,
+    cfg: Config,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    health: Arc<http::Health>,
+    schedule: Schedule,
+    server: JoinHandle<()>,
+    /// The next pass to start once none is running (several requests make one).
+    pending: Option<Trigger>,
+    pass: Option<JoinHandle<Option<PassReport>>>,
+}
+
+impl Daemon {
+    async fn start(
+        config_path: PathBuf,
+        cfg: Config,
+    ) -> Result<(Daemon, mpsc::Receiver<Trigger>), DaemonError> {
+        let metrics = Metrics::new();
+        let engine = engine::build(cfg.clone(), metrics.clone())?;
+        let health = http::Health::new(metrics.clone());
+        let server = http::start(cfg.metrics.listen, health.clone())
+            .await
+            .map_err(|source| DaemonError::Listen {
+                addr: cfg.metrics.listen,
+                source,
+            })?;
+        let (schedule, triggers) = Schedule::start(&cfg.schedule.cron, cfg.schedule.jitter).await?;
+        metrics.refresh_disk(&cfg.certificates);
+        let daemon = Daemon {
+            pending: cfg.schedule.run_at_start.then_some(Trigger::Start),
+            config_path,
+            cfg,
+            engine,
+            metrics,
+            health,
+            schedule,
+            server,
+            pass: None,
+        };
+        notify(&[
+            NotifyState::Ready,
+            NotifyState::Status(&daemon.status_line()),
+        ]);
+        Ok((daemon, triggers))
+    }
+
+    /// The event loop, until a stop signal.
+    async fn serve(
+        &mut self,
+        signals: &mut mpsc::Receiver<Signal>,
+        triggers: &mut mpsc::Receiver<Trigger>,
+    ) {
+        let watchdog = sd_notify::watchdog_enabled();
+        let mut wd_tick =
+            tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |d| d / 2));
+        loop {
+            self.start_pending_pass();
+            tokio::select! {
+                sig = signals.recv() => match sig {
+                    Some(s) => if self.on_signal(s).await.is_break() { break },
+                    None => break,
+                },
+                Some(t) = triggers.recv() => self.on_trigger(t),
+                done = async { self.pass.as_mut().expect("guarded by the select condition").await }, if self.pass.is_some() => {
+                    self.on_pass_done(done);
+                }
+                _ = wd_tick.tick(), if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
+            }
+        }
+    }
+
+    fn start_pending_pass(&mut self) {
+        if self.pass.is_none()
+            && let Some(t) = self.pending.take()
+        {
+            self.pass = Some(engine::start_pass(
+                self.engine.clone(),
+                t,
+                self.cfg.schedule.jitter,
+            ));
+            notify(&[NotifyState::Status(&self.status_line())]);
+        }
+    }
+
+    async fn on_signal(&mut self, sig: Signal) -> ControlFlow<()> {
+        match sig {
+            Signal::Reload => self.reload().await,
+            Signal::PassNow => {
+                info!("SIGUSR1: pass requested");
+                self.pending = Some(Trigger::Signal);
+            }
+            Signal::Stop(s) => {
+                info!(signal = s, "stopping");
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// SIGHUP: the new configuration takes over only if it loads and its engine
+    /// builds; otherwise the previous one stays in force.
+    async fn reload(&mut self) {
+        let usec = NotifyState::monotonic_usec_now().unwrap_or(NotifyState::MonotonicUsec(0));
+        notify(&[NotifyState::Reloading, usec]);
+        match self.load_new() {
+            Some((new, engine)) => self.take_over(new, engine).await,
+            None => self.metrics.config_reload_ok.set(0.0),
+        }
+        notify(&[NotifyState::Ready, NotifyState::Status(&self.status_line())]);
+    }
+
+    fn load_new(&self) -> Option<(Config, Arc<Engine>)> {
+        let new = match Config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e, "invalid configuration on reload; the previous one stays in force");
+                return None;
+            }
+        };
+        match engine::build(new.clone(), self.metrics.clone()) {
+            Ok(engine) => Some((new, engine)),
+            Err(e) => {
+                error!(error = %e, "reloaded configuration cannot be used; the previous one stays in force");
+                None
+            }
+        }
+    }
+
+    async fn take_over(&mut self, new: Config, engine: Arc<Engine>) {
+        if new.schedule.cron != self.cfg.schedule.cron
+            && let Err(e) = self.schedule.replace(&new.schedule.cron).await
+        {
+            error!(error = %e, "cannot reschedule; keeping no cron job until the next reload");
+        }
+        if new.metrics.listen != self.cfg.metrics.listen {
+            warn!("metrics.listen changed; it takes effect after a restart");
+        }
+        // The same warnings as at start: a reload is when a fix is checked.
+        for w in &new.warnings {
+            warn!("{w}");
+        }
+        self.engine = engine;
+        self.cfg = new;
+        self.metrics.config_reload_ok.set(1.0);
+        info!(path = %self.config_path.display(), "configuration reloaded");
+    }
+
+    fn on_trigger(&mut self, t: Trigger) {
+        if self.pass.is_some() {
+            info!(trigger = ?t, "a pass is running; this one runs after it");
+        }
+        self.pending = self.pending.or(Some(t));
+    }
+
+    fn on_pass_done(&mut self, done: Result<Option<PassReport>, JoinError>) {
+        self.pass = None;
+        self.health.pass_ran.store(true, Ordering::Relaxed);
+        if let Ok(Some(report)) = done
+            && engine::orders_in_progress(&report)
+        {
+            let after = self.cfg.renewal.poll_max_interval;
+            info!(after = %humantime::format_duration(after), "orders still in progress; following up");
+            self.schedule.follow_up(after);
+        }
+        notify(&[NotifyState::Status(&self.status_line())]);
+    }
+
+    async fn shutdown(mut self) {
+        notify(&[NotifyState::Stopping]);
+        if let Some(p) = self.pass.take() {
+            // Every journal and file write is synchronous and atomic, so stopping the
+            // pass at its next await point cannot leave a half-written file; the
+            // journal resumes the renewal at the next start.
+            p.abort();
+            let _ = p.await;
+        }
+        self.schedule.shutdown().await;
+        self.server.abort();
+        info!("stopped");
+    }
+
+    /// The systemd status line: whether a pass runs, the next scheduled one, and
+    /// the installed certificate that expires first.
+    fn status_line(&self) -> String {
+        let nearest = match engine::nearest_expiry(&self.cfg) {
+            Some((name, day)) => format!("nearest expiry {name} {day}"),
+            None => "no certificate installed yet".into(),
+        };
+        format!(
+            "{}next pass {}; {nearest}",
+            if self.pass.is_some() {
+                "pass running; "
+            } else {
+                ""
+            },
+            schedule::next_fire_text(&self.cfg.schedule.cron),
+        )
+    }
+}
+
+fn notify(states: &[NotifyState<'_>]) {
+    // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
+    if let Err(e) = sd_notify::notify(states) {
+        warn!(error = %e, "cannot notify systemd");
+    }
+}
