@@ -8,8 +8,45 @@ use chrono::Utc;
 
 use super::safe_fs::{check_dir_secure, create_dir_tree, describe, make_dir, read_regular};
 use super::{FileSpec, FileWrite, StoreError, atomic_write_crashing, io, output_ids, sync_dir};
-use crate::config::OutputConfig;
 use crate::secret::Secret;
+
+/// Where and how a certificate's files are installed (`certificates[].output`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    pub dir: PathBuf,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub key_mode: u32,
+    pub cert_mode: u32,
+    /// How many replaced sets `.history` keeps.
+    pub keep: u32,
+    /// Install even when users other than root or `owner` can change the
+    /// directory or one of its parents (sshd's StrictModes, off).
+    pub allow_insecure_dir: bool,
+}
+
+impl OutputSpec {
+    pub const DEFAULT_KEY_MODE: u32 = 0o600;
+    pub const DEFAULT_CERT_MODE: u32 = 0o644;
+    pub const DEFAULT_KEEP: u32 = 5;
+}
+
+impl Default for OutputSpec {
+    /// The key readable by root only, the certificates by everyone, five old sets
+    /// kept. `dir` is empty: every certificate has its own, so callers set it
+    /// (`OutputSpec { dir, ..Default::default() }`).
+    fn default() -> Self {
+        OutputSpec {
+            dir: PathBuf::new(),
+            owner: None,
+            group: None,
+            key_mode: Self::DEFAULT_KEY_MODE,
+            cert_mode: Self::DEFAULT_CERT_MODE,
+            keep: Self::DEFAULT_KEEP,
+            allow_insecure_dir: false,
+        }
+    }
+}
 
 /// The four PEM files of an installed certificate.
 #[derive(Debug, Clone)]
@@ -30,7 +67,7 @@ pub const HISTORY_DIR: &str = ".history";
 pub const CRASH_BETWEEN_RENAMES: &str = "between-install-renames";
 
 /// Each file of the set with its mode and owner, in the order they are renamed.
-pub(super) fn file_specs(out: &OutputConfig) -> Result<[(&'static str, FileSpec); 4], StoreError> {
+pub(super) fn file_specs(out: &OutputSpec) -> Result<[(&'static str, FileSpec); 4], StoreError> {
     let (uid, gid) = output_ids(out)?;
     let cert = FileSpec {
         mode: out.cert_mode,
@@ -53,7 +90,7 @@ pub(super) fn file_specs(out: &OutputConfig) -> Result<[(&'static str, FileSpec)
 /// Refuses an output directory other users could change (unless
 /// `output.allow_insecure_dir`), and one that is itself a symlink when that check
 /// is off: with it on, only root or the owner could have made the link.
-pub fn check_output_dir(out: &OutputConfig) -> Result<(), StoreError> {
+pub fn check_output_dir(out: &OutputSpec) -> Result<(), StoreError> {
     let meta = fs::symlink_metadata(&out.dir).map_err(io(&out.dir, "stat"))?;
     if out.allow_insecure_dir {
         if !meta.file_type().is_dir() {
@@ -71,7 +108,7 @@ pub fn check_output_dir(out: &OutputConfig) -> Result<(), StoreError> {
 /// Installs `files` in `out.dir`: the current set is first copied to
 /// `.history/<time>/` (keeping `out.keep` versions), then the four files are
 /// replaced in one atomic write. Returns the paths written.
-pub fn install(out: &OutputConfig, files: &CertificateFiles) -> Result<Vec<PathBuf>, StoreError> {
+pub fn install(out: &OutputSpec, files: &CertificateFiles) -> Result<Vec<PathBuf>, StoreError> {
     let names = file_specs(out)?;
     create_dir_tree(&out.dir, 0o755)?;
     check_output_dir(out)?;
@@ -110,10 +147,7 @@ pub(super) fn write_set(
 /// Nothing here follows a symlink: a `.history` that is not a real directory is
 /// left alone (with a warning) rather than followed, and a current file that is
 /// not a regular file is not copied.
-fn save_history(
-    out: &OutputConfig,
-    names: &[(&'static str, FileSpec); 4],
-) -> Result<(), StoreError> {
+fn save_history(out: &OutputSpec, names: &[(&'static str, FileSpec); 4]) -> Result<(), StoreError> {
     let mut old = Vec::new();
     for (name, spec) in names {
         let path = out.dir.join(name);
@@ -186,15 +220,12 @@ mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink};
 
-    pub(crate) fn out(dir: &Path, keep: u32) -> OutputConfig {
-        OutputConfig {
+    pub(crate) fn out(dir: &Path, keep: u32) -> OutputSpec {
+        OutputSpec {
             dir: dir.to_owned(),
-            owner: None,
-            group: None,
             key_mode: 0o640,
-            cert_mode: 0o644,
             keep,
-            allow_insecure_dir: false,
+            ..Default::default()
         }
     }
 
