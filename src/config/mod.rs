@@ -1,8 +1,8 @@
 //! The YAML configuration: schema, defaults and validation with `file:line:column` errors.
 //!
 //! Parsing happens in two steps. serde-saphyr reads the text into `Raw*` structs
-//! ([`raw`]: unknown keys, wrong types, bad durations, bad modes and relative paths
-//! fail here, at the offending value); [`validate`] then checks what needs several
+//! (`raw`: unknown keys, wrong types, bad durations, bad modes and relative paths
+//! fail here, at the offending value); `validate` then checks what needs several
 //! values at once (duplicates, references, cross-field limits) and reports every
 //! such problem, each with its location, before anything runs.
 //!
