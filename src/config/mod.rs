@@ -13,6 +13,7 @@
 //! so that nothing below has to import `config`.
 
 mod certificates;
+mod parse;
 mod problems;
 mod raw;
 mod read;
@@ -231,7 +232,7 @@ impl Config {
         let (text, meta) = read::read_bounded(path)?;
         // Unlike `parse`, loading checks the host too: an owner or group that does
         // not exist here would fail the install after the renewal was paid for.
-        let raw = raw::parse_raw(&text, path)?;
+        let raw = parse::parse_raw(&text, path)?;
         let mut cfg = validate::validate(raw, path, Some(Path::new("/etc")))?;
         cfg.warnings = secrets::secret_exposure(&cfg, meta.permissions().mode());
         Ok(cfg)
@@ -240,7 +241,7 @@ impl Config {
     /// Parses and validates `text`; `source` names the file in messages. Only the
     /// text is checked, not this host (see [`Config::load`]).
     pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigError> {
-        let raw = raw::parse_raw(text, source)?;
+        let raw = parse::parse_raw(text, source)?;
         validate::validate(raw, source, None)
     }
 

@@ -3,14 +3,12 @@
 //! the offending value; `validate` turns this into the configuration the program uses.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::problems::{Problem, problem_from_yaml};
 use super::values::{AbsPath, Endpoint, FileMode, HumanDuration};
-use super::{ConfigError, KeyAlgorithm, LogFormat, RenewalMode, ValidationMethod};
+use super::{KeyAlgorithm, LogFormat, RenewalMode, ValidationMethod};
 use crate::secret::Secret;
 
 #[derive(Debug, Deserialize)]
@@ -168,32 +166,4 @@ pub(super) struct RawMetrics {
 pub(super) struct RawLog {
     pub(super) format: Option<LogFormat>,
     pub(super) level: Option<Spanned<String>>,
-}
-
-pub(super) fn parse_raw(text: &str, source: &Path) -> Result<RawConfig, ConfigError> {
-    if text.trim().is_empty() {
-        return Err(ConfigError::Invalid(vec![Problem {
-            file: source.to_owned(),
-            line: 1,
-            column: 1,
-            key: "(document)".into(),
-            message: "the file is empty; see config/cas-renewd.example.yaml".into(),
-            snippet: None,
-        }]));
-    }
-    let mut path = None;
-    // An alias bomb in a config file is an attack, not a configuration: cap how
-    // much aliases may expand far below the parser's defaults.
-    let mut alias_limits = serde_saphyr::options::AliasLimits::default();
-    alias_limits.max_total_replayed_events = 10_000;
-    alias_limits.max_replay_stack_depth = 16;
-    alias_limits.max_alias_expansions_per_anchor = 100;
-    let options = serde_saphyr::options! { alias_limits: alias_limits };
-    serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            path = Some(e.path().to_string());
-            e.into_inner()
-        })
-    })
-    .map_err(|e| ConfigError::Invalid(vec![problem_from_yaml(&e, path, source)]))
 }
