@@ -2,7 +2,11 @@
 """Lists the `crate::X` edges between top-level modules of src/ and prints every
 import circle (strongly connected component with more than one module).
 
-Usage: scripts/module_cycles.py [--tests] [--edges] [SRC_DIR]
+Usage: scripts/module_cycles.py [--tests] [--edges] [--within=MODULE] [SRC_DIR]
+
+With --within=config the same is done one level down, for the submodules of
+src/config/ (`super::X` and `crate::config::X` paths); edges to and from the
+parent (`mod.rs`) are left out, since a parent declares and re-exports its children.
 
 Without --tests, unit-test code (files named tests.rs, and everything after a
 `#[cfg(test)]` line) is left out: tests may use the simulator, production may not.
@@ -13,6 +17,7 @@ import re
 import sys
 
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
+within = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--within=")), None)
 with_tests = "--tests" in sys.argv
 show_edges = "--edges" in sys.argv
 src = args[0] if args else os.path.join(os.path.dirname(__file__), "..", "src")
@@ -41,7 +46,35 @@ def code_of(path):
 
 
 edges = {}
-for root, _, files in os.walk(src):
+
+
+def add_within_edges():
+    base = os.path.join(src, within)
+    subs = {f[:-3] if f.endswith(".rs") else f for f in os.listdir(base)} - {"mod"}
+    pat = re.compile(r"\b(?:super|crate::" + within + r")::(\{[^}]*\}|[a-z_][a-z0-9_]*)")
+    for root, _, files in os.walk(base):
+        for f in files:
+            if not f.endswith(".rs"):
+                continue
+            path = os.path.join(root, f)
+            here = top_module(os.path.relpath(path, base))
+            if here == "mod":
+                continue
+            for m in pat.finditer(code_of(path)):
+                target = m.group(1)
+                names = (
+                    [t.strip().split("::")[0] for t in target[1:-1].split(",")]
+                    if target.startswith("{")
+                    else [target]
+                )
+                for name in names:
+                    if name in subs and name != here:
+                        edges.setdefault(here, set()).add(name)
+
+
+if within:
+    add_within_edges()
+for root, _, files in ([] if within else os.walk(src)):
     for f in files:
         if not f.endswith(".rs"):
             continue

@@ -5,7 +5,8 @@
 //!
 //! Bottom up; a module uses only modules above it in this list (the names in
 //! brackets), except where "exception" says otherwise. `scripts/module_cycles.py
-//! --edges` prints the real edges and every import circle; keep this list in step.
+//! --edges` prints the real edges and every import circle (`--within=config` one
+//! level down); keep this list in step.
 //!
 //! Leaves, which use no other module of the crate:
 //! - [`secret`]: the redacting wrapper for every secret value.

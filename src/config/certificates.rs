@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::{Location, Spanned};
 
+use super::inherit::{check_hook_refs, key_spec, validation_config};
 use super::problems::Problems;
 use super::raw::{RawCertificate, RawHook, RawOutput, RawVerify};
-use super::validate::{check_hook_refs, key_spec, validation_config};
 use super::values::is_valid_name;
 use super::{
     CertificateConfig, CertificateDefaults, DEFAULT_OUTPUT_ROOT, OutputConfig, ValidationMethod,

@@ -13,6 +13,7 @@
 //! so that nothing below has to import `config`.
 
 mod certificates;
+mod inherit;
 mod parse;
 mod problems;
 mod raw;
@@ -36,11 +37,12 @@ pub use crate::hooks::HookSpec as HookConfig;
 pub use crate::pki::{KeyAlgorithm, KeySpec};
 pub use crate::store::OutputSpec as OutputConfig;
 pub use problems::{ConfigError, Problem};
-pub use read::MAX_CONFIG_BYTES;
 pub use values::{
     AbsPath, Endpoint, FileMode, HumanDuration, is_loopback_host, next_fires, parse_cron,
 };
 
+/// Config files larger than this are refused before parsing: a real one is a few KiB.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// Where the daemon looks for its configuration when neither `--config` nor
 /// `CAS_RENEWD_CONFIG` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/cas-renewd/config.yaml";

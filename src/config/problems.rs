@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::Location;
 
-use super::read::MAX_CONFIG_BYTES;
+use super::MAX_CONFIG_BYTES;
 
 /// One located problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,10 +2,7 @@
 
 use std::path::Path;
 
-use super::ConfigError;
-
-/// Config files larger than this are refused before parsing: a real one is a few KiB.
-pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+use super::{ConfigError, MAX_CONFIG_BYTES};
 
 /// Reads the configuration file: a symlink to it is fine (configuration
 /// management often makes one), but what it leads to must be a regular file, and

@@ -8,16 +8,17 @@ use std::time::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use super::certificates::certificates;
+use super::inherit::{check_hook_refs, key_spec, validation_config};
 use super::problems::Problems;
 use super::raw::{
-    RawApi, RawConfig, RawCredentials, RawDefaults, RawDiscover, RawHook, RawKey, RawLog,
-    RawMetrics, RawRenewal, RawSchedule, RawValidation,
+    RawApi, RawConfig, RawCredentials, RawDefaults, RawDiscover, RawHook, RawLog, RawMetrics,
+    RawRenewal, RawSchedule,
 };
 use super::values::{HumanDuration, is_valid_name, parse_cron};
 use super::{
     ApiConfig, CertificateDefaults, Config, ConfigError, CredentialsConfig, DAY, DEFAULT_STATE_DIR,
-    DiscoverConfig, HookConfig, KeySpec, LogConfig, MAX_ATTEMPTS_LIMIT, MAX_PAGE_SIZE,
-    MetricsConfig, RenewalConfig, ScheduleConfig, SecretSource, ValidationConfig, ValidationMethod,
+    DiscoverConfig, HookConfig, LogConfig, MAX_ATTEMPTS_LIMIT, MAX_PAGE_SIZE, MetricsConfig,
+    RenewalConfig, ScheduleConfig, SecretSource,
 };
 
 /// `accounts`, when given, is the directory whose `passwd` and `group` files must
@@ -78,7 +79,7 @@ pub(super) fn validate(
 }
 
 /// A duration that must not be zero; `default` when not given (or refused).
-pub(super) fn positive(
+fn positive(
     v: Option<&Spanned<HumanDuration>>,
     default: Duration,
     key: &str,
@@ -268,44 +269,43 @@ fn schedule(raw: &RawSchedule, p: &mut Problems<'_>) -> ScheduleConfig {
 
 fn renewal(r: &RawRenewal, p: &mut Problems<'_>) -> RenewalConfig {
     let default = RenewalConfig::default();
+    let concurrency = bounded(
+        r.concurrency.as_ref(),
+        1..=64,
+        default.concurrency as u32,
+        "renewal.concurrency",
+        "must be between 1 and 64",
+        p,
+    ) as usize;
+    let mut duration = |v: &Option<Spanned<HumanDuration>>, default: Duration, key: &str| {
+        positive(v.as_ref(), default, key, p)
+    };
     let renewal = RenewalConfig {
-        renew_before: positive(
-            r.renew_before.as_ref(),
+        renew_before: duration(
+            &r.renew_before,
             default.renew_before,
             "renewal.renew_before",
-            p,
         ),
-        poll_interval: positive(
-            r.poll_interval.as_ref(),
+        poll_interval: duration(
+            &r.poll_interval,
             default.poll_interval,
             "renewal.poll_interval",
-            p,
         ),
-        poll_max_interval: positive(
-            r.poll_max_interval.as_ref(),
+        poll_max_interval: duration(
+            &r.poll_max_interval,
             default.poll_max_interval,
             "renewal.poll_max_interval",
-            p,
         ),
-        issuance_timeout: positive(
-            r.issuance_timeout.as_ref(),
+        issuance_timeout: duration(
+            &r.issuance_timeout,
             default.issuance_timeout,
             "renewal.issuance_timeout",
-            p,
         ),
-        concurrency: bounded(
-            r.concurrency.as_ref(),
-            1..=64,
-            default.concurrency as u32,
-            "renewal.concurrency",
-            "must be between 1 and 64",
-            p,
-        ) as usize,
-        unclear_retry_after: positive(
-            r.unclear_retry_after.as_ref(),
+        concurrency,
+        unclear_retry_after: duration(
+            &r.unclear_retry_after,
             default.unclear_retry_after,
             "renewal.unclear_retry_after",
-            p,
         ),
     };
     if let Some(max) = &r.poll_max_interval
@@ -332,69 +332,6 @@ fn renewal(r: &RawRenewal, p: &mut Problems<'_>) -> RenewalConfig {
         );
     }
     renewal
-}
-
-/// A key setting: what `raw` says, the rest from `inherited`.
-pub(super) fn key_spec(raw: Option<&RawKey>, inherited: &KeySpec) -> KeySpec {
-    KeySpec {
-        algorithm: raw.and_then(|k| k.algorithm).unwrap_or(inherited.algorithm),
-        reuse: raw.and_then(|k| k.reuse).unwrap_or(inherited.reuse),
-    }
-}
-
-/// A validation setting; `inherited` when `raw` gives none.
-pub(super) fn validation_config(
-    raw: Option<&Spanned<RawValidation>>,
-    inherited: &ValidationConfig,
-    key: &str,
-    p: &mut Problems<'_>,
-) -> ValidationConfig {
-    let Some(v) = raw else {
-        return inherited.clone();
-    };
-    if v.value.method == ValidationMethod::File && v.value.webroot.is_none() {
-        p.at(
-            v.referenced,
-            format!("{key}.webroot"),
-            "validation method `file` needs `webroot`: the directory the web server serves for this domain",
-        );
-    }
-    ValidationConfig {
-        method: v.value.method,
-        webroot: v.value.webroot.as_ref().map(|w| w.0.clone()),
-    }
-}
-
-/// The hooks `refs` names, each once; a name not under `hooks` is a problem.
-pub(super) fn check_hook_refs(
-    refs: &[Spanned<String>],
-    hooks: &BTreeMap<String, RawHook>,
-    key: &str,
-    p: &mut Problems<'_>,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for (i, r) in refs.iter().enumerate() {
-        if !hooks.contains_key(&r.value) {
-            let known: Vec<&str> = hooks.keys().map(String::as_str).collect();
-            p.at(
-                r.referenced,
-                format!("{key}[{i}]"),
-                format!(
-                    "reload names hook {:?}, which is not defined under `hooks` (defined: {})",
-                    r.value,
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            );
-        }
-        if !out.contains(&r.value) {
-            out.push(r.value.clone());
-        }
-    }
-    out
 }
 
 fn defaults(
