@@ -29,6 +29,13 @@ impl OutputSpec {
     pub const DEFAULT_KEY_MODE: u32 = 0o600;
     pub const DEFAULT_CERT_MODE: u32 = 0o644;
     pub const DEFAULT_KEEP: u32 = 5;
+
+    /// The leaf of the installed `cert.pem`; `None` when there is none or it cannot
+    /// be read (what an operator put there is not judged).
+    pub fn installed_leaf(&self) -> Option<crate::pki::CertInfo> {
+        let pem = super::read_output_text(&self.dir.join(CERT_FILE)).ok()??;
+        crate::pki::read_leaf(&pem).ok()
+    }
 }
 
 impl Default for OutputSpec {
@@ -236,6 +243,35 @@ mod tests {
             fullchain_pem: format!("fullchain {tag}"),
             key_pem: Secret::new(format!("key {tag}")),
         }
+    }
+
+    #[test]
+    fn the_installed_leaf_is_read_from_cert_pem_or_is_none() {
+        use crate::sim::ca::{Ca, Twist};
+        let d = tempfile::tempdir().expect("tempdir");
+        let o = out(&d.path().join("www"), 2);
+        assert!(o.installed_leaf().is_none(), "no directory yet");
+        install(&o, &files("not a certificate")).expect("install");
+        assert!(o.installed_leaf().is_none(), "unreadable cert.pem");
+        let key = crate::pki::Key::generate(crate::pki::KeyAlgorithm::EcdsaP256).expect("key");
+        let now = ::time::OffsetDateTime::now_utc();
+        let not_after = now + ::time::Duration::days(90);
+        let issued = Ca::new()
+            .expect("ca")
+            .issue(
+                Some(&key.csr_pem("www.example.com", &[]).expect("csr")),
+                &[],
+                "ECC",
+                now - ::time::Duration::hours(1),
+                not_after,
+                Twist::None,
+            )
+            .expect("issue");
+        let mut set = files("real");
+        set.cert_pem = issued.leaf_pem;
+        install(&o, &set).expect("install");
+        let leaf = o.installed_leaf().expect("a leaf");
+        assert_eq!(leaf.not_after, not_after.unix_timestamp());
     }
 
     #[test]
