@@ -229,7 +229,7 @@ pub async fn run(name: &str, hook: &HookSpec, ctx: &HookContext) -> Result<Durat
 
 /// Runs one hook in a process group of its own. Both output streams are read at
 /// once into bounded tails; the hook is done when its process exits (output still
-/// held open by a background child is read for [`DRAIN_GRACE`] more, no longer).
+/// held open by a background child is read for `DRAIN_GRACE` more, no longer).
 /// On timeout the whole group is killed, not only the process started.
 pub async fn run_captured(
     name: &str,
