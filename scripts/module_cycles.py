@@ -48,6 +48,13 @@ def code_of(path):
 edges = {}
 
 
+def names_of(target):
+    """The module names a path's first segment gives: `x` or each of `{x, y::z}`."""
+    if target.startswith("{"):
+        return [t.strip().split("::")[0] for t in target[1:-1].split(",")]
+    return [target]
+
+
 def add_within_edges():
     base = os.path.join(src, within)
     subs = {f[:-3] if f.endswith(".rs") else f for f in os.listdir(base)} - {"mod"}
@@ -61,13 +68,7 @@ def add_within_edges():
             if here == "mod":
                 continue
             for m in pat.finditer(code_of(path)):
-                target = m.group(1)
-                names = (
-                    [t.strip().split("::")[0] for t in target[1:-1].split(",")]
-                    if target.startswith("{")
-                    else [target]
-                )
-                for name in names:
+                for name in names_of(m.group(1)):
                     if name in subs and name != here:
                         edges.setdefault(here, set()).add(name)
 
@@ -82,14 +83,7 @@ for root, _, files in ([] if within else os.walk(src)):
         rel = os.path.relpath(path, src)
         here = top_module(rel)
         for m in PATH.finditer(code_of(path)):
-            target = m.group(1)
-            names = (
-                [t.strip().split("::")[0] for t in target[1:-1].split(",")]
-                if target.startswith("{")
-                else [target]
-            )
-            for name in names:
-                name = name.strip()
+            for name in names_of(m.group(1)):
                 if name and name not in ("self", here):
                     edges.setdefault(here, set()).add(name)
 
