@@ -1,16 +1,45 @@
 //! Domain names as the daemon accepts them (from its configuration and from CAS),
-//! and safe display of any text that came from outside.
+//! how ownership of a domain is proven, and safe display of any text that came
+//! from outside.
 //!
 //! A domain decides a certificate's name, its output directory, its journal file
 //! and what a reload hook is told, so a name CAS reports is data to check, never
 //! to trust: only a [`Domain`] may reach any of those.
 
 use std::fmt;
+use std::path::PathBuf;
 
 /// Longest domain name (RFC 1035 §2.3.4 without the root's length octets).
 pub const MAX_LEN: usize = 253;
 /// Longest label (RFC 1035 §2.3.4).
 pub const MAX_LABEL_LEN: usize = 63;
+
+/// How domain ownership is proven when an order waits in `domain_verify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationMethod {
+    None,
+    Dns,
+    File,
+}
+
+/// A certificate's validation settings (`certificates[].validation`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationSpec {
+    pub method: ValidationMethod,
+    /// For `file`: the directory the web server serves for the domain.
+    pub webroot: Option<PathBuf>,
+}
+
+impl Default for ValidationSpec {
+    /// No validation step: CAS validates by itself (or the operator does).
+    fn default() -> Self {
+        ValidationSpec {
+            method: ValidationMethod::None,
+            webroot: None,
+        }
+    }
+}
 
 /// A checked domain name: RFC 1035 host-name labels (ASCII letters, digits,
 /// hyphens; 1..=63 octets; no hyphen first or last) joined by dots, 253 octets at

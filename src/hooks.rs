@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
-use crate::config::HookConfig;
-
 /// PATH for hooks when the daemon has none (systemd gives services a fixed one).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How much of each output stream (stdout, stderr) is kept for the log.
@@ -19,8 +17,24 @@ pub const OUTPUT_TAIL_BYTES: usize = 8 * 1024;
 /// child it left keeps writing; then the pipes are dropped.
 const DRAIN_GRACE: Duration = Duration::from_millis(250);
 
+/// A reload hook: the command and how long it may run (`hooks.<name>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookSpec {
+    pub command: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl HookSpec {
+    /// How long a hook may run when its configuration does not say.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
+    /// A certificate names a hook that is not defined; configuration validation
+    /// refuses that, so only a configuration changed under a running pass gets here.
+    #[error("hook {hook}: no such hook in the configuration")]
+    Unknown { hook: String },
     #[error("hook {hook}: cannot start {program:?}: {source}")]
     Spawn {
         hook: String,
@@ -209,17 +223,17 @@ pub struct HookRun {
 }
 
 /// Runs one hook to completion (or its timeout); returns how long it took.
-pub async fn run(name: &str, hook: &HookConfig, ctx: &HookContext) -> Result<Duration, HookError> {
+pub async fn run(name: &str, hook: &HookSpec, ctx: &HookContext) -> Result<Duration, HookError> {
     run_captured(name, hook, ctx).await.map(|r| r.took)
 }
 
 /// Runs one hook in a process group of its own. Both output streams are read at
 /// once into bounded tails; the hook is done when its process exits (output still
-/// held open by a background child is read for [`DRAIN_GRACE`] more, no longer).
+/// held open by a background child is read for `DRAIN_GRACE` more, no longer).
 /// On timeout the whole group is killed, not only the process started.
 pub async fn run_captured(
     name: &str,
-    hook: &HookConfig,
+    hook: &HookSpec,
     ctx: &HookContext,
 ) -> Result<HookRun, HookError> {
     let started = Instant::now();
@@ -318,8 +332,8 @@ pub async fn run_captured(
 mod tests {
     use super::*;
 
-    fn hook(cmd: &[&str], timeout_ms: u64) -> HookConfig {
-        HookConfig {
+    fn hook(cmd: &[&str], timeout_ms: u64) -> HookSpec {
+        HookSpec {
             command: cmd.iter().map(|s| (*s).to_owned()).collect(),
             timeout: Duration::from_millis(timeout_ms),
         }

@@ -3,15 +3,48 @@
 //!
 //! # Layout
 //!
-//! Bottom up; a module only calls the ones above it in this list.
+//! Bottom up; a module uses only modules above it in this list (the names in
+//! brackets), except where "exception" says otherwise. `scripts/module_cycles.py
+//! --edges` prints the real edges and every import circle (`--within=config` one
+//! level down); keep this list in step.
 //!
+//! Leaves, which use no other module of the crate:
 //! - [`secret`]: the redacting wrapper for every secret value.
 //! - [`accounts`]: user and group names to ids.
-//! - [`cas::sign`]: ACS3-HMAC-SHA256 and HMAC-SHA1 request signatures (pure).
-//! - [`cas::credentials`]: where the AccessKey comes from (config, env, profile, ECS role).
-//! - [`cas::client`]: HTTP transport, retries, rate limit, error classification.
-//! - [`cas::api`]: typed CAS operations.
-//! - [`config`]: the YAML configuration and its validation.
+//! - [`domain`]: checked domain names, how ownership of one is proven
+//!   (`ValidationSpec`), safe display of outside text.
+//! - [`hooks`]: reload hooks (`HookSpec`) run as argv with a timeout.
+//! - [`verify`]: the TLS handshake that shows which certificate a server serves.
+//!
+//! Services (take their settings as plain types defined here, not the configuration):
+//! - [`logfmt`]: the text log's escaping field formatter (`domain`).
+//! - [`cas`] (`secret`): [`cas::sign`] request signatures (pure);
+//!   [`cas::credentials`] where the AccessKey comes from (`CredentialsSpec`);
+//!   [`cas::client`] HTTP transport, retries, rate limit, error classification;
+//!   [`cas::api`], [`cas::api_apply`], [`cas::dns`] typed operations; `cas::ApiSettings`.
+//! - [`pki`] (`secret`): keys (`KeyAlgorithm`, `KeySpec`), CSRs, chain checks.
+//! - [`store`] (`accounts`, `pki`, `secret`): every file write, the output layout
+//!   (`OutputSpec`), the journal, start-up repair (`store::repair::RepairTarget`).
+//!
+//! The engine and what reports on it:
+//! - [`listing`] (`cas`, `domain`): `cas-renewd list` rendering.
+//! - [`renew`] (`cas`, `domain`, `hooks`, `pki`, `store`, `verify`): the renewal
+//!   engine. Exception: it still imports `config` (its certificate list and
+//!   settings) and `metrics`, which imports it back: a circle issue 14 removes.
+//! - [`metrics`] (`renew`): Prometheus metrics. Exception: imports `config`
+//!   (`CertificateConfig`).
+//! - [`status`] (`domain`, `renew`, `store`): `cas-renewd status`.
+//!
+//! The top, beside the binary:
+//! - [`config`] (`accounts`, `cas`, `domain`, `hooks`, `pki`, `secret`, `store`):
+//!   the YAML configuration; produces the settings types above and re-exports them
+//!   under their configuration names (`config::OutputConfig` is `store::OutputSpec`).
+//! - [`daemon`] (`cas`, `config`, `metrics`, `renew`, `store`): `cas-renewd run`.
+//!
+//! Test machinery, never used by the modules above it:
+//! - [`sim`] (`cas`, `config`, `pki`): the CAS and DNS simulator.
+//! - [`demo`], [`fuzzing`] (`cas`, `config`, `renew`, `sim`, `store`, `pki`):
+//!   `cas-renewd demo` and the fuzz entry points.
 
 pub mod accounts;
 pub mod cas;

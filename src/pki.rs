@@ -10,6 +10,52 @@ use x509_parser::prelude::*;
 
 pub use key::{Key, MAX_KEY_BYTES};
 
+/// Key algorithms a certificate can be issued for; the serde names are the
+/// configuration's (`key.algorithm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum KeyAlgorithm {
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
+    #[serde(rename = "ecdsa-p256")]
+    EcdsaP256,
+    #[serde(rename = "ecdsa-p384")]
+    EcdsaP384,
+}
+
+impl KeyAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyAlgorithm::Rsa2048 => "rsa-2048",
+            KeyAlgorithm::Rsa3072 => "rsa-3072",
+            KeyAlgorithm::Rsa4096 => "rsa-4096",
+            KeyAlgorithm::EcdsaP256 => "ecdsa-p256",
+            KeyAlgorithm::EcdsaP384 => "ecdsa-p384",
+        }
+    }
+}
+
+/// Which key a certificate gets: the algorithm, and whether a renewal keeps the
+/// current key instead of making a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpec {
+    pub algorithm: KeyAlgorithm,
+    pub reuse: bool,
+}
+
+impl Default for KeySpec {
+    /// ECDSA P-256, a new key each renewal: small, fast and accepted everywhere.
+    fn default() -> Self {
+        KeySpec {
+            algorithm: KeyAlgorithm::EcdsaP256,
+            reuse: false,
+        }
+    }
+}
+
 /// A chain larger than this is refused before parsing.
 pub const MAX_CHAIN_BYTES: usize = 64 * 1024;
 /// More certificates than this in one chain is refused.
@@ -333,7 +379,6 @@ pub fn read_leaf(pem: &str) -> Result<CertInfo, PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::KeyAlgorithm;
     use crate::sim::ca::{Ca, Twist};
 
     fn issue(key: &Key, domain: &str, twist: Twist, days: i64) -> String {

@@ -321,6 +321,17 @@ impl RateLimiter {
         }
     }
 
+    /// `default_rate` for every action, and each entry of `rates` (action to calls
+    /// per second) for its action: the limiter `api.rate_limit_per_second` and
+    /// `api.rate_limits` describe.
+    pub fn from_rates(default_rate: f64, rates: &std::collections::BTreeMap<String, f64>) -> Self {
+        rates
+            .iter()
+            .fold(RateLimiter::new(default_rate), |l, (action, rate)| {
+                l.with_action(action, *rate)
+            })
+    }
+
     /// Gives `action` its own rate.
     pub fn with_action(mut self, action: &str, rate: f64) -> Self {
         self.rates.insert(action.to_owned(), rate);

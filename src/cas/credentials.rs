@@ -11,8 +11,31 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 
-use crate::config::{CredentialsConfig, SecretSource};
 use crate::secret::Secret;
+
+/// Credentials given in the configuration file. Which kind wins is decided by
+/// [`CredentialsProvider`]; this only says what the file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialsSpec {
+    AccessKey {
+        access_key_id: String,
+        secret: SecretSource,
+        security_token: Option<Secret>,
+    },
+    Profile(String),
+    EcsRamRole {
+        /// Empty: ask the metadata service which role the instance has.
+        role_name: String,
+        metadata_endpoint: Option<reqwest::Url>,
+    },
+}
+
+/// Where an AccessKey secret given in the configuration is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Inline(Secret),
+    File(PathBuf),
+}
 
 /// The ECS metadata service's address on every instance.
 pub const DEFAULT_METADATA_ENDPOINT: &str = "http://100.100.100.200";
@@ -176,7 +199,7 @@ impl CredentialsProvider {
     /// Walks the chain: config block, environment, credentials file, ECS role.
     /// Reads files now; contacts the metadata service only on first use.
     pub fn resolve(
-        config: Option<&CredentialsConfig>,
+        config: Option<&CredentialsSpec>,
         env: &Environment,
     ) -> Result<Self, CredentialsError> {
         let (origin, source) = match config {
@@ -257,11 +280,11 @@ fn ecs_source(endpoint: String, role_name: Option<String>, env: &Environment) ->
 }
 
 fn from_config(
-    c: &CredentialsConfig,
+    c: &CredentialsSpec,
     env: &Environment,
 ) -> Result<(Origin, Source), CredentialsError> {
     match c {
-        CredentialsConfig::AccessKey {
+        CredentialsSpec::AccessKey {
             access_key_id,
             secret,
             security_token,
@@ -280,14 +303,14 @@ fn from_config(
                 }),
             ))
         }
-        CredentialsConfig::Profile(name) => match from_credentials_file(env, Some(name))? {
+        CredentialsSpec::Profile(name) => match from_credentials_file(env, Some(name))? {
             Some(found) => Ok(found),
             None => Err(CredentialsError::Profile {
                 path: env.credentials_file().unwrap_or_default(),
                 message: "the file does not exist".into(),
             }),
         },
-        CredentialsConfig::EcsRamRole {
+        CredentialsSpec::EcsRamRole {
             role_name,
             metadata_endpoint,
         } => {

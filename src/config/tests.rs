@@ -511,3 +511,51 @@ fn renewal_mode_is_per_certificate_with_a_default() {
     );
     assert_eq!(p.key, "renewal.unclear_retry_after");
 }
+
+#[test]
+fn type_errors_in_different_sections_are_all_reported() {
+    let yaml = "api:\n  timeout: 30\nrenewal:\n  renew_befor: 30d\ncertificates:\n  - name: www\n    domain: www.example.com\n    output:\n      key_mode: 0640\n";
+    let err = parse(yaml).expect_err("three problems");
+    let found: Vec<(&str, u64, u64)> = err
+        .problems()
+        .iter()
+        .map(|p| (p.key.as_str(), p.line, p.column))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("api.timeout", 2, 12),
+            ("renewal.renew_befor", 4, 3),
+            ("certificates[0].output.key_mode", 9, 17),
+        ],
+        "{err}"
+    );
+    assert!(!err.to_string().contains("not checked"), "{err}");
+}
+
+#[test]
+fn where_reading_cannot_go_on_the_message_says_so() {
+    // An error outside any top-level key: nothing can be cut away to read on.
+    let p = one_problem("- name: www\n- name: mail\n");
+    assert!(
+        p.message
+            .ends_with("(the rest of the file was not checked: the YAML cannot be read past it)"),
+        "{p}"
+    );
+    // Anchors: cutting a section could break an alias elsewhere, so reading stops.
+    let p = one_problem(
+        "api:\n  timeout: &t 30\nrenewal:\n  renew_befor: 30d\ncertificates:\n  - name: www\n    domain: www.example.com\n",
+    );
+    assert_eq!(p.key, "api.timeout");
+    assert!(
+        p.message.ends_with(
+            "(the rest of the file was not checked: the file uses YAML anchors and aliases)"
+        ),
+        "{p}"
+    );
+    // The last error of a file is not followed by such a note.
+    let p = one_problem(
+        "certificates:\n  - name: www\n    domain: www.example.com\n    output:\n      key_mode: 0640\n",
+    );
+    assert!(!p.message.contains("not checked"), "{p}");
+}

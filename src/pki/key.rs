@@ -16,8 +16,7 @@ use rcgen::{CertificateParams, DnType, KeyPair, PublicKeyData as _};
 use rustls::pki_types::PrivatePkcs8KeyDer;
 use sha2::{Digest, Sha256};
 
-use super::PkiError;
-use crate::config::KeyAlgorithm;
+use super::{KeyAlgorithm, PkiError};
 use crate::secret::Secret;
 
 /// A key file larger than this is refused before parsing.

@@ -8,8 +8,52 @@ use chrono::Utc;
 
 use super::safe_fs::{check_dir_secure, create_dir_tree, describe, make_dir, read_regular};
 use super::{FileSpec, FileWrite, StoreError, atomic_write_crashing, io, output_ids, sync_dir};
-use crate::config::OutputConfig;
 use crate::secret::Secret;
+
+/// Where and how a certificate's files are installed (`certificates[].output`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    pub dir: PathBuf,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub key_mode: u32,
+    pub cert_mode: u32,
+    /// How many replaced sets `.history` keeps.
+    pub keep: u32,
+    /// Install even when users other than root or `owner` can change the
+    /// directory or one of its parents (sshd's StrictModes, off).
+    pub allow_insecure_dir: bool,
+}
+
+impl OutputSpec {
+    pub const DEFAULT_KEY_MODE: u32 = 0o600;
+    pub const DEFAULT_CERT_MODE: u32 = 0o644;
+    pub const DEFAULT_KEEP: u32 = 5;
+
+    /// The leaf of the installed `cert.pem`; `None` when there is none or it cannot
+    /// be read (what an operator put there is not judged).
+    pub fn installed_leaf(&self) -> Option<crate::pki::CertInfo> {
+        let pem = super::read_output_text(&self.dir.join(CERT_FILE)).ok()??;
+        crate::pki::read_leaf(&pem).ok()
+    }
+}
+
+impl Default for OutputSpec {
+    /// The key readable by root only, the certificates by everyone, five old sets
+    /// kept. `dir` is empty: every certificate has its own, so callers set it
+    /// (`OutputSpec { dir, ..Default::default() }`).
+    fn default() -> Self {
+        OutputSpec {
+            dir: PathBuf::new(),
+            owner: None,
+            group: None,
+            key_mode: Self::DEFAULT_KEY_MODE,
+            cert_mode: Self::DEFAULT_CERT_MODE,
+            keep: Self::DEFAULT_KEEP,
+            allow_insecure_dir: false,
+        }
+    }
+}
 
 /// The four PEM files of an installed certificate.
 #[derive(Debug, Clone)]
@@ -30,7 +74,7 @@ pub const HISTORY_DIR: &str = ".history";
 pub const CRASH_BETWEEN_RENAMES: &str = "between-install-renames";
 
 /// Each file of the set with its mode and owner, in the order they are renamed.
-pub(super) fn file_specs(out: &OutputConfig) -> Result<[(&'static str, FileSpec); 4], StoreError> {
+pub(super) fn file_specs(out: &OutputSpec) -> Result<[(&'static str, FileSpec); 4], StoreError> {
     let (uid, gid) = output_ids(out)?;
     let cert = FileSpec {
         mode: out.cert_mode,
@@ -53,7 +97,7 @@ pub(super) fn file_specs(out: &OutputConfig) -> Result<[(&'static str, FileSpec)
 /// Refuses an output directory other users could change (unless
 /// `output.allow_insecure_dir`), and one that is itself a symlink when that check
 /// is off: with it on, only root or the owner could have made the link.
-pub fn check_output_dir(out: &OutputConfig) -> Result<(), StoreError> {
+pub fn check_output_dir(out: &OutputSpec) -> Result<(), StoreError> {
     let meta = fs::symlink_metadata(&out.dir).map_err(io(&out.dir, "stat"))?;
     if out.allow_insecure_dir {
         if !meta.file_type().is_dir() {
@@ -71,7 +115,7 @@ pub fn check_output_dir(out: &OutputConfig) -> Result<(), StoreError> {
 /// Installs `files` in `out.dir`: the current set is first copied to
 /// `.history/<time>/` (keeping `out.keep` versions), then the four files are
 /// replaced in one atomic write. Returns the paths written.
-pub fn install(out: &OutputConfig, files: &CertificateFiles) -> Result<Vec<PathBuf>, StoreError> {
+pub fn install(out: &OutputSpec, files: &CertificateFiles) -> Result<Vec<PathBuf>, StoreError> {
     let names = file_specs(out)?;
     create_dir_tree(&out.dir, 0o755)?;
     check_output_dir(out)?;
@@ -110,10 +154,7 @@ pub(super) fn write_set(
 /// Nothing here follows a symlink: a `.history` that is not a real directory is
 /// left alone (with a warning) rather than followed, and a current file that is
 /// not a regular file is not copied.
-fn save_history(
-    out: &OutputConfig,
-    names: &[(&'static str, FileSpec); 4],
-) -> Result<(), StoreError> {
+fn save_history(out: &OutputSpec, names: &[(&'static str, FileSpec); 4]) -> Result<(), StoreError> {
     let mut old = Vec::new();
     for (name, spec) in names {
         let path = out.dir.join(name);
@@ -186,15 +227,12 @@ mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink};
 
-    pub(crate) fn out(dir: &Path, keep: u32) -> OutputConfig {
-        OutputConfig {
+    pub(crate) fn out(dir: &Path, keep: u32) -> OutputSpec {
+        OutputSpec {
             dir: dir.to_owned(),
-            owner: None,
-            group: None,
             key_mode: 0o640,
-            cert_mode: 0o644,
             keep,
-            allow_insecure_dir: false,
+            ..Default::default()
         }
     }
 
@@ -205,6 +243,35 @@ mod tests {
             fullchain_pem: format!("fullchain {tag}"),
             key_pem: Secret::new(format!("key {tag}")),
         }
+    }
+
+    #[test]
+    fn the_installed_leaf_is_read_from_cert_pem_or_is_none() {
+        use crate::sim::ca::{Ca, Twist};
+        let d = tempfile::tempdir().expect("tempdir");
+        let o = out(&d.path().join("www"), 2);
+        assert!(o.installed_leaf().is_none(), "no directory yet");
+        install(&o, &files("not a certificate")).expect("install");
+        assert!(o.installed_leaf().is_none(), "unreadable cert.pem");
+        let key = crate::pki::Key::generate(crate::pki::KeyAlgorithm::EcdsaP256).expect("key");
+        let now = ::time::OffsetDateTime::now_utc();
+        let not_after = now + ::time::Duration::days(90);
+        let issued = Ca::new()
+            .expect("ca")
+            .issue(
+                Some(&key.csr_pem("www.example.com", &[]).expect("csr")),
+                &[],
+                "ECC",
+                now - ::time::Duration::hours(1),
+                not_after,
+                Twist::None,
+            )
+            .expect("issue");
+        let mut set = files("real");
+        set.cert_pem = issued.leaf_pem;
+        install(&o, &set).expect("install");
+        let leaf = o.installed_leaf().expect("a leaf");
+        assert_eq!(leaf.not_after, not_after.unix_timestamp());
     }
 
     #[test]

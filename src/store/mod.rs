@@ -15,11 +15,10 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use crate::accounts::{self, AccountError, Kind};
-use crate::config::OutputConfig;
 
 pub use install::{
     CERT_FILE, CHAIN_FILE, CRASH_BETWEEN_RENAMES, CertificateFiles, FULLCHAIN_FILE, HISTORY_DIR,
-    KEY_FILE, check_output_dir, install,
+    KEY_FILE, OutputSpec, check_output_dir, install,
 };
 pub use journal::{Journal, JournalPhase, PaidCall, StateDir};
 pub use safe_fs::{MAX_OUTPUT_FILE_BYTES, read_output_text, read_regular, resolve_under};
@@ -288,7 +287,7 @@ fn lookup_id(name: &str, kind: Kind) -> Result<u32, StoreError> {
 }
 
 /// The numeric owner and group an output block asks for.
-pub fn output_ids(out: &OutputConfig) -> Result<(Option<u32>, Option<u32>), StoreError> {
+pub fn output_ids(out: &OutputSpec) -> Result<(Option<u32>, Option<u32>), StoreError> {
     Ok((
         out.owner
             .as_deref()

@@ -5,14 +5,24 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::OutputSpec;
 use super::install::{file_specs, history_versions, write_set};
 use super::safe_fs::read_output_text;
 use super::{
     CERT_FILE, FULLCHAIN_FILE, HISTORY_DIR, JournalPhase, KEY_FILE, StateDir, StoreError,
     check_output_dir, is_temp_name, remove_file,
 };
-use crate::config::CertificateConfig;
 use crate::pki::{self, Chain, Key};
+
+/// What the repair needs to know of a configured certificate; the configuration's
+/// certificate implements it, so this module does not depend on the configuration.
+pub trait RepairTarget {
+    /// The certificate's name: its journal's name.
+    fn name(&self) -> &str;
+    fn output(&self) -> &OutputSpec;
+    /// The hooks to run once a repaired set is whole again.
+    fn reload(&self) -> &[String];
+}
 
 /// What the start-up repair did for one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +56,10 @@ fn torn_leaf(dir: &Path) -> Result<Option<pki::CertInfo>, StoreError> {
 }
 
 /// A whole set: the chain (leaf first) and a key that fits its leaf.
-fn write_chain(cert: &CertificateConfig, chain: &Chain, key_pem: &str) -> Result<(), StoreError> {
-    let names = file_specs(&cert.output)?;
+fn write_chain(cert: &impl RepairTarget, chain: &Chain, key_pem: &str) -> Result<(), StoreError> {
+    let names = file_specs(cert.output())?;
     write_set(
-        &cert.output.dir,
+        &cert.output().dir,
         &names,
         [
             chain.leaf_pem().as_bytes(),
@@ -62,8 +72,8 @@ fn write_chain(cert: &CertificateConfig, chain: &Chain, key_pem: &str) -> Result
 }
 
 /// The journal's issued chain and key, when the journal is at `issued` and they fit.
-fn from_journal(state: &StateDir, cert: &CertificateConfig) -> Option<(Chain, String)> {
-    let j = state.load_journal(&cert.name).ok()?;
+fn from_journal(state: &StateDir, cert: &impl RepairTarget) -> Option<(Chain, String)> {
+    let j = state.load_journal(cert.name()).ok()?;
     if j.phase != JournalPhase::Issued {
         return None;
     }
@@ -124,10 +134,10 @@ fn from_history(dir: &Path) -> Option<(PathBuf, Chain, String)> {
 }
 
 /// Adds the certificate's reload hooks to its journal; the next pass runs them.
-fn queue_reload(state: &StateDir, cert: &CertificateConfig) -> Result<(), StoreError> {
-    let mut j = state.load_journal(&cert.name)?;
+fn queue_reload(state: &StateDir, cert: &impl RepairTarget) -> Result<(), StoreError> {
+    let mut j = state.load_journal(cert.name())?;
     let before = j.reload_pending.len();
-    for h in &cert.reload {
+    for h in cert.reload() {
         if !j.reload_pending.contains(h) {
             j.reload_pending.push(h.clone());
         }
@@ -142,16 +152,16 @@ fn queue_reload(state: &StateDir, cert: &CertificateConfig) -> Result<(), StoreE
 /// whole (or nothing is installed).
 pub fn repair_set(
     state: &StateDir,
-    cert: &CertificateConfig,
+    cert: &impl RepairTarget,
 ) -> Result<Option<Repaired>, StoreError> {
-    let dir = &cert.output.dir;
+    let dir = &cert.output().dir;
     if !fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_dir()) {
         return Ok(None);
     }
     let Some(leaf) = torn_leaf(dir)? else {
         return Ok(None);
     };
-    check_output_dir(&cert.output)?;
+    check_output_dir(cert.output())?;
     if let Some((chain, key)) = from_journal(state, cert) {
         write_chain(cert, &chain, &key)?;
         return Ok(Some(Repaired::FromJournal));
@@ -194,19 +204,19 @@ pub fn remove_temporaries(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
 /// Start-up repair of every certificate in `certs` and the state directory;
 /// logs what it did. A certificate that cannot be repaired is logged and left
 /// for its pass (which reports it); the others are still repaired.
-pub fn at_start(state: &StateDir, certs: &[CertificateConfig]) {
+pub fn at_start(state: &StateDir, certs: &[impl RepairTarget]) {
     for cert in certs {
         match repair_set(state, cert) {
             Ok(None) => {}
             Ok(Some(how)) => {
-                tracing::warn!(cert = %cert.name, dir = %cert.output.dir.display(), repaired = ?how, "the certificate and key on disk did not match (an install was interrupted); repaired")
+                tracing::warn!(cert = %cert.name(), dir = %cert.output().dir.display(), repaired = ?how, "the certificate and key on disk did not match (an install was interrupted); repaired")
             }
             Err(e) => {
-                tracing::error!(cert = %cert.name, error = %e, "the certificate and key on disk do not match and could not be repaired; its temporary files are kept (one may hold the only copy of the new key)");
+                tracing::error!(cert = %cert.name(), error = %e, "the certificate and key on disk do not match and could not be repaired; its temporary files are kept (one may hold the only copy of the new key)");
                 continue;
             }
         }
-        let dir = &cert.output.dir;
+        let dir = &cert.output().dir;
         let mut dirs = vec![dir.clone()];
         let hist = dir.join(HISTORY_DIR);
         if fs::symlink_metadata(&hist).is_ok_and(|m| m.file_type().is_dir()) {
@@ -243,34 +253,37 @@ fn log_removed(r: Result<Vec<PathBuf>, StoreError>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{KeyAlgorithm, KeySpec, OutputConfig, ValidationConfig, ValidationMethod};
+    use crate::pki::KeyAlgorithm;
     use crate::sim::ca::{Ca, Twist};
     use crate::store::CertificateFiles;
 
-    fn cert_config(dir: &Path) -> CertificateConfig {
-        CertificateConfig {
+    /// The part of a configured certificate the repair reads.
+    struct Target {
+        name: String,
+        output: OutputSpec,
+        reload: Vec<String>,
+    }
+
+    impl RepairTarget for Target {
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn output(&self) -> &OutputSpec {
+            &self.output
+        }
+        fn reload(&self) -> &[String] {
+            &self.reload
+        }
+    }
+
+    fn cert_config(dir: &Path) -> Target {
+        Target {
             name: "www".into(),
-            domain: "www.example.com".into(),
-            output: OutputConfig {
+            output: OutputSpec {
                 dir: dir.to_owned(),
-                owner: None,
-                group: None,
-                key_mode: 0o600,
-                cert_mode: 0o644,
-                keep: 5,
-                allow_insecure_dir: false,
-            },
-            key: KeySpec {
-                algorithm: KeyAlgorithm::EcdsaP256,
-                reuse: false,
-            },
-            validation: ValidationConfig {
-                method: ValidationMethod::None,
-                webroot: None,
+                ..Default::default()
             },
             reload: vec![],
-            verify: None,
-            mode: Default::default(),
         }
     }
 

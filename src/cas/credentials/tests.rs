@@ -9,8 +9,8 @@ use axum::routing::{get, put};
 
 use super::*;
 
-fn key_config(secret: SecretSource) -> CredentialsConfig {
-    CredentialsConfig::AccessKey {
+fn key_config(secret: SecretSource) -> CredentialsSpec {
+    CredentialsSpec::AccessKey {
         access_key_id: "cfg-id".into(),
         secret,
         security_token: None,
@@ -110,7 +110,7 @@ async fn file_profile_is_used_and_selected_by_env() {
     );
     assert_eq!(p.get().await.expect("cred").access_key_id, "p-id");
 
-    let p = CredentialsProvider::resolve(Some(&CredentialsConfig::Profile("role".into())), &env)
+    let p = CredentialsProvider::resolve(Some(&CredentialsSpec::Profile("role".into())), &env)
         .expect("role profile");
     assert_eq!(
         p.origin(),
@@ -119,7 +119,7 @@ async fn file_profile_is_used_and_selected_by_env() {
         }
     );
 
-    let err = CredentialsProvider::resolve(Some(&CredentialsConfig::Profile("arn".into())), &env)
+    let err = CredentialsProvider::resolve(Some(&CredentialsSpec::Profile("arn".into())), &env)
         .expect_err("unsupported");
     assert!(err.to_string().contains("ram_role_arn"), "{err}");
     let env = Environment::new(&[("ALIBABA_CLOUD_PROFILE", "missing")], Some(home.path()));
@@ -199,7 +199,7 @@ async fn fake_metadata(expires_in: chrono::Duration) -> (String, Arc<AtomicUsize
 async fn ecs_role_credentials_are_fetched_with_imdsv2_and_cached() {
     let (endpoint, fetches) = fake_metadata(chrono::Duration::hours(6)).await;
     let env = Environment::new(&[("CAS_RENEWD_ECS_METADATA_ENDPOINT", &endpoint)], None);
-    let cfg = CredentialsConfig::EcsRamRole {
+    let cfg = CredentialsSpec::EcsRamRole {
         role_name: String::new(),
         metadata_endpoint: None,
     };
@@ -224,7 +224,7 @@ async fn ecs_role_credentials_are_refreshed_before_they_expire() {
     // Expires in 100 s: inside the 180 s refresh margin, so every use refreshes.
     let (endpoint, fetches) = fake_metadata(chrono::Duration::seconds(100)).await;
     let url = reqwest::Url::parse(&endpoint).expect("url");
-    let cfg = CredentialsConfig::EcsRamRole {
+    let cfg = CredentialsSpec::EcsRamRole {
         role_name: "MyRole".into(),
         metadata_endpoint: Some(url),
     };
@@ -243,7 +243,7 @@ async fn unreachable_metadata_service_is_a_clear_error() {
         .local_addr()
         .expect("addr");
     let url = reqwest::Url::parse(&format!("http://{addr}")).expect("url");
-    let cfg = CredentialsConfig::EcsRamRole {
+    let cfg = CredentialsSpec::EcsRamRole {
         role_name: "R".into(),
         metadata_endpoint: Some(url),
     };
@@ -259,7 +259,7 @@ async fn unreachable_metadata_service_is_a_clear_error() {
 
 #[tokio::test]
 async fn debug_output_never_shows_secrets() {
-    let cfg = CredentialsConfig::AccessKey {
+    let cfg = CredentialsSpec::AccessKey {
         access_key_id: "id".into(),
         secret: SecretSource::Inline(Secret::new("super-secret-value")),
         security_token: Some(Secret::new("sts-token-value")),
