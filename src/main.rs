@@ -13,8 +13,12 @@ use cas_renewd::cas::api::{OrderFilter, OrderStatus, OrderType};
 use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
 use cas_renewd::config::{self, Config, LogFormat};
 use cas_renewd::renew::{Engine, PassOptions};
-use cas_renewd::sim::{Scenario, Simulator};
 use cas_renewd::store::StateDir;
+#[cfg(feature = "sim")]
+use cas_sim::{Scenario, Simulator};
+
+#[cfg(feature = "sim")]
+mod demo;
 
 /// Keeps TLS certificates bought through Alibaba Cloud CAS renewed.
 #[derive(Debug, Parser)]
@@ -71,12 +75,14 @@ enum Command {
         json: bool,
     },
     /// A full renewal against an in-process simulator, in a scratch directory.
+    #[cfg(feature = "sim")]
     Demo {
         /// Directory to work in (default: a new one under the temp directory, kept).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
     /// Run the CAS simulator (loopback only) until interrupted.
+    #[cfg(feature = "sim")]
     Sim {
         /// Address to listen on, e.g. 127.0.0.1:8443 (port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -115,9 +121,11 @@ const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(feature = "sim")]
     if let Command::Sim { listen, scenario } = &cli.command {
         return run_sim(listen, scenario.as_deref());
     }
+    #[cfg(feature = "sim")]
     if let Command::Demo { dir } = &cli.command {
         return run_demo(dir.as_deref());
     }
@@ -173,6 +181,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Text logs on stderr for commands that run without a configuration file.
+#[cfg(feature = "sim")]
 fn init_plain_logging(default_level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -185,6 +194,7 @@ fn init_plain_logging(default_level: &str) {
         .init();
 }
 
+#[cfg(feature = "sim")]
 fn run_sim(listen: &str, scenario: Option<&std::path::Path>) -> ExitCode {
     init_plain_logging("info");
     let scenario = match scenario.map(Scenario::load).transpose() {
@@ -258,13 +268,13 @@ async fn status(cfg: Config, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "sim")]
 fn run_demo(dir: Option<&std::path::Path>) -> ExitCode {
     init_plain_logging("warn");
-    let result =
-        runtime().and_then(|rt| rt.block_on(async { Ok(cas_renewd::demo::run(dir).await?) }));
+    let result = runtime().and_then(|rt| rt.block_on(async { Ok(demo::run(dir).await?) }));
     match result {
         Ok(run) => {
-            print!("{}", cas_renewd::demo::summary(&run));
+            print!("{}", demo::summary(&run));
             if run.report.ok() {
                 ExitCode::SUCCESS
             } else {
@@ -297,7 +307,9 @@ fn init_logging(cfg: &Config) {
 
 async fn run(command: Command, cfg: Config, config_path: PathBuf) -> anyhow::Result<ExitCode> {
     match command {
-        Command::CheckConfig | Command::Sim { .. } | Command::Demo { .. } => Ok(ExitCode::SUCCESS),
+        Command::CheckConfig => Ok(ExitCode::SUCCESS),
+        #[cfg(feature = "sim")]
+        Command::Sim { .. } | Command::Demo { .. } => Ok(ExitCode::SUCCESS),
         Command::Once { dry_run, cert } => {
             pass(
                 cfg,

@@ -243,8 +243,8 @@ fn log_removed(r: Result<Vec<PathBuf>, StoreError>) {
 mod tests {
     use super::*;
     use crate::config::{KeyAlgorithm, KeySpec, OutputConfig, ValidationConfig, ValidationMethod};
-    use crate::sim::ca::{Ca, Twist};
     use crate::store::CertificateFiles;
+    use cas_sim::ca::{Ca, Twist};
 
     fn cert_config(dir: &Path) -> CertificateConfig {
         CertificateConfig {
