@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use cas_renewd::config::KeyAlgorithm;
 use cas_renewd::pki::Key;
-use cas_renewd::sim::{Scenario, Simulator};
+use cas_sim::{Scenario, Simulator};
 use clap::Parser;
 
 #[derive(Debug, Parser)]

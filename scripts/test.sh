@@ -73,4 +73,7 @@ export CAS_RENEWD_SDK_PYTHON="$PWD/$SDK_VENV/bin/python"
 # Two cores: two test threads keep the simulator-heavy tests from starving.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
 
-cargo test --locked --all-targets
+# The packagers' build: no simulator, no demo; proves production code never imports
+# cas-sim (a check is enough for that proof and costs far less than a build).
+cargo check --locked --no-default-features
+cargo test --locked --workspace --all-targets

@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cas::credentials::{CredentialsProvider, Environment};
-use crate::config::Config;
-use crate::renew::{Engine, PassOptions, PassReport};
-use crate::sim::{Scenario, Simulator};
-use crate::store::{self, FileSpec};
+use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
+use cas_renewd::config::Config;
+use cas_renewd::renew::{Engine, PassOptions, PassReport};
+use cas_renewd::store::{self, FileSpec};
+use cas_sim::{Scenario, Simulator};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -19,13 +19,13 @@ pub enum DemoError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Sim(#[from] crate::sim::SimError),
+    Sim(#[from] cas_sim::SimError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] cas_renewd::config::ConfigError),
     #[error(transparent)]
-    Engine(#[from] crate::renew::EngineError),
+    Engine(#[from] cas_renewd::renew::EngineError),
 }
 
 /// What the demo did, for its summary.
@@ -114,7 +114,7 @@ pub async fn run(dir: Option<&Path>) -> Result<DemoRun, DemoError> {
     )?;
     let cfg = Config::load(&config_path)?;
     let creds = CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::default())
-        .map_err(crate::renew::EngineError::from)?;
+        .map_err(cas_renewd::renew::EngineError::from)?;
     let engine = Arc::new(Engine::new(cfg, Arc::new(creds))?);
     let _lock = store::StateDir::open(&engine.config().state_dir)?.lock()?;
     let report = engine.pass(&PassOptions::default()).await?;

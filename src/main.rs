@@ -18,7 +18,11 @@ use cas_renewd::cas::api::{OrderFilter, OrderStatus, OrderType};
 use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
 use cas_renewd::config::{self, Config, LogFormat};
 use cas_renewd::renew::{Engine, PassOptions};
-use cas_renewd::sim::{Scenario, Simulator};
+#[cfg(feature = "sim")]
+use cas_sim::{Scenario, Simulator};
+
+#[cfg(feature = "sim")]
+mod demo;
 use cas_renewd::store::StateDir;
 use serde::Serialize;
 
@@ -77,12 +81,14 @@ enum Command {
         json: bool,
     },
     /// A full renewal against an in-process simulator, in a scratch directory.
+    #[cfg(feature = "sim")]
     Demo {
         /// Directory to work in (default: a new one under the temp directory, kept).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
     /// Run the CAS simulator (loopback only) until interrupted.
+    #[cfg(feature = "sim")]
     Sim {
         /// Address to listen on, e.g. 127.0.0.1:8443 (port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -152,7 +158,9 @@ fn failure(e: &anyhow::Error) -> (u8, String) {
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let path = cli.config;
     match cli.command {
+        #[cfg(feature = "sim")]
         Command::Sim { listen, scenario } => sim(&listen, scenario.as_deref()),
+        #[cfg(feature = "sim")]
         Command::Demo { dir } => demo(dir.as_deref()),
         Command::CheckConfig => check_config(&path),
         Command::Run => daemon(path),
@@ -288,6 +296,7 @@ fn print_rows<T: Serialize>(
 }
 
 /// Text logs on stderr for commands that run without a configuration file.
+#[cfg(feature = "sim")]
 fn init_plain_logging(default_level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -317,6 +326,7 @@ fn init_logging(cfg: &Config) {
     }
 }
 
+#[cfg(feature = "sim")]
 fn sim(listen: &str, scenario: Option<&Path>) -> anyhow::Result<ExitCode> {
     init_plain_logging("info");
     let scenario = match scenario.map(Scenario::load).transpose() {
@@ -336,12 +346,13 @@ fn sim(listen: &str, scenario: Option<&Path>) -> anyhow::Result<ExitCode> {
     })
 }
 
+#[cfg(feature = "sim")]
 fn demo(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     init_plain_logging("warn");
     let run = runtime()?
-        .block_on(cas_renewd::demo::run(dir))
+        .block_on(demo::run(dir))
         .map_err(|e| Fatal::Plain(anyhow::Error::new(e).context("demo failed")))?;
-    print!("{}", cas_renewd::demo::summary(&run));
+    print!("{}", demo::summary(&run));
     Ok(if run.report.ok() {
         ExitCode::SUCCESS
     } else {

@@ -379,7 +379,7 @@ pub fn read_leaf(pem: &str) -> Result<CertInfo, PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::ca::{Ca, Twist};
+    use cas_sim::ca::{Ca, Twist};
 
     fn issue(key: &Key, domain: &str, twist: Twist, days: i64) -> String {
         issue_by(&Ca::new().expect("ca"), key, domain, twist, days)

@@ -6,6 +6,11 @@ use std::path::PathBuf;
 
 use rand::{Rng, SeedableRng};
 
+// The fuzz crate's entry points, compiled here too: the fuzz crate itself needs
+// cargo-fuzz and nightly, and the library keeps no fuzzing API.
+#[path = "../fuzz/src/lib.rs"]
+mod entry;
+
 type Target = fn(&[u8]);
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
@@ -76,15 +81,15 @@ fn replay(name: &str, target: Target) {
 
 #[test]
 fn config_corpus_never_panics() {
-    replay("config", cas_renewd::fuzzing::config);
+    replay("config", entry::config);
 }
 
 #[test]
 fn api_response_corpus_never_panics() {
-    replay("api_response", cas_renewd::fuzzing::api_response);
+    replay("api_response", entry::api_response);
 }
 
 #[test]
 fn pem_corpus_never_panics() {
-    replay("pem", cas_renewd::fuzzing::pem);
+    replay("pem", entry::pem);
 }

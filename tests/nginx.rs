@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use cas_renewd::pki;
-use cas_renewd::sim::{Scenario, Simulator};
+use cas_sim::{Scenario, Simulator};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cas-renewd");
 

@@ -12,7 +12,7 @@ use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
 use cas_renewd::config::Config;
 use cas_renewd::pki::{self, Key};
 use cas_renewd::renew::{Engine, Outcome, PassOptions};
-use cas_renewd::sim::{Scenario, Simulator};
+use cas_sim::{Scenario, Simulator};
 use rand::{Rng, SeedableRng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cas-renewd");

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use cas_renewd::pki::{self, Key};
-use cas_renewd::sim::{Scenario, Simulator};
+use cas_sim::{Scenario, Simulator};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cas-renewd");
 const KEY_ID: &str = "sim-access-key-id";

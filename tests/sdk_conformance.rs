@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use cas_renewd::sim::{Scenario, Simulator};
+use cas_sim::{Scenario, Simulator};
 
 fn sdk_python() -> Option<PathBuf> {
     let p = std::env::var_os("CAS_RENEWD_SDK_PYTHON")

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cas_renewd::pki::{self, Key};
-use cas_renewd::sim::{Scenario, Simulator};
+use cas_sim::{Scenario, Simulator};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cas-renewd");
 

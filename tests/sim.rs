@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cas_renewd::cas::api::{Cas, CertificateState, OrderFilter, OrderStatus, OrderType};
 use cas_renewd::cas::client::ApiError;
-use cas_renewd::sim::{Scenario, Simulator};
+use cas_sim::{Scenario, Simulator};
 use common::Raw;
 use rcgen::{CertificateParams, DnType, KeyPair, PublicKeyData};
 use x509_parser::prelude::*;

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use cas_renewd::pki::{self, Key};
-use cas_renewd::sim::{Scenario, Simulator};
+use cas_sim::{Scenario, Simulator};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cas-renewd");
 const KEY_ID: &str = "sim-access-key-id";

@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target: cas_renewd::fuzzing::api_response must never panic.
+//! Fuzz target: cas_renewd_fuzz::api_response must never panic.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| cas_renewd::fuzzing::api_response(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cas_renewd_fuzz::api_response(data));

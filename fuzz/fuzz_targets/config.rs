@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target: cas_renewd::fuzzing::config must never panic.
+//! Fuzz target: cas_renewd_fuzz::config must never panic.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| cas_renewd::fuzzing::config(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cas_renewd_fuzz::config(data));

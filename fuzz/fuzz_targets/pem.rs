@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target: cas_renewd::fuzzing::pem must never panic.
+//! Fuzz target: cas_renewd_fuzz::pem must never panic.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| cas_renewd::fuzzing::pem(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cas_renewd_fuzz::pem(data));

@@ -12,8 +12,10 @@ pub(crate) struct Tlv<'a> {
 }
 
 pub(crate) const SEQUENCE: u8 = 0x30;
+#[cfg(test)]
 pub(crate) const OCTET_STRING: u8 = 0x04;
 pub(crate) const BIT_STRING: u8 = 0x03;
+#[cfg(test)]
 pub(crate) const INTEGER: u8 = 0x02;
 /// `[0] EXPLICIT`, as the version of a TBSCertificate.
 pub(crate) const CONTEXT_0: u8 = 0xa0;

@@ -457,4 +457,62 @@ mod tests {
         let huge = "A".repeat(MAX_KEY_BYTES + 1);
         assert!(Key::from_pem(&huge).is_err());
     }
+
+    #[test]
+    fn ca_made_keys_come_in_the_scenario_key_format() {
+        // Moved from the simulator's CA tests: it checks that this parser reads every
+        // key form the simulated CAS hands out (`issuance.key_format`).
+        use cas_sim::ca::{Ca, Twist};
+        use cas_sim::scenario::KeyFormat;
+        use x509_parser::pem::parse_x509_pem;
+        let now = ::time::OffsetDateTime::now_utc();
+        for (format, alg, labels) in [
+            (KeyFormat::Pkcs1, "RSA", &["RSA PRIVATE KEY"][..]),
+            (KeyFormat::Pkcs1, "ECC", &["EC PRIVATE KEY"]),
+            (KeyFormat::Pkcs8, "RSA", &["PRIVATE KEY"]),
+            (KeyFormat::Pkcs8, "ECC", &["PRIVATE KEY"]),
+            (
+                KeyFormat::Sec1WithParams,
+                "ECC",
+                &["EC PARAMETERS", "EC PRIVATE KEY"],
+            ),
+            (KeyFormat::Sec1WithParams, "RSA", &["RSA PRIVATE KEY"]),
+            (KeyFormat::OneLine, "RSA", &["RSA PRIVATE KEY"]),
+            (KeyFormat::Crlf, "ECC", &["EC PRIVATE KEY"]),
+        ] {
+            let ca = Ca::new().expect("ca").with_key_format(format);
+            let issued = ca
+                .issue(
+                    None,
+                    &["k.example.com".to_owned()],
+                    alg,
+                    now,
+                    now + ::time::Duration::days(30),
+                    Twist::None,
+                )
+                .expect("issued");
+            let pem = issued.private_key_pem.expect("key");
+            let found: Vec<&str> = pem
+                .split("-----BEGIN ")
+                .skip(1)
+                .filter_map(|b| b.split("-----").next())
+                .collect();
+            assert_eq!(found, labels, "{format:?} {alg}");
+            match format {
+                KeyFormat::OneLine => assert!(!pem.contains('\n') && pem.contains("----- MII")),
+                KeyFormat::Crlf => {
+                    assert!(pem.contains("\r\n") && !pem.replace("\r\n", "").contains('\n'));
+                    assert!(!pem.ends_with('\n'));
+                }
+                _ => assert!(pem.ends_with("-----\n") && !pem.contains('\r')),
+            }
+            let (_, leaf) = parse_x509_pem(issued.leaf_pem.as_bytes()).expect("pem");
+            let key = Key::from_pem(&pem).unwrap_or_else(|e| panic!("{format:?} {alg}: {e}"));
+            assert_eq!(
+                key.spki_der(),
+                leaf.parse_x509().expect("x509").public_key().raw,
+                "{format:?} {alg}: the key is the certificate's"
+            );
+        }
+    }
 }

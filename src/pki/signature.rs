@@ -95,7 +95,7 @@ pub(crate) fn signed_by(child: &[u8], issuer: &[u8]) -> Result<(), LinkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::ca::{Ca, Twist};
+    use cas_sim::ca::{Ca, Twist};
     use x509_parser::pem::Pem;
 
     fn ders(pem: &str) -> Vec<Vec<u8>> {

@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn the_installed_leaf_is_read_from_cert_pem_or_is_none() {
-        use crate::sim::ca::{Ca, Twist};
+        use cas_sim::ca::{Ca, Twist};
         let d = tempfile::tempdir().expect("tempdir");
         let o = out(&d.path().join("www"), 2);
         assert!(o.installed_leaf().is_none(), "no directory yet");

@@ -254,8 +254,8 @@ fn log_removed(r: Result<Vec<PathBuf>, StoreError>) {
 mod tests {
     use super::*;
     use crate::pki::KeyAlgorithm;
-    use crate::sim::ca::{Ca, Twist};
     use crate::store::CertificateFiles;
+    use cas_sim::ca::{Ca, Twist};
 
     /// The part of a configured certificate the repair reads.
     struct Target {

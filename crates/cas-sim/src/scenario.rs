@@ -5,9 +5,25 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use crate::config::HumanDuration;
+/// A `humantime` duration such as `30s`, `15m` or `30d`. The simulator's own, so it
+/// does not depend on cas-renewd's configuration types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim())
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {text:?}: {e} (write it like \"30s\", \"15m\" or \"30d\")"
+                ))
+            })
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -362,7 +378,7 @@ mod tests {
         let d = Scenario::demo();
         assert_eq!(d.orders.len(), 2);
         let example =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sim-scenario.example.yaml");
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/sim-scenario.example.yaml");
         let s = Scenario::load(&example).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.access_key.id, "sim-access-key-id");
         assert_eq!(s.rate_limits.get("ListUserCertificateOrder"), Some(&10));

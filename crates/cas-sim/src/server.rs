@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::scenario::Scenario;
 use super::world::{SimError, World};
-use crate::cas::sign;
+use cas_sign as sign;
 
 /// How far a request's date may be from the wall clock, as Alibaba allows.
 const MAX_SKEW: chrono::Duration = chrono::Duration::minutes(15);

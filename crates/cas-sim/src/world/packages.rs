@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{Value, json};
 
 use super::{DAY_MS, Order, Phase, Renewal, SimError, World, param, required};
-use crate::sim::scenario::{IssueOutcome, OrderSpec, Scenario};
+use crate::scenario::{IssueOutcome, OrderSpec, Scenario};
 
 /// The documented free quota: 20 free certificates per account per (natural) year;
 /// simulated as a rolling 365 days.
@@ -320,7 +320,7 @@ impl World {
             &domain,
             Some(&OrderSpec {
                 domain: domain.clone(),
-                expires_in: crate::config::HumanDuration(std::time::Duration::ZERO),
+                expires_in: crate::scenario::HumanDuration(std::time::Duration::ZERO),
                 sans: vec![],
                 algorithm: "RSA".into(),
                 issue: IssueOutcome::Ok,

@@ -8,7 +8,7 @@ use rcgen::{
 use time::OffsetDateTime;
 
 use super::scenario::KeyFormat;
-use crate::pki::der;
+use x509_parser::asn1_rs::{Any, Class, FromDer as _, Tag};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -213,11 +213,11 @@ fn key_pem(key: &KeyPair, format: KeyFormat) -> Result<String, CaError> {
     let pkcs8 = key.serialize_der();
     let (label, der, curve) = if key.is_compatible(&rcgen::PKCS_RSA_SHA256) {
         // PrivateKeyInfo { version, algorithm, privateKey OCTET STRING (RSAPrivateKey) }
-        let pkcs1 = der::expect(&pkcs8, der::SEQUENCE)
-            .and_then(|(info, _)| der::expect(info.content, der::INTEGER))
-            .and_then(|(_, rest)| der::expect(rest, der::SEQUENCE))
-            .and_then(|(_, rest)| der::expect(rest, der::OCTET_STRING))
-            .map(|(key, _)| key.content.to_vec())
+        let pkcs1 = der_take(&pkcs8, Class::Universal, Tag::Sequence)
+            .and_then(|(info, _)| der_take(info, Class::Universal, Tag::Integer))
+            .and_then(|(_, rest)| der_take(rest, Class::Universal, Tag::Sequence))
+            .and_then(|(_, rest)| der_take(rest, Class::Universal, Tag::OctetString))
+            .map(|(key, _)| key.to_vec())
             .ok_or(CaError::KeyEncoding("PKCS#1"))?;
         ("RSA PRIVATE KEY", pkcs1, None)
     } else {
@@ -239,11 +239,11 @@ fn key_pem(key: &KeyPair, format: KeyFormat) -> Result<String, CaError> {
             .as_ref()
             .to_vec();
         // ECPrivateKey { version, privateKey, [0] parameters (the curve's OID), ... }
-        let curve = der::expect(&sec1, der::SEQUENCE)
-            .and_then(|(k, _)| der::expect(k.content, der::INTEGER))
-            .and_then(|(_, rest)| der::expect(rest, der::OCTET_STRING))
-            .and_then(|(_, rest)| der::expect(rest, der::CONTEXT_0))
-            .map(|(params, _)| params.content.to_vec())
+        let curve = der_take(&sec1, Class::Universal, Tag::Sequence)
+            .and_then(|(k, _)| der_take(k, Class::Universal, Tag::Integer))
+            .and_then(|(_, rest)| der_take(rest, Class::Universal, Tag::OctetString))
+            .and_then(|(_, rest)| der_take(rest, Class::ContextSpecific, Tag(0)))
+            .map(|(params, _)| params.to_vec())
             .ok_or(CaError::KeyEncoding("SEC1 with named curve"))?;
         ("EC PRIVATE KEY", sec1, Some(curve))
     };
@@ -257,6 +257,13 @@ fn key_pem(key: &KeyPair, format: KeyFormat) -> Result<String, CaError> {
         _ => pem_text(label, &der, "\n", true),
     });
     Ok(out)
+}
+
+/// The DER element at the front of `input` if it has `class` and `tag`: its content
+/// and what follows it.
+fn der_take(input: &[u8], class: Class, tag: Tag) -> Option<(&[u8], &[u8])> {
+    let (rest, any) = Any::from_der(input).ok()?;
+    (any.class() == class && any.tag() == tag).then_some((any.data, rest))
 }
 
 /// A PEM block with 64-column lines separated by `eol`.
@@ -430,59 +437,5 @@ mod tests {
         assert!(bc[0].critical);
         assert_eq!(bc[0].value, [0x30, 0x00], "cA FALSE left to its default");
         assert!(!cert.is_ca());
-    }
-
-    #[test]
-    fn ca_made_keys_come_in_the_scenario_key_format() {
-        use crate::pki::Key;
-        let now = OffsetDateTime::now_utc();
-        for (format, alg, labels) in [
-            (KeyFormat::Pkcs1, "RSA", &["RSA PRIVATE KEY"][..]),
-            (KeyFormat::Pkcs1, "ECC", &["EC PRIVATE KEY"]),
-            (KeyFormat::Pkcs8, "RSA", &["PRIVATE KEY"]),
-            (KeyFormat::Pkcs8, "ECC", &["PRIVATE KEY"]),
-            (
-                KeyFormat::Sec1WithParams,
-                "ECC",
-                &["EC PARAMETERS", "EC PRIVATE KEY"],
-            ),
-            (KeyFormat::Sec1WithParams, "RSA", &["RSA PRIVATE KEY"]),
-            (KeyFormat::OneLine, "RSA", &["RSA PRIVATE KEY"]),
-            (KeyFormat::Crlf, "ECC", &["EC PRIVATE KEY"]),
-        ] {
-            let ca = Ca::new().expect("ca").with_key_format(format);
-            let issued = ca
-                .issue(
-                    None,
-                    &["k.example.com".to_owned()],
-                    alg,
-                    now,
-                    now + ::time::Duration::days(30),
-                    Twist::None,
-                )
-                .expect("issued");
-            let pem = issued.private_key_pem.expect("key");
-            let found: Vec<&str> = pem
-                .split("-----BEGIN ")
-                .skip(1)
-                .filter_map(|b| b.split("-----").next())
-                .collect();
-            assert_eq!(found, labels, "{format:?} {alg}");
-            match format {
-                KeyFormat::OneLine => assert!(!pem.contains('\n') && pem.contains("----- MII")),
-                KeyFormat::Crlf => {
-                    assert!(pem.contains("\r\n") && !pem.replace("\r\n", "").contains('\n'));
-                    assert!(!pem.ends_with('\n'));
-                }
-                _ => assert!(pem.ends_with("-----\n") && !pem.contains('\r')),
-            }
-            let (_, leaf) = parse_x509_pem(issued.leaf_pem.as_bytes()).expect("pem");
-            let key = Key::from_pem(&pem).unwrap_or_else(|e| panic!("{format:?} {alg}: {e}"));
-            assert_eq!(
-                key.spki_der(),
-                leaf.parse_x509().expect("x509").public_key().raw,
-                "{format:?} {alg}: the key is the certificate's"
-            );
-        }
     }
 }

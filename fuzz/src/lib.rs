@@ -1,14 +1,16 @@
-//! Entry points for the fuzz targets (`fuzz/`) and their corpus replay test: each
-//! takes arbitrary bytes and must never panic, whatever it makes of them.
+//! Entry points for the fuzz targets (`fuzz_targets/`) and their corpus replay test
+//! (`tests/fuzz_replay.rs` includes this file): each takes arbitrary bytes and must
+//! never panic, whatever it makes of them. They call only cas-renewd's and the
+//! simulator's public API, so no fuzzing hook lives in the shipped library.
 
 use std::path::Path;
 
-use crate::cas::api::{CertificateDetail, CertificateStateResponse, OrderPage, RenewResponse};
-use crate::cas::client::ErrorBody;
-use crate::config::Config;
-use crate::pki::{self, Chain, Expectations};
-use crate::sim::Scenario;
-use crate::store::Journal;
+use cas_renewd::cas::api::{CertificateDetail, CertificateStateResponse, OrderPage, RenewResponse};
+use cas_renewd::cas::client::ErrorBody;
+use cas_renewd::config::Config;
+use cas_renewd::pki::{self, Chain, Expectations};
+use cas_renewd::store::Journal;
+use cas_sim::Scenario;
 
 /// The configuration loader (and, as YAML too, the simulator's scenario loader).
 pub fn config(data: &[u8]) {
