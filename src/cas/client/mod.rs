@@ -30,8 +30,10 @@ pub use hints::{acs_retry_after, ratelimit_time_left, retry_after_header, server
 pub use limiter::RateLimiter;
 pub use observe::Observer;
 pub use retry::{HINT_CAP, Idempotence, backoff, is_retryable_code};
-pub use transport::MAX_BODY_BYTES;
 
+/// Responses larger than this are refused: the largest real answer (a page of
+/// orders or a PEM chain) is a few hundred KiB.
+pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 const USER_AGENT: &str = concat!("cas-renewd/", env!("CARGO_PKG_VERSION"));
 
 /// Settings of one API product (CAS or DNS) at one endpoint.

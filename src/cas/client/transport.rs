@@ -3,11 +3,7 @@
 
 use std::time::Duration;
 
-use super::{ApiClient, ApiError, ErrorBody, ServiceError, server_wait_hint};
-
-/// Responses larger than this are refused: the largest real answer (a page of
-/// orders or a PEM chain) is a few hundred KiB.
-pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+use super::{ApiClient, ApiError, ErrorBody, MAX_BODY_BYTES, ServiceError, server_wait_hint};
 
 impl ApiClient {
     /// Sends `req` and reads its answer: the JSON object and its RequestId.
