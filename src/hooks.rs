@@ -237,12 +237,26 @@ pub async fn run_captured(
     ctx: &HookContext,
 ) -> Result<HookRun, HookError> {
     let started = Instant::now();
+    let (mut child, mut killer) = spawn(name, hook, ctx)?;
+    let mut out = Tail::new(OUTPUT_TAIL_BYTES);
+    let mut err = Tail::new(OUTPUT_TAIL_BYTES);
+    let status = wait_reading(&mut child, &mut killer, hook.timeout, &mut out, &mut err).await;
+    outcome(name, hook, started.elapsed(), status, out, err)
+}
+
+/// Starts the hook with its fixed environment, in a process group of its own, and
+/// the guard that kills that group.
+fn spawn(
+    name: &str,
+    hook: &HookSpec,
+    ctx: &HookContext,
+) -> Result<(tokio::process::Child, GroupKiller), HookError> {
     let (program, args) = hook.command.split_first().ok_or_else(|| HookError::Spawn {
         hook: name.to_owned(),
         program: String::new(),
         source: std::io::Error::other("empty command"),
     })?;
-    let mut child = tokio::process::Command::new(program)
+    let child = tokio::process::Command::new(program)
         .args(args)
         .env_clear()
         .envs(ctx.env())
@@ -260,49 +274,69 @@ pub async fn run_captured(
         })?;
     // process_group(0) makes the child's pid its group id. Until the child is
     // reaped its pid cannot be reused, so killing the group cannot hit strangers.
-    let mut killer = GroupKiller(
+    let killer = GroupKiller(
         child
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .and_then(rustix::process::Pid::from_raw),
     );
+    Ok((child, killer))
+}
+
+/// Waits for the hook to exit within `timeout` while reading both streams into
+/// `out` and `err`. `None` when it timed out: then its group is killed and the
+/// process reaped. The killer is disarmed once the hook exited by itself.
+async fn wait_reading(
+    child: &mut tokio::process::Child,
+    killer: &mut GroupKiller,
+    timeout: Duration,
+    out: &mut Tail,
+    err: &mut Tail,
+) -> Option<std::io::Result<std::process::ExitStatus>> {
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    let mut out = Tail::new(OUTPUT_TAIL_BYTES);
-    let mut err = Tail::new(OUTPUT_TAIL_BYTES);
-    let status = {
-        let mut readers = std::pin::pin!(async {
-            tokio::join!(pump(stdout, &mut out), pump(stderr, &mut err));
-        });
-        let mut read_all = false;
-        let waited = tokio::time::timeout(hook.timeout, async {
-            loop {
-                tokio::select! {
-                    s = child.wait() => break s,
-                    () = &mut readers, if !read_all => read_all = true,
-                }
+    let mut readers = std::pin::pin!(async {
+        tokio::join!(pump(stdout, out), pump(stderr, err));
+    });
+    let mut read_all = false;
+    let waited = tokio::time::timeout(timeout, async {
+        loop {
+            tokio::select! {
+                s = child.wait() => break s,
+                () = &mut readers, if !read_all => read_all = true,
             }
-        })
-        .await;
-        let status = match waited {
-            Ok(s) => {
-                killer.0 = None;
-                Some(s)
-            }
-            Err(_) => {
-                killer.kill();
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                None
-            }
-        };
-        if !read_all {
-            // A background child may hold the pipes open for as long as it lives.
-            let _ = tokio::time::timeout(DRAIN_GRACE, &mut readers).await;
         }
-        status
+    })
+    .await;
+    let status = match waited {
+        Ok(s) => {
+            killer.0 = None;
+            Some(s)
+        }
+        Err(_) => {
+            killer.kill();
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            None
+        }
     };
-    let took = started.elapsed();
+    if !read_all {
+        // A background child may hold the pipes open for as long as it lives.
+        let _ = tokio::time::timeout(DRAIN_GRACE, &mut readers).await;
+    }
+    status
+}
+
+/// The result of a hook that ran for `took` and ended with `status` (`None`: timed
+/// out), with the tails of its output in the message or the [`HookRun`].
+fn outcome(
+    name: &str,
+    hook: &HookSpec,
+    took: Duration,
+    status: Option<std::io::Result<std::process::ExitStatus>>,
+    out: Tail,
+    err: Tail,
+) -> Result<HookRun, HookError> {
     match status {
         None => Err(HookError::Timeout {
             hook: name.to_owned(),

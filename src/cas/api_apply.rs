@@ -7,7 +7,7 @@
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
-use super::api::{Cas, CertificateOrder, Tag};
+use super::api::{Cas, CertificateOrder, Tag, int_from_str, param};
 use super::client::{ApiError, Idempotence, Response};
 
 /// Why CAS will not renew an order; a new certificate must be applied for. Sources:
@@ -95,12 +95,7 @@ fn de_num<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     match Option::<NumOrString>::deserialize(d)? {
         None => Ok(None),
         Some(NumOrString::Num(n)) => Ok(Some(n)),
-        Some(NumOrString::Str(s)) if s.trim().is_empty() => Ok(None),
-        Some(NumOrString::Str(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| de::Error::custom(format!("{s:?} is not an integer"))),
+        Some(NumOrString::Str(s)) => int_from_str(&s),
     }
 }
 
@@ -176,10 +171,6 @@ pub struct UpdateInstanceParams {
 #[serde(rename_all = "PascalCase", default)]
 pub struct Acknowledged {
     pub request_id: String,
-}
-
-fn param(k: &str, v: impl ToString) -> (String, String) {
-    (k.to_owned(), v.to_string())
 }
 
 fn push_opt(p: &mut Vec<(String, String)>, k: &str, v: Option<&str>) {
