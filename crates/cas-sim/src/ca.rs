@@ -394,31 +394,24 @@ mod tests {
 
         let k = KeyPair::generate().expect("key");
         let csr_pem = csr(&["a.example.com"], &k);
-        let wrong = ca
-            .issue(
+        let twisted = |twist| {
+            ca.issue(
                 Some(&csr_pem),
                 &[],
                 "ECC",
                 now,
                 now + ::time::Duration::days(30),
-                Twist::WrongKey,
+                twist,
             )
-            .expect("issued");
+            .expect("issued")
+        };
+        let wrong = twisted(Twist::WrongKey);
         let (_, pem) = parse_x509_pem(wrong.leaf_pem.as_bytes()).expect("pem");
         assert_ne!(
             pem.parse_x509().expect("x509").public_key().raw,
             k.subject_public_key_info().as_slice()
         );
-        let expired = ca
-            .issue(
-                Some(&csr_pem),
-                &[],
-                "ECC",
-                now,
-                now + ::time::Duration::days(30),
-                Twist::Expired,
-            )
-            .expect("issued");
+        let expired = twisted(Twist::Expired);
         let (_, pem) = parse_x509_pem(expired.leaf_pem.as_bytes()).expect("pem");
         assert!(!pem.parse_x509().expect("x509").validity().is_valid());
         assert!(
