@@ -115,32 +115,7 @@ impl Ca {
         twist: Twist,
     ) -> Result<Issued, CaError> {
         let (public_key, mut cert_names, private_key_pem) = match csr_pem {
-            Some(pem) => {
-                let csr = CertificateSigningRequestParams::from_pem(pem)
-                    .map_err(|e| CaError::BadCsr(e.to_string()))?;
-                let mut names: Vec<String> = csr
-                    .params
-                    .subject_alt_names
-                    .iter()
-                    .filter_map(|s| match s {
-                        SanType::DnsName(n) => Some(n.to_string()),
-                        _ => None,
-                    })
-                    .collect();
-                if let Some(cn) = csr
-                    .params
-                    .distinguished_name
-                    .get(&DnType::CommonName)
-                    .and_then(dn_value)
-                    && !names.contains(&cn)
-                {
-                    names.insert(0, cn);
-                }
-                if names.is_empty() {
-                    return Err(CaError::CsrWithoutName);
-                }
-                (PublicKey::Csr(csr.public_key), names, None)
-            }
+            Some(pem) => csr_subject(pem)?,
             None => {
                 let key = if algorithm.eq_ignore_ascii_case("RSA") {
                     KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?
@@ -162,30 +137,7 @@ impl Ca {
             }
             Twist::WrongKey => {}
         }
-        let mut p = CertificateParams::new(cert_names.clone())?;
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name
-            .push(DnType::CommonName, cert_names[0].clone());
-        p.not_before = not_before;
-        p.not_after = not_after;
-        let serial: [u8; 16] = rand::random();
-        let mut serial = serial.to_vec();
-        serial[0] &= 0x7f;
-        p.serial_number = Some(SerialNumber::from_slice(&serial));
-        // As public CAs issue leaves: BasicConstraints critical and empty (cA
-        // defaults to FALSE). rcgen's ExplicitNoCa encodes `cA: FALSE`, which DER
-        // forbids for a default value and strict parsers (python-cryptography) refuse.
-        p.is_ca = IsCa::NoCa;
-        let mut basic_constraints =
-            rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 19], vec![0x30, 0x00]);
-        basic_constraints.set_criticality(true);
-        p.custom_extensions.push(basic_constraints);
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        p.use_authority_key_identifier_extension = true;
+        let (p, serial) = leaf_params(&cert_names, not_before, not_after)?;
         let cert = if twist == Twist::WrongKey {
             let other = KeyPair::generate()?;
             p.signed_by(&other, &self.intermediate)?
@@ -206,6 +158,69 @@ impl Ca {
 }
 
 /// A key this CA made, as CAS would hand it out in `format`.
+/// A CSR's public key and names: its DNS SANs, with its CN first when the SANs
+/// lack it.
+fn csr_subject(pem: &str) -> Result<(PublicKey, Vec<String>, Option<String>), CaError> {
+    let csr = CertificateSigningRequestParams::from_pem(pem)
+        .map_err(|e| CaError::BadCsr(e.to_string()))?;
+    let mut names: Vec<String> = csr
+        .params
+        .subject_alt_names
+        .iter()
+        .filter_map(|s| match s {
+            SanType::DnsName(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .collect();
+    if let Some(cn) = csr
+        .params
+        .distinguished_name
+        .get(&DnType::CommonName)
+        .and_then(dn_value)
+        && !names.contains(&cn)
+    {
+        names.insert(0, cn);
+    }
+    if names.is_empty() {
+        return Err(CaError::CsrWithoutName);
+    }
+    Ok((PublicKey::Csr(csr.public_key), names, None))
+}
+
+/// A TLS server leaf's parameters for `names` (the first is the CN), with a
+/// random positive serial, which is returned too.
+fn leaf_params(
+    names: &[String],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<(CertificateParams, Vec<u8>), CaError> {
+    let mut p = CertificateParams::new(names.to_vec())?;
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name
+        .push(DnType::CommonName, names[0].clone());
+    p.not_before = not_before;
+    p.not_after = not_after;
+    let serial: [u8; 16] = rand::random();
+    let mut serial = serial.to_vec();
+    serial[0] &= 0x7f;
+    p.serial_number = Some(SerialNumber::from_slice(&serial));
+    // As public CAs issue leaves: BasicConstraints critical and empty (cA
+    // defaults to FALSE). rcgen's ExplicitNoCa encodes `cA: FALSE`, which DER
+    // forbids for a default value and strict parsers (python-cryptography) refuse.
+    p.is_ca = IsCa::NoCa;
+    let mut basic_constraints =
+        rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 19], vec![0x30, 0x00]);
+    basic_constraints.set_criticality(true);
+    p.custom_extensions.push(basic_constraints);
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    p.use_authority_key_identifier_extension = true;
+    Ok((p, serial))
+}
+
 fn key_pem(key: &KeyPair, format: KeyFormat) -> Result<String, CaError> {
     if format == KeyFormat::Pkcs8 {
         return Ok(key.serialize_pem());
@@ -379,31 +394,24 @@ mod tests {
 
         let k = KeyPair::generate().expect("key");
         let csr_pem = csr(&["a.example.com"], &k);
-        let wrong = ca
-            .issue(
+        let twisted = |twist| {
+            ca.issue(
                 Some(&csr_pem),
                 &[],
                 "ECC",
                 now,
                 now + ::time::Duration::days(30),
-                Twist::WrongKey,
+                twist,
             )
-            .expect("issued");
+            .expect("issued")
+        };
+        let wrong = twisted(Twist::WrongKey);
         let (_, pem) = parse_x509_pem(wrong.leaf_pem.as_bytes()).expect("pem");
         assert_ne!(
             pem.parse_x509().expect("x509").public_key().raw,
             k.subject_public_key_info().as_slice()
         );
-        let expired = ca
-            .issue(
-                Some(&csr_pem),
-                &[],
-                "ECC",
-                now,
-                now + ::time::Duration::days(30),
-                Twist::Expired,
-            )
-            .expect("issued");
+        let expired = twisted(Twist::Expired);
         let (_, pem) = parse_x509_pem(expired.leaf_pem.as_bytes()).expect("pem");
         assert!(!pem.parse_x509().expect("x509").validity().is_valid());
         assert!(

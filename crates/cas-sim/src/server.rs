@@ -8,13 +8,16 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use chrono::{NaiveDateTime, Utc};
+use chrono::Utc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
+mod auth;
+
+use self::auth::{Incoming, authenticate};
 use super::scenario::Scenario;
 use super::world::{SimError, World};
 use cas_sign as sign;
@@ -170,215 +173,6 @@ fn parse_pairs(s: &str, plus_is_space: bool) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The parsed, not yet authenticated request.
-struct Incoming {
-    method: String,
-    headers: HeaderMap,
-    query: Vec<(String, String)>,
-    form: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Incoming {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn all_params(&self) -> HashMap<String, String> {
-        self.query.iter().chain(&self.form).cloned().collect()
-    }
-}
-
-/// Checks the signature, returning the action and version it covers.
-fn authenticate(shared: &Shared, req: &Incoming) -> Result<(String, String), SimError> {
-    let params = req.all_params();
-    let (key_id, date, nonce, action, version, check): (
-        String,
-        String,
-        String,
-        String,
-        String,
-        SigCheck,
-    ) = if let Some(auth) = req
-        .header("authorization")
-        .filter(|a| a.starts_with(sign::ALGORITHM_V3))
-    {
-        let parsed = sign::parse_authorization_v3(auth).ok_or_else(|| {
-            SimError::new(
-                400,
-                "IncompleteSignature",
-                "The request signature does not conform to Aliyun standards.",
-            )
-        })?;
-        let get = |h: &str| {
-            req.header(h)
-                .map(str::to_owned)
-                .ok_or_else(|| SimError::missing(h))
-        };
-        (
-            parsed.access_key_id.clone(),
-            get("x-acs-date")?,
-            get("x-acs-signature-nonce")?,
-            get("x-acs-action")?,
-            get("x-acs-version")?,
-            SigCheck::V3(parsed),
-        )
-    } else if let Some(sig) = params.get("Signature") {
-        let get = |p: &str| params.get(p).cloned().ok_or_else(|| SimError::missing(p));
-        if params.get("SignatureMethod").map(String::as_str) != Some("HMAC-SHA1") {
-            return Err(SimError::invalid(
-                "SignatureMethod",
-                "only HMAC-SHA1 is supported",
-            ));
-        }
-        (
-            get("AccessKeyId")?,
-            get("Timestamp")?,
-            get("SignatureNonce")?,
-            get("Action")?,
-            get("Version")?,
-            SigCheck::V2(sig.clone()),
-        )
-    } else {
-        return Err(SimError::new(
-            400,
-            "MissingParameter",
-            "The request carries no signature (no Authorization header and no Signature parameter).",
-        ));
-    };
-
-    if key_id != shared.key_id {
-        return Err(SimError::new(
-            400,
-            "InvalidAccessKeyId.NotFound",
-            "Specified access key is not found.",
-        ));
-    }
-    let when = NaiveDateTime::parse_from_str(&date, "%Y-%m-%dT%H:%M:%SZ")
-        .map_err(|_| {
-            SimError::new(
-                400,
-                "InvalidTimeStamp.Format",
-                format!("Specified time stamp {date:?} is not in yyyy-MM-ddTHH:mm:ssZ format."),
-            )
-        })?
-        .and_utc();
-    if (Utc::now() - when).abs() > MAX_SKEW {
-        return Err(SimError::new(
-            400,
-            "InvalidTimeStamp.Expired",
-            "Specified time stamp or date value is expired.",
-        ));
-    }
-
-    let (expected, string_to_sign) = match &check {
-        SigCheck::V3(auth) => {
-            let payload = sign::sha256_hex(&req.body);
-            if req.header("x-acs-content-sha256") != Some(payload.as_str()) {
-                return Err(SimError::new(
-                    400,
-                    "IncompleteSignature",
-                    "x-acs-content-sha256 does not match the request body.",
-                ));
-            }
-            let mut signed = Vec::new();
-            for h in &auth.signed_headers {
-                let v = req
-                    .headers
-                    .get_all(h.as_str())
-                    .iter()
-                    .filter_map(|v| v.to_str().ok());
-                let values: Vec<&str> = v.collect();
-                if values.is_empty() {
-                    return Err(SimError::new(
-                        400,
-                        "IncompleteSignature",
-                        format!("Signed header {h} is missing."),
-                    ));
-                }
-                for value in values {
-                    signed.push((h.clone(), value.to_owned()));
-                }
-            }
-            for must in [
-                "host",
-                "x-acs-action",
-                "x-acs-date",
-                "x-acs-signature-nonce",
-            ] {
-                if !auth.signed_headers.iter().any(|h| h == must) {
-                    return Err(SimError::new(
-                        400,
-                        "IncompleteSignature",
-                        format!("Header {must} must be signed."),
-                    ));
-                }
-            }
-            let sig = sign::sign_v3(
-                &sign::V3Input {
-                    method: &req.method,
-                    path: "/",
-                    query: &req.query,
-                    headers: &signed,
-                    payload_hash: &payload,
-                },
-                shared.secret.as_bytes(),
-            );
-            let ok = sign::constant_time_eq(&sig.signature, &auth.signature);
-            shared.world().remember_signature(&auth.signature);
-            (ok, sig.string_to_sign)
-        }
-        SigCheck::V2(given) => {
-            let unsigned: Vec<(String, String)> = req
-                .query
-                .iter()
-                .chain(&req.form)
-                .filter(|(k, _)| k != "Signature")
-                .cloned()
-                .collect();
-            let sts = sign::string_to_sign_v2(&req.method, &unsigned);
-            let ok = sign::constant_time_eq(&sign::sign_v2(&sts, shared.secret.as_bytes()), given);
-            shared.world().remember_signature(given);
-            (ok, sts)
-        }
-    };
-    if !expected {
-        shared.world().signature_failures += 1;
-        return Err(SimError::new(
-            403,
-            "SignatureDoesNotMatch",
-            format!(
-                "Specified signature is not matched with our calculation. server string to sign is:{string_to_sign}"
-            ),
-        ));
-    }
-
-    {
-        let mut nonces = shared.nonces.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if nonces.len() > 10_000 {
-            nonces.retain(|_, t| now.duration_since(*t) < NONCE_TTL);
-        }
-        if nonces
-            .get(&nonce)
-            .is_some_and(|t| now.duration_since(*t) < NONCE_TTL)
-        {
-            return Err(SimError::new(
-                400,
-                "SignatureNonceUsed",
-                "Specified signature nonce was used already.",
-            ));
-        }
-        nonces.insert(nonce, now);
-    }
-    Ok((action, version))
-}
-
-enum SigCheck {
-    V3(sign::ParsedAuthorization),
-    V2(String),
-}
-
 /// Counts a call in its one-second window; `Some(ms until the next window)` when over the limit.
 fn over_limit(shared: &Shared, action: &str) -> Option<(u32, u64)> {
     let limit = shared
@@ -416,50 +210,95 @@ fn throttled(limit: u32, time_left_ms: u64) -> (SimError, Vec<(String, String)>)
     )
 }
 
+/// One answer's error with its extra headers (the rate-limit header of a throttled call).
+type Refusal = (SimError, Vec<(String, String)>);
+
 pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
+    if let Some(r) = sim_endpoint(&shared, &method, &path, &query) {
+        return r;
+    }
+    let request_id = shared.request_id();
+    let incoming = match read_request(req, &method, &path, &query).await {
+        Ok(i) => i,
+        Err(e) => return json_response(e.status, &error_body(&e, &request_id, ""), &[]),
+    };
+    let (action, version) = match authenticate(&shared, &incoming) {
+        Ok(av) => av,
+        Err(e) => return json_response(e.status, &error_body(&e, &request_id, ""), &[]),
+    };
+    let fail = |(e, extra): Refusal| {
+        json_response(e.status, &error_body(&e, &request_id, &action), &extra)
+    };
+    if let Err(e) = check_version(&action, &version) {
+        return fail((e, vec![]));
+    }
+    *shared.world().calls.entry(action.clone()).or_default() += 1;
+    if let Err(refusal) = admit(&shared, &action).await {
+        return fail(refusal);
+    }
+    let params = incoming.all_params();
+    let result = shared.world().call(&action, &params);
+    let mut body = match result {
+        Ok(v) => v,
+        Err(e) => return fail((e, vec![])),
+    };
+    body["RequestId"] = json!(request_id);
+    answer(&shared, &body).await
+}
+
+/// The simulator's own endpoints under `/_sim/`, which need no signature.
+fn sim_endpoint(shared: &Shared, method: &Method, path: &str, query: &str) -> Option<Response> {
     if path == "/_sim/state" && method == Method::GET {
         let snapshot = shared.world().snapshot();
-        return json_response(200, &snapshot, &[]);
+        return Some(json_response(200, &snapshot, &[]));
     }
     if path == "/_sim/clock" && method == Method::POST {
-        return advance_clock(&shared, &query);
+        return Some(advance_clock(shared, query));
     }
     if path == "/_sim/ca.pem" && method == Method::GET {
         let pem = shared.world().root_pem().to_owned();
-        return Response::new(Body::from(pem));
+        return Some(Response::new(Body::from(pem)));
     }
-    let request_id = shared.request_id();
+    None
+}
+
+/// Reads the body (at most [`MAX_BODY`]) and the query and form parameters of an
+/// API call, which only `/` takes.
+async fn read_request(
+    req: Request,
+    method: &Method,
+    path: &str,
+    query: &str,
+) -> Result<Incoming, SimError> {
     let headers = req.headers().clone();
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b.to_vec(),
         Err(_) => {
-            let e = SimError::new(
+            return Err(SimError::new(
                 413,
                 "RequestEntityTooLarge",
                 "The request body is too large.",
-            );
-            return json_response(413, &error_body(&e, &request_id, ""), &[]);
+            ));
         }
     };
     if path != "/" {
-        let e = SimError::new(
+        return Err(SimError::new(
             404,
             "InvalidAction.NotFound",
             "Specified api is not found, please check your url and method.",
-        );
-        return json_response(404, &error_body(&e, &request_id, ""), &[]);
+        ));
     }
     let is_form = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-    let incoming = Incoming {
+    Ok(Incoming {
         method: method.as_str().to_owned(),
         // Query strings follow form encoding: `+` is a space (SDKs send it so).
-        query: parse_pairs(&query, true),
+        query: parse_pairs(query, true),
         form: if is_form {
             parse_pairs(&String::from_utf8_lossy(&body), true)
         } else {
@@ -467,55 +306,47 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
         },
         headers,
         body,
-    };
+    })
+}
 
-    let (action, version) = match authenticate(&shared, &incoming) {
-        Ok(av) => av,
-        Err(e) => return json_response(e.status, &error_body(&e, &request_id, ""), &[]),
-    };
-    let fail = |e: SimError, extra: Vec<(String, String)>| {
-        json_response(e.status, &error_body(&e, &request_id, &action), &extra)
-    };
-    let expected_version = if CAS_ACTIONS.contains(&action.as_str()) {
+/// The action must exist and be called with its product's API version.
+fn check_version(action: &str, version: &str) -> Result<(), SimError> {
+    let expected_version = if CAS_ACTIONS.contains(&action) {
         CAS_VERSION
-    } else if DNS_ACTIONS.contains(&action.as_str()) {
+    } else if DNS_ACTIONS.contains(&action) {
         DNS_VERSION
     } else {
-        return fail(
-            SimError::new(
-                404,
-                "InvalidAction.NotFound",
-                format!("Specified api is not found, please check your url and method: {action}"),
-            ),
-            vec![],
-        );
+        return Err(SimError::new(
+            404,
+            "InvalidAction.NotFound",
+            format!("Specified api is not found, please check your url and method: {action}"),
+        ));
     };
     if version != expected_version {
-        return fail(
-            SimError::new(
-                400,
-                "InvalidVersion",
-                format!(
-                    "Specified parameter Version {version:?} is not valid; {action} is version {expected_version}."
-                ),
+        return Err(SimError::new(
+            400,
+            "InvalidVersion",
+            format!(
+                "Specified parameter Version {version:?} is not valid; {action} is version {expected_version}."
             ),
-            vec![],
-        );
+        ));
     }
-    *shared.world().calls.entry(action.clone()).or_default() += 1;
+    Ok(())
+}
 
+/// What happens before the action runs: the scenario's latency, the rate limit,
+/// and the injected throttling and server errors (the action then has no effect).
+async fn admit(shared: &Shared, action: &str) -> Result<(), Refusal> {
     if !shared.latency.is_zero() {
         tokio::time::sleep(shared.latency).await;
     }
-    if let Some((limit, left)) = over_limit(&shared, &action) {
+    if let Some((limit, left)) = over_limit(shared, action) {
         shared.world().throttled += 1;
-        let (e, h) = throttled(limit, left);
-        return fail(e, h);
+        return Err(throttled(limit, left));
     }
     if shared.roll(shared.throttle) {
         shared.count_fault("throttle");
-        let (e, h) = throttled(shared.default_limit, 200);
-        return fail(e, h);
+        return Err(throttled(shared.default_limit, 200));
     }
     if shared.roll(shared.server_error) {
         shared.count_fault("server_error");
@@ -532,18 +363,14 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
                 "The request processing has failed due to some unknown error.",
             )
         };
-        return fail(e, vec![]);
+        return Err((e, vec![]));
     }
+    Ok(())
+}
 
-    let params = incoming.all_params();
-    let result = shared.world().call(&action, &params);
-    let mut body = match result {
-        Ok(v) => v,
-        Err(e) => return fail(e, vec![]),
-    };
-    body["RequestId"] = json!(request_id);
-
-    // Faults that strike after the action took effect: the hardest case for a client.
+/// Writes a successful answer, unless a fault strikes after the action took
+/// effect (the hardest case for a client): a held connection or a garbled body.
+async fn answer(shared: &Shared, body: &Value) -> Response {
     if shared.roll(shared.timeout) {
         shared.count_fault("timeout");
         tokio::time::sleep(shared.hold).await;
@@ -565,7 +392,7 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
             .body(Body::from(broken))
             .unwrap_or_else(|_| Response::new(Body::empty()));
     }
-    json_response(200, &body, &[])
+    json_response(200, body, &[])
 }
 
 fn advance_clock(shared: &Shared, query: &str) -> Response {

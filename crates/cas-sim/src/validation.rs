@@ -238,31 +238,40 @@ mod tests {
     #[test]
     fn record_domain_forms() {
         let zones = vec!["example.com".to_owned(), "sub.example.com".to_owned()];
-        let f = |form, d| record_domain(form, d, &zones);
-        assert_eq!(
-            f(RecordDomainForm::RelativeToDomain, "www.example.com"),
-            "_dnsauth"
-        );
-        assert_eq!(
-            f(RecordDomainForm::RelativeToZone, "www.example.com"),
-            "_dnsauth.www"
-        );
-        assert_eq!(
-            f(RecordDomainForm::RelativeToZone, "example.com"),
-            "_dnsauth"
-        );
-        assert_eq!(
-            f(RecordDomainForm::RelativeToZone, "*.example.com"),
-            "_dnsauth"
-        );
-        assert_eq!(
-            f(RecordDomainForm::RelativeToZone, "a.sub.example.com"),
-            "_dnsauth.a"
-        );
-        assert_eq!(
-            f(RecordDomainForm::Fqdn, "*.example.com"),
-            "_dnsauth.example.com"
-        );
+        for (form, domain, want) in [
+            (
+                RecordDomainForm::RelativeToDomain,
+                "www.example.com",
+                "_dnsauth",
+            ),
+            (
+                RecordDomainForm::RelativeToZone,
+                "www.example.com",
+                "_dnsauth.www",
+            ),
+            (RecordDomainForm::RelativeToZone, "example.com", "_dnsauth"),
+            (
+                RecordDomainForm::RelativeToZone,
+                "*.example.com",
+                "_dnsauth",
+            ),
+            (
+                RecordDomainForm::RelativeToZone,
+                "a.sub.example.com",
+                "_dnsauth.a",
+            ),
+            (
+                RecordDomainForm::Fqdn,
+                "*.example.com",
+                "_dnsauth.example.com",
+            ),
+        ] {
+            assert_eq!(
+                record_domain(form, domain, &zones),
+                want,
+                "{form:?} {domain}"
+            );
+        }
     }
 
     #[test]

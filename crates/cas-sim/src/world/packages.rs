@@ -243,6 +243,11 @@ impl Plans {
 
 /// The CN of a CSR, lower-case.
 pub fn csr_common_name(csr: &str) -> Result<String, SimError> {
+    Ok(csr_cn(csr)?.unwrap_or_default().to_ascii_lowercase())
+}
+
+/// The CN of a CSR as written, if it has one.
+pub(super) fn csr_cn(csr: &str) -> Result<Option<String>, SimError> {
     let parsed = rcgen::CertificateSigningRequestParams::from_pem(csr)
         .map_err(|e| SimError::invalid("Csr", e))?;
     Ok(parsed
@@ -253,9 +258,56 @@ pub fn csr_common_name(csr: &str) -> Result<String, SimError> {
             rcgen::DnValue::Utf8String(s) => s.clone(),
             rcgen::DnValue::PrintableString(s) => s.to_string(),
             _ => String::new(),
+        }))
+}
+
+/// CreateCertificateForPackageRequest's parameters, checked.
+struct CreateRequest {
+    product_code: String,
+    csr: Option<String>,
+    names: Vec<String>,
+    domain: String,
+}
+
+fn create_request(p: &HashMap<String, String>) -> Result<CreateRequest, SimError> {
+    // The SDK documents digicert-free-1-free as the default ProductCode.
+    let product_code = param(p, "ProductCode")
+        .unwrap_or("digicert-free-1-free")
+        .to_owned();
+    let csr = param(p, "Csr").map(str::to_owned);
+    let names: Vec<String> = param(p, "Domain")
+        .map(|d| {
+            d.split(',')
+                .map(|n| n.trim().to_ascii_lowercase())
+                .filter(|n| !n.is_empty())
+                .collect()
         })
-        .unwrap_or_default()
-        .to_ascii_lowercase())
+        .unwrap_or_default();
+    if names.len() > 5 {
+        return Err(SimError::invalid("Domain", "at most five domain names"));
+    }
+    // With a Csr, its CN is the certificate's domain (SDK docs).
+    let domain = match &csr {
+        Some(c) => csr_common_name(c)?,
+        None => names
+            .first()
+            .cloned()
+            .ok_or_else(|| SimError::missing("Domain"))?,
+    };
+    if domain.is_empty() {
+        return Err(SimError::invalid("Csr", "the CSR has no CN"));
+    }
+    if let Some(v) = param(p, "ValidateType")
+        && !matches!(v, "DNS" | "FILE")
+    {
+        return Err(SimError::invalid("ValidateType", "DNS or FILE"));
+    }
+    Ok(CreateRequest {
+        product_code,
+        csr,
+        names,
+        domain,
+    })
 }
 
 impl World {
@@ -283,38 +335,12 @@ impl World {
         p: &HashMap<String, String>,
     ) -> Result<Value, SimError> {
         let now = self.now_ms();
-        // The SDK documents digicert-free-1-free as the default ProductCode.
-        let product_code = param(p, "ProductCode")
-            .unwrap_or("digicert-free-1-free")
-            .to_owned();
-        let csr = param(p, "Csr").map(str::to_owned);
-        let names: Vec<String> = param(p, "Domain")
-            .map(|d| {
-                d.split(',')
-                    .map(|n| n.trim().to_ascii_lowercase())
-                    .filter(|n| !n.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if names.len() > 5 {
-            return Err(SimError::invalid("Domain", "at most five domain names"));
-        }
-        // With a Csr, its CN is the certificate's domain (SDK docs).
-        let domain = match &csr {
-            Some(c) => csr_common_name(c)?,
-            None => names
-                .first()
-                .cloned()
-                .ok_or_else(|| SimError::missing("Domain"))?,
-        };
-        if domain.is_empty() {
-            return Err(SimError::invalid("Csr", "the CSR has no CN"));
-        }
-        if let Some(v) = param(p, "ValidateType")
-            && !matches!(v, "DNS" | "FILE")
-        {
-            return Err(SimError::invalid("ValidateType", "DNS or FILE"));
-        }
+        let CreateRequest {
+            product_code,
+            csr,
+            names,
+            domain,
+        } = create_request(p)?;
         self.plans.spend(&product_code, now)?;
         let kind = Kind::of(
             &domain,
