@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use tracing::{error, info, warn};
 
 use super::{
-    CertRun, EngineError, JournalPhase, RECONCILE_GRACE, TAG_KEY, crash_point, now_rfc3339,
+    CertRun, CrashPoint, EngineError, JournalPhase, RECONCILE_GRACE, TAG_KEY, crash_point,
+    now_rfc3339,
 };
 use crate::cas::api::CertificateState;
 use crate::cas::api::{CertificateOrder, OrderFilter, OrderStatus, Tag};
@@ -123,7 +124,7 @@ impl CertRun<'_> {
         self.journal.requested_at = Some(now_rfc3339());
         self.journal.unclear_since = None;
         self.save()?;
-        crash_point("after-renew-requested");
+        crash_point(CrashPoint::AfterRenewRequested);
         self.report.renew_calls += 1;
         self.e
             .metrics
@@ -146,12 +147,12 @@ impl CertRun<'_> {
         };
         match result {
             Ok((order_id, request_id)) => {
-                crash_point("after-renew-call");
+                crash_point(CrashPoint::AfterRenewCall);
                 info!(cert = %self.cert.name, source_order_id = source, new_order_id = order_id, request_id = %request_id, action = call.action(), "paid call accepted");
                 self.journal.phase = JournalPhase::OrderCreated;
                 self.journal.new_order_id = Some(order_id);
                 self.save()?;
-                crash_point("after-order-created");
+                crash_point(CrashPoint::AfterOrderCreated);
                 Ok(())
             }
             // A 200 without the documented OrderId may have acted as well.
@@ -278,7 +279,7 @@ impl CertRun<'_> {
                     self.journal.unclear_since = None;
                     self.save()?;
                     self.set_unclear_metric(false);
-                    crash_point("after-order-created");
+                    crash_point(CrashPoint::AfterOrderCreated);
                     return Ok(());
                 }
                 Found::Several(ids) if !self.force => {
@@ -445,7 +446,7 @@ impl CertRun<'_> {
         }
         self.journal.phase = JournalPhase::ApplicationRequested;
         self.save()?;
-        crash_point("after-application-requested");
+        crash_point(CrashPoint::AfterApplicationRequested);
         match self.e.cas.apply_certificate(&instance).await {
             Ok(r) => {
                 info!(cert = %self.cert.name, order_id = order, instance_id = %instance, request_id = %r.request_id, "application submitted for the pending renewal order");
@@ -457,7 +458,7 @@ impl CertRun<'_> {
                     .pending_application
                     .with_label_values(&[self.cert.name.as_str()])
                     .set(0.0);
-                crash_point("after-application-submitted");
+                crash_point(CrashPoint::AfterApplicationSubmitted);
                 Ok(())
             }
             Err(e) => self.pending(

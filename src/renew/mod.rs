@@ -13,7 +13,7 @@ pub mod validation;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -31,6 +31,7 @@ use crate::domain::ControlsEscaped;
 use crate::hooks::{self, HookContext};
 use crate::metrics::Metrics;
 use crate::pki::{self, CertInfo, Chain, Expectations, Key, PkiError};
+use crate::store::faults::{CrashPoint, crash_point};
 use crate::store::{
     self, CertificateFiles, FileSpec, Journal, JournalPhase, PaidCall, StateDir, StoreError,
 };
@@ -147,24 +148,6 @@ pub struct PassOptions {
     /// How long a pass follows an unissued order before it reports `Waiting` and
     /// moves on (the daemon); `None` follows until `issuance_timeout` (`once`).
     pub follow_budget: Option<Duration>,
-}
-
-/// Kills the process with SIGKILL at a named point when `CAS_RENEWD_CRASH_AT` names
-/// it. Test harnesses use it to prove that a crash at that point loses nothing.
-fn crash_point(name: &str) {
-    static AT: OnceLock<Option<String>> = OnceLock::new();
-    if AT
-        .get_or_init(|| std::env::var("CAS_RENEWD_CRASH_AT").ok())
-        .as_deref()
-        == Some(name)
-    {
-        eprintln!("cas-renewd: crash point {name} reached (CAS_RENEWD_CRASH_AT); SIGKILL");
-        // The same death as a power cut or the OOM killer: no destructor, no flush.
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &std::process::id().to_string()])
-            .status();
-        std::process::abort();
-    }
 }
 
 fn now_rfc3339() -> String {
@@ -590,7 +573,7 @@ impl Engine {
                     error!(cert = %cert.name, error = %e, "cannot write journal after hook");
                 }
                 if ok && j.phase == JournalPhase::Idle {
-                    crash_point("after-reload");
+                    crash_point(CrashPoint::AfterReload);
                     let _ = state.prune_attempts(&cert.name, j.attempt.as_deref());
                     if let Some(r) = report.certs.iter_mut().find(|r| r.name == cert.name)
                         && r.outcome == Outcome::Unchanged
@@ -844,7 +827,7 @@ impl CertRun<'_> {
         };
         self.save()?;
         info!(cert = %self.cert.name, source_order_id, key = %key.spki_sha256(), algorithm = self.cert.key.algorithm.as_str(), "key ready");
-        crash_point("after-key-ready");
+        crash_point(CrashPoint::AfterKeyReady);
         Ok(())
     }
 
@@ -1121,7 +1104,7 @@ impl CertRun<'_> {
         self.journal.phase = JournalPhase::Issued;
         self.save()?;
         info!(cert = %self.cert.name, order_id = order, serial = %chain.leaf.serial_hex, not_after = %chain.leaf.not_after_rfc3339(), "issued certificate passed its checks");
-        crash_point("after-issued");
+        crash_point(CrashPoint::AfterIssued);
         Ok(())
     }
 
@@ -1166,9 +1149,9 @@ impl CertRun<'_> {
             self.report.previous_not_after =
                 installed_leaf(&self.cert.output).map(|l| l.not_after_rfc3339());
         }
-        crash_point("before-install");
+        crash_point(CrashPoint::BeforeInstall);
         let written = store::install(&self.cert.output, &files)?;
-        crash_point("after-install-files");
+        crash_point(CrashPoint::AfterInstallFiles);
         self.journal.phase = JournalPhase::Installed;
         self.journal.installed_sha256 = Some(chain.leaf.sha256.clone());
         self.journal.reload_pending = self.cert.reload.clone();
@@ -1178,7 +1161,7 @@ impl CertRun<'_> {
         }
         self.journal.last_error = None;
         self.save()?;
-        crash_point("after-installed");
+        crash_point(CrashPoint::AfterInstalled);
         info!(cert = %self.cert.name, serial = %chain.leaf.serial_hex, not_after = %chain.leaf.not_after_rfc3339(), dir = %self.cert.output.dir.display(), "installed");
         self.report.outcome = if renewed {
             Outcome::Renewed
