@@ -64,6 +64,11 @@ impl CrashPoint {
 pub fn crash_point(point: CrashPoint) {
     static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let name = point.name();
+    if in_process::take(point) {
+        // An in-process test's crash: unwinding stops the step here, like a kill
+        // would, and the test resumes with a fresh engine from what is on disk.
+        std::panic::panic_any(SimulatedCrash(point));
+    }
     if AT
         .get_or_init(|| std::env::var("CAS_RENEWD_CRASH_AT").ok())
         .as_deref()
@@ -74,6 +79,42 @@ pub fn crash_point(point: CrashPoint) {
             .args(["-KILL", &std::process::id().to_string()])
             .status();
         std::process::abort();
+    }
+}
+
+/// The payload of the panic an in-process crash raises.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimulatedCrash(pub CrashPoint);
+
+/// Crash points armed by in-process tests (one at a time: the engine tests run
+/// their crashes one after another).
+#[cfg(feature = "fault-injection")]
+pub mod in_process {
+    use std::sync::Mutex;
+
+    use super::CrashPoint;
+
+    static ARMED: Mutex<Option<CrashPoint>> = Mutex::new(None);
+
+    /// Makes the next time `point` is reached unwind (see [`super::SimulatedCrash`]).
+    pub fn arm(point: Option<CrashPoint>) {
+        *ARMED.lock().unwrap_or_else(|e| e.into_inner()) = point;
+    }
+
+    /// Whether a crash armed at `point` has not fired yet.
+    pub fn armed() -> Option<CrashPoint> {
+        *ARMED.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Fires (disarms and says so) when `point` is the armed one.
+    pub(super) fn take(point: CrashPoint) -> bool {
+        let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
+        if *armed == Some(point) {
+            *armed = None;
+            return true;
+        }
+        false
     }
 }
 
