@@ -10,7 +10,7 @@ use super::plan::{Action, Plan};
 use super::report::{CertReport, Outcome};
 use super::validation::{self, Published};
 use super::{EngineError, installed_leaf, new_attempt_id};
-use crate::cas::api::{CertificateOrder, CertificateState};
+use crate::cas::api::{CertificateOrder, CertificateState, CertificateStateResponse};
 use crate::config::CertificateConfig;
 use crate::pki::{self, Chain, Expectations, Key, PkiError};
 use crate::store::faults::{CrashPoint, crash_point};
@@ -262,32 +262,7 @@ impl CertRun<'_> {
                     return Err(err);
                 }
                 CertificateState::DomainVerify if published == Published::Nothing => {
-                    published = validation::publish(
-                        &self.e.dns,
-                        &self.cert.validation,
-                        &self.cert.domain,
-                        order,
-                        &s,
-                        self.journal.validation_told.as_deref(),
-                    )
-                    .await?;
-                    match &published {
-                        Published::Dns { zone, record_id } => {
-                            self.journal.dns_record = Some((zone.clone(), record_id.clone()));
-                            self.save()?;
-                        }
-                        Published::File(p) => {
-                            self.journal.validation_file = Some(p.clone());
-                            self.save()?;
-                        }
-                        Published::Manual(told)
-                            if self.journal.validation_told.as_ref() != Some(told) =>
-                        {
-                            self.journal.validation_told = Some(told.clone());
-                            self.save()?;
-                        }
-                        _ => {}
-                    }
+                    published = self.publish_validation(order, &s).await?;
                 }
                 CertificateState::Payed => {
                     payed_polls += 1;
@@ -330,6 +305,40 @@ impl CertRun<'_> {
             state.private_key.as_ref().map(|k| k.expose()),
         )?;
         Ok(Followed::Advanced)
+    }
+
+    /// Publishes what the CA's domain check needs (DNS record, file, or the
+    /// operator told once) and journals it, so it is removed also after a crash.
+    async fn publish_validation(
+        &mut self,
+        order: i64,
+        s: &CertificateStateResponse,
+    ) -> Result<Published, EngineError> {
+        let published = validation::publish(
+            &self.e.dns,
+            &self.cert.validation,
+            &self.cert.domain,
+            order,
+            s,
+            self.journal.validation_told.as_deref(),
+        )
+        .await?;
+        match &published {
+            Published::Dns { zone, record_id } => {
+                self.journal.dns_record = Some((zone.clone(), record_id.clone()));
+                self.save()?;
+            }
+            Published::File(p) => {
+                self.journal.validation_file = Some(p.clone());
+                self.save()?;
+            }
+            Published::Manual(told) if self.journal.validation_told.as_ref() != Some(told) => {
+                self.journal.validation_told = Some(told.clone());
+                self.save()?;
+            }
+            _ => {}
+        }
+        Ok(published)
     }
 
     /// Removes what validation published for the journal's order (recorded in the
