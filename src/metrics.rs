@@ -1,6 +1,7 @@
 //! Prometheus metrics (DESIGN §6): one registry per process, names prefixed
 //! `cas_renewd_`, units in names, expiry as timestamps.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,8 +10,10 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::cas::credentials::CredentialsProvider;
 use crate::config::CertificateConfig;
-use crate::renew::{Outcome, PassReport, installed_leaf};
+use crate::config::Config;
+use crate::renew::{Engine, EngineError, Outcome, PassObserver, PassReport, installed_leaf};
 
 pub struct Metrics {
     registry: Registry,
@@ -324,6 +327,76 @@ impl Metrics {
                 .inc();
         }
         self.last_pass.set(now);
+    }
+}
+
+/// The engine reports into the metrics through this; the engine itself names
+/// no metric.
+impl PassObserver for Metrics {
+    fn api_call(&self, action: &str, code: &str, took: Duration) {
+        self.observe_api(action, code, took);
+    }
+
+    fn paid_call(&self, cert: &str) {
+        self.renew_orders.with_label_values(&[cert]).inc();
+    }
+
+    fn unclear_paid_call(&self, cert: &str, on: bool) {
+        self.unclear_paid_call
+            .with_label_values(&[cert])
+            .set(if on { 1.0 } else { 0.0 });
+    }
+
+    fn pending_application(&self, cert: &str, on: bool) {
+        self.pending_application
+            .with_label_values(&[cert])
+            .set(if on { 1.0 } else { 0.0 });
+    }
+
+    fn order_state(&self, cert: &str, state: &str) {
+        self.set_order_state(cert, state);
+    }
+
+    fn blocked(&self, cert: &str) {
+        self.ready.with_label_values(&[cert]).set(0.0);
+    }
+
+    fn pass_done(&self, certs: &[CertificateConfig], report: &PassReport) {
+        self.refresh_disk(certs);
+        self.record_pass(report);
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+/// The engine wired to a metrics registry. These live here, not in `renew`, so
+/// that the engine does not depend on the metrics (metrics sit above it).
+impl Engine {
+    /// An engine recording into a fresh registry (`once`, `demo`, tests).
+    pub fn new(cfg: Config, credentials: Arc<CredentialsProvider>) -> Result<Engine, EngineError> {
+        Engine::with_metrics(cfg, credentials, Metrics::new())
+    }
+
+    /// An engine that records into `metrics` (the daemon keeps one registry across
+    /// configuration reloads).
+    pub fn with_metrics(
+        cfg: Config,
+        credentials: Arc<CredentialsProvider>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Engine, EngineError> {
+        Engine::with_observer(cfg, credentials, metrics)
+    }
+
+    /// The registry this engine records into; an empty one when it was built
+    /// with another observer (`Engine::with_observer`).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.observer()
+            .clone()
+            .into_any()
+            .downcast::<Metrics>()
+            .unwrap_or_else(|_| Metrics::new())
     }
 }
 

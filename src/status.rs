@@ -93,7 +93,7 @@ pub async fn collect(engine: &Engine) -> Vec<StatusRow> {
                         api_error.clone().unwrap_or_default()
                     )
                 }),
-                last_success: j.last_success.clone(),
+                last_success: j.last_success.map(|t| t.to_rfc3339()),
                 last_error: j.last_error.clone(),
             }
         })

@@ -10,15 +10,16 @@
 use chrono::{DateTime, Utc};
 use tracing::{error, info, warn};
 
-use super::{
-    CertRun, EngineError, JournalPhase, RECONCILE_GRACE, TAG_KEY, crash_point, now_rfc3339,
-};
+use super::steps::CertRun;
+use super::{EngineError, RECONCILE_GRACE, TAG_KEY};
 use crate::cas::api::CertificateState;
 use crate::cas::api::{CertificateOrder, OrderFilter, OrderStatus, Tag};
 use crate::cas::api_apply::{CreateCertificateParams, UpdateInstanceParams, is_free_product};
 use crate::cas::client::ApiError;
 use crate::config::ValidationMethod;
+use crate::store::JournalPhase;
 use crate::store::PaidCall;
+use crate::store::faults::{CrashPoint, crash_point};
 
 /// Consecutive `payed` answers before cas-renewd submits the application itself.
 /// One `payed` answer is normal right after a renew (the order is being set up);
@@ -101,14 +102,18 @@ impl CertRun<'_> {
 
     /// The paid call (renew or create), journaled before it is made.
     pub(super) async fn call_renew(&mut self) -> Result<(), EngineError> {
-        let key = self
-            .load_key()?
-            .ok_or_else(|| EngineError::Other("journal at key-ready has no key".into()))?;
+        let key = self.load_key()?.ok_or(EngineError::JournalIncomplete {
+            phase: "key-ready",
+            missing: "key",
+        })?;
         let csr = key.csr_pem(&self.cert.domain, &self.names_for_csr())?;
         let source = self
             .journal
             .source_order_id
-            .ok_or_else(|| EngineError::Other("journal has no source order".into()))?;
+            .ok_or(EngineError::JournalIncomplete {
+                phase: "key-ready",
+                missing: "source order",
+            })?;
         let call = self.journal.paid_call;
         if call == PaidCall::Renew && self.journal.product_code.is_none() {
             self.journal.product_code = self
@@ -120,16 +125,12 @@ impl CertRun<'_> {
         }
         self.journal.known_order_ids = self.known_order_ids();
         self.journal.phase = JournalPhase::RenewRequested;
-        self.journal.requested_at = Some(now_rfc3339());
+        self.journal.requested_at = Some(Utc::now());
         self.journal.unclear_since = None;
         self.save()?;
-        crash_point("after-renew-requested");
+        crash_point(CrashPoint::AfterRenewRequested);
         self.report.renew_calls += 1;
-        self.e
-            .metrics
-            .renew_orders
-            .with_label_values(&[self.cert.name.as_str()])
-            .inc();
+        self.e.observer.paid_call(&self.cert.name);
         let result = match call {
             PaidCall::Renew => self
                 .e
@@ -146,12 +147,12 @@ impl CertRun<'_> {
         };
         match result {
             Ok((order_id, request_id)) => {
-                crash_point("after-renew-call");
+                crash_point(CrashPoint::AfterRenewCall);
                 info!(cert = %self.cert.name, source_order_id = source, new_order_id = order_id, request_id = %request_id, action = call.action(), "paid call accepted");
                 self.journal.phase = JournalPhase::OrderCreated;
                 self.journal.new_order_id = Some(order_id);
                 self.save()?;
-                crash_point("after-order-created");
+                crash_point(CrashPoint::AfterOrderCreated);
                 Ok(())
             }
             // A 200 without the documented OrderId may have acted as well.
@@ -293,7 +294,7 @@ impl CertRun<'_> {
                     self.journal.unclear_since = None;
                     self.save()?;
                     self.set_unclear_metric(false);
-                    crash_point("after-order-created");
+                    crash_point(CrashPoint::AfterOrderCreated);
                     return Ok(());
                 }
                 // Never resolved by paying again, not even under --force: one of
@@ -302,7 +303,9 @@ impl CertRun<'_> {
                     self.set_unclear_metric(true);
                     let msg = format!(
                         "the {call} call of {} had an unclear outcome and orders {ids:?} all look like its result; cas-renewd pays nothing more and adopts none: keep the one to use (delete the others in the console), then run `cas-renewd renew --cert {} --force` to pay again, or wait for the others to go",
-                        self.journal.requested_at.as_deref().unwrap_or("?"),
+                        self.journal
+                            .requested_at
+                            .map_or_else(|| "?".to_owned(), |t| t.to_rfc3339()),
                         self.cert.name
                     );
                     error!(cert = %self.cert.name, candidates = ?ids, "{msg}");
@@ -315,7 +318,7 @@ impl CertRun<'_> {
                 continue;
             }
             if self.journal.unclear_since.is_none() {
-                self.journal.unclear_since = Some(now_rfc3339());
+                self.journal.unclear_since = Some(Utc::now());
                 self.save()?;
             }
             self.set_unclear_metric(true);
@@ -351,20 +354,12 @@ impl CertRun<'_> {
     }
 
     fn set_unclear_metric(&self, on: bool) {
-        self.e
-            .metrics
-            .unclear_paid_call
-            .with_label_values(&[self.cert.name.as_str()])
-            .set(if on { 1.0 } else { 0.0 });
+        self.e.observer.unclear_paid_call(&self.cert.name, on);
     }
 
     /// Records what the operator must do for an order stuck in `payed`.
     fn pending(&mut self, order: i64, what: String) -> Result<(), EngineError> {
-        self.e
-            .metrics
-            .pending_application
-            .with_label_values(&[self.cert.name.as_str()])
-            .set(1.0);
+        self.e.observer.pending_application(&self.cert.name, true);
         if self.journal.pending_application.as_deref() != Some(what.as_str()) {
             warn!(cert = %self.cert.name, order_id = order, "{what}");
             self.journal.pending_application = Some(what);
@@ -440,9 +435,10 @@ impl CertRun<'_> {
                 ),
             );
         };
-        let key = self
-            .load_key()?
-            .ok_or_else(|| EngineError::Other("journal at order-created has no key".into()))?;
+        let key = self.load_key()?.ok_or(EngineError::JournalIncomplete {
+            phase: "order-created",
+            missing: "key",
+        })?;
         let csr = key.csr_pem(&self.cert.domain, &self.names_for_csr())?;
         let update = UpdateInstanceParams {
             instance_id: instance.clone(),
@@ -465,7 +461,7 @@ impl CertRun<'_> {
         }
         self.journal.phase = JournalPhase::ApplicationRequested;
         self.save()?;
-        crash_point("after-application-requested");
+        crash_point(CrashPoint::AfterApplicationRequested);
         match self.e.cas.apply_certificate(&instance).await {
             Ok(r) => {
                 info!(cert = %self.cert.name, order_id = order, instance_id = %instance, request_id = %r.request_id, "application submitted for the pending renewal order");
@@ -473,11 +469,9 @@ impl CertRun<'_> {
                 self.journal.pending_application = None;
                 self.save()?;
                 self.e
-                    .metrics
-                    .pending_application
-                    .with_label_values(&[self.cert.name.as_str()])
-                    .set(0.0);
-                crash_point("after-application-submitted");
+                    .observer
+                    .pending_application(&self.cert.name, false);
+                crash_point(CrashPoint::AfterApplicationSubmitted);
                 Ok(())
             }
             Err(e) => self.pending(
@@ -512,11 +506,7 @@ impl CertRun<'_> {
         self.journal.pending_application = None;
         self.journal.last_error = Some(msg);
         self.save()?;
-        self.e
-            .metrics
-            .pending_application
-            .with_label_values(&[self.cert.name.as_str()])
-            .set(0.0);
+        self.e.observer.pending_application(&self.cert.name, false);
         Ok(())
     }
 }

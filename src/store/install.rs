@@ -70,9 +70,6 @@ pub const FULLCHAIN_FILE: &str = "fullchain.pem";
 pub const KEY_FILE: &str = "privkey.pem";
 pub const HISTORY_DIR: &str = ".history";
 
-/// The crash point between the renames of one install (`CAS_RENEWD_CRASH_AT`).
-pub const CRASH_BETWEEN_RENAMES: &str = "between-install-renames";
-
 /// Each file of the set with its mode and owner, in the order they are renamed.
 pub(super) fn file_specs(out: &OutputSpec) -> Result<[(&'static str, FileSpec); 4], StoreError> {
     let (uid, gid) = output_ids(out)?;
@@ -146,7 +143,10 @@ pub(super) fn write_set(
             spec: *spec,
         })
         .collect();
-    atomic_write_crashing(&writes, Some(CRASH_BETWEEN_RENAMES))?;
+    atomic_write_crashing(
+        &writes,
+        Some(super::faults::CrashPoint::BetweenInstallRenames),
+    )?;
     Ok(writes.into_iter().map(|w| w.path).collect())
 }
 

@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{FileSpec, StoreError, ensure_dir, io, remove_file, write_file};
@@ -83,8 +83,9 @@ pub struct Journal {
     pub attempt: Option<String>,
     pub source_order_id: Option<i64>,
     pub new_order_id: Option<i64>,
-    /// When the renew call was (about to be) made, UTC RFC 3339.
-    pub requested_at: Option<String>,
+    /// When the renew call was (about to be) made.
+    #[serde(with = "stamp")]
+    pub requested_at: Option<DateTime<Utc>>,
     /// The paid call of this attempt, and for `create` its ProductCode.
     pub paid_call: PaidCall,
     pub product_code: Option<String>,
@@ -92,7 +93,8 @@ pub struct Journal {
     /// order is one not in this list.
     pub known_order_ids: Vec<i64>,
     /// When an unclear paid call's grace period ended without its order showing.
-    pub unclear_since: Option<String>,
+    #[serde(with = "stamp")]
+    pub unclear_since: Option<DateTime<Utc>>,
     /// The order was taken over from elsewhere (console, another host), not made here.
     pub adopted: bool,
     /// What the operator must do for an order stuck in `payed` (pending application)
@@ -120,10 +122,35 @@ pub struct Journal {
     pub installed_sha256: Option<String>,
     /// SHA-256 of the leaf `verify.connect` served at the last check, upper-case hex.
     pub served_sha256: Option<String>,
-    pub served_checked_at: Option<String>,
+    #[serde(with = "stamp")]
+    pub served_checked_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
-    pub last_success: Option<String>,
-    pub updated_at: Option<String>,
+    #[serde(with = "stamp")]
+    pub last_success: Option<DateTime<Utc>>,
+    #[serde(with = "stamp")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Journal times on disk: RFC 3339 text, as every version wrote them. A stamp
+/// that does not parse (edited by hand) reads as absent: the journal stays
+/// readable and the renewal in it is not lost over a timestamp.
+mod stamp {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_some(&t.to_rfc3339()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        Ok(text
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc)))
+    }
 }
 
 /// A journal is a few hundred bytes; anything far larger is not one.
@@ -193,7 +220,7 @@ impl StateDir {
 
     /// One atomic, durable journal transition.
     pub fn save_journal(&self, j: &mut Journal) -> Result<(), StoreError> {
-        j.updated_at = Some(Utc::now().to_rfc3339());
+        j.updated_at = Some(Utc::now());
         let data = serde_json::to_vec_pretty(j).map_err(|e| StoreError::CorruptJournal {
             path: self.journal_path(&j.cert),
             detail: e.to_string(),
@@ -264,6 +291,151 @@ mod tests {
             sd.load_journal("bad"),
             Err(StoreError::CorruptJournal { .. })
         ));
+    }
+
+    /// Journals as the versions before this one wrote them (every phase, both paid
+    /// calls, an adopted order, the first format without the later fields, and the
+    /// fuzz corpus's minimal one) still load, keep what they say, and survive a
+    /// save and a load unchanged.
+    #[test]
+    fn journals_written_by_earlier_versions_load() {
+        let fixtures: [(&str, &str, JournalPhase); 13] = [
+            (
+                "idle",
+                include_str!("fixtures/journal-idle.json"),
+                JournalPhase::Idle,
+            ),
+            (
+                "key-ready",
+                include_str!("fixtures/journal-key-ready.json"),
+                JournalPhase::KeyReady,
+            ),
+            (
+                "renew-requested",
+                include_str!("fixtures/journal-renew-requested.json"),
+                JournalPhase::RenewRequested,
+            ),
+            (
+                "order-created",
+                include_str!("fixtures/journal-order-created.json"),
+                JournalPhase::OrderCreated,
+            ),
+            (
+                "create",
+                include_str!("fixtures/journal-order-created-create.json"),
+                JournalPhase::OrderCreated,
+            ),
+            (
+                "adopted",
+                include_str!("fixtures/journal-order-created-adopted.json"),
+                JournalPhase::OrderCreated,
+            ),
+            (
+                "application-requested",
+                include_str!("fixtures/journal-application-requested.json"),
+                JournalPhase::ApplicationRequested,
+            ),
+            (
+                "application-submitted",
+                include_str!("fixtures/journal-application-submitted.json"),
+                JournalPhase::ApplicationSubmitted,
+            ),
+            (
+                "issued",
+                include_str!("fixtures/journal-issued.json"),
+                JournalPhase::Issued,
+            ),
+            (
+                "installed",
+                include_str!("fixtures/journal-installed.json"),
+                JournalPhase::Installed,
+            ),
+            (
+                "rejected",
+                include_str!("fixtures/journal-rejected.json"),
+                JournalPhase::Rejected,
+            ),
+            (
+                "v1",
+                include_str!("fixtures/journal-v1-order-created.json"),
+                JournalPhase::OrderCreated,
+            ),
+            (
+                "minimal",
+                include_str!("fixtures/journal-minimal.json"),
+                JournalPhase::OrderCreated,
+            ),
+        ];
+        let d = tempfile::tempdir().expect("tempdir");
+        for (name, text, phase) in fixtures {
+            // Each under its own state directory: a journal is saved under its `cert`.
+            let sd = StateDir::open(&d.path().join(name)).expect("open");
+            fs::write(sd.journal_path("www"), text).expect("write fixture");
+            let j = sd
+                .load_journal("www")
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(j.phase, phase, "{name}");
+            assert_eq!(j.cert, "www", "{name}");
+            let raw: serde_json::Value = serde_json::from_str(text).expect("fixture is JSON");
+            // Every time stamp written as text comes back as the same instant.
+            for field in [
+                "requested_at",
+                "unclear_since",
+                "served_checked_at",
+                "last_success",
+            ] {
+                let want = raw[field].as_str().map(|t| {
+                    DateTime::parse_from_rfc3339(t)
+                        .expect("fixture stamp")
+                        .with_timezone(&Utc)
+                });
+                let got = match field {
+                    "requested_at" => j.requested_at,
+                    "unclear_since" => j.unclear_since,
+                    "served_checked_at" => j.served_checked_at,
+                    _ => j.last_success,
+                };
+                assert_eq!(got, want, "{name}.{field}");
+            }
+            assert_eq!(j.new_order_id, raw["new_order_id"].as_i64(), "{name}");
+            assert_eq!(j.source_order_id, raw["source_order_id"].as_i64(), "{name}");
+            assert_eq!(j.attempt.as_deref(), raw["attempt"].as_str(), "{name}");
+            let mut again = j.clone();
+            sd.save_journal(&mut again).expect("save");
+            let back = sd.load_journal("www").expect("reload");
+            assert_eq!(back, again, "{name}");
+        }
+        let v1 = StateDir::at(&d.path().join("v1"))
+            .load_journal("www")
+            .expect("v1");
+        assert_eq!(v1.paid_call, PaidCall::Renew);
+        assert_eq!(v1.dns_record, Some(("example.com".into(), "rec-5".into())));
+        assert!(v1.known_order_ids.is_empty() && !v1.adopted);
+        let create = StateDir::at(&d.path().join("create"))
+            .load_journal("www")
+            .expect("create");
+        assert_eq!(create.paid_call, PaidCall::Create);
+        assert_eq!(create.product_code.as_deref(), Some("digicert-free-1-free"));
+        let installed = StateDir::at(&d.path().join("installed"))
+            .load_journal("www")
+            .expect("installed");
+        assert_eq!(installed.reload_pending, ["nginx", "haproxy"]);
+        assert_eq!(installed.unusable_orders, [990]);
+    }
+
+    #[test]
+    fn a_stamp_edited_into_nonsense_reads_as_absent() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let sd = StateDir::open(d.path()).expect("open");
+        fs::write(
+            sd.journal_path("www"),
+            r#"{"cert":"www","phase":"order-created","new_order_id":7,"requested_at":"yesterday"}"#,
+        )
+        .expect("write");
+        let j = sd.load_journal("www").expect("still loads");
+        assert_eq!(j.phase, JournalPhase::OrderCreated);
+        assert_eq!(j.new_order_id, Some(7));
+        assert_eq!(j.requested_at, None);
     }
 
     #[test]

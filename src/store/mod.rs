@@ -4,6 +4,7 @@
 //! ([`journal`]), safe reads and directory creation ([`safe_fs`]), and the repair
 //! of what a crash left behind ([`repair`]).
 
+pub mod faults;
 mod install;
 mod journal;
 pub mod repair;
@@ -17,8 +18,8 @@ use std::path::{Path, PathBuf};
 use crate::accounts::{self, AccountError, Kind};
 
 pub use install::{
-    CERT_FILE, CHAIN_FILE, CRASH_BETWEEN_RENAMES, CertificateFiles, FULLCHAIN_FILE, HISTORY_DIR,
-    KEY_FILE, OutputSpec, check_output_dir, install,
+    CERT_FILE, CHAIN_FILE, CertificateFiles, FULLCHAIN_FILE, HISTORY_DIR, KEY_FILE, OutputSpec,
+    check_output_dir, install,
 };
 pub use journal::{Journal, JournalPhase, PaidCall, StateDir};
 pub use safe_fs::{MAX_OUTPUT_FILE_BYTES, read_output_text, read_regular, resolve_under};
@@ -132,10 +133,10 @@ pub(crate) fn is_temp_name(name: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// [`atomic_write`] with a crash point (see [`crash_point`]) after the first rename.
+/// [`atomic_write`] with a crash point (see [`faults::crash_point`]) after the first rename.
 fn atomic_write_crashing(
     files: &[FileWrite<'_>],
-    between_renames: Option<&str>,
+    between_renames: Option<faults::CrashPoint>,
 ) -> Result<(), StoreError> {
     injected_fault(files)?;
     let mut temps: Vec<(PathBuf, &Path)> = Vec::with_capacity(files.len());
@@ -172,7 +173,7 @@ fn atomic_write_crashing(
                 && temps.len() > 1
                 && let Some(point) = between_renames
             {
-                crash_point(point);
+                faults::crash_point(point);
             }
         }
         let mut dirs: Vec<&Path> = files
@@ -194,24 +195,10 @@ fn atomic_write_crashing(
     result
 }
 
-/// `CAS_RENEWD_FAULT_WRITE=<text>` makes every write to a path containing `<text>`
-/// fail with ENOSPC, as on a full disk. Test harnesses use it; nothing else should.
+/// A write that fault injection fails (see [`faults::write_fails`]) fails with
+/// ENOSPC, as on a full disk, before anything is written.
 fn injected_fault(files: &[FileWrite<'_>]) -> Result<(), StoreError> {
-    static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let Some(pattern) = FAULT
-        .get_or_init(|| {
-            std::env::var("CAS_RENEWD_FAULT_WRITE")
-                .ok()
-                .filter(|s| !s.is_empty())
-        })
-        .as_deref()
-    else {
-        return Ok(());
-    };
-    match files
-        .iter()
-        .find(|f| f.path.to_string_lossy().contains(pattern))
-    {
+    match files.iter().find(|f| faults::write_fails(&f.path)) {
         Some(f) => Err(StoreError::Io {
             path: f.path.clone(),
             op: "write",
@@ -228,23 +215,6 @@ pub fn write_file(path: &Path, data: &[u8], spec: FileSpec) -> Result<(), StoreE
         data,
         spec,
     }])
-}
-
-/// Kills the process with SIGKILL at a named point when `CAS_RENEWD_CRASH_AT` names
-/// it: the same switch as the engine's crash points, for the one inside a write.
-fn crash_point(name: &str) {
-    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    if AT
-        .get_or_init(|| std::env::var("CAS_RENEWD_CRASH_AT").ok())
-        .as_deref()
-        == Some(name)
-    {
-        eprintln!("cas-renewd: crash point {name} reached (CAS_RENEWD_CRASH_AT); SIGKILL");
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &std::process::id().to_string()])
-            .status();
-        std::process::abort();
-    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {

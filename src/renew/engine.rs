@@ -1,0 +1,315 @@
+//! The engine: inventory, plans, and a pass over every certificate (bounded
+//! concurrency), then the reload hooks once each and the served-certificate checks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::Semaphore;
+use tracing::{Instrument as _, error, info};
+
+use super::discover::{self, BlockedTarget, Targets};
+use super::plan::{self, Plan, PlanInput};
+use super::report::{CertReport, Outcome, PassObserver, PassReport, blocked_report};
+use super::steps::{CertRun, Step};
+use super::{EngineError, PassOptions, installed_leaf};
+use crate::cas::api::{Cas, CertificateOrder, OrderFilter};
+use crate::cas::client::ApiError;
+use crate::cas::credentials::CredentialsProvider;
+use crate::cas::dns::Dns;
+use crate::config::{CertificateConfig, Config};
+use crate::store::{Journal, StateDir, StoreError};
+
+/// The plans of a pass, and the discovered domains it cannot act on.
+#[derive(Debug, Clone, Default)]
+pub struct Plans {
+    pub certs: Vec<(CertificateConfig, Plan)>,
+    pub blocked: Vec<BlockedTarget>,
+}
+
+pub struct Engine {
+    pub(super) cfg: Config,
+    pub(super) cas: Cas,
+    pub(super) dns: Dns,
+    state_root: PathBuf,
+    /// Where the engine reports what it does (metrics, or a test's recorder).
+    pub(super) observer: Arc<dyn PassObserver>,
+}
+
+impl Engine {
+    /// An engine that reports to `observer` (the daemon passes its metrics
+    /// registry, which it keeps across configuration reloads).
+    pub fn with_observer(
+        cfg: Config,
+        credentials: Arc<CredentialsProvider>,
+        observer: Arc<dyn PassObserver>,
+    ) -> Result<Engine, EngineError> {
+        let limiter = Arc::new(cfg.api.limiter());
+        let o = observer.clone();
+        let api_observer: crate::cas::client::Observer =
+            Arc::new(move |action, code, took| o.api_call(action, code, took));
+        let cas = crate::cas::cas_client(
+            &cfg.api,
+            credentials.clone(),
+            limiter.clone(),
+            Some(api_observer.clone()),
+        )?;
+        let dns = crate::cas::dns_client(&cfg.api, credentials, limiter, Some(api_observer))?;
+        Ok(Engine {
+            state_root: cfg.state_dir.clone(),
+            cfg,
+            cas,
+            dns,
+            observer,
+        })
+    }
+
+    pub fn observer(&self) -> &Arc<dyn PassObserver> {
+        &self.observer
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Every order in the account (CPACK, all statuses), page by page.
+    pub async fn inventory(&self) -> Result<Vec<CertificateOrder>, ApiError> {
+        self.cas
+            .list_all_orders(OrderFilter::default(), self.cfg.api.page_size)
+            .await
+    }
+
+    /// Configured certificates, then the usable discovered ones; and the
+    /// discovered domains that are blocked.
+    pub fn targets(&self, orders: &[CertificateOrder]) -> Targets {
+        discover::targets(&self.cfg, orders)
+    }
+
+    fn read_journal(&self, name: &str) -> Result<Journal, StoreError> {
+        // Read without creating the state directory, so dry runs change nothing.
+        let path = self.state_root.join("journal").join(format!("{name}.json"));
+        if !path.exists() {
+            return Ok(Journal {
+                cert: name.to_owned(),
+                ..Journal::default()
+            });
+        }
+        StateDir::at(&self.state_root).load_journal(name)
+    }
+
+    /// The plan for one certificate from the account's `orders`, its journal and
+    /// what is on disk now.
+    pub(super) fn plan_one(
+        &self,
+        cert: &CertificateConfig,
+        orders: &[CertificateOrder],
+        journal: &Journal,
+        force: bool,
+    ) -> Plan {
+        let mine: Vec<CertificateOrder> = orders
+            .iter()
+            .filter(|o| o.is_for(&cert.domain))
+            .cloned()
+            .collect();
+        let disk = installed_leaf(&cert.output);
+        plan::plan(&PlanInput {
+            cert: &cert.name,
+            domain: &cert.domain,
+            orders: &mine,
+            journal,
+            disk: disk.as_ref(),
+            now_ms: Utc::now().timestamp_millis(),
+            renew_before: self.cfg.renewal.renew_before,
+            force,
+            mode: cert.mode,
+        })
+    }
+
+    /// The plan for every target, without acting, and the blocked discoveries.
+    pub fn plans(
+        &self,
+        orders: &[CertificateOrder],
+        opts: &PassOptions,
+    ) -> Result<Plans, EngineError> {
+        let wanted = |name: &str| opts.only.as_deref().is_none_or(|o| o == name);
+        let targets = self.targets(orders);
+        let mut out = Plans::default();
+        for cert in targets.certs {
+            if !wanted(&cert.name) {
+                continue;
+            }
+            let journal = self.read_journal(&cert.name)?;
+            let p = self.plan_one(&cert, orders, &journal, opts.force);
+            out.certs.push((cert, p));
+        }
+        out.blocked = targets
+            .blocked
+            .into_iter()
+            .filter(|b| wanted(&b.name))
+            .collect();
+        if let Some(only) = &opts.only
+            && out.certs.is_empty()
+            && out.blocked.is_empty()
+        {
+            return Err(EngineError::NoSuchCertificate { name: only.clone() });
+        }
+        Ok(out)
+    }
+
+    /// One pass: inventory, plan, act on every certificate (bounded concurrency),
+    /// then the reload hooks once each, then the served-certificate checks.
+    pub async fn pass(self: &Arc<Self>, opts: &PassOptions) -> Result<PassReport, EngineError> {
+        let orders = self.inventory().await?;
+        let Plans {
+            certs: plans,
+            blocked,
+        } = self.plans(&orders, opts)?;
+        if opts.dry_run {
+            let certs = plans
+                .into_iter()
+                .map(|(c, p)| CertReport {
+                    name: c.name.clone(),
+                    domain: c.domain.clone(),
+                    message: p.reason.clone(),
+                    plan: p,
+                    outcome: Outcome::Planned,
+                    order_id: None,
+                    not_after: installed_leaf(&c.output).map(|l| l.not_after_rfc3339()),
+                    previous_not_after: None,
+                    files: vec![],
+                    renew_calls: 0,
+                    served_matches_disk: None,
+                })
+                .chain(blocked.iter().map(|b| blocked_report(b, true)))
+                .collect();
+            return Ok(PassReport {
+                certs,
+                hooks: vec![],
+            });
+        }
+        let state = StateDir::open(&self.state_root)?;
+        let orders = Arc::new(orders);
+        let sem = Arc::new(Semaphore::new(self.cfg.renewal.concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, (cert, p)) in plans.into_iter().enumerate() {
+            let engine = self.clone();
+            let sem = sem.clone();
+            let orders = orders.clone();
+            let state = state.clone();
+            let force = opts.force;
+            let deadline = opts.follow_budget.map(|b| tokio::time::Instant::now() + b);
+            // Every log line of this certificate's work, API calls included, carries
+            // the certificate's name and domain.
+            let span = tracing::info_span!("renewal", cert = %cert.name, domain = %cert.domain);
+            tasks.spawn(
+                async move {
+                    let _permit = sem.acquire_owned().await;
+                    let report = engine
+                        .run_cert(&state, &cert, p, &orders, force, deadline)
+                        .await;
+                    (i, cert, report)
+                }
+                .instrument(span),
+            );
+        }
+        let mut results = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(x) => results.push(x),
+                Err(e) => error!(error = %e, "a certificate task panicked"),
+            }
+        }
+        results.sort_by_key(|(i, _, _)| *i);
+        let mut report = PassReport::default();
+        let mut certs: Vec<CertificateConfig> = Vec::new();
+        for (_, c, r) in results {
+            certs.push(c);
+            report.certs.push(r);
+        }
+        self.run_hooks(&state, &certs, &mut report).await;
+        self.verify_served(&state, &certs, &mut report).await;
+        for b in &blocked {
+            report.certs.push(blocked_report(b, false));
+            self.observer.blocked(&b.name);
+        }
+        self.observer.pass_done(&certs, &report);
+        Ok(report)
+    }
+
+    pub(super) async fn run_cert(
+        &self,
+        state: &StateDir,
+        cert: &CertificateConfig,
+        first: Plan,
+        orders: &[CertificateOrder],
+        force: bool,
+        deadline: Option<tokio::time::Instant>,
+    ) -> CertReport {
+        let previous = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
+        let mut report = CertReport {
+            name: cert.name.clone(),
+            domain: cert.domain.clone(),
+            message: first.reason.clone(),
+            plan: first.clone(),
+            outcome: Outcome::Unchanged,
+            order_id: None,
+            not_after: previous.clone(),
+            previous_not_after: previous,
+            files: vec![],
+            renew_calls: 0,
+            served_matches_disk: None,
+        };
+        let mut run = CertRun {
+            e: self,
+            state,
+            cert,
+            journal: match state.load_journal(&cert.name) {
+                Ok(j) => j,
+                Err(e) => {
+                    report.outcome = Outcome::Failed;
+                    report.message = e.to_string();
+                    return report;
+                }
+            },
+            report: &mut report,
+            deadline,
+            force,
+            orders,
+        };
+        let mut p = first;
+        // A pass may take several steps for one certificate: install what is issued,
+        // then renew it if it is due.
+        for step in 0..4 {
+            info!(cert = %cert.name, action = ?p.action, reason = %p.reason, "plan");
+            let result = run.act(&p, force && step == 0).await;
+            match result {
+                Ok(Step::Done) => break,
+                Ok(Step::Replan) => p = self.plan_one(cert, orders, &run.journal, false),
+                Ok(Step::Pending { order, state }) => {
+                    let msg = format!("order {order} is {state}; followed again on the next poll");
+                    info!(cert = %cert.name, "{msg}");
+                    run.report.outcome = Outcome::Waiting;
+                    run.report.message = msg;
+                    break;
+                }
+                Err(EngineError::Blocked(msg)) => {
+                    run.journal.last_error = Some(msg.clone());
+                    let _ = state.save_journal(&mut run.journal);
+                    run.report.outcome = Outcome::Blocked;
+                    run.report.message = msg;
+                    break;
+                }
+                Err(e) => {
+                    error!(cert = %cert.name, error = %e, "renewal step failed");
+                    run.journal.last_error = Some(e.to_string());
+                    let _ = state.save_journal(&mut run.journal);
+                    run.report.outcome = Outcome::Failed;
+                    run.report.message = e.to_string();
+                    break;
+                }
+            }
+        }
+        report.not_after = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
+        report
+    }
+}

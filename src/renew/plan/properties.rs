@@ -1,0 +1,191 @@
+//! Invariants over many random situations (seeded, so a failure repeats).
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+const NOW: i64 = 1_800_000_000_000;
+const DAY: i64 = 86_400_000;
+const STATUSES: [OrderStatus; 6] = [
+    OrderStatus::Payed,
+    OrderStatus::Checking,
+    OrderStatus::Issued,
+    OrderStatus::Willexpired,
+    OrderStatus::Expired,
+    OrderStatus::CheckedFail,
+];
+const PHASES: [JournalPhase; 9] = [
+    JournalPhase::Idle,
+    JournalPhase::KeyReady,
+    JournalPhase::RenewRequested,
+    JournalPhase::OrderCreated,
+    JournalPhase::ApplicationRequested,
+    JournalPhase::ApplicationSubmitted,
+    JournalPhase::Issued,
+    JournalPhase::Installed,
+    JournalPhase::Rejected,
+];
+/// (CertType, ProductCode, DomainType, SourceType): renewable and not.
+const KINDS: [(&str, &str, &str, &str); 7] = [
+    ("DV", "geotrust-dv-1-starter", "ONE", "cpack"),
+    ("OV", "geotrust-ov-w-personal", "WILDCARD", "buy"),
+    ("FREE", "digicert-free-1-free", "ONE", "cpack"),
+    ("DV", "symantec-free-1-free", "ONE", "cpack"),
+    ("OV", "geotrust-ov-1-personal", "MIX", "cpack"),
+    ("DV", "geotrust-dv-1-starter", "M_WILDCARD", "cpack"),
+    ("DV", "geotrust-dv-1-starter", "ONE", "upload"),
+];
+
+fn random_case(rng: &mut rand::rngs::StdRng) -> (Vec<CertificateOrder>, Journal, Option<CertInfo>) {
+    let orders: Vec<CertificateOrder> = (0..rng.random_range(0..5))
+        .map(|i| {
+            let status = STATUSES[rng.random_range(0..STATUSES.len())];
+            let issued = matches!(
+                status,
+                OrderStatus::Issued | OrderStatus::Willexpired | OrderStatus::Expired
+            );
+            // Half renewable kinds (the first two), half the others.
+            let k = if rng.random_bool(0.5) {
+                rng.random_range(0..2)
+            } else {
+                rng.random_range(2..KINDS.len())
+            };
+            let (ct, pc, dt, st) = KINDS[k];
+            CertificateOrder {
+                order_id: Some(100 + i),
+                domain: Some("www.example.com".into()),
+                status: Some(status),
+                cert_end_time: issued.then(|| NOW + rng.random_range(-10..400) * DAY),
+                cert_type: Some(ct.into()),
+                product_code: rng.random_bool(0.9).then(|| pc.into()),
+                domain_type: Some(dt.into()),
+                source_type: Some(st.into()),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let journal = Journal {
+        phase: PHASES[rng.random_range(0..PHASES.len())],
+        new_order_id: rng.random_bool(0.5).then(|| 100 + rng.random_range(0..5)),
+        reload_pending: if rng.random_bool(0.3) {
+            vec!["nginx".into()]
+        } else {
+            vec![]
+        },
+        unusable_orders: if rng.random_bool(0.2) {
+            vec![100 + rng.random_range(0..5)]
+        } else {
+            vec![]
+        },
+        ..Default::default()
+    };
+    let disk = rng.random_bool(0.7).then(|| CertInfo {
+        der: vec![],
+        subject: String::new(),
+        issuer: String::new(),
+        serial_hex: String::new(),
+        not_before: 0,
+        not_after: (NOW + rng.random_range(-10..400) * DAY) / 1000,
+        dns_names: vec![],
+        spki_sha256: String::new(),
+        key_type: String::new(),
+        sha256: String::new(),
+    });
+    (orders, journal, disk)
+}
+
+#[test]
+fn no_plan_spends_quota_when_it_must_not() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
+    let (mut renews, mut reapplies) = (0, 0);
+    for case in 0..20_000 {
+        let (orders, journal, disk) = random_case(&mut rng);
+        let mode = if rng.random_bool(0.5) {
+            RenewalMode::Reapply
+        } else {
+            RenewalMode::Renew
+        };
+        let force = rng.random_bool(0.1);
+        let p = plan(&PlanInput {
+            cert: "www",
+            domain: "www.example.com",
+            orders: &orders,
+            journal: &journal,
+            disk: disk.as_ref(),
+            now_ms: NOW,
+            renew_before: Duration::from_secs(30 * 86_400),
+            force,
+            mode,
+        });
+        let ctx = format!(
+            "case {case}: {orders:?} {journal:?} {mode:?} -> {}",
+            p.reason
+        );
+        let source_of = |id: i64| orders.iter().find(|o| o.order_id == Some(id));
+        let source_order_id = match &p.action {
+            Action::Renew { source_order_id } => {
+                // Never a kind CAS does not renew, not even with --force.
+                let src = source_of(*source_order_id).expect("the source is listed");
+                assert!(not_renewable(src).is_none(), "{ctx}");
+                *source_order_id
+            }
+            Action::Reapply {
+                source_order_id,
+                product_code,
+            } => {
+                reapplies += 1;
+                let src = source_of(*source_order_id).expect("the source is listed");
+                assert!(not_renewable(src).is_some(), "{ctx}");
+                assert_eq!(mode, RenewalMode::Reapply, "{ctx}");
+                assert_eq!(src.product_code.as_deref(), Some(product_code.as_str()));
+                assert!(
+                    matches!(journal.phase, JournalPhase::Idle | JournalPhase::Installed)
+                        || force && journal.phase == JournalPhase::Rejected,
+                    "{ctx}"
+                );
+                continue;
+            }
+            _ => continue,
+        };
+        if force {
+            continue;
+        }
+        renews += 1;
+        // Never while a renewal is in flight or refused.
+        assert!(
+            matches!(journal.phase, JournalPhase::Idle | JournalPhase::Installed),
+            "{ctx}"
+        );
+        // Never while another renewal (not ours, not unusable) is in progress.
+        let newest_issued = orders
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o.status,
+                    Some(OrderStatus::Issued | OrderStatus::Willexpired)
+                )
+            })
+            .filter_map(|o| o.order_id)
+            .max()
+            .unwrap_or(0);
+        assert!(
+            !orders.iter().any(|o| matches!(
+                o.status,
+                Some(OrderStatus::Payed | OrderStatus::Checking)
+            ) && o.order_id.is_some_and(|id| id > newest_issued)
+                && o.order_id != journal.new_order_id
+                && !journal.unusable_orders.contains(&o.order_id.unwrap_or(0))),
+            "{ctx}"
+        );
+        // Only a WILLEXPIRED order is renewed without --force.
+        let source = orders.iter().find(|o| o.order_id == Some(source_order_id));
+        assert_eq!(
+            source.and_then(|o| o.status),
+            Some(OrderStatus::Willexpired),
+            "{ctx}"
+        );
+    }
+    assert!(
+        renews > 100 && reapplies > 100,
+        "the generator reaches the renew branch ({renews} times) and the reapply branch ({reapplies})"
+    );
+}

@@ -1,0 +1,373 @@
+//! Plans for hand-picked situations.
+
+use super::*;
+
+const NOW: i64 = 1_800_000_000_000;
+
+fn order(id: i64, status: OrderStatus, end_days: Option<i64>) -> CertificateOrder {
+    CertificateOrder {
+        order_id: Some(id),
+        domain: Some("www.example.com".into()),
+        status: Some(status),
+        cert_end_time: end_days.map(|d| NOW + d * DAY_MS),
+        ..Default::default()
+    }
+}
+
+fn disk(end_days: i64) -> CertInfo {
+    CertInfo {
+        der: vec![],
+        subject: String::new(),
+        issuer: String::new(),
+        serial_hex: String::new(),
+        not_before: 0,
+        not_after: (NOW + end_days * DAY_MS) / 1000,
+        dns_names: vec![],
+        spki_sha256: String::new(),
+        key_type: String::new(),
+        sha256: String::new(),
+    }
+}
+
+fn run(orders: &[CertificateOrder], j: &Journal, d: Option<&CertInfo>, force: bool) -> Plan {
+    run_mode(orders, j, d, force, RenewalMode::Renew)
+}
+
+fn run_mode(
+    orders: &[CertificateOrder],
+    j: &Journal,
+    d: Option<&CertInfo>,
+    force: bool,
+    mode: RenewalMode,
+) -> Plan {
+    plan(&PlanInput {
+        cert: "www",
+        domain: "www.example.com",
+        orders,
+        journal: j,
+        disk: d,
+        now_ms: NOW,
+        renew_before: Duration::from_secs(30 * 86_400),
+        force,
+        mode,
+    })
+}
+
+fn kind(mut o: CertificateOrder, cert_type: &str, product: &str, dt: &str) -> CertificateOrder {
+    o.cert_type = Some(cert_type.into());
+    o.product_code = Some(product.into());
+    o.domain_type = Some(dt.into());
+    o
+}
+
+#[test]
+fn kinds_cas_does_not_renew_are_reapplied_or_blocked() {
+    let d20 = disk(20);
+    let cases = [
+        ("FREE", "digicert-free-1-free", "ONE"),
+        ("DV", "digicert-free-1-free", "ONE"),
+        ("OV", "geotrust-ov-1-personal", "MIX"),
+        ("DV", "geotrust-dv-1-starter", "MULTIPLE"),
+    ];
+    for (ct, pc, dt) in cases {
+        for status in [OrderStatus::Willexpired, OrderStatus::Expired] {
+            let orders = vec![kind(order(1, status, Some(20)), ct, pc, dt)];
+            for force in [false, true] {
+                let p = run(&orders, &Journal::default(), Some(&d20), force);
+                assert_eq!(p.action, Action::Blocked, "{ct} {pc} {dt}: {}", p.reason);
+                assert!(
+                    p.reason.contains("mode: reapply") && p.reason.contains("does not renew"),
+                    "{}",
+                    p.reason
+                );
+                let p = run_mode(
+                    &orders,
+                    &Journal::default(),
+                    Some(&d20),
+                    force,
+                    RenewalMode::Reapply,
+                );
+                assert_eq!(
+                    p.action,
+                    Action::Reapply {
+                        source_order_id: 1,
+                        product_code: pc.into()
+                    },
+                    "{}",
+                    p.reason
+                );
+            }
+        }
+    }
+    // Not due: nothing, whatever the kind.
+    let calm = vec![kind(
+        order(1, OrderStatus::Issued, Some(200)),
+        "FREE",
+        "digicert-free-1-free",
+        "ONE",
+    )];
+    assert_eq!(
+        run_mode(
+            &calm,
+            &Journal::default(),
+            Some(&disk(200)),
+            false,
+            RenewalMode::Reapply
+        )
+        .action,
+        Action::Nothing
+    );
+    // A renewable kind renews in either mode.
+    let paid = vec![kind(
+        order(1, OrderStatus::Willexpired, Some(20)),
+        "DV",
+        "geotrust-dv-1-starter",
+        "ONE",
+    )];
+    assert_eq!(
+        run_mode(
+            &paid,
+            &Journal::default(),
+            Some(&d20),
+            false,
+            RenewalMode::Reapply
+        )
+        .action,
+        Action::Renew { source_order_id: 1 }
+    );
+    // No ProductCode: nothing to apply for again.
+    let mut bare = order(1, OrderStatus::Willexpired, Some(20));
+    bare.cert_type = Some("FREE".into());
+    let p = run_mode(
+        &[bare],
+        &Journal::default(),
+        Some(&d20),
+        false,
+        RenewalMode::Reapply,
+    );
+    assert_eq!(p.action, Action::Blocked, "{}", p.reason);
+    assert!(p.reason.contains("no ProductCode"), "{}", p.reason);
+}
+
+#[test]
+fn decisions_with_reasons() {
+    let idle = Journal::default();
+    let d20 = disk(20);
+    let d200 = disk(200);
+    let dm1 = disk(-1);
+    type Case<'a> = (
+        &'a str,
+        Vec<CertificateOrder>,
+        Journal,
+        Option<&'a CertInfo>,
+        bool,
+        Action,
+        &'a str,
+    );
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "far from expiry",
+            vec![order(1, OrderStatus::Issued, Some(200))],
+            idle.clone(),
+            Some(&d200),
+            false,
+            Action::Nothing,
+            "renewal due from",
+        ),
+        (
+            "WILLEXPIRED renews",
+            vec![order(1, OrderStatus::Willexpired, Some(20))],
+            idle.clone(),
+            Some(&d20),
+            false,
+            Action::Renew { source_order_id: 1 },
+            "WILLEXPIRED (20 days left)",
+        ),
+        (
+            "nothing on disk installs",
+            vec![order(1, OrderStatus::Willexpired, Some(20))],
+            idle.clone(),
+            None,
+            false,
+            Action::Install { order_id: 1 },
+            "no certificate on disk",
+        ),
+        (
+            "newer issued order installs",
+            vec![
+                order(1, OrderStatus::Willexpired, Some(20)),
+                order(2, OrderStatus::Issued, Some(385)),
+            ],
+            idle.clone(),
+            Some(&d20),
+            false,
+            Action::Install { order_id: 2 },
+            "newer than the one on disk",
+        ),
+        (
+            "renewal made elsewhere is adopted",
+            vec![
+                order(1, OrderStatus::Willexpired, Some(20)),
+                order(2, OrderStatus::Payed, None),
+            ],
+            idle.clone(),
+            Some(&d20),
+            false,
+            Action::Adopt { order_id: 2 },
+            "made elsewhere",
+        ),
+        (
+            "expired is blocked",
+            vec![order(1, OrderStatus::Expired, Some(-1))],
+            idle.clone(),
+            Some(&dm1),
+            false,
+            Action::Blocked,
+            "EXPIRED",
+        ),
+        (
+            "no order is blocked",
+            vec![],
+            idle.clone(),
+            None,
+            false,
+            Action::Blocked,
+            "no order for www.example.com",
+        ),
+        (
+            "due but not yet WILLEXPIRED waits",
+            vec![order(1, OrderStatus::Issued, Some(20))],
+            idle.clone(),
+            Some(&d20),
+            false,
+            Action::Nothing,
+            "renews only WILLEXPIRED",
+        ),
+        (
+            "force renews",
+            vec![order(1, OrderStatus::Issued, Some(200))],
+            idle.clone(),
+            Some(&d200),
+            true,
+            Action::Renew { source_order_id: 1 },
+            "forced",
+        ),
+    ];
+    for (name, orders, j, d, force, action, phrase) in cases {
+        let p = run(&orders, &j, d, force);
+        assert_eq!(p.action, action, "{name}: {}", p.reason);
+        assert!(
+            p.reason.contains(phrase),
+            "{name}: {:?} lacks {phrase:?}",
+            p.reason
+        );
+    }
+}
+
+#[test]
+fn the_journal_comes_first() {
+    let orders = vec![order(1, OrderStatus::Willexpired, Some(20))];
+    for phase in [
+        JournalPhase::KeyReady,
+        JournalPhase::RenewRequested,
+        JournalPhase::OrderCreated,
+        JournalPhase::Issued,
+    ] {
+        let j = Journal {
+            phase,
+            new_order_id: Some(9),
+            ..Default::default()
+        };
+        assert!(
+            matches!(run(&orders, &j, None, false).action, Action::Resume { .. }),
+            "{phase:?}"
+        );
+    }
+    let rejected = Journal {
+        phase: JournalPhase::Rejected,
+        last_error: Some("wrong key".into()),
+        ..Default::default()
+    };
+    let p = run(&orders, &rejected, Some(&disk(20)), false);
+    assert_eq!(p.action, Action::Blocked);
+    assert!(
+        p.reason.contains("wrong key") && p.reason.contains("--force"),
+        "{}",
+        p.reason
+    );
+    assert!(matches!(
+        run(&orders, &rejected, Some(&disk(20)), true).action,
+        Action::Renew { .. }
+    ));
+    let reload = Journal {
+        reload_pending: vec!["nginx".into()],
+        ..Default::default()
+    };
+    // A pending reload does not hold back a due renewal (its install reloads)...
+    assert!(matches!(
+        run(&orders, &reload, Some(&disk(20)), false).action,
+        Action::Renew { .. }
+    ));
+    // ...and is the action when nothing else is due.
+    let calm = vec![order(1, OrderStatus::Issued, Some(200))];
+    assert_eq!(
+        run(&calm, &reload, Some(&disk(200)), false).action,
+        Action::RerunReload
+    );
+}
+
+#[test]
+fn an_unclear_or_pending_renewal_says_so() {
+    let orders = vec![order(1, OrderStatus::Willexpired, Some(20))];
+    let j = Journal {
+        phase: JournalPhase::RenewRequested,
+        unclear_since: "2026-11-29T06:00:00Z".parse().ok(),
+        ..Default::default()
+    };
+    let p = run(&orders, &j, Some(&disk(20)), true);
+    assert!(matches!(p.action, Action::Resume { .. }), "{}", p.reason);
+    assert!(p.reason.contains("outcome is unclear"), "{}", p.reason);
+    let j = Journal {
+        phase: JournalPhase::OrderCreated,
+        new_order_id: Some(2),
+        pending_application: Some("submit order 2 in the console".into()),
+        ..Default::default()
+    };
+    let p = run(&orders, &j, Some(&disk(20)), false);
+    assert!(p.reason.contains("submit order 2"), "{}", p.reason);
+}
+
+#[test]
+fn unusable_orders_block_instead_of_spending_again() {
+    let orders = vec![
+        order(1, OrderStatus::Willexpired, Some(20)),
+        order(2, OrderStatus::Checking, None),
+    ];
+    let j = Journal {
+        unusable_orders: vec![2],
+        ..Default::default()
+    };
+    assert_eq!(
+        run(&orders, &j, Some(&disk(20)), false).action,
+        Action::Renew { source_order_id: 1 }
+    );
+    let ours = Journal {
+        new_order_id: Some(2),
+        ..Default::default()
+    };
+    assert_eq!(
+        run(&orders, &ours, Some(&disk(20)), false).action,
+        Action::Renew { source_order_id: 1 }
+    );
+    let orders = vec![
+        order(1, OrderStatus::Willexpired, Some(20)),
+        order(3, OrderStatus::Issued, Some(380)),
+    ];
+    let j = Journal {
+        unusable_orders: vec![3],
+        ..Default::default()
+    };
+    let p = run(&orders, &j, Some(&disk(20)), false);
+    assert_eq!(p.action, Action::Blocked);
+    assert!(p.reason.contains("renewed elsewhere"), "{}", p.reason);
+}

@@ -1,0 +1,154 @@
+//! The reload hooks after a pass: which hooks the installed certificates still
+//! need ([`pending_hooks`]), each run once for all of them, and the journal of
+//! each certificate updated with the result.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tracing::error;
+
+use super::engine::Engine;
+use super::installed_leaf;
+use super::report::{HookReport, Outcome, PassReport};
+use crate::config::CertificateConfig;
+use crate::hooks::{self, HookContext, HookError};
+use crate::store::faults::{CrashPoint, crash_point};
+use crate::store::{self, Journal, JournalPhase, StateDir};
+
+/// Each hook that any of `certs` still needs after an install, with the index in
+/// `certs` and the hook context of every certificate that needs it.
+pub(super) fn pending_hooks(
+    state: &StateDir,
+    certs: &[CertificateConfig],
+) -> BTreeMap<String, Vec<(usize, HookContext)>> {
+    let mut wanted: BTreeMap<String, Vec<(usize, HookContext)>> = BTreeMap::new();
+    for (i, cert) in certs.iter().enumerate() {
+        let Ok(j) = state.load_journal(&cert.name) else {
+            continue;
+        };
+        if j.reload_pending.is_empty() {
+            continue;
+        }
+        let ctx = hook_context(cert, &j);
+        for h in &j.reload_pending {
+            wanted.entry(h.clone()).or_default().push((i, ctx.clone()));
+        }
+    }
+    wanted
+}
+
+/// What a hook learns about one certificate (its environment).
+fn hook_context(cert: &CertificateConfig, j: &Journal) -> HookContext {
+    let leaf = installed_leaf(&cert.output);
+    HookContext {
+        cert_name: cert.name.clone(),
+        domain: cert.domain.clone(),
+        order_id: j
+            .new_order_id
+            .or(j.source_order_id)
+            .map(|o| o.to_string())
+            .unwrap_or_default(),
+        cert_path: path_str(&cert.output.dir.join(store::CERT_FILE)),
+        key_path: path_str(&cert.output.dir.join(store::KEY_FILE)),
+        fullchain_path: path_str(&cert.output.dir.join(store::FULLCHAIN_FILE)),
+        chain_path: path_str(&cert.output.dir.join(store::CHAIN_FILE)),
+        not_after: leaf
+            .as_ref()
+            .map(|l| l.not_after_rfc3339())
+            .unwrap_or_default(),
+        sha256: leaf.map(|l| l.sha256).unwrap_or_default(),
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+impl Engine {
+    /// Runs each hook needed by any certificate once, then clears it from their journals.
+    pub(super) async fn run_hooks(
+        &self,
+        state: &StateDir,
+        certs: &[CertificateConfig],
+        report: &mut PassReport,
+    ) {
+        for (hook, users) in pending_hooks(state, certs) {
+            let names: Vec<String> = users.iter().map(|(i, _)| certs[*i].name.clone()).collect();
+            let ctxs: Vec<HookContext> = users.iter().map(|(_, c)| c.clone()).collect();
+            let result = self.run_hook(&hook, &ctxs).await;
+            if let Err(e) = &result {
+                error!(hook = %hook, certs = ?names, error = %e, "reload hook failed; it is retried on the next pass without renewing again");
+            }
+            for (i, _) in &users {
+                apply_hook_result(state, &certs[*i], &hook, &result, report);
+            }
+            report.hooks.push(HookReport {
+                hook: hook.clone(),
+                certs: names,
+                ok: result.is_ok(),
+                message: match &result {
+                    Ok(()) => "ok".into(),
+                    Err(e) => e.to_string(),
+                },
+            });
+        }
+    }
+
+    async fn run_hook(&self, hook: &str, ctxs: &[HookContext]) -> Result<(), HookError> {
+        match self.cfg.hooks.get(hook) {
+            Some(h) => hooks::run(hook, h, &HookContext::merge(ctxs))
+                .await
+                .map(|_| ()),
+            None => Err(HookError::Spawn {
+                hook: hook.to_owned(),
+                program: String::new(),
+                source: std::io::Error::other("no such hook in the configuration"),
+            }),
+        }
+    }
+}
+
+/// Records one hook's result in `cert`'s journal and report: done hooks leave
+/// the journal, and the last one brings an installed certificate to `Idle`.
+fn apply_hook_result(
+    state: &StateDir,
+    cert: &CertificateConfig,
+    hook: &str,
+    result: &Result<(), HookError>,
+    report: &mut PassReport,
+) {
+    let Ok(mut j) = state.load_journal(&cert.name) else {
+        return;
+    };
+    let ok = result.is_ok();
+    if ok {
+        j.reload_pending.retain(|h| h != hook);
+        if j.reload_pending.is_empty() && j.phase == JournalPhase::Installed {
+            j.phase = JournalPhase::Idle;
+            j.last_success = Some(chrono::Utc::now());
+            j.last_error = None;
+        }
+    } else {
+        j.last_error = result.as_ref().err().map(ToString::to_string);
+        if let Some(r) = report.certs.iter_mut().find(|r| r.name == cert.name) {
+            r.outcome = Outcome::Failed;
+            r.message = format!(
+                "installed, but reload failed: {}",
+                j.last_error.clone().unwrap_or_default()
+            );
+        }
+    }
+    if let Err(e) = state.save_journal(&mut j) {
+        error!(cert = %cert.name, error = %e, "cannot write journal after hook");
+    }
+    if ok && j.phase == JournalPhase::Idle {
+        crash_point(CrashPoint::AfterReload);
+        let _ = state.prune_attempts(&cert.name, j.attempt.as_deref());
+        if let Some(r) = report.certs.iter_mut().find(|r| r.name == cert.name)
+            && r.outcome == Outcome::Unchanged
+        {
+            r.outcome = Outcome::Reloaded;
+            r.message = "reload re-run and succeeded".into();
+        }
+    }
+}

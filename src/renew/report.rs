@@ -1,0 +1,210 @@
+//! What a pass reports: each certificate's outcome, each hook's result, the
+//! human rendering, and the observer trait through which the engine reports to
+//! whatever records it (the Prometheus metrics), so the engine names no recorder.
+
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::discover::BlockedTarget;
+use super::plan::{Action, Plan};
+use crate::config::CertificateConfig;
+use crate::domain::ControlsEscaped;
+
+/// Receives what the engine does as it does it. Every method has a default that
+/// ignores the event, so a test observer implements only what it checks.
+pub trait PassObserver: Send + Sync + 'static {
+    /// One API request finished (`code` is the error code, or "OK").
+    fn api_call(&self, _action: &str, _code: &str, _took: Duration) {}
+    /// A paid call (renew or new application) was made for `cert`.
+    fn paid_call(&self, _cert: &str) {}
+    /// Whether `cert` has a paid call whose outcome is unclear.
+    fn unclear_paid_call(&self, _cert: &str, _on: bool) {}
+    /// Whether `cert`'s order waits for an application cas-renewd cannot submit.
+    fn pending_application(&self, _cert: &str, _on: bool) {}
+    /// The state CAS last reported for `cert`'s followed order.
+    fn order_state(&self, _cert: &str, _state: &str) {}
+    /// A discovered domain the engine cannot act on.
+    fn blocked(&self, _cert: &str) {}
+    /// A pass ended: `certs` were acted on, `report` says how.
+    fn pass_done(&self, _certs: &[CertificateConfig], _report: &PassReport) {}
+    /// For a caller that knows the concrete recorder (`Engine::metrics`).
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+/// An observer that records nothing.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+
+impl PassObserver for NoObserver {
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+/// How one certificate's pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Nothing needed doing.
+    Unchanged,
+    /// A renewed certificate was installed (and reloaded, where hooks are configured).
+    Renewed,
+    /// An existing order's certificate was installed (first install, or a renewal
+    /// made elsewhere).
+    Installed,
+    /// An installed certificate's reload was re-run and succeeded.
+    Reloaded,
+    /// A step failed; the journal says where to resume.
+    Failed,
+    /// Needs the operator (see the message).
+    Blocked,
+    /// Dry run: only planned.
+    Planned,
+    /// An order is still being processed; the daemon follows it again soon.
+    Waiting,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CertReport {
+    pub name: String,
+    pub domain: String,
+    pub plan: Plan,
+    pub outcome: Outcome,
+    pub message: String,
+    pub order_id: Option<i64>,
+    /// Expiry of the certificate on disk after the pass, RFC 3339.
+    pub not_after: Option<String>,
+    pub previous_not_after: Option<String>,
+    pub files: Vec<PathBuf>,
+    /// Paid renew calls made for this certificate in this pass.
+    pub renew_calls: u32,
+    /// Whether the served certificate matched the one on disk (when `verify` is set).
+    pub served_matches_disk: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HookReport {
+    pub hook: String,
+    pub certs: Vec<String>,
+    pub ok: bool,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct PassReport {
+    pub certs: Vec<CertReport>,
+    pub hooks: Vec<HookReport>,
+}
+
+impl PassReport {
+    /// True when no certificate failed or is blocked and every hook ran.
+    pub fn ok(&self) -> bool {
+        self.certs
+            .iter()
+            .all(|c| !matches!(c.outcome, Outcome::Failed | Outcome::Blocked))
+            && self.hooks.iter().all(|h| h.ok)
+    }
+}
+
+/// The report line of a blocked discovered domain.
+pub(super) fn blocked_report(b: &BlockedTarget, dry_run: bool) -> CertReport {
+    CertReport {
+        name: b.name.clone(),
+        domain: b.domain.clone(),
+        plan: Plan {
+            cert: b.name.clone(),
+            action: Action::Blocked,
+            reason: b.reason.clone(),
+        },
+        outcome: if dry_run {
+            Outcome::Planned
+        } else {
+            Outcome::Blocked
+        },
+        message: b.reason.clone(),
+        order_id: None,
+        not_after: None,
+        previous_not_after: None,
+        files: vec![],
+        renew_calls: 0,
+        served_matches_disk: None,
+    }
+}
+
+impl PassReport {
+    /// One line per certificate and hook, for people.
+    pub fn render(&self, dry_run: bool) -> String {
+        let width = self
+            .certs
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let mut s = String::new();
+        for c in &self.certs {
+            let what = if dry_run {
+                match &c.plan.action {
+                    Action::Nothing => "nothing".to_owned(),
+                    Action::Resume { phase } => format!("resume ({phase})"),
+                    Action::RerunReload => "reload".to_owned(),
+                    Action::Install { order_id } => format!("install (order {order_id})"),
+                    Action::Adopt { order_id } => format!("adopt (order {order_id})"),
+                    Action::Renew { source_order_id } => format!("renew (order {source_order_id})"),
+                    Action::Reapply {
+                        source_order_id,
+                        product_code,
+                    } => format!("reapply ({product_code}, for order {source_order_id})"),
+                    Action::Blocked => "blocked".to_owned(),
+                }
+            } else {
+                match c.outcome {
+                    Outcome::Unchanged => "unchanged",
+                    Outcome::Renewed => "renewed",
+                    Outcome::Installed => "installed",
+                    Outcome::Reloaded => "reloaded",
+                    Outcome::Failed => "FAILED",
+                    Outcome::Blocked => "BLOCKED",
+                    Outcome::Planned => "planned",
+                    Outcome::Waiting => "waiting",
+                }
+                .to_owned()
+            };
+            // A message may quote CAS or a hook: one line per certificate regardless.
+            s.push_str(&format!(
+                "{:<width$}  {:<22}  {}\n",
+                c.name,
+                what,
+                ControlsEscaped(&c.message)
+            ));
+            match c.served_matches_disk {
+                Some(true) => s.push_str(&format!(
+                    "{:<width$}  served certificate matches the one on disk\n",
+                    ""
+                )),
+                Some(false) => s.push_str(&format!(
+                    "{:<width$}  served certificate DIFFERS from the one on disk\n",
+                    ""
+                )),
+                None => {}
+            }
+        }
+        for h in &self.hooks {
+            s.push_str(&format!(
+                "hook {} ({}): {}\n",
+                h.hook,
+                h.certs.join(", "),
+                if h.ok {
+                    "ok".to_owned()
+                } else {
+                    format!("FAILED: {}", crate::domain::ControlsEscaped(&h.message))
+                }
+            ));
+        }
+        s
+    }
+}
