@@ -5,6 +5,11 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
+
+use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
+use cas_renewd::config::Config;
+use cas_renewd::renew::Engine;
 
 use cas_renewd::pki::{self, Key};
 use cas_renewd::sim::{Scenario, Simulator};
@@ -250,6 +255,16 @@ impl TestEnv {
             config_mode: None,
             log_env: Some("info".into()),
         }
+    }
+
+    /// An in-process engine on this configuration, for tests that read its
+    /// registry or pass report directly.
+    pub fn engine(&self) -> Arc<Engine> {
+        let cfg =
+            Config::parse(&self.config_text(), &self.config).unwrap_or_else(|e| panic!("{e}"));
+        let creds = CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::default())
+            .expect("creds");
+        Arc::new(Engine::new(cfg, Arc::new(creds)).expect("engine"))
     }
 
     /// `<tmp>/<p>`.
