@@ -260,8 +260,7 @@ impl TestEnv {
     /// An in-process engine on this configuration, for tests that read its
     /// registry or pass report directly.
     pub fn engine(&self) -> Arc<Engine> {
-        let cfg =
-            Config::parse(&self.config_text(), &self.config).unwrap_or_else(|e| panic!("{e}"));
+        let cfg = Config::load(&self.config).unwrap_or_else(|e| panic!("{e}"));
         let creds = CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::default())
             .expect("creds");
         Arc::new(Engine::new(cfg, Arc::new(creds)).expect("engine"))
