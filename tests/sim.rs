@@ -3,30 +3,18 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cas_renewd::cas::api::{Cas, CertificateState, OrderFilter, OrderStatus, OrderType};
 use cas_renewd::cas::client::ApiError;
-use cas_renewd::sim::{Scenario, Simulator};
-use common::Raw;
+use common::{KEY_ID, Raw, SECRET, Simulator, start_sim};
 use rcgen::{CertificateParams, DnType, KeyPair, PublicKeyData};
 use x509_parser::prelude::*;
-
-const KEY_ID: &str = "sim-access-key-id";
-const SECRET: &str = "sim-access-key-secret";
-
-fn scenario(extra: &str) -> Scenario {
-    let text = format!("access_key: {{ id: {KEY_ID}, secret: {SECRET} }}\n{extra}");
-    Scenario::parse(&text, Path::new("test-scenario.yaml")).unwrap_or_else(|e| panic!("{e}"))
-}
 
 const TWO_ORDERS: &str = "orders:\n  - { domain: www.example.com, expires_in: 20d }\n  - { domain: api.example.com, expires_in: 200d, sans: [api2.example.com] }\n";
 
 async fn start(extra: &str) -> Simulator {
-    Simulator::start(&scenario(extra), "127.0.0.1:0")
-        .await
-        .expect("simulator starts")
+    start_sim(KEY_ID, SECRET, extra).await
 }
 
 fn client(sim: &Simulator, attempts: u32, timeout: Duration) -> Cas {
