@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Cert, KEY_ID, SECRET, TestEnv, show};
+use common::{Cert, TestEnv, show};
 use serde_json::json;
 
 /// A simulator with `scenario` and a configuration for `certs` (name, domain,
@@ -34,6 +34,11 @@ async fn world(
         .await
 }
 
+/// `world` with the one certificate `www` for www.example.com.
+async fn www(scenario: &str, renewal: &str) -> TestEnv {
+    world(scenario, &[("www", "www.example.com", "")], renewal, "").await
+}
+
 /// Days left on the installed certificate, with its key checked against it.
 fn installed_days(w: &TestEnv, name: &str) -> Option<i64> {
     let i = w.installed(name)?;
@@ -46,10 +51,8 @@ const CREATE: &str = "CreateCertificateForPackageRequest";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_free_order_without_reapply_is_blocked_and_never_renewed() {
-    let w = world(
+    let w = www(
         "orders:\n  - { domain: www.example.com, expires_in: 20d, cert_type: FREE }\n",
-        &[("www", "www.example.com", "")],
-        "",
         "",
     )
     .await;
@@ -152,12 +155,7 @@ async fn mixed_domain_and_uploaded_orders_are_reapplied_or_blocked() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_renew_refused_by_cas_is_not_retried_blindly() {
     // No unit of the product left: the simulator refuses the renew.
-    let w = world(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\npackages: { geotrust-dv-1-starter: 0 }\n",
-        &[("www", "www.example.com", "")],
-        "",
-        "",
-    )
+    let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\npackages: { geotrust-dv-1-starter: 0 }\n", "")
     .await;
     for pass in 0..3 {
         let o = w.once().await;
@@ -176,14 +174,9 @@ async fn a_renew_refused_by_cas_is_not_retried_blindly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pending_application_is_submitted_once_and_only_when_needed() {
     for needs in [false, true] {
-        let w = world(
-            &format!(
+        let w = www(&format!(
                 "orders:\n  - {{ domain: www.example.com, expires_in: 20d }}\nissuance: {{ polls_before_issued: 2, renewal_needs_application: {needs} }}\n"
-            ),
-            &[("www", "www.example.com", "")],
-            "",
-            "",
-        )
+            ), "")
         .await;
         let o = w.once().await;
         assert!(o.status.success(), "needs={needs}: {}", show(&o));
@@ -203,12 +196,7 @@ async fn a_pending_application_is_submitted_once_and_only_when_needed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_after_the_application_resumes_without_applying_twice() {
-    let w = world(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n",
-        &[("www", "www.example.com", "")],
-        "",
-        "",
-    )
+    let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n", "")
     .await;
     let crashed = w
         .run_with_env(
@@ -246,13 +234,7 @@ async fn an_unclear_renew_is_not_paid_again_until_the_ceiling_or_force() {
     assert!(installed_days(&w, "www").is_some_and(|d| d >= 364));
 
     // Past the ceiling (here shorter than the 10 s grace), it pays again by itself.
-    let w = world(
-        scenario,
-        &[("www", "www.example.com", "")],
-        ", unclear_retry_after: 1s",
-        "",
-    )
-    .await;
+    let w = www(scenario, ", unclear_retry_after: 1s").await;
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
     assert!(
@@ -264,12 +246,7 @@ async fn an_unclear_renew_is_not_paid_again_until_the_ceiling_or_force() {
     assert_eq!(w.sim_state()["renew_calls"], json!({ "100001": 1 }));
 
     // Acted, then an error: the order is found and followed; nothing paid twice.
-    let w = world(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nfaults: { act_then_fail_first: { RenewCertificateOrderForPackageRequest: 1 } }\n",
-        &[("www", "www.example.com", "")],
-        ", unclear_retry_after: 1s",
-        "",
-    )
+    let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nfaults: { act_then_fail_first: { RenewCertificateOrderForPackageRequest: 1 } }\n", ", unclear_retry_after: 1s")
     .await;
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
@@ -350,12 +327,7 @@ async fn an_unclear_renew_finds_its_order_even_with_an_empty_domain() {
     // The documented PAYED sample order has "Domain": "": the order an unclear call
     // made must be found by fields that hold then. Past the ceiling (1 s, below the
     // 10 s grace) a miss would pay again and show as a second call.
-    let w = world(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 3, new_orders_domain_empty: true }\nfaults: { act_then_fail_first: { RenewCertificateOrderForPackageRequest: 1 } }\n",
-        &[("www", "www.example.com", "")],
-        ", unclear_retry_after: 1s",
-        "",
-    )
+    let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 3, new_orders_domain_empty: true }\nfaults: { act_then_fail_first: { RenewCertificateOrderForPackageRequest: 1 } }\n", ", unclear_retry_after: 1s")
     .await;
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
@@ -367,22 +339,9 @@ async fn an_unclear_renew_finds_its_order_even_with_an_empty_domain() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_console_order_never_applied_for_is_given_up_not_followed_forever() {
     // Renewed in the console but never applied for: it stays PAYED.
-    let w = world(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n",
-        &[("www", "www.example.com", "")],
-        ", issuance_timeout: 3s",
-        "",
-    )
+    let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n", ", issuance_timeout: 3s")
     .await;
-    let fake = common::Fake::at(w.sim.url());
-    let cas = common::cas_with_key(
-        &fake,
-        KEY_ID,
-        SECRET,
-        None,
-        3,
-        std::time::Duration::from_secs(5),
-    );
+    let cas = w.console();
     let console = cas
         .renew_certificate_order(100_001, None, &[])
         .await
@@ -412,12 +371,7 @@ async fn a_console_order_never_applied_for_is_given_up_not_followed_forever() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_between_the_application_intent_and_the_call_never_applies_twice() {
-    let w = world(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n",
-        &[("www", "www.example.com", "")],
-        ", issuance_timeout: 3s",
-        "",
-    )
+    let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n", ", issuance_timeout: 3s")
     .await;
     let crashed = w
         .run_with_env(
@@ -468,15 +422,7 @@ async fn pending_application_and_unclear_call_gauges_are_set() {
         "",
     )
     .await;
-    let fake = common::Fake::at(w.sim.url());
-    let cas = common::cas_with_key(
-        &fake,
-        KEY_ID,
-        SECRET,
-        None,
-        3,
-        std::time::Duration::from_secs(5),
-    );
+    let cas = w.console();
     cas.renew_certificate_order(100_001, None, &[])
         .await
         .expect("console renew");
@@ -538,12 +484,7 @@ async fn an_unclear_call_never_takes_the_order_another_certificate_follows() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pending_order_without_instance_id_tells_the_operator_what_to_do() {
-    let w = world(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true, instance_ids: false }\n",
-        &[("www", "www.example.com", "")],
-        ", issuance_timeout: 3s",
-        "",
-    )
+    let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true, instance_ids: false }\n", ", issuance_timeout: 3s")
     .await;
     let o = w.once().await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));

@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::MetadataExt as _;
 
 use cas_renewd::pki::{self, Key};
-use common::{Cert, KEY_ID, SECRET, TestEnv, show};
+use common::{Cert, TestEnv, show};
 
 /// A simulator with `scenario` and a configuration for `certs`, with up to six
 /// attempts per call and `extra` top-level YAML.
@@ -300,15 +300,7 @@ async fn a_renewal_made_in_the_console_is_adopted_not_repeated() {
     )
     .await;
     // An operator renews in the console first (no CSR: CAS makes the key).
-    let fake = common::Fake::at(w.sim.url());
-    let cas = common::cas_with_key(
-        &fake,
-        KEY_ID,
-        SECRET,
-        None,
-        3,
-        std::time::Duration::from_secs(5),
-    );
+    let cas = w.console();
     let console = cas
         .renew_certificate_order(100_001, None, &[])
         .await

@@ -23,6 +23,17 @@ async fn world(scenario: &str, renewal: &str, certs: &[(&str, &str, &str)]) -> T
         .await
 }
 
+/// `world` with fast polling and the one certificate `www` for www.example.com,
+/// validated by DNS.
+async fn dns_www(scenario: &str) -> TestEnv {
+    world(
+        scenario,
+        FAST,
+        &[("www", "www.example.com", ", validation: { method: dns }")],
+    )
+    .await
+}
+
 fn records(w: &TestEnv) -> Vec<serde_json::Value> {
     w.sim_state()["dns_records"]
         .as_array()
@@ -61,11 +72,7 @@ fn warnings(o: &Output) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn empty_strings_neither_fail_nor_warn_in_a_renewal_and_a_first_install() {
-    let w = world(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, validation: dns }\nresponses: { empty_strings: true }\n",
-        FAST,
-        &[("www", "www.example.com", ", validation: { method: dns }")],
-    )
+    let w = dns_www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, validation: dns }\nresponses: { empty_strings: true }\n")
     .await;
     // First pass: install the order CAS made (its key comes with it), then renew.
     let o = w.once().await;
@@ -144,13 +151,9 @@ async fn hostile_records_publish_nothing_and_say_why() {
         ("outside_domain", "lies outside www.example.com"),
         ("absolute", "lies outside www.example.com"),
     ] {
-        let w = world(
-            &format!(
+        let w = dns_www(&format!(
                 "orders:\n  - {{ domain: www.example.com, expires_in: 10d }}\nissuance: {{ polls_before_issued: 1, validation: dns, hostile_record: {kind} }}\n"
-            ),
-            FAST,
-            &[("www", "www.example.com", ", validation: { method: dns }")],
-        )
+            ))
         .await;
         let o = w.once().await;
         assert!(!o.status.success(), "{kind}: {}", show(&o));
@@ -215,11 +218,7 @@ async fn a_method_the_configuration_does_not_allow_is_told_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_fail_removes_the_record() {
-    let w = world(
-        "orders:\n  - { domain: www.example.com, expires_in: 10d, issue: verify_fail }\nissuance: { polls_before_issued: 2, validation: dns }\n",
-        FAST,
-        &[("www", "www.example.com", ", validation: { method: dns }")],
-    )
+    let w = dns_www("orders:\n  - { domain: www.example.com, expires_in: 10d, issue: verify_fail }\nissuance: { polls_before_issued: 2, validation: dns }\n")
     .await;
     let o = w.once().await;
     assert!(log(&o).contains("verify_fail"), "{}", show(&o));
@@ -276,11 +275,7 @@ async fn renew_force_removes_what_the_abandoned_order_left() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_busy_alidns_zone_is_waited_for() {
-    let w = world(
-        "orders:\n  - { domain: www.example.com, expires_in: 10d }\nissuance: { polls_before_issued: 1, validation: dns }\ndns: { busy: 2 }\n",
-        FAST,
-        &[("www", "www.example.com", ", validation: { method: dns }")],
-    )
+    let w = dns_www("orders:\n  - { domain: www.example.com, expires_in: 10d }\nissuance: { polls_before_issued: 1, validation: dns }\ndns: { busy: 2 }\n")
     .await;
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
@@ -313,11 +308,7 @@ async fn another_record_in_a_delegated_zone_is_a_named_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_txt_record_stays_and_ours_is_added_beside_it() {
-    let w = world(
-        "orders:\n  - { domain: www.example.com, expires_in: 10d }\nissuance: { polls_before_issued: 1, validation: dns }\ndns: { records: [ { zone: example.com, rr: _dnsauth.www, value: last-year } ] }\n",
-        FAST,
-        &[("www", "www.example.com", ", validation: { method: dns }")],
-    )
+    let w = dns_www("orders:\n  - { domain: www.example.com, expires_in: 10d }\nissuance: { polls_before_issued: 1, validation: dns }\ndns: { records: [ { zone: example.com, rr: _dnsauth.www, value: last-year } ] }\n")
     .await;
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));

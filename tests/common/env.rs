@@ -204,6 +204,8 @@ impl EnvBuilder {
         }
         TestEnv {
             sim,
+            key_id: self.key_id,
+            secret: self.secret,
             dir,
             config,
             log_env: self.log_env,
@@ -231,6 +233,8 @@ impl Installed {
 /// A running simulator, a scratch directory and a configuration for both.
 pub struct TestEnv {
     pub sim: Simulator,
+    key_id: String,
+    secret: String,
     dir: tempfile::TempDir,
     config: PathBuf,
     log_env: Option<String>,
@@ -264,6 +268,20 @@ impl TestEnv {
         let creds = CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::default())
             .expect("creds");
         Arc::new(Engine::new(cfg, Arc::new(creds)).expect("engine"))
+    }
+
+    /// A CAS client of the account, as an operator's console or script would use
+    /// it beside the daemon (three attempts, 5 s timeout).
+    pub fn console(&self) -> cas_renewd::cas::api::Cas {
+        let fake = super::fake::Fake::at(self.sim.url());
+        super::fake::cas_with_key(
+            &fake,
+            &self.key_id,
+            &self.secret,
+            None,
+            3,
+            std::time::Duration::from_secs(5),
+        )
     }
 
     /// `<tmp>/<p>`.
