@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cas_renewd::cas::api::{Cas, CertificateState, OrderFilter, OrderStatus, OrderType};
+use cas_renewd::cas::api::{
+    Cas, CertificateState, CertificateStateResponse, OrderFilter, OrderStatus, OrderType,
+};
 use cas_renewd::cas::client::ApiError;
 use common::{KEY_ID, Raw, SECRET, Simulator, start_sim};
 use rcgen::{CertificateParams, DnType, KeyPair, PublicKeyData};
@@ -41,6 +43,27 @@ async fn order_id(cas: &Cas, domain: &str) -> i64 {
         .find(|o| o.domain.as_deref() == Some(domain))
         .and_then(|o| o.order_id)
         .expect("order exists")
+}
+
+/// Renews order `id` (with `csr`, or letting CAS make the key), then describes the
+/// new order once: its id and state.
+async fn renew_and_describe(
+    cas: &Cas,
+    id: i64,
+    csr: Option<&str>,
+) -> (i64, CertificateStateResponse) {
+    let new_id = cas
+        .renew_certificate_order(id, csr, &[])
+        .await
+        .expect("renew")
+        .body
+        .order_id;
+    let s = cas
+        .describe_certificate_state(new_id)
+        .await
+        .expect("describe")
+        .body;
+    (new_id, s)
 }
 
 /// Polls DescribeCertificateState until the order is issued (bounded).
@@ -165,17 +188,7 @@ async fn renewal_without_csr_returns_a_matching_private_key() {
     let sim = start("orders:\n  - { domain: ecc.example.com, expires_in: 5d, algorithm: ECC }\nissuance: { polls_before_issued: 0 }\n").await;
     let cas = cas(&sim);
     let id = order_id(&cas, "ecc.example.com").await;
-    let new_id = cas
-        .renew_certificate_order(id, None, &[])
-        .await
-        .expect("renew")
-        .body
-        .order_id;
-    let s = cas
-        .describe_certificate_state(new_id)
-        .await
-        .expect("describe")
-        .body;
+    let (_, s) = renew_and_describe(&cas, id, None).await;
     assert_eq!(s.state, CertificateState::Certificate);
     let key = KeyPair::from_pem(s.private_key.expect("key").expose()).expect("key parses");
     let pem = s.certificate.expect("cert");
@@ -334,20 +347,8 @@ async fn dns_validation_waits_for_the_txt_record() {
     let cas = cas(&sim);
     let id = order_id(&cas, "www.example.com").await;
     let key = KeyPair::generate().expect("key");
-    let new_id = cas
-        .renew_certificate_order(id, Some(&csr_for("www.example.com", &key)), &[])
-        .await
-        .expect("renew")
-        .body
-        .order_id;
-    assert_eq!(
-        cas.describe_certificate_state(new_id)
-            .await
-            .expect("d")
-            .body
-            .state,
-        CertificateState::Payed
-    );
+    let (new_id, s) = renew_and_describe(&cas, id, Some(&csr_for("www.example.com", &key))).await;
+    assert_eq!(s.state, CertificateState::Payed);
     let s = cas
         .describe_certificate_state(new_id)
         .await
@@ -440,17 +441,7 @@ async fn file_validation_waits_for_the_file_under_the_webroot() {
     .await;
     let cas = cas(&sim);
     let id = order_id(&cas, "www.example.com").await;
-    let new_id = cas
-        .renew_certificate_order(id, None, &[])
-        .await
-        .expect("renew")
-        .body
-        .order_id;
-    let s = cas
-        .describe_certificate_state(new_id)
-        .await
-        .expect("d")
-        .body;
+    let (new_id, s) = renew_and_describe(&cas, id, None).await;
     assert_eq!(s.state, CertificateState::DomainVerify);
     assert_eq!(s.validate_type.as_deref(), Some("FILE"));
     assert_eq!(
@@ -729,29 +720,11 @@ async fn bad_certificates_on_request() {
     )
     .await;
     let cas = cas(&sim);
-    let a = cas
-        .renew_certificate_order(100_001, None, &[])
-        .await
-        .expect("renew")
-        .body
-        .order_id;
-    let s = cas.describe_certificate_state(a).await.expect("d").body;
+    let (_, s) = renew_and_describe(&cas, 100_001, None).await;
     let pem = s.certificate.expect("cert");
     let (_, p) = parse_x509_pem(pem.as_bytes()).expect("pem");
     let cert = p.parse_x509().expect("x509");
     assert!(cert.subject().to_string().contains("wrong-name.invalid"));
-    let b = cas
-        .renew_certificate_order(100_002, None, &[])
-        .await
-        .expect("renew")
-        .body
-        .order_id;
-    assert_eq!(
-        cas.describe_certificate_state(b)
-            .await
-            .expect("d")
-            .body
-            .state,
-        CertificateState::VerifyFail
-    );
+    let (_, s) = renew_and_describe(&cas, 100_002, None).await;
+    assert_eq!(s.state, CertificateState::VerifyFail);
 }
