@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Cert, TestEnv, show};
+use common::{Cert, RENEWAL_CRASH_POINTS, TestEnv, show};
 use serde_json::json;
 
 /// A simulator with `scenario` and a configuration for `certs` (name, domain,
@@ -198,13 +198,7 @@ async fn a_pending_application_is_submitted_once_and_only_when_needed() {
 async fn a_crash_after_the_application_resumes_without_applying_twice() {
     let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n", "")
     .await;
-    let crashed = w
-        .run_with_env(
-            &["once"],
-            &[("CAS_RENEWD_CRASH_AT", "after-application-submitted")],
-        )
-        .await;
-    assert!(!crashed.status.success(), "{}", show(&crashed));
+    w.once_crashing_at("after-application-submitted").await;
     assert!(w.journal_text("www").contains("application-submitted"));
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
@@ -281,17 +275,7 @@ async fn an_unclear_create_is_not_paid_again_blindly() {
 /// application per certificate and a matching new pair installed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_at_any_step_of_reapply_applies_once() {
-    let points = [
-        "after-key-ready",
-        "after-renew-requested",
-        "after-renew-call",
-        "after-order-created",
-        "after-issued",
-        "before-install",
-        "after-install-files",
-        "after-installed",
-    ];
-    for point in points {
+    for point in RENEWAL_CRASH_POINTS {
         // A crash after the intent is journaled looks like an unclear call: the
         // restart pays again only past the ceiling (1 s here; the grace is 10 s).
         let w = world(
@@ -301,14 +285,7 @@ async fn a_crash_at_any_step_of_reapply_applies_once() {
             "",
         )
         .await;
-        let crashed = w
-            .run_with_env(&["once"], &[("CAS_RENEWD_CRASH_AT", point)])
-            .await;
-        assert!(
-            String::from_utf8_lossy(&crashed.stderr).contains(&format!("crash point {point}")),
-            "{point}: {}",
-            show(&crashed)
-        );
+        w.once_crashing_at(point).await;
         let o = w.once().await;
         assert!(o.status.success(), "{point}: {}", show(&o));
         let days = installed_days(&w, "www").expect("installed");
@@ -373,13 +350,7 @@ async fn a_console_order_never_applied_for_is_given_up_not_followed_forever() {
 async fn a_crash_between_the_application_intent_and_the_call_never_applies_twice() {
     let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n", ", issuance_timeout: 3s")
     .await;
-    let crashed = w
-        .run_with_env(
-            &["once"],
-            &[("CAS_RENEWD_CRASH_AT", "after-application-requested")],
-        )
-        .await;
-    assert!(!crashed.status.success(), "{}", show(&crashed));
+    w.once_crashing_at("after-application-requested").await;
     // Whether the call left is unknown: no second ApplyCertificate, the operator is told.
     let o = w.once().await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));

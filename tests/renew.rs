@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::MetadataExt as _;
 
 use cas_renewd::pki::{self, Key};
-use common::{Cert, TestEnv, show};
+use common::{Cert, RENEWAL_CRASH_POINTS, TestEnv, show};
 
 /// A simulator with `scenario` and a configuration for `certs`, with up to six
 /// attempts per call and `extra` top-level YAML.
@@ -144,37 +144,14 @@ async fn full_renewal_with_file_validation_cleans_up_the_file() {
 /// source order, the installed key matches the installed certificate, and it is new.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_at_any_phase_resumes_without_spending_twice() {
-    let points = [
-        "after-key-ready",
-        "after-renew-requested",
-        "after-renew-call",
-        "after-order-created",
-        "after-issued",
-        "before-install",
-        "after-install-files",
-        "after-installed",
-        "after-reload",
-    ];
-    for point in points {
+    for point in RENEWAL_CRASH_POINTS.into_iter().chain(["after-reload"]) {
         let w = world(
             "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2 }\n",
             &[Cert::new("www", "www.example.com")],
             "hooks: { mark: { command: [\"/bin/sh\", \"-c\", \"echo x >> $(dirname $CAS_RENEWD_CERT_PATH)/../reloads\"] } }\ndefaults: { reload: [mark] }\n",
         )
         .await;
-        let crashed = w
-            .run_with_env(&["once"], &[("CAS_RENEWD_CRASH_AT", point)])
-            .await;
-        assert!(
-            !crashed.status.success(),
-            "{point}: expected a crash\n{}",
-            show(&crashed)
-        );
-        assert!(
-            String::from_utf8_lossy(&crashed.stderr).contains(&format!("crash point {point}")),
-            "{point}: {}",
-            show(&crashed)
-        );
+        w.once_crashing_at(point).await;
         if let Ok(pair) = std::panic::catch_unwind(|| installed(&w, "www")) {
             assert!(
                 pair.1,

@@ -248,20 +248,12 @@ async fn a_kill_between_renames_is_repaired_at_start() {
         let out = w.path("out/www");
         if !first_install {
             // Install the order's certificate, then stop as the renewal starts.
-            let mut c = w.command(&["once"]);
-            c.env("CAS_RENEWD_CRASH_AT", "after-key-ready");
-            let o = w.output(c).await;
+            let o = w
+                .run_with_env(&["once"], &[("CAS_RENEWD_CRASH_AT", "after-key-ready")])
+                .await;
             assert!(pair_matches(&out), "{}", show(&o));
         }
-        let mut c = w.command(&["once"]);
-        c.env("CAS_RENEWD_CRASH_AT", "between-install-renames");
-        let crashed = w.output(c).await;
-        assert!(
-            String::from_utf8_lossy(&crashed.stderr)
-                .contains("crash point between-install-renames"),
-            "{}",
-            show(&crashed)
-        );
+        w.once_crashing_at("between-install-renames").await;
         assert!(!pair_matches(&out), "the kill tore the set");
         assert!(
             !temporaries(&out).is_empty(),

@@ -23,6 +23,18 @@ pub const SECRET: &str = "sim-access-key-secret";
 /// Fast polling, the `renewal:` most tests use.
 pub const FAST: &str = "poll_interval: 100ms, poll_max_interval: 200ms, issuance_timeout: 1m";
 
+/// The engine's crash points from a key made to the set installed, in order.
+pub const RENEWAL_CRASH_POINTS: [&str; 8] = [
+    "after-key-ready",
+    "after-renew-requested",
+    "after-renew-call",
+    "after-order-created",
+    "after-issued",
+    "before-install",
+    "after-install-files",
+    "after-installed",
+];
+
 /// A simulator on a free loopback port for `access_key: { id, secret }` and the
 /// scenario `body` (orders, issuance, faults...).
 pub async fn start_sim(key_id: &str, secret: &str, body: &str) -> Simulator {
@@ -332,6 +344,25 @@ impl TestEnv {
 
     pub async fn once(&self) -> Output {
         self.run(&["once"]).await
+    }
+
+    /// `once` killed at the crash point `point` (`CAS_RENEWD_CRASH_AT`), checked to
+    /// have failed there.
+    pub async fn once_crashing_at(&self, point: &str) -> Output {
+        let o = self
+            .run_with_env(&["once"], &[("CAS_RENEWD_CRASH_AT", point)])
+            .await;
+        assert!(
+            !o.status.success(),
+            "{point}: expected a crash\n{}",
+            show(&o)
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(&format!("crash point {point}")),
+            "{point}: {}",
+            show(&o)
+        );
+        o
     }
 
     /// `status --json`, parsed.

@@ -11,7 +11,10 @@ pub mod env;
 pub mod fake;
 pub mod process;
 
-pub use env::{Cert, EnvBuilder, FAST, Installed, KEY_ID, SECRET, TestEnv, show, start_sim};
+pub use env::{
+    Cert, EnvBuilder, FAST, Installed, KEY_ID, RENEWAL_CRASH_POINTS, SECRET, TestEnv, show,
+    start_sim,
+};
 pub use fake::*;
 pub use process::{DaemonProcess, Notify, bin_command, free_port, scrape, signal};
 
