@@ -387,12 +387,15 @@ fn a_config_holding_a_readable_secret_gets_a_warning() {
     let cfg = dir.path().join("c.yaml");
     std::fs::write(&cfg, "credentials: { access_key_id: a, access_key_secret: b }\ncertificates: [ { name: www, domain: www.example.com } ]\n").expect("write");
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let o = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("check-config")
-        .output()
-        .expect("runs");
+    let check = || {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("check-config")
+            .output()
+            .expect("runs")
+    };
+    let o = check();
     assert!(o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -400,12 +403,7 @@ fn a_config_holding_a_readable_secret_gets_a_warning() {
         "{err}"
     );
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let o = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("check-config")
-        .output()
-        .expect("runs");
+    let o = check();
     assert!(!String::from_utf8_lossy(&o.stderr).contains("warning"));
 }
 
