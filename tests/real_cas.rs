@@ -318,13 +318,7 @@ async fn a_console_order_never_applied_for_is_given_up_not_followed_forever() {
     // Renewed in the console but never applied for: it stays PAYED.
     let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n", ", issuance_timeout: 3s")
     .await;
-    let cas = w.console();
-    let console = cas
-        .renew_certificate_order(100_001, None, &[])
-        .await
-        .expect("console renew")
-        .body
-        .order_id;
+    let console = w.console_renew(100_001).await;
     let o = w.once().await;
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -393,10 +387,7 @@ async fn pending_application_and_unclear_call_gauges_are_set() {
         "",
     )
     .await;
-    let cas = w.console();
-    cas.renew_certificate_order(100_001, None, &[])
-        .await
-        .expect("console renew");
+    w.console_renew(100_001).await;
     let opts = PassOptions {
         follow_budget: Some(std::time::Duration::from_secs(2)),
         ..PassOptions::default()

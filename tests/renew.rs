@@ -277,13 +277,7 @@ async fn a_renewal_made_in_the_console_is_adopted_not_repeated() {
     )
     .await;
     // An operator renews in the console first (no CSR: CAS makes the key).
-    let cas = w.console();
-    let console = cas
-        .renew_certificate_order(100_001, None, &[])
-        .await
-        .expect("console renew")
-        .body
-        .order_id;
+    let console = w.console_renew(100_001).await;
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
     let (leaf, matches) = installed(&w, "www");

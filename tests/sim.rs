@@ -6,7 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cas_renewd::cas::api::{
-    Cas, CertificateState, CertificateStateResponse, OrderFilter, OrderStatus, OrderType,
+    Cas, CertificateOrder, CertificateState, CertificateStateResponse, OrderFilter, OrderStatus,
+    OrderType,
 };
 use cas_renewd::cas::client::ApiError;
 use common::{KEY_ID, Raw, SECRET, Simulator, start_sim};
@@ -43,6 +44,19 @@ async fn order_id(cas: &Cas, domain: &str) -> i64 {
         .find(|o| o.domain.as_deref() == Some(domain))
         .and_then(|o| o.order_id)
         .expect("order exists")
+}
+
+/// Every order in `status`, listed `page` at a time.
+async fn list_by_status(cas: &Cas, status: OrderStatus, page: u32) -> Vec<CertificateOrder> {
+    cas.list_all_orders(
+        OrderFilter {
+            status: Some(status),
+            ..Default::default()
+        },
+        page,
+    )
+    .await
+    .expect("list")
 }
 
 /// Renews order `id` (with `csr`, or letting CAS make the key), then describes the
@@ -257,16 +271,7 @@ async fn the_simulated_clock_moves_orders_through_their_states() {
         .await
         .expect("clock");
     assert_eq!(r.status(), 200);
-    let o = cas
-        .list_all_orders(
-            OrderFilter {
-                status: Some(OrderStatus::Expired),
-                ..Default::default()
-            },
-            50,
-        )
-        .await
-        .expect("list");
+    let o = list_by_status(&cas, OrderStatus::Expired, 50).await;
     assert_eq!(o.len(), 2);
 }
 
@@ -282,16 +287,7 @@ async fn listing_pages_filters_and_certificates() {
         .await
         .expect("list");
     assert_eq!(all.len(), 250);
-    let expiring = cas
-        .list_all_orders(
-            OrderFilter {
-                status: Some(OrderStatus::Willexpired),
-                ..Default::default()
-            },
-            100,
-        )
-        .await
-        .expect("list");
+    let expiring = list_by_status(&cas, OrderStatus::Willexpired, 100).await;
     assert_eq!(expiring.len(), 50);
     let one = cas
         .list_all_orders(

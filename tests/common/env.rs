@@ -296,6 +296,17 @@ impl TestEnv {
         )
     }
 
+    /// Renews order `id` through [`TestEnv::console`] (no CSR: CAS makes the key),
+    /// as an operator would beside the daemon; returns the new order's id.
+    pub async fn console_renew(&self, id: i64) -> i64 {
+        self.console()
+            .renew_certificate_order(id, None, &[])
+            .await
+            .expect("console renew")
+            .body
+            .order_id
+    }
+
     /// `<tmp>/<p>`.
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
