@@ -46,6 +46,11 @@ pub async fn start_sim(key_id: &str, secret: &str, body: &str) -> Simulator {
     Simulator::start(&s, "127.0.0.1:0").await.expect("sim")
 }
 
+/// The simulator `state` counted no paid renew call at all.
+pub fn no_renew_calls(state: &Value) -> bool {
+    state["renew_calls"].as_object().expect("map").is_empty()
+}
+
 /// A command's status and both streams, for assertion messages.
 pub fn show(o: &Output) -> String {
     format!(

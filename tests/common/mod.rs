@@ -12,8 +12,8 @@ pub mod fake;
 pub mod process;
 
 pub use env::{
-    Cert, EnvBuilder, FAST, Installed, KEY_ID, RENEWAL_CRASH_POINTS, SECRET, TestEnv, show,
-    start_sim,
+    Cert, EnvBuilder, FAST, Installed, KEY_ID, RENEWAL_CRASH_POINTS, SECRET, TestEnv,
+    no_renew_calls, show, start_sim,
 };
 pub use fake::*;
 pub use process::{DaemonProcess, Notify, bin_command, free_port, scrape, signal};
