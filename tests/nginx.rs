@@ -528,7 +528,7 @@ async fn nginx_loads_the_key_cas_made_in_every_form() {
         .iter()
         .map(|(name, domain, _, s)| Site {
             server_name: domain,
-            dir: out(&s, name),
+            dir: out(s, name),
         })
         .collect();
     std::fs::create_dir_all(prefix.join("tmp")).expect("prefix");
@@ -549,10 +549,10 @@ async fn nginx_loads_the_key_cas_made_in_every_form() {
     );
     let nginx = start_on(&prefix, port, &sites);
     for (name, domain, _, s) in &setups {
-        let disk = on_disk(&out(&s, name));
+        let disk = on_disk(&out(s, name));
         let live = served(&nginx.addr(), domain).await;
         assert_eq!(live.serial_hex, disk.serial_hex, "{name}: served");
-        let key = std::fs::read_to_string(out(&s, name).join("privkey.pem")).expect("key");
+        let key = std::fs::read_to_string(out(s, name).join("privkey.pem")).expect("key");
         assert_eq!(
             pki::Key::from_pem(&key).expect("key").spki_sha256(),
             live.spki_sha256,
