@@ -20,6 +20,13 @@ async fn start(extra: &str) -> Simulator {
     start_sim(KEY_ID, SECRET, extra).await
 }
 
+/// A simulator for `extra` and a client of its account.
+async fn start_with_client(extra: &str) -> (Simulator, Cas) {
+    let sim = start(extra).await;
+    let cas = cas(&sim);
+    (sim, cas)
+}
+
 fn client(sim: &Simulator, attempts: u32, timeout: Duration) -> Cas {
     let fake = common::Fake::at(sim.url());
     common::cas_with_key(&fake, KEY_ID, SECRET, None, attempts, timeout)
@@ -80,6 +87,15 @@ async fn renew_and_describe(
     (new_id, s)
 }
 
+/// The state of order `id` now.
+async fn state_of(cas: &Cas, id: i64) -> CertificateState {
+    cas.describe_certificate_state(id)
+        .await
+        .expect("describe")
+        .body
+        .state
+}
+
 /// Polls DescribeCertificateState until the order is issued (bounded).
 async fn poll_until_issued(cas: &Cas, id: i64) -> Vec<CertificateState> {
     let mut seen = Vec::new();
@@ -99,8 +115,7 @@ async fn poll_until_issued(cas: &Cas, id: i64) -> Vec<CertificateState> {
 
 #[tokio::test]
 async fn full_renewal_with_a_csr_issues_a_real_certificate_for_our_key() {
-    let sim = start(TWO_ORDERS).await;
-    let cas = cas(&sim);
+    let (sim, cas) = start_with_client(TWO_ORDERS).await;
     let orders = cas
         .list_all_orders(OrderFilter::default(), 50)
         .await
@@ -199,8 +214,7 @@ async fn full_renewal_with_a_csr_issues_a_real_certificate_for_our_key() {
 
 #[tokio::test]
 async fn renewal_without_csr_returns_a_matching_private_key() {
-    let sim = start("orders:\n  - { domain: ecc.example.com, expires_in: 5d, algorithm: ECC }\nissuance: { polls_before_issued: 0 }\n").await;
-    let cas = cas(&sim);
+    let (_sim, cas) = start_with_client("orders:\n  - { domain: ecc.example.com, expires_in: 5d, algorithm: ECC }\nissuance: { polls_before_issued: 0 }\n").await;
     let id = order_id(&cas, "ecc.example.com").await;
     let (_, s) = renew_and_describe(&cas, id, None).await;
     assert_eq!(s.state, CertificateState::Certificate);
@@ -215,8 +229,7 @@ async fn renewal_without_csr_returns_a_matching_private_key() {
 
 #[tokio::test]
 async fn renew_is_refused_unless_the_order_is_about_to_expire() {
-    let sim = start(TWO_ORDERS).await;
-    let cas = cas(&sim);
+    let (sim, cas) = start_with_client(TWO_ORDERS).await;
     let id = order_id(&cas, "api.example.com").await;
     let err = cas
         .renew_certificate_order(id, None, &[])
@@ -241,8 +254,7 @@ async fn renew_is_refused_unless_the_order_is_about_to_expire() {
 
 #[tokio::test]
 async fn the_simulated_clock_moves_orders_through_their_states() {
-    let sim = start(TWO_ORDERS).await;
-    let cas = cas(&sim);
+    let (sim, cas) = start_with_client(TWO_ORDERS).await;
     let status = |orders: &[cas_renewd::cas::api::CertificateOrder], d: &str| {
         orders
             .iter()
@@ -272,11 +284,7 @@ async fn the_simulated_clock_moves_orders_through_their_states() {
 
 #[tokio::test]
 async fn listing_pages_filters_and_certificates() {
-    let sim = start(
-        "generate: { count: 250, expiring_fraction: 0.2, domain: \"host-{n}.example.com\" }\nrate_limits: { ListUserCertificateOrder: 1000 }\n",
-    )
-    .await;
-    let cas = cas(&sim);
+    let (sim, cas) = start_with_client("generate: { count: 250, expiring_fraction: 0.2, domain: \"host-{n}.example.com\" }\nrate_limits: { ListUserCertificateOrder: 1000 }\n",).await;
     let all = cas
         .list_all_orders(OrderFilter::default(), 100)
         .await
@@ -331,11 +339,10 @@ async fn listing_pages_filters_and_certificates() {
 
 #[tokio::test]
 async fn dns_validation_waits_for_the_txt_record() {
-    let sim = start(&format!(
+    let (sim, cas) = start_with_client(&format!(
         "{TWO_ORDERS}issuance: {{ polls_before_issued: 1, validation: dns }}\n"
     ))
     .await;
-    let cas = cas(&sim);
     let id = order_id(&cas, "www.example.com").await;
     let key = KeyPair::generate().expect("key");
     let (new_id, s) = renew_and_describe(&cas, id, Some(&csr_for("www.example.com", &key))).await;
@@ -351,14 +358,7 @@ async fn dns_validation_waits_for_the_txt_record() {
     assert_eq!(s.record_type.as_deref(), Some("TXT"));
     let value = s.record_value.expect("value");
     // Still waiting without the record.
-    assert_eq!(
-        cas.describe_certificate_state(new_id)
-            .await
-            .expect("d")
-            .body
-            .state,
-        CertificateState::DomainVerify
-    );
+    assert_eq!(state_of(&cas, new_id).await, CertificateState::DomainVerify);
 
     let dns = |action: &'static str| Raw {
         version: "2015-01-09",
@@ -402,14 +402,7 @@ async fn dns_validation_waits_for_the_txt_record() {
         .await;
     assert_eq!(nozone["Code"], "InvalidDomainName.NoExist");
 
-    assert_eq!(
-        cas.describe_certificate_state(new_id)
-            .await
-            .expect("d")
-            .body
-            .state,
-        CertificateState::Certificate
-    );
+    assert_eq!(state_of(&cas, new_id).await, CertificateState::Certificate);
     let (st, _) = dns("DeleteDomainRecord")
         .param("RecordId", &record_id)
         .send(&sim.url())
@@ -425,12 +418,11 @@ async fn dns_validation_waits_for_the_txt_record() {
 #[tokio::test]
 async fn file_validation_waits_for_the_file_under_the_webroot() {
     let root = tempfile::tempdir().expect("tempdir");
-    let sim = start(&format!(
+    let (_sim, cas) = start_with_client(&format!(
         "{TWO_ORDERS}issuance: {{ polls_before_issued: 0, validation: file, webroot: {} }}\n",
         root.path().display()
     ))
     .await;
-    let cas = cas(&sim);
     let id = order_id(&cas, "www.example.com").await;
     let (new_id, s) = renew_and_describe(&cas, id, None).await;
     assert_eq!(s.state, CertificateState::DomainVerify);
@@ -442,23 +434,9 @@ async fn file_validation_waits_for_the_file_under_the_webroot() {
     let path = root.path().join(".well-known/pki-validation/fileauth.txt");
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(&path, "wrong").expect("write");
-    assert_eq!(
-        cas.describe_certificate_state(new_id)
-            .await
-            .expect("d")
-            .body
-            .state,
-        CertificateState::DomainVerify
-    );
+    assert_eq!(state_of(&cas, new_id).await, CertificateState::DomainVerify);
     std::fs::write(&path, s.content.expect("content")).expect("write");
-    assert_eq!(
-        cas.describe_certificate_state(new_id)
-            .await
-            .expect("d")
-            .body
-            .state,
-        CertificateState::Certificate
-    );
+    assert_eq!(state_of(&cas, new_id).await, CertificateState::Certificate);
 }
 
 #[tokio::test]
@@ -665,8 +643,8 @@ async fn fault_malformed_acts_then_garbles_the_answer() {
 
 #[tokio::test]
 async fn fault_latency_delays_every_answer() {
-    let sim = start(&format!("{TWO_ORDERS}faults: {{ latency: 300ms }}\n")).await;
-    let cas = cas(&sim);
+    let (_sim, cas) =
+        start_with_client(&format!("{TWO_ORDERS}faults: {{ latency: 300ms }}\n")).await;
     let started = Instant::now();
     cas.describe_certificate_state(100_002).await.expect("ok");
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -695,11 +673,7 @@ async fn faults_are_reproducible_from_the_seed() {
 
 #[tokio::test]
 async fn bad_certificates_on_request() {
-    let sim = start(
-        "orders:\n  - { domain: a.example.com, expires_in: 5d, issue: wrong_name }\n  - { domain: b.example.com, expires_in: 5d, issue: verify_fail }\nissuance: { polls_before_issued: 0 }\n",
-    )
-    .await;
-    let cas = cas(&sim);
+    let (_sim, cas) = start_with_client("orders:\n  - { domain: a.example.com, expires_in: 5d, issue: wrong_name }\n  - { domain: b.example.com, expires_in: 5d, issue: verify_fail }\nissuance: { polls_before_issued: 0 }\n",).await;
     let (_, s) = renew_and_describe(&cas, 100_001, None).await;
     let pem = s.certificate.expect("cert");
     let (_, p) = parse_x509_pem(pem.as_bytes()).expect("pem");
