@@ -364,22 +364,17 @@ async fn dns_validation_waits_for_the_txt_record() {
         version: "2015-01-09",
         ..Raw::new(action, KEY_ID, SECRET)
     };
-    let (st, added) = dns("AddDomainRecord")
-        .param("DomainName", "example.com")
-        .param("RR", "_dnsauth.www")
-        .param("Type", "TXT")
-        .param("Value", &value)
-        .send(&sim.url())
-        .await;
+    let add = || {
+        dns("AddDomainRecord")
+            .param("DomainName", "example.com")
+            .param("RR", "_dnsauth.www")
+            .param("Type", "TXT")
+            .param("Value", &value)
+    };
+    let (st, added) = add().send(&sim.url()).await;
     assert_eq!(st, 200, "{added}");
     let record_id = added["RecordId"].as_str().expect("string id").to_owned();
-    let (_, dup) = dns("AddDomainRecord")
-        .param("DomainName", "example.com")
-        .param("RR", "_dnsauth.www")
-        .param("Type", "TXT")
-        .param("Value", &value)
-        .send(&sim.url())
-        .await;
+    let (_, dup) = add().send(&sim.url()).await;
     assert_eq!(dup["Code"], "DomainRecordDuplicate");
     let (_, sub) = dns("DescribeSubDomainRecords")
         .param("SubDomain", "_dnsauth.www.example.com")
