@@ -11,8 +11,8 @@ use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
 use cas_renewd::config::Config;
 use cas_renewd::renew::Engine;
 
+use super::{Scenario, Simulator};
 use cas_renewd::pki::{self, Key};
-use cas_renewd::sim::{Scenario, Simulator};
 use serde_json::Value;
 
 use super::process::{bin_command, free_port};
