@@ -5,20 +5,14 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Fake, Reply};
-
-const BIN: &str = env!("CARGO_BIN_EXE_cas-renewd");
+use common::process::BIN;
+use common::{Fake, Reply, bin_command};
 
 /// The binary with an environment that can never reach a real credential source
 /// or the ECS metadata address.
 fn cmd(config: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", config.parent().expect("dir"))
-        .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
-        .arg("--config")
-        .arg(config);
+    let mut c = bin_command(config, &[], None);
+    c.env("HOME", config.parent().expect("dir"));
     c
 }
 

@@ -10,14 +10,13 @@ use cas_renewd::cas::api::{Cas, OrderFilter, Tag};
 use cas_renewd::cas::client::ApiError;
 use common::{Fake, Reply, cas_for, throttled};
 
+/// A client with the fake's own secret, `attempts` tries and `timeout`.
+fn client(fake: &Fake, attempts: u32, timeout: Duration) -> Cas {
+    cas_for(fake, common::ACCESS_KEY_SECRET, None, attempts, timeout)
+}
+
 fn cas(fake: &Fake) -> Cas {
-    cas_for(
-        fake,
-        common::ACCESS_KEY_SECRET,
-        None,
-        6,
-        Duration::from_secs(5),
-    )
+    client(fake, 6, Duration::from_secs(5))
 }
 
 const STATE_OK: &str = r#"{"RequestId":"OK-1","Type":"process"}"#;
@@ -97,13 +96,7 @@ async fn client_errors_fail_at_once_with_code_message_and_request_id() {
 async fn server_errors_are_retried_until_attempts_run_out() {
     let fake = Fake::start().await;
     fake.fallback(|_| Reply::error(503, "ServiceUnavailable", "try later"));
-    let c = cas_for(
-        &fake,
-        common::ACCESS_KEY_SECRET,
-        None,
-        3,
-        Duration::from_secs(5),
-    );
+    let c = client(&fake, 3, Duration::from_secs(5));
     let err = c
         .describe_certificate_state(1)
         .await
@@ -136,13 +129,7 @@ async fn non_json_and_truncated_bodies_are_clear_errors() {
             Reply::json(200, r#"{"RequestId":"x","Ty"#),
         ],
     );
-    let c = cas_for(
-        &fake,
-        common::ACCESS_KEY_SECRET,
-        None,
-        2,
-        Duration::from_secs(5),
-    );
+    let c = client(&fake, 2, Duration::from_secs(5));
     let err = c
         .describe_certificate_state(1)
         .await
@@ -183,13 +170,7 @@ async fn oversized_bodies_are_refused() {
         "x".repeat(11 * 1024 * 1024)
     );
     fake.fallback(move |_| Reply::json(200, big.clone()));
-    let c = cas_for(
-        &fake,
-        common::ACCESS_KEY_SECRET,
-        None,
-        1,
-        Duration::from_secs(20),
-    );
+    let c = client(&fake, 1, Duration::from_secs(20));
     let err = c
         .describe_certificate_state(1)
         .await
@@ -221,13 +202,7 @@ async fn renew_timeout_is_ambiguous_and_sent_once() {
     fake.fallback(|_| {
         Reply::json(200, r#"{"RequestId":"R","OrderId":9}"#).delayed(Duration::from_secs(3))
     });
-    let c = cas_for(
-        &fake,
-        common::ACCESS_KEY_SECRET,
-        None,
-        6,
-        Duration::from_millis(500),
-    );
+    let c = client(&fake, 6, Duration::from_millis(500));
     let err = c
         .renew_certificate_order(7, Some("CSR"), &[])
         .await

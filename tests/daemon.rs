@@ -2,53 +2,12 @@
 //! valid metrics, SIGHUP reload (a bad config is refused, the old one kept), SIGUSR1
 //! pass, and exit 0 after SIGTERM.
 
-use std::os::unix::net::UnixDatagram;
-use std::path::Path;
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cas_sim::{Scenario, Simulator};
-
-const BIN: &str = env!("CARGO_BIN_EXE_cas-renewd");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// Reads notifications until one contains `want` (bounded).
-fn wait_notify(sock: &UnixDatagram, want: &str, seen: &mut Vec<String>) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        if let Ok(n) = sock.recv(&mut buf) {
-            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let hit = msg.lines().any(|l| l == want);
-            seen.push(msg);
-            if hit {
-                return;
-            }
-        }
-    }
-    panic!("no {want} within 30 s; got {seen:?}");
-}
-
-fn kill(pid: u32, sig: &str) {
-    let st = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(st.success());
-}
-
-async fn get(url: &str) -> (u16, String) {
-    let r = reqwest::get(url).await.expect("get");
-    let st = r.status().as_u16();
-    (st, r.text().await.expect("body"))
-}
+use common::{DaemonProcess, Notify, TestEnv};
 
 fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
@@ -59,59 +18,42 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_notifies_serves_metrics_reloads_passes_and_stops() {
-    let scenario = Scenario::parse(
-        "access_key: { id: k, secret: s }\norders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 1 }\n",
-        Path::new("scenario"),
+    let w = TestEnv::builder(
+        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 1 }\n",
     )
-    .expect("scenario");
-    let sim = Simulator::start(&scenario, "127.0.0.1:0")
-        .await
-        .expect("sim");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let cfg_text = format!(
-        "api: {{ endpoint: \"{0}\", dns_endpoint: \"{0}\" }}\ncredentials: {{ access_key_id: k, access_key_secret: s }}\nstate_dir: {1}/state\nschedule: {{ cron: \"0 17 3 * * *\", jitter: 0s, run_at_start: true }}\nrenewal: {{ poll_interval: 100ms, poll_max_interval: 200ms }}\ncertificates:\n  - {{ name: www, domain: www.example.com, output: {{ dir: {1}/out/www }} }}\nmetrics: {{ listen: \"127.0.0.1:{port}\" }}\n",
-        sim.url(),
-        dir.path().display()
+    .key("k", "s")
+    .renewal(Some("poll_interval: 100ms, poll_max_interval: 200ms"))
+    .extra("schedule: { cron: \"0 17 3 * * *\", jitter: 0s, run_at_start: true }\n")
+    .cert(common::Cert::new("www", "www.example.com"))
+    .metrics()
+    .log_env(None)
+    .start()
+    .await;
+    let cfg = w.config_path();
+    let cfg_text = w.config_text();
+    let mut notify = Notify::bind(w.path("notify.sock"));
+    let sock_path = notify.path.display().to_string();
+    let mut child = DaemonProcess::spawn(&w, &[("NOTIFY_SOCKET", &sock_path)]);
+    notify.wait("READY=1");
+    assert!(
+        notify.seen.iter().any(|m| m.contains("STATUS=")),
+        "{:?}",
+        notify.seen
     );
-    let cfg = dir.path().join("config.yaml");
-    std::fs::write(&cfg, &cfg_text).expect("config");
-    let sock_path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-
-    let child = Command::new(BIN)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("NOTIFY_SOCKET", &sock_path)
-        .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
-        .arg("--config")
-        .arg(&cfg)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("daemon starts");
-    let pid = child.id();
-    let mut seen = Vec::new();
-    wait_notify(&sock, "READY=1", &mut seen);
-    assert!(seen.iter().any(|m| m.contains("STATUS=")), "{seen:?}");
-    let base = format!("http://127.0.0.1:{port}");
-    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    assert_eq!(child.get("/healthz").await.0, 200);
 
     // The start pass installs and renews; wait for readiness and the renewal.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (st, _) = get(&format!("{base}/readyz")).await;
-        let m = get(&format!("{base}/metrics")).await.1;
+        let (st, _) = child.get("/readyz").await;
+        let m = child.scrape().await;
         if st == 200 && metric(&m, "cas_renewd_renew_orders_total{cert=\"www\"}") == Some(1.0) {
             break;
         }
         assert!(Instant::now() < deadline, "no renewal within 30 s:\n{m}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let m = get(&format!("{base}/metrics")).await.1;
+    let m = child.scrape().await;
     assert_eq!(
         metric(&m, "cas_renewd_certificate_ready{cert=\"www\"}"),
         Some(1.0),
@@ -125,38 +67,31 @@ async fn run_notifies_serves_metrics_reloads_passes_and_stops() {
         .is_some_and(|t| t > 1.8e9)
     );
     assert!(metric(&m, "cas_renewd_last_pass_timestamp_seconds").is_some_and(|t| t > 0.0));
-    let metrics_file = dir.path().join("scrape.prom");
+    let metrics_file = w.path("scrape.prom");
     std::fs::write(&metrics_file, &m).expect("write scrape");
 
-    // SIGHUP with a broken file: refused, old config kept, metric says so.
-    std::fs::write(&cfg, "certificates: [\n").expect("break config");
-    kill(pid, "-HUP");
-    wait_notify(&sock, "RELOADING=1", &mut seen);
-    wait_notify(&sock, "READY=1", &mut seen);
-    let m = get(&format!("{base}/metrics")).await.1;
-    assert_eq!(
-        metric(&m, "cas_renewd_config_last_reload_successful"),
-        Some(0.0),
-        "{m}"
-    );
-    std::fs::write(&cfg, &cfg_text).expect("fix config");
-    kill(pid, "-HUP");
-    wait_notify(&sock, "RELOADING=1", &mut seen);
-    wait_notify(&sock, "READY=1", &mut seen);
-    let m = get(&format!("{base}/metrics")).await.1;
-    assert_eq!(
-        metric(&m, "cas_renewd_config_last_reload_successful"),
-        Some(1.0),
-        "{m}"
-    );
+    // SIGHUP with a broken file: refused, old config kept, metric says so; then
+    // with the file fixed again.
+    for (text, ok) in [("certificates: [\n", 0.0), (cfg_text.as_str(), 1.0)] {
+        std::fs::write(cfg, text).expect("write config");
+        child.signal("-HUP");
+        notify.wait("RELOADING=1");
+        notify.wait("READY=1");
+        let m = child.scrape().await;
+        assert_eq!(
+            metric(&m, "cas_renewd_config_last_reload_successful"),
+            Some(ok),
+            "{m}"
+        );
+    }
 
     // SIGUSR1: a pass now (one more listing), and still one renew call.
-    let before = sim.state()["calls"]["ListUserCertificateOrder"]
+    let before = w.sim_state()["calls"]["ListUserCertificateOrder"]
         .as_u64()
         .expect("n");
-    kill(pid, "-USR1");
+    child.signal("-USR1");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while sim.state()["calls"]["ListUserCertificateOrder"]
+    while w.sim_state()["calls"]["ListUserCertificateOrder"]
         .as_u64()
         .expect("n")
         <= before
@@ -165,26 +100,19 @@ async fn run_notifies_serves_metrics_reloads_passes_and_stops() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        sim.state()["renew_calls"],
+        w.sim_state()["renew_calls"],
         serde_json::json!({ "100001": 1 })
     );
 
-    kill(pid, "-TERM");
+    child.signal("-TERM");
     let started = Instant::now();
-    let status = tokio::task::spawn_blocking(move || child.wait_with_output().expect("wait"))
-        .await
-        .expect("join");
+    let status = child.wait_exit(Duration::from_secs(30), "daemon after SIGTERM");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "stopped within 10 s"
     );
-    assert_eq!(
-        status.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    wait_notify(&sock, "STOPPING=1", &mut seen);
+    assert_eq!(status.code(), Some(0), "{}", child.log());
+    notify.wait("STOPPING=1");
 
     // The live scrape is valid exposition format (promtool, when installed).
     match Command::new("promtool")

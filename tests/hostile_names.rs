@@ -2,109 +2,65 @@
 //! simulator with look-alike, colliding, path-like and control-character domains
 //! under `discover`, and what `list`, `status`, the hooks and the text log show.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Arc;
+use std::process::Output;
 
-use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
-use cas_renewd::config::Config;
 use cas_renewd::pki;
-use cas_renewd::renew::{Engine, Outcome, PassOptions};
-use cas_sim::{Scenario, Simulator};
+use cas_renewd::renew::{Outcome, PassOptions};
+use common::{TestEnv, show};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cas-renewd");
-
-struct World {
-    sim: Simulator,
-    dir: tempfile::TempDir,
-    config: PathBuf,
+/// A simulator holding one order (expiring in 200 days) per domain, and a
+/// configuration with `discover: { keyword, output_root: <tmp>/out }`, a hook
+/// that records what it is told, and `rest` (e.g. `certificates:`).
+async fn world(domains: &[&str], keyword: &str, rest: &str) -> TestEnv {
+    let mut scenario = String::from("orders:\n");
+    for d in domains {
+        // JSON strings are YAML double-quoted scalars: any byte gets through.
+        let quoted = serde_json::to_string(d).expect("json string");
+        scenario.push_str(&format!("  - {{ domain: {quoted}, expires_in: 200d }}\n"));
+    }
+    let keyword = serde_json::to_string(keyword).expect("json string");
+    TestEnv::builder(&scenario)
+        .key("k", "s")
+        .extra(&format!("discover: {{ keyword: {keyword}, output_root: {{d}}/out }}\nhooks: {{ rec: {{ command: [\"/bin/sh\", \"-c\", \"printf '%s\\\\n%s\\\\n' \\\"$CAS_RENEWD_DOMAIN\\\" \\\"$CAS_RENEWD_CERT_PATH\\\" >> {{d}}/hook-env\"] }} }}\ndefaults: {{ reload: [rec] }}\n{rest}"))
+        .start()
+        .await
 }
 
-impl World {
-    /// A simulator holding one order (expiring in 200 days) per domain, and a
-    /// configuration with `discover: { keyword, output_root: <tmp>/out }`, a hook
-    /// that records what it is told, and `rest` (e.g. `certificates:`).
-    async fn new(domains: &[&str], keyword: &str, rest: &str) -> World {
-        let mut scenario = String::from("access_key: { id: k, secret: s }\norders:\n");
-        for d in domains {
-            // JSON strings are YAML double-quoted scalars: any byte gets through.
-            let quoted = serde_json::to_string(d).expect("json string");
-            scenario.push_str(&format!("  - {{ domain: {quoted}, expires_in: 200d }}\n"));
-        }
-        let s = Scenario::parse(&scenario, Path::new("scenario")).unwrap_or_else(|e| panic!("{e}"));
-        let sim = Simulator::start(&s, "127.0.0.1:0").await.expect("sim");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path().display();
-        let keyword = serde_json::to_string(keyword).expect("json string");
-        let cfg = format!(
-            "api: {{ endpoint: \"{0}\", dns_endpoint: \"{0}\" }}\ncredentials: {{ access_key_id: k, access_key_secret: s }}\nstate_dir: {d}/state\nrenewal: {{ poll_interval: 100ms, poll_max_interval: 200ms, issuance_timeout: 1m }}\ndiscover: {{ keyword: {keyword}, output_root: {d}/out }}\nhooks: {{ rec: {{ command: [\"/bin/sh\", \"-c\", \"printf '%s\\\\n%s\\\\n' \\\"$CAS_RENEWD_DOMAIN\\\" \\\"$CAS_RENEWD_CERT_PATH\\\" >> {d}/hook-env\"] }} }}\ndefaults: {{ reload: [rec] }}\n{rest}",
-            sim.url()
-        );
-        let config = dir.path().join("config.yaml");
-        std::fs::write(&config, cfg).expect("config");
-        World { sim, dir, config }
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    async fn run(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
-            .env("CAS_RENEWD_LOG", "info")
-            .arg("--config")
-            .arg(&self.config)
-            .args(args);
-        tokio::task::spawn_blocking(move || c.output().expect("binary runs"))
-            .await
-            .expect("join")
-    }
-
-    fn status_rows(o: &Output) -> Vec<serde_json::Value> {
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status JSON");
-        v.as_array().cloned().expect("array")
-    }
-
-    /// The leaf installed in `out/<dir>`.
-    fn leaf(&self, dir: &str) -> pki::CertInfo {
-        let pem = std::fs::read_to_string(self.path(&format!("out/{dir}/cert.pem")))
-            .unwrap_or_else(|e| panic!("out/{dir}/cert.pem: {e}"));
-        pki::read_leaf(&pem).expect("leaf")
-    }
-
-    /// Entries directly in `out/`.
-    fn out_entries(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.path("out"))
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-
-    /// What the hook was told, one value a line (domain, cert path, ...).
-    fn hook_env(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path("hook-env"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
+fn status_rows(o: &Output) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status JSON");
+    v.as_array().cloned().expect("array")
 }
 
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// The leaf installed in `out/<dir>`.
+fn leaf(w: &TestEnv, dir: &str) -> pki::CertInfo {
+    let pem = std::fs::read_to_string(w.path(&format!("out/{dir}/cert.pem")))
+        .unwrap_or_else(|e| panic!("out/{dir}/cert.pem: {e}"));
+    pki::read_leaf(&pem).expect("leaf")
+}
+
+/// Entries directly in `out/`.
+fn out_entries(w: &TestEnv) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(w.path("out"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// What the hook was told, one value a line (domain, cert path, ...).
+fn hook_env(w: &TestEnv) -> Vec<String> {
+    std::fs::read_to_string(w.path("hook-env"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Every file and directory under `root`, relative to it.
@@ -129,7 +85,7 @@ fn walk(root: &Path) -> Vec<PathBuf> {
 /// managed (one WARN, exit 0, absent from `status`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_look_alike_domain_cannot_displace_the_real_one() {
-    let w = World::new(&["www example.com", "www.example.com"], "example.com", "").await;
+    let w = world(&["www example.com", "www.example.com"], "example.com", "").await;
     let o = w.run(&["once"]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -138,14 +94,14 @@ async fn a_look_alike_domain_cannot_displace_the_real_one() {
         "the invalid domain is reported: {}",
         show(&o)
     );
-    assert_eq!(w.out_entries(), ["www.example.com"], "{}", show(&o));
+    assert_eq!(out_entries(&w), ["www.example.com"], "{}", show(&o));
     assert!(
-        w.leaf("www.example.com")
+        leaf(&w, "www.example.com")
             .dns_names
             .contains(&"www.example.com".to_owned())
     );
     assert_eq!(
-        w.hook_env(),
+        hook_env(&w),
         [
             "www.example.com".to_owned(),
             w.path("out/www.example.com/cert.pem").display().to_string()
@@ -154,7 +110,7 @@ async fn a_look_alike_domain_cannot_displace_the_real_one() {
     );
     let st = w.run(&["status", "--json"]).await;
     assert_eq!(st.status.code(), Some(0), "{}", show(&st));
-    let rows = World::status_rows(&st);
+    let rows = status_rows(&st);
     let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
     assert_eq!(names, ["www_example_com"], "{}", show(&st));
     assert_eq!(rows[0]["domain"], "www.example.com");
@@ -176,11 +132,11 @@ async fn domains_that_collide_after_naming_are_blocked_visibly() {
         "ok.example.com",
     ];
     // The configuration needs the temporary directory's path: write it after.
-    let w = World::new(&domains, "example.com", "").await;
-    let d = w.dir.path().display();
-    let text = std::fs::read_to_string(&w.config).expect("config");
+    let w = world(&domains, "example.com", "").await;
+    let d = w.dir().display();
+    let text = std::fs::read_to_string(w.config_path()).expect("config");
     std::fs::write(
-        &w.config,
+        w.config_path(),
         format!(
             "{text}certificates:\n  - {{ name: www_example_com, domain: api.example.com, output: {{ dir: {d}/api }} }}\n  - {{ name: shop, domain: shop.example.com, output: {{ dir: {d}/out/mail.example.com }} }}\n"
         ),
@@ -206,13 +162,13 @@ async fn domains_that_collide_after_naming_are_blocked_visibly() {
     }
     // Nothing was installed for a blocked domain; the others are in place.
     assert_eq!(
-        w.out_entries(),
+        out_entries(&w),
         ["mail.example.com", "ok.example.com"],
         "{}",
         show(&o)
     );
     assert!(
-        w.leaf("mail.example.com")
+        leaf(&w, "mail.example.com")
             .dns_names
             .contains(&"shop.example.com".to_owned()),
         "the configured certificate keeps its directory"
@@ -226,7 +182,7 @@ async fn domains_that_collide_after_naming_are_blocked_visibly() {
     );
 
     let st = w.run(&["status", "--json"]).await;
-    let rows = World::status_rows(&st);
+    let rows = status_rows(&st);
     let blocked: Vec<&str> = rows
         .iter()
         .filter(|r| r["next_action"] == "blocked")
@@ -261,10 +217,7 @@ async fn domains_that_collide_after_naming_are_blocked_visibly() {
     );
 
     // The same pass in-process, for the metrics the daemon would serve.
-    let cfg = Config::load(&w.config).unwrap_or_else(|e| panic!("{e}"));
-    let creds = CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::default())
-        .expect("creds");
-    let engine = Arc::new(Engine::new(cfg, Arc::new(creds)).expect("engine"));
+    let engine = w.engine();
     let report = engine.pass(&PassOptions::default()).await.expect("pass");
     assert!(!report.ok());
     let outcome = |name: &str| {
@@ -315,13 +268,13 @@ async fn hostile_domains_never_become_paths() {
         "ok.example.com",
     ];
     for keyword in [".", "/"] {
-        let w = World::new(&domains, keyword, "").await;
+        let w = world(&domains, keyword, "").await;
         let o = w.run(&["once"]).await;
         let expected: &[&str] = match keyword {
             "." => &["ok.example.com", "xn--bcher-kva.example"],
             _ => &[],
         };
-        for p in walk(w.dir.path()) {
+        for p in walk(w.dir()) {
             let mut parts = p.components().map(|c| c.as_os_str().to_string_lossy());
             let top = parts.next().unwrap_or_default();
             let ok = match top.as_ref() {
@@ -334,7 +287,7 @@ async fn hostile_domains_never_become_paths() {
             assert!(ok, "keyword {keyword:?}: unexpected {}", p.display());
         }
         assert_eq!(
-            w.out_entries(),
+            out_entries(&w),
             expected,
             "keyword {keyword:?}: {}",
             show(&o)
@@ -346,7 +299,7 @@ async fn hostile_domains_never_become_paths() {
             show(&o)
         );
         // The hook saw checked domains and paths under `out` only.
-        for line in w.hook_env() {
+        for line in hook_env(&w) {
             for v in line.split(',') {
                 assert!(
                     expected.contains(&v)
@@ -382,7 +335,7 @@ async fn hostile_domains_never_become_paths() {
 async fn list_escapes_control_characters_in_domains() {
     // Lower-case: the simulator stores domains as CAS reports them, lower-cased.
     let evil = "evil\x1b[2j\x1b]0;owned\x07\nforged.example.com  1  issued";
-    let w = World::new(
+    let w = world(
         &[evil, "ok.example.com", "bidi\u{202e}moc.example"],
         "example",
         "",
@@ -417,7 +370,7 @@ async fn a_newline_in_a_domain_cannot_forge_a_log_line() {
     // Lower-case: the simulator lower-cases domains.
     let forged = "2030-01-01t00:00:00.000000z error cas_renewd: forged";
     let evil = format!("x.example.com\n{forged}");
-    let w = World::new(&[&evil, "ok.example.com"], "example.com", "").await;
+    let w = world(&[&evil, "ok.example.com"], "example.com", "").await;
     let o = w.run(&["once"]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -432,5 +385,5 @@ async fn a_newline_in_a_domain_cannot_forge_a_log_line() {
         show(&o)
     );
     assert!(!stderr.contains('\x1b'));
-    assert_eq!(w.out_entries(), ["ok.example.com"], "{}", show(&o));
+    assert_eq!(out_entries(&w), ["ok.example.com"], "{}", show(&o));
 }

@@ -10,9 +10,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use cas_renewd::pki;
-use cas_sim::{Scenario, Simulator};
-
-const BIN: &str = env!("CARGO_BIN_EXE_cas-renewd");
+use common::{Cert, DaemonProcess, TestEnv, free_port, show};
 
 fn nginx_available() -> bool {
     if Command::new("nginx").arg("-v").output().is_ok() {
@@ -23,14 +21,6 @@ fn nginx_available() -> bool {
     }
     eprintln!("skipped: nginx is not installed (scripts/test.sh installs it)");
     false
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// One server block: a name and the cas-renewd output directory it serves from.
@@ -146,85 +136,50 @@ fn on_disk(dir: &Path) -> pki::CertInfo {
     pki::read_leaf(&std::fs::read_to_string(dir.join("cert.pem")).expect("cert.pem")).expect("leaf")
 }
 
-struct Setup {
-    sim: Simulator,
-    dir: tempfile::TempDir,
-    config: PathBuf,
+/// Orders expiring in 40 days (installed by the first pass, not yet renewed), an
+/// nginx reload hook and a metrics listener.
+async fn setup(certs: &[(&str, &str, &str)], verify_port: Option<u16>, hook: &str) -> TestEnv {
+    setup_with_sim(certs, verify_port, hook, "", "").await
 }
 
-impl Setup {
-    /// Orders expiring in 40 days: installed by the first pass, not yet renewed.
-    async fn new(certs: &[(&str, &str, &str)], verify_port: Option<u16>, hook: &str) -> Setup {
-        Setup::with_sim(certs, verify_port, hook, "", "").await
-    }
-
-    /// As `new`; `order_extra` is added to every order of the scenario and
-    /// `issuance_extra` to its `issuance`.
-    async fn with_sim(
-        certs: &[(&str, &str, &str)],
-        verify_port: Option<u16>,
-        hook: &str,
-        order_extra: &str,
-        issuance_extra: &str,
-    ) -> Setup {
-        let mut scenario = String::from("access_key: { id: k, secret: s }\norders:\n");
-        for (_, domain, _) in certs {
-            scenario.push_str(&format!(
-                "  - {{ domain: {domain}, expires_in: 40d{order_extra} }}\n"
-            ));
-        }
+/// As `setup`; `order_extra` is added to every order of the scenario and
+/// `issuance_extra` to its `issuance`.
+async fn setup_with_sim(
+    certs: &[(&str, &str, &str)],
+    verify_port: Option<u16>,
+    hook: &str,
+    order_extra: &str,
+    issuance_extra: &str,
+) -> TestEnv {
+    let mut scenario = String::from("orders:\n");
+    for (_, domain, _) in certs {
         scenario.push_str(&format!(
-            "issuance: {{ polls_before_issued: 1{issuance_extra} }}\n"
+            "  - {{ domain: {domain}, expires_in: 40d{order_extra} }}\n"
         ));
-        let sim = Simulator::start(
-            &Scenario::parse(&scenario, Path::new("s")).expect("scenario"),
-            "127.0.0.1:0",
+    }
+    scenario.push_str(&format!(
+        "issuance: {{ polls_before_issued: 1{issuance_extra} }}\n"
+    ));
+    let verify = verify_port
+        .map(|p| format!(", verify: {{ connect: \"127.0.0.1:{p}\" }}"))
+        .unwrap_or_default();
+    TestEnv::builder(&scenario)
+        .key("k", "s")
+        .renewal(Some("poll_interval: 100ms, poll_max_interval: 200ms"))
+        .extra(&format!("hooks:\n  nginx: {{ command: {hook}, timeout: 20s }}\ndefaults: {{ reload: [nginx] }}\nschedule: {{ cron: \"0 17 3 * * *\", jitter: 0s }}\n"))
+        .certs(
+            certs
+                .iter()
+                .map(|(name, domain, extra)| Cert::new(name, domain).extra(&format!("{verify}{extra}"))),
         )
+        .metrics()
+        .log_env(None)
+        .start()
         .await
-        .expect("sim");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path().display();
-        let mut cfg = format!(
-            "api: {{ endpoint: \"{0}\", dns_endpoint: \"{0}\" }}\ncredentials: {{ access_key_id: k, access_key_secret: s }}\nstate_dir: {d}/state\nrenewal: {{ poll_interval: 100ms, poll_max_interval: 200ms }}\nhooks:\n  nginx: {{ command: {hook}, timeout: 20s }}\ndefaults: {{ reload: [nginx] }}\nschedule: {{ cron: \"0 17 3 * * *\", jitter: 0s }}\nmetrics: {{ listen: \"127.0.0.1:{1}\" }}\ncertificates:\n",
-            sim.url(),
-            free_port()
-        );
-        for (name, domain, extra) in certs {
-            let verify = verify_port
-                .map(|p| format!(", verify: {{ connect: \"127.0.0.1:{p}\" }}"))
-                .unwrap_or_default();
-            cfg.push_str(&format!("  - {{ name: {name}, domain: {domain}, output: {{ dir: {d}/out/{name} }}{verify}{extra} }}\n"));
-        }
-        let config = dir.path().join("config.yaml");
-        std::fs::write(&config, cfg).expect("config");
-        Setup { sim, dir, config }
-    }
-
-    fn out(&self, name: &str) -> PathBuf {
-        self.dir.path().join("out").join(name)
-    }
-
-    async fn cli(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
-            .arg("--config")
-            .arg(&self.config)
-            .args(args);
-        tokio::task::spawn_blocking(move || c.output().expect("runs"))
-            .await
-            .expect("join")
-    }
 }
 
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+fn out(s: &TestEnv, name: &str) -> PathBuf {
+    s.path("out").join(name)
 }
 
 fn reload_hook(n_prefix: &Path, conf: &Path) -> String {
@@ -244,7 +199,7 @@ async fn nginx_serves_the_renewed_certificate() {
     let prefix = nginx_dir.path().to_owned();
     let port = free_port();
     // The hook and verify need nginx's paths and port before nginx exists; fix them now.
-    let s = Setup::new(
+    let s = setup(
         &[("www", "www.example.com", "")],
         Some(port),
         &reload_hook(&prefix, &prefix.join("nginx.conf")),
@@ -252,8 +207,8 @@ async fn nginx_serves_the_renewed_certificate() {
     .await;
     // The first pass installs the current certificate (nginx is not up yet, so its
     // reload fails; that is the next test's subject).
-    let _ = s.cli(&["once"]).await;
-    let old = on_disk(&s.out("www"));
+    let _ = s.run(&["once"]).await;
+    let old = on_disk(&out(&s, "www"));
     assert!((old.not_after - chrono::Utc::now().timestamp()) / 86_400 <= 40);
 
     let nginx = start_on(
@@ -261,7 +216,7 @@ async fn nginx_serves_the_renewed_certificate() {
         port,
         &[Site {
             server_name: "www.example.com",
-            dir: s.out("www"),
+            dir: out(&s, "www"),
         }],
     );
     assert_eq!(
@@ -272,14 +227,14 @@ async fn nginx_serves_the_renewed_certificate() {
 
     // 15 days on, the order is WILLEXPIRED: the pass renews, reloads nginx, checks.
     s.sim.advance(Duration::from_secs(15 * 86_400));
-    let o = s.cli(&["once"]).await;
+    let o = s.run(&["once"]).await;
     assert!(o.status.success(), "{}", show(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         stdout.contains("renewed") && stdout.contains("served certificate matches the one on disk"),
         "{stdout}"
     );
-    let new = on_disk(&s.out("www"));
+    let new = on_disk(&out(&s, "www"));
     let live = served_settled(&nginx.addr(), "www.example.com", &new.serial_hex).await;
     assert_ne!(new.serial_hex, old.serial_hex);
     assert_eq!(
@@ -290,50 +245,19 @@ async fn nginx_serves_the_renewed_certificate() {
     assert!((live.not_after - chrono::Utc::now().timestamp()) / 86_400 >= 364);
 
     // status --json says the same.
-    let st = s.cli(&["status", "--json"]).await;
+    let st = s.run(&["status", "--json"]).await;
     let rows: serde_json::Value = serde_json::from_slice(&st.stdout).expect("json");
     assert_eq!(rows[0]["serial"], new.serial_hex.as_str());
     assert_eq!(rows[0]["served_matches_disk"], true, "{rows}");
 
     // And the daemon's metrics: one pass at start, then a scrape.
-    let metrics_port: u16 = std::fs::read_to_string(&s.config)
-        .expect("cfg")
-        .split("metrics: { listen: \"127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .and_then(|p| p.parse().ok())
-        .expect("metrics port");
-    let mut daemon = Command::new(BIN)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
-        .arg("--config")
-        .arg(&s.config)
-        .arg("run")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("daemon");
-    let url = format!("http://127.0.0.1:{metrics_port}");
-    let mut text = String::new();
-    for _ in 0..100 {
-        if let Ok(r) = reqwest::get(format!("{url}/readyz")).await
-            && r.status() == 200
-        {
-            text = reqwest::get(format!("{url}/metrics"))
-                .await
-                .expect("scrape")
-                .text()
-                .await
-                .expect("body");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status();
-    let _ = daemon.wait();
+    let mut daemon = DaemonProcess::spawn(&s, &[]);
+    let text = if daemon.wait_ready(100, Duration::from_millis(100)).await {
+        daemon.scrape().await
+    } else {
+        String::new()
+    };
+    daemon.stop();
     assert!(
         text.contains("cas_renewd_served_matches_disk{cert=\"www\"} 1"),
         "{text}"
@@ -346,7 +270,7 @@ async fn nginx_serves_the_renewed_certificate() {
         "{text}"
     );
     assert_eq!(
-        s.sim.state()["renew_calls"],
+        s.sim_state()["renew_calls"],
         serde_json::json!({ "100001": 1 })
     );
 }
@@ -384,20 +308,20 @@ async fn a_failed_nginx_reload_is_detected_and_retried() {
         "[\"/bin/sh\", \"-c\", \"kill -HUP $(cat {}/nginx.pid)\"]",
         prefix.display()
     );
-    let s = Setup::new(&[("www", "www.example.com", "")], Some(port), &hook).await;
+    let s = setup(&[("www", "www.example.com", "")], Some(port), &hook).await;
     // The first pass installs the current certificate; nginx is not up yet, so its
     // reload and check fail, which is not what this test is about.
-    let _ = s.cli(&["once"]).await;
-    let old = on_disk(&s.out("www"));
+    let _ = s.run(&["once"]).await;
+    let old = on_disk(&out(&s, "www"));
     let sites = [Site {
         server_name: "www.example.com",
-        dir: s.out("www"),
+        dir: out(&s, "www"),
     }];
     let nginx = start_on(&prefix, port, &sites);
 
     nginx.rewrite(&sites, true);
     s.sim.advance(Duration::from_secs(15 * 86_400));
-    let o = s.cli(&["once"]).await;
+    let o = s.run(&["once"]).await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -416,7 +340,7 @@ async fn a_failed_nginx_reload_is_detected_and_retried() {
         old.serial_hex,
         "nginx kept the old certificate"
     );
-    let st = s.cli(&["status", "--json"]).await;
+    let st = s.run(&["status", "--json"]).await;
     let rows: serde_json::Value = serde_json::from_slice(&st.stdout).expect("json");
     assert_eq!(rows[0]["served_matches_disk"], false);
     assert_eq!(
@@ -426,18 +350,18 @@ async fn a_failed_nginx_reload_is_detected_and_retried() {
     );
 
     // Next pass with nginx still broken: reload retried, still failing, no new order.
-    let o = s.cli(&["once"]).await;
+    let o = s.run(&["once"]).await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     // The operator fixes nginx; the next pass reloads and succeeds without renewing.
     nginx.rewrite(&sites, false);
-    let o = s.cli(&["once"]).await;
+    let o = s.run(&["once"]).await;
     assert!(o.status.success(), "{}", show(&o));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("served certificate matches"),
         "{}",
         show(&o)
     );
-    let new = on_disk(&s.out("www"));
+    let new = on_disk(&out(&s, "www"));
     assert_eq!(
         served_settled(&nginx.addr(), "www.example.com", &new.serial_hex)
             .await
@@ -445,7 +369,7 @@ async fn a_failed_nginx_reload_is_detected_and_retried() {
         new.serial_hex
     );
     assert_eq!(
-        s.sim.state()["renew_calls"],
+        s.sim_state()["renew_calls"],
         serde_json::json!({ "100001": 1 }),
         "no second renew call"
     );
@@ -466,7 +390,7 @@ async fn rsa_and_ecdsa_certificates_on_one_nginx_with_one_reload() {
         prefix.display(),
         prefix.display()
     );
-    let s = Setup::new(
+    let s = setup(
         &[
             ("rsa", "rsa.example.com", ", key: { algorithm: rsa-2048 }"),
             (
@@ -479,21 +403,21 @@ async fn rsa_and_ecdsa_certificates_on_one_nginx_with_one_reload() {
         &hook,
     )
     .await;
-    let _ = s.cli(&["once"]).await;
+    let _ = s.run(&["once"]).await;
     let sites = [
         Site {
             server_name: "rsa.example.com",
-            dir: s.out("rsa"),
+            dir: out(&s, "rsa"),
         },
         Site {
             server_name: "ecdsa.example.com",
-            dir: s.out("ecdsa"),
+            dir: out(&s, "ecdsa"),
         },
     ];
     let nginx = start_on(&prefix, port, &sites);
     std::fs::write(&count, "").expect("reset count");
     s.sim.advance(Duration::from_secs(15 * 86_400));
-    let o = s.cli(&["once"]).await;
+    let o = s.run(&["once"]).await;
     assert!(o.status.success(), "{}", show(&o));
     let reloads = std::fs::read_to_string(&count).expect("count");
     assert_eq!(
@@ -505,11 +429,11 @@ async fn rsa_and_ecdsa_certificates_on_one_nginx_with_one_reload() {
         ("rsa", "rsa.example.com", "RSA"),
         ("ecdsa", "ecdsa.example.com", "EC"),
     ] {
-        let disk = on_disk(&s.out(name));
+        let disk = on_disk(&out(&s, name));
         let live = served_settled(&nginx.addr(), sni, &disk.serial_hex).await;
         assert_eq!(live.serial_hex, disk.serial_hex, "{name}: served");
         assert!(live.dns_names.contains(&sni.to_owned()));
-        let key = std::fs::read_to_string(s.out(name).join("privkey.pem")).expect("key");
+        let key = std::fs::read_to_string(out(&s, name).join("privkey.pem")).expect("key");
         let k = pki::Key::from_pem(&key).expect("key");
         assert_eq!(
             k.spki_sha256(),
@@ -519,7 +443,7 @@ async fn rsa_and_ecdsa_certificates_on_one_nginx_with_one_reload() {
         assert_eq!(live.key_type, key_type, "{name}");
     }
     assert_eq!(
-        s.sim.state()["renew_calls"],
+        s.sim_state()["renew_calls"],
         serde_json::json!({ "100001": 1, "100002": 1 })
     );
     drop(nginx);
@@ -566,7 +490,7 @@ async fn nginx_loads_the_key_cas_made_in_every_form() {
     let mut setups = Vec::new();
     for (name, algorithm, format, sent) in forms {
         let domain = format!("{name}.example.com");
-        let s = Setup::with_sim(
+        let s = setup_with_sim(
             &[(name, &domain, "")],
             None,
             "[\"/bin/true\"]",
@@ -582,14 +506,14 @@ async fn nginx_loads_the_key_cas_made_in_every_form() {
         assert_eq!(status, 200, "{state}");
         let given = state["PrivateKey"].as_str().expect("CAS made the key");
         assert!(given.starts_with(sent), "{name}: sent as {given:.40}");
-        let o = s.cli(&["once"]).await;
+        let o = s.run(&["once"]).await;
         assert!(o.status.success(), "{name}: {}", show(&o));
         assert!(
             String::from_utf8_lossy(&o.stdout).contains("installed"),
             "{name}: {}",
             show(&o)
         );
-        let key = std::fs::read_to_string(s.out(name).join("privkey.pem")).expect("key");
+        let key = std::fs::read_to_string(out(&s, name).join("privkey.pem")).expect("key");
         assert!(
             key.starts_with("-----BEGIN PRIVATE KEY-----\n")
                 && key.ends_with("-----END PRIVATE KEY-----\n"),
@@ -604,7 +528,7 @@ async fn nginx_loads_the_key_cas_made_in_every_form() {
         .iter()
         .map(|(name, domain, _, s)| Site {
             server_name: domain,
-            dir: s.out(name),
+            dir: out(s, name),
         })
         .collect();
     std::fs::create_dir_all(prefix.join("tmp")).expect("prefix");
@@ -625,10 +549,10 @@ async fn nginx_loads_the_key_cas_made_in_every_form() {
     );
     let nginx = start_on(&prefix, port, &sites);
     for (name, domain, _, s) in &setups {
-        let disk = on_disk(&s.out(name));
+        let disk = on_disk(&out(s, name));
         let live = served(&nginx.addr(), domain).await;
         assert_eq!(live.serial_hex, disk.serial_hex, "{name}: served");
-        let key = std::fs::read_to_string(s.out(name).join("privkey.pem")).expect("key");
+        let key = std::fs::read_to_string(out(s, name).join("privkey.pem")).expect("key");
         assert_eq!(
             pki::Key::from_pem(&key).expect("key").spki_sha256(),
             live.spki_sha256,

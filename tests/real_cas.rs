@@ -5,112 +5,45 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use common::{Cert, RENEWAL_CRASH_POINTS, TestEnv, show};
+use serde_json::json;
 
-use cas_renewd::pki::{self, Key};
-use cas_sim::{Scenario, Simulator};
-use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_cas-renewd");
-const KEY_ID: &str = "sim-access-key-id";
-const SECRET: &str = "sim-access-key-secret";
-
-struct World {
-    sim: Simulator,
-    dir: tempfile::TempDir,
-    config: PathBuf,
+/// A simulator with `scenario` and a configuration for `certs` (name, domain,
+/// extra YAML of the entry), up to three attempts per call, fast polling with
+/// `renewal` appended (a 1 min issuance timeout unless it sets one), and `extra`
+/// top-level YAML.
+async fn world(
+    scenario: &str,
+    certs: &[(&str, &str, &str)],
+    renewal: &str,
+    extra: &str,
+) -> TestEnv {
+    let timeout = if renewal.contains("issuance_timeout") {
+        ""
+    } else {
+        ", issuance_timeout: 1m"
+    };
+    TestEnv::builder(scenario)
+        .api(", max_attempts: 3")
+        .renewal(Some(&format!(
+            "poll_interval: 100ms, poll_max_interval: 200ms{timeout}{renewal}"
+        )))
+        .extra(extra)
+        .certs(certs.iter().map(|(n, d, e)| Cert::new(n, d).extra(e)))
+        .start()
+        .await
 }
 
-impl World {
-    /// `certs`: (name, domain, extra YAML of the entry); `renewal`: inside `renewal: {}`.
-    async fn new(
-        scenario: &str,
-        certs: &[(&str, &str, &str)],
-        renewal: &str,
-        extra: &str,
-    ) -> World {
-        let s = Scenario::parse(
-            &format!("access_key: {{ id: {KEY_ID}, secret: {SECRET} }}\n{scenario}"),
-            Path::new("scenario"),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let sim = Simulator::start(&s, "127.0.0.1:0").await.expect("sim");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path().display();
-        let mut cfg = format!(
-            "api: {{ endpoint: \"{0}\", dns_endpoint: \"{0}\", max_attempts: 3 }}\ncredentials: {{ access_key_id: {KEY_ID}, access_key_secret: {SECRET} }}\nstate_dir: {d}/state\nrenewal: {{ poll_interval: 100ms, poll_max_interval: 200ms{timeout}{renewal} }}\n{extra}certificates:\n",
-            sim.url(),
-            timeout = if renewal.contains("issuance_timeout") {
-                ""
-            } else {
-                ", issuance_timeout: 1m"
-            }
-        );
-        for (name, domain, e) in certs {
-            cfg.push_str(&format!(
-                "  - {{ name: {name}, domain: \"{domain}\", output: {{ dir: {d}/out/{name} }}{e} }}\n"
-            ));
-        }
-        let config = dir.path().join("config.yaml");
-        std::fs::write(&config, cfg).expect("config");
-        World { sim, dir, config }
-    }
-
-    async fn run(&self, args: &[&str], crash_at: Option<&str>) -> Output {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
-            .env("CAS_RENEWD_LOG", "info")
-            .arg("--config")
-            .arg(&self.config)
-            .args(args);
-        if let Some(point) = crash_at {
-            c.env("CAS_RENEWD_CRASH_AT", point);
-        }
-        tokio::task::spawn_blocking(move || c.output().expect("binary runs"))
-            .await
-            .expect("join")
-    }
-
-    async fn once(&self) -> Output {
-        self.run(&["once"], None).await
-    }
-
-    fn state(&self) -> Value {
-        self.sim.state()
-    }
-
-    /// Attempts of `action` the simulator received.
-    fn calls(&self, action: &str) -> u64 {
-        self.state()["calls"][action].as_u64().unwrap_or(0)
-    }
-
-    /// Days left on the installed certificate, with its key checked against it.
-    fn installed_days(&self, name: &str) -> Option<i64> {
-        let dir = self.dir.path().join(format!("out/{name}"));
-        let cert = std::fs::read_to_string(dir.join("cert.pem")).ok()?;
-        let leaf = pki::read_leaf(&cert).expect("leaf");
-        let key = Key::from_pem(&std::fs::read_to_string(dir.join("privkey.pem")).expect("key"))
-            .expect("key parses");
-        assert_eq!(key.spki_sha256(), leaf.spki_sha256, "{name}: pair matches");
-        Some((leaf.not_after - chrono::Utc::now().timestamp()) / 86_400)
-    }
-
-    fn journal(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("state/journal/{name}.json")))
-            .unwrap_or_default()
-    }
+/// `world` with the one certificate `www` for www.example.com.
+async fn www(scenario: &str, renewal: &str) -> TestEnv {
+    world(scenario, &[("www", "www.example.com", "")], renewal, "").await
 }
 
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// Days left on the installed certificate, with its key checked against it.
+fn installed_days(w: &TestEnv, name: &str) -> Option<i64> {
+    let i = w.installed(name)?;
+    assert!(i.key_matches, "{name}: pair matches");
+    Some(i.days_left())
 }
 
 const RENEW: &str = "RenewCertificateOrderForPackageRequest";
@@ -118,10 +51,8 @@ const CREATE: &str = "CreateCertificateForPackageRequest";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_free_order_without_reapply_is_blocked_and_never_renewed() {
-    let w = World::new(
+    let w = www(
         "orders:\n  - { domain: www.example.com, expires_in: 20d, cert_type: FREE }\n",
-        &[("www", "www.example.com", "")],
-        "",
         "",
     )
     .await;
@@ -137,7 +68,7 @@ async fn a_free_order_without_reapply_is_blocked_and_never_renewed() {
     }
     assert_eq!(w.calls(RENEW), 0, "no renew call, ever");
     assert_eq!(w.calls(CREATE), 0);
-    let s = w.run(&["status"], None).await;
+    let s = w.run(&["status"]).await;
     let text = String::from_utf8_lossy(&s.stdout);
     assert!(
         text.contains("free personal test certificate") && text.contains("mode: reapply"),
@@ -145,12 +76,12 @@ async fn a_free_order_without_reapply_is_blocked_and_never_renewed() {
         show(&s)
     );
     // The existing certificate was still installed (first install).
-    assert!(w.installed_days("www").is_some_and(|d| d < 30));
+    assert!(installed_days(&w, "www").is_some_and(|d| d < 30));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_free_order_with_reapply_gets_one_new_certificate() {
-    let w = World::new(
+    let w = world(
         "orders:\n  - { domain: www.example.com, expires_in: 20d, product_code: digicert-free-1-free }\nissuance: { polls_before_issued: 2, validation: dns }\n",
         &[(
             "www",
@@ -163,14 +94,14 @@ async fn a_free_order_with_reapply_gets_one_new_certificate() {
     .await;
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
-    let days = w.installed_days("www").expect("installed");
+    let days = installed_days(&w, "www").expect("installed");
     assert!(
         (85..=90).contains(&days),
         "a 3-month free certificate: {days}"
     );
     let again = w.once().await;
     assert!(again.status.success(), "{}", show(&again));
-    let st = w.state();
+    let st = w.sim_state();
     assert_eq!(
         st["packages"]["create_calls"],
         json!({ "www.example.com": 1 })
@@ -190,7 +121,7 @@ async fn mixed_domain_and_uploaded_orders_are_reapplied_or_blocked() {
     let scenario = "orders:\n  - { domain: mix.example.com, expires_in: 20d, sans: [mix.example.org], product_code: geotrust-ov-1-personal, domain_type: MIX }\n  - { domain: up.example.com, expires_in: 20d, source_type: upload }\n";
     let certs = [("mix", "mix.example.com", ""), ("up", "up.example.com", "")];
     // Without reapply: both blocked, nothing paid.
-    let w = World::new(scenario, &certs, "", "").await;
+    let w = world(scenario, &certs, "", "").await;
     let o = w.once().await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -202,7 +133,7 @@ async fn mixed_domain_and_uploaded_orders_are_reapplied_or_blocked() {
     assert_eq!((w.calls(RENEW), w.calls(CREATE)), (0, 0));
     // With reapply for all: the mixed one gets a new certificate of its product;
     // the uploaded one has no ProductCode to apply for and stays blocked.
-    let w = World::new(
+    let w = world(
         scenario,
         &certs,
         "",
@@ -213,9 +144,9 @@ async fn mixed_domain_and_uploaded_orders_are_reapplied_or_blocked() {
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("no ProductCode"), "{out}");
-    assert!(w.installed_days("mix").is_some_and(|d| d >= 364), "{out}");
+    assert!(installed_days(&w, "mix").is_some_and(|d| d >= 364), "{out}");
     assert_eq!(
-        w.state()["packages"]["create_calls"],
+        w.sim_state()["packages"]["create_calls"],
         json!({ "mix.example.com": 1 })
     );
     assert_eq!(w.calls(RENEW), 0);
@@ -224,19 +155,14 @@ async fn mixed_domain_and_uploaded_orders_are_reapplied_or_blocked() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_renew_refused_by_cas_is_not_retried_blindly() {
     // No unit of the product left: the simulator refuses the renew.
-    let w = World::new(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\npackages: { geotrust-dv-1-starter: 0 }\n",
-        &[("www", "www.example.com", "")],
-        "",
-        "",
-    )
+    let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\npackages: { geotrust-dv-1-starter: 0 }\n", "")
     .await;
     for pass in 0..3 {
         let o = w.once().await;
         assert_eq!(o.status.code(), Some(1), "pass {pass}: {}", show(&o));
     }
     assert_eq!(w.calls(RENEW), 1, "refused once, never repeated");
-    assert!(w.journal("www").contains("\"phase\": \"rejected\""));
+    assert!(w.journal_text("www").contains("\"phase\": \"rejected\""));
     let o = w.once().await;
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("--force"),
@@ -248,19 +174,14 @@ async fn a_renew_refused_by_cas_is_not_retried_blindly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pending_application_is_submitted_once_and_only_when_needed() {
     for needs in [false, true] {
-        let w = World::new(
-            &format!(
+        let w = www(&format!(
                 "orders:\n  - {{ domain: www.example.com, expires_in: 20d }}\nissuance: {{ polls_before_issued: 2, renewal_needs_application: {needs} }}\n"
-            ),
-            &[("www", "www.example.com", "")],
-            "",
-            "",
-        )
+            ), "")
         .await;
         let o = w.once().await;
         assert!(o.status.success(), "needs={needs}: {}", show(&o));
-        assert!(w.installed_days("www").is_some_and(|d| d >= 364));
-        let st = w.state();
+        assert!(installed_days(&w, "www").is_some_and(|d| d >= 364));
+        let st = w.sim_state();
         assert_eq!(w.calls(RENEW), 1);
         if needs {
             assert_eq!(w.calls("ApplyCertificate"), 1, "one application");
@@ -275,19 +196,13 @@ async fn a_pending_application_is_submitted_once_and_only_when_needed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_after_the_application_resumes_without_applying_twice() {
-    let w = World::new(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n",
-        &[("www", "www.example.com", "")],
-        "",
-        "",
-    )
+    let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n", "")
     .await;
-    let crashed = w.run(&["once"], Some("after-application-submitted")).await;
-    assert!(!crashed.status.success(), "{}", show(&crashed));
-    assert!(w.journal("www").contains("application-submitted"));
+    w.once_crashing_at("after-application-submitted").await;
+    assert!(w.journal_text("www").contains("application-submitted"));
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
-    assert!(w.installed_days("www").is_some_and(|d| d >= 364));
+    assert!(installed_days(&w, "www").is_some_and(|d| d >= 364));
     assert_eq!((w.calls(RENEW), w.calls("ApplyCertificate")), (1, 1));
 }
 
@@ -295,7 +210,7 @@ async fn a_crash_after_the_application_resumes_without_applying_twice() {
 async fn an_unclear_renew_is_not_paid_again_until_the_ceiling_or_force() {
     // 503 without acting: unclear to the client, and no order appears.
     let scenario = "orders:\n  - { domain: www.example.com, expires_in: 20d }\nfaults: { refuse_first: { RenewCertificateOrderForPackageRequest: 1 } }\n";
-    let w = World::new(scenario, &[("www", "www.example.com", "")], "", "").await;
+    let w = world(scenario, &[("www", "www.example.com", "")], "", "").await;
     for pass in 0..2 {
         let o = w.once().await;
         assert_eq!(o.status.code(), Some(1), "pass {pass}: {}", show(&o));
@@ -306,20 +221,14 @@ async fn an_unclear_renew_is_not_paid_again_until_the_ceiling_or_force() {
         );
     }
     assert_eq!(w.calls(RENEW), 1, "no second paid call before the ceiling");
-    let o = w.run(&["renew", "--cert", "www", "--force"], None).await;
+    let o = w.run(&["renew", "--cert", "www", "--force"]).await;
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(w.calls(RENEW), 2);
-    assert_eq!(w.state()["renew_calls"], json!({ "100001": 1 }));
-    assert!(w.installed_days("www").is_some_and(|d| d >= 364));
+    assert_eq!(w.sim_state()["renew_calls"], json!({ "100001": 1 }));
+    assert!(installed_days(&w, "www").is_some_and(|d| d >= 364));
 
     // Past the ceiling (here shorter than the 10 s grace), it pays again by itself.
-    let w = World::new(
-        scenario,
-        &[("www", "www.example.com", "")],
-        ", unclear_retry_after: 1s",
-        "",
-    )
-    .await;
+    let w = www(scenario, ", unclear_retry_after: 1s").await;
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
     assert!(
@@ -328,44 +237,37 @@ async fn an_unclear_renew_is_not_paid_again_until_the_ceiling_or_force() {
         show(&o)
     );
     assert_eq!(w.calls(RENEW), 2);
-    assert_eq!(w.state()["renew_calls"], json!({ "100001": 1 }));
+    assert_eq!(w.sim_state()["renew_calls"], json!({ "100001": 1 }));
 
     // Acted, then an error: the order is found and followed; nothing paid twice.
-    let w = World::new(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nfaults: { act_then_fail_first: { RenewCertificateOrderForPackageRequest: 1 } }\n",
-        &[("www", "www.example.com", "")],
-        ", unclear_retry_after: 1s",
-        "",
-    )
+    let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nfaults: { act_then_fail_first: { RenewCertificateOrderForPackageRequest: 1 } }\n", ", unclear_retry_after: 1s")
     .await;
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(w.calls(RENEW), 1);
-    assert!(w.installed_days("www").is_some_and(|d| d >= 364));
+    assert!(installed_days(&w, "www").is_some_and(|d| d >= 364));
 }
 
 /// `renew --force` allows one more paid call, not one per grace period: a forced
 /// call whose outcome is unclear again blocks like any other.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forced_renew_pays_at_most_once_per_run() {
-    let w = World::new(
+    let w = www(
         "orders:\n  - { domain: www.example.com, expires_in: 20d }\nfaults: { refuse_first: { RenewCertificateOrderForPackageRequest: 3 } }\n",
-        &[("www", "www.example.com", "")],
-        "",
         "",
     )
     .await;
-    let o = w.run(&["renew", "--cert", "www", "--force"], None).await;
+    let o = w.run(&["renew", "--cert", "www", "--force"]).await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert_eq!(w.calls(RENEW), 1, "one paid call per forced run");
-    let o = w.run(&["renew", "--cert", "www", "--force"], None).await;
+    let o = w.run(&["renew", "--cert", "www", "--force"]).await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert_eq!(w.calls(RENEW), 2, "the next forced run may pay once more");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unclear_create_is_not_paid_again_blindly() {
-    let w = World::new(
+    let w = world(
         "orders:\n  - { domain: www.example.com, expires_in: 20d, cert_type: FREE }\nfaults: { refuse_first: { CreateCertificateForPackageRequest: 1 } }\n",
         &[("www", "www.example.com", ", renewal: { mode: reapply }")],
         "",
@@ -377,11 +279,11 @@ async fn an_unclear_create_is_not_paid_again_blindly() {
     let o = w.once().await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert_eq!(w.calls(CREATE), 1);
-    let o = w.run(&["renew", "--cert", "www", "--force"], None).await;
+    let o = w.run(&["renew", "--cert", "www", "--force"]).await;
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(w.calls(CREATE), 2);
     assert_eq!(
-        w.state()["packages"]["create_calls"],
+        w.sim_state()["packages"]["create_calls"],
         json!({ "www.example.com": 1 })
     );
 }
@@ -390,38 +292,23 @@ async fn an_unclear_create_is_not_paid_again_blindly() {
 /// application per certificate and a matching new pair installed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_at_any_step_of_reapply_applies_once() {
-    let points = [
-        "after-key-ready",
-        "after-renew-requested",
-        "after-renew-call",
-        "after-order-created",
-        "after-issued",
-        "before-install",
-        "after-install-files",
-        "after-installed",
-    ];
-    for point in points {
+    for point in RENEWAL_CRASH_POINTS {
         // A crash after the intent is journaled looks like an unclear call: the
         // restart pays again only past the ceiling (1 s here; the grace is 10 s).
-        let w = World::new(
+        let w = world(
             "orders:\n  - { domain: www.example.com, expires_in: 20d, cert_type: FREE }\n",
             &[("www", "www.example.com", ", renewal: { mode: reapply }")],
             ", unclear_retry_after: 1s",
             "",
         )
         .await;
-        let crashed = w.run(&["once"], Some(point)).await;
-        assert!(
-            String::from_utf8_lossy(&crashed.stderr).contains(&format!("crash point {point}")),
-            "{point}: {}",
-            show(&crashed)
-        );
+        w.once_crashing_at(point).await;
         let o = w.once().await;
         assert!(o.status.success(), "{point}: {}", show(&o));
-        let days = w.installed_days("www").expect("installed");
+        let days = installed_days(&w, "www").expect("installed");
         assert!(days >= 85, "{point}: new certificate, {days} days");
         assert_eq!(
-            w.state()["packages"]["create_calls"],
+            w.sim_state()["packages"]["create_calls"],
             json!({ "www.example.com": 1 }),
             "{point}: one application"
         );
@@ -434,45 +321,21 @@ async fn an_unclear_renew_finds_its_order_even_with_an_empty_domain() {
     // The documented PAYED sample order has "Domain": "": the order an unclear call
     // made must be found by fields that hold then. Past the ceiling (1 s, below the
     // 10 s grace) a miss would pay again and show as a second call.
-    let w = World::new(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 3, new_orders_domain_empty: true }\nfaults: { act_then_fail_first: { RenewCertificateOrderForPackageRequest: 1 } }\n",
-        &[("www", "www.example.com", "")],
-        ", unclear_retry_after: 1s",
-        "",
-    )
+    let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 3, new_orders_domain_empty: true }\nfaults: { act_then_fail_first: { RenewCertificateOrderForPackageRequest: 1 } }\n", ", unclear_retry_after: 1s")
     .await;
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(w.calls(RENEW), 1, "found, not paid again");
-    assert_eq!(w.state()["renew_calls"], json!({ "100001": 1 }));
-    assert!(w.installed_days("www").is_some_and(|d| d >= 364));
+    assert_eq!(w.sim_state()["renew_calls"], json!({ "100001": 1 }));
+    assert!(installed_days(&w, "www").is_some_and(|d| d >= 364));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_console_order_never_applied_for_is_given_up_not_followed_forever() {
     // Renewed in the console but never applied for: it stays PAYED.
-    let w = World::new(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n",
-        &[("www", "www.example.com", "")],
-        ", issuance_timeout: 3s",
-        "",
-    )
+    let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n", ", issuance_timeout: 3s")
     .await;
-    let fake = common::Fake::at(w.sim.url());
-    let cas = common::cas_with_key(
-        &fake,
-        KEY_ID,
-        SECRET,
-        None,
-        3,
-        std::time::Duration::from_secs(5),
-    );
-    let console = cas
-        .renew_certificate_order(100_001, None, &[])
-        .await
-        .expect("console renew")
-        .body
-        .order_id;
+    let console = w.console_renew(100_001).await;
     let o = w.once().await;
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -483,28 +346,22 @@ async fn a_console_order_never_applied_for_is_given_up_not_followed_forever() {
         show(&o)
     );
     assert!(
-        w.journal("www")
+        w.journal_text("www")
             .contains(&format!("\"unusable_orders\": [\n    {console}"))
     );
     // The next pass renews the expiring order itself and applies for its own order.
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
-    assert!(w.installed_days("www").is_some_and(|d| d >= 364));
-    assert_eq!(w.state()["renew_calls"], json!({ "100001": 2 }));
+    assert!(installed_days(&w, "www").is_some_and(|d| d >= 364));
+    assert_eq!(w.sim_state()["renew_calls"], json!({ "100001": 2 }));
     assert_eq!(w.calls("ApplyCertificate"), 1, "only for its own order");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_between_the_application_intent_and_the_call_never_applies_twice() {
-    let w = World::new(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n",
-        &[("www", "www.example.com", "")],
-        ", issuance_timeout: 3s",
-        "",
-    )
+    let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true }\n", ", issuance_timeout: 3s")
     .await;
-    let crashed = w.run(&["once"], Some("after-application-requested")).await;
-    assert!(!crashed.status.success(), "{}", show(&crashed));
+    w.once_crashing_at("after-application-requested").await;
     // Whether the call left is unknown: no second ApplyCertificate, the operator is told.
     let o = w.once().await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
@@ -514,7 +371,7 @@ async fn a_crash_between_the_application_intent_and_the_call_never_applies_twice
         show(&o)
     );
     assert_eq!(w.calls("ApplyCertificate"), 0);
-    let s = w.run(&["status"], None).await;
+    let s = w.run(&["status"]).await;
     assert!(
         String::from_utf8_lossy(&s.stdout).contains("submit the application in the CAS console"),
         "{}",
@@ -525,52 +382,29 @@ async fn a_crash_between_the_application_intent_and_the_call_never_applies_twice
 /// The two new gauges, read from an in-process engine's registry.
 #[tokio::test(flavor = "multi_thread")]
 async fn pending_application_and_unclear_call_gauges_are_set() {
-    use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
-    use cas_renewd::config::Config;
     use cas_renewd::renew::{Engine, PassOptions};
     use std::sync::Arc;
 
-    async fn engine_for(
-        scenario: &str,
-        renewal: &str,
-    ) -> (Simulator, tempfile::TempDir, Arc<Engine>) {
-        let s = Scenario::parse(
-            &format!("access_key: {{ id: {KEY_ID}, secret: {SECRET} }}\n{scenario}"),
-            Path::new("scenario"),
-        )
-        .expect("scenario");
-        let sim = Simulator::start(&s, "127.0.0.1:0").await.expect("sim");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let text = format!(
-            "api: {{ endpoint: \"{0}\", dns_endpoint: \"{0}\", max_attempts: 2 }}\ncredentials: {{ access_key_id: {KEY_ID}, access_key_secret: {SECRET} }}\nstate_dir: {1}/state\nrenewal: {{ poll_interval: 100ms, poll_max_interval: 100ms{renewal} }}\ncertificates:\n  - {{ name: www, domain: www.example.com, output: {{ dir: {1}/out/www }} }}\n",
-            sim.url(),
-            dir.path().display()
-        );
-        let cfg = Config::parse(&text, Path::new("c.yaml")).unwrap_or_else(|e| panic!("{e}"));
-        let creds = CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::default())
-            .expect("creds");
-        let engine = Arc::new(Engine::new(cfg, Arc::new(creds)).expect("engine"));
-        (sim, dir, engine)
+    async fn engine_for(scenario: &str, renewal: &str) -> (TestEnv, Arc<Engine>) {
+        let w = TestEnv::builder(scenario)
+            .api(", max_attempts: 2")
+            .renewal(Some(&format!(
+                "poll_interval: 100ms, poll_max_interval: 100ms{renewal}"
+            )))
+            .cert(Cert::new("www", "www.example.com"))
+            .start()
+            .await;
+        let engine = w.engine();
+        (w, engine)
     }
 
     // A console renewal never applied for, followed with the daemon's budget.
-    let (sim, _dir, engine) = engine_for(
+    let (w, engine) = engine_for(
         "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { renewal_needs_application: true }\n",
         "",
     )
     .await;
-    let fake = common::Fake::at(sim.url());
-    let cas = common::cas_with_key(
-        &fake,
-        KEY_ID,
-        SECRET,
-        None,
-        3,
-        std::time::Duration::from_secs(5),
-    );
-    cas.renew_certificate_order(100_001, None, &[])
-        .await
-        .expect("console renew");
+    w.console_renew(100_001).await;
     let opts = PassOptions {
         follow_budget: Some(std::time::Duration::from_secs(2)),
         ..PassOptions::default()
@@ -583,7 +417,7 @@ async fn pending_application_and_unclear_call_gauges_are_set() {
     );
 
     // An unclear renew whose order never shows.
-    let (_sim, _dir, engine) = engine_for(
+    let (_w, engine) = engine_for(
         "orders:\n  - { domain: www.example.com, expires_in: 20d }\nfaults: { refuse_first: { RenewCertificateOrderForPackageRequest: 1 } }\n",
         "",
     )
@@ -602,7 +436,7 @@ async fn an_unclear_call_never_takes_the_order_another_certificate_follows() {
     // Two certificates pay in the same pass; the first renew call to arrive gets a
     // 503 without effect. The other's new order is listed with an empty Domain while
     // it is processed (slowly): it must not be taken for the lost one.
-    let w = World::new(
+    let w = world(
         "orders:\n  - { domain: a.example.com, expires_in: 20d }\n  - { domain: b.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 30, new_orders_domain_empty: true }\nfaults: { refuse_first: { RenewCertificateOrderForPackageRequest: 1 } }\n",
         &[("a", "a.example.com", ""), ("b", "b.example.com", "")],
         ", concurrency: 2",
@@ -611,13 +445,13 @@ async fn an_unclear_call_never_takes_the_order_another_certificate_follows() {
     .await;
     let o = w.once().await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    let (ja, jb) = (w.journal("a"), w.journal("b"));
+    let (ja, jb) = (w.journal_text("a"), w.journal_text("b"));
     let (lost, other) = if ja.contains("\"phase\": \"renew-requested\"") {
         ("a", jb)
     } else {
         ("b", ja)
     };
-    let j = w.journal(lost);
+    let j = w.journal_text(lost);
     assert!(
         j.contains("\"phase\": \"renew-requested\"") && j.contains("\"new_order_id\": null"),
         "{lost} keeps looking for its own order: {j}\n{}",
@@ -629,12 +463,7 @@ async fn an_unclear_call_never_takes_the_order_another_certificate_follows() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pending_order_without_instance_id_tells_the_operator_what_to_do() {
-    let w = World::new(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true, instance_ids: false }\n",
-        &[("www", "www.example.com", "")],
-        ", issuance_timeout: 3s",
-        "",
-    )
+    let w = www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, renewal_needs_application: true, instance_ids: false }\n", ", issuance_timeout: 3s")
     .await;
     let o = w.once().await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
@@ -647,7 +476,7 @@ async fn a_pending_order_without_instance_id_tells_the_operator_what_to_do() {
         (w.calls("UpdateInstance"), w.calls("ApplyCertificate")),
         (0, 0)
     );
-    let s = w.run(&["status"], None).await;
+    let s = w.run(&["status"]).await;
     assert!(
         String::from_utf8_lossy(&s.stdout)
             .contains("in the CAS console, submit the application of order 100002"),

@@ -2,35 +2,30 @@
 //! campaign, secrets in every output, file modes, full disks, and the lock. Each
 //! test prints one `figures:` line; the README's "Reliability" section quotes them.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
 use cas_renewd::config::Config;
 use cas_renewd::pki::{self, Key};
-use cas_renewd::renew::{Engine, Outcome, PassOptions};
-use cas_sim::{Scenario, Simulator};
+use cas_renewd::renew::{Outcome, PassOptions};
+use common::process::BIN;
+use common::{Cert, DaemonProcess, EnvBuilder, TestEnv};
 use rand::{Rng, SeedableRng};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cas-renewd");
-
-fn scenario(text: &str) -> Scenario {
-    Scenario::parse(
-        &format!("access_key: {{ id: k, secret: s }}\n{text}"),
-        Path::new("s"),
-    )
-    .expect("scenario")
-}
-
-fn config_text(sim: &Simulator, dir: &Path, api_extra: &str, renewal: &str, rest: &str) -> String {
-    format!(
-        "api: {{ endpoint: \"{0}\", dns_endpoint: \"{0}\"{api_extra} }}\ncredentials: {{ access_key_id: k, access_key_secret: s }}\nstate_dir: {1}/state\nrenewal: {{ {renewal} }}\ndiscover: {{ keyword: example.com, output_root: {1}/out }}\n{rest}",
-        sim.url(),
-        dir.display()
-    )
+/// The account `k`/`s` holding `scenario`, `renewal: { <renewal> }`, and every
+/// order under `discover: { keyword: example.com, output_root: <tmp>/out }`;
+/// `CAS_RENEWD_LOG` unset (the configuration decides).
+fn discovering(scenario: &str, renewal: &str) -> EnvBuilder {
+    TestEnv::builder(scenario)
+        .key("k", "s")
+        .renewal(Some(renewal))
+        .extra("discover: { keyword: example.com, output_root: {d}/out }\n")
+        .log_env(None)
 }
 
 /// Every installed pair under `root`: (directories seen, pairs whose key does not
@@ -93,31 +88,19 @@ fn renew_call_figures(state: &serde_json::Value) -> (u64, u64, usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fault_soak_renews_200_certificates_spending_once_each() {
-    let sim = Simulator::start(
-        &scenario(
-            "seed: 42\ngenerate: { count: 200, expiring_fraction: 1.0, domain: \"host-{n}.example.com\", algorithm: ECC }\nissuance: { polls_before_issued: 2 }\nrate_limits: { ListUserCertificateOrder: 1000, default: 1000 }\nfaults: { throttle: 0.3, server_error: 0.1, timeout: 0.05, malformed: 0.02, hold: 1500ms }\n",
-        ),
-        "127.0.0.1:0",
-    )
-    .await
-    .expect("sim");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let text = config_text(
-        &sim,
-        dir.path(),
-        ", timeout: 1s, max_attempts: 10, rate_limit_per_second: 500",
+    let w = discovering(
+        "seed: 42\ngenerate: { count: 200, expiring_fraction: 1.0, domain: \"host-{n}.example.com\", algorithm: ECC }\nissuance: { polls_before_issued: 2 }\nrate_limits: { ListUserCertificateOrder: 1000, default: 1000 }\nfaults: { throttle: 0.3, server_error: 0.1, timeout: 0.05, malformed: 0.02, hold: 1500ms }\n",
         // An unclear renew whose order never shows is paid again after the 10 s
         // grace (the ceiling is below it); a duplicate would show in renew_calls.
         "poll_interval: 50ms, poll_max_interval: 100ms, concurrency: 16, unclear_retry_after: 1s",
-        "",
-    );
-    let cfg = Config::parse(&text, Path::new("soak.yaml")).unwrap_or_else(|e| panic!("{e}"));
-    let creds = CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::default())
-        .expect("creds");
-    let engine = Arc::new(Engine::new(cfg, Arc::new(creds)).expect("engine"));
+    )
+    .api(", timeout: 1s, max_attempts: 10, rate_limit_per_second: 500")
+    .start()
+    .await;
+    let engine = w.engine();
     let started = Instant::now();
     let mut passes = 0;
-    let out = dir.path().join("out");
+    let out = w.path("out");
     while renewed_count(&out) < 200 && passes < 5 {
         passes += 1;
         let r = engine.pass(&PassOptions::default()).await.expect("pass");
@@ -132,7 +115,7 @@ async fn fault_soak_renews_200_certificates_spending_once_each() {
         );
     }
     let wall = started.elapsed();
-    let state = sim.state();
+    let state = w.sim_state();
     let (renew_total, dups, sources) = renew_call_figures(&state);
     let (pairs, mismatched) = check_pairs(&out);
     let renewed = renewed_count(&out);
@@ -167,46 +150,25 @@ async fn fault_soak_renews_200_certificates_spending_once_each() {
     assert_eq!(mismatched, 0);
 }
 
-fn once_cmd(config: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
-        .env("CAS_RENEWD_LOG", "warn")
-        .arg("--config")
-        .arg(config)
-        .arg("once")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    c
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_campaign_loses_nothing_and_spends_once() {
-    let sim = Simulator::start(
+    let w = discovering(
         // Slow issuance (10 polls) and 40 ms per call, so that passes take seconds
         // and the kills land in the middle of real work.
-        &scenario("generate: { count: 20, expiring_fraction: 1.0, domain: \"c{n}.example.com\", algorithm: ECC }\nissuance: { polls_before_issued: 10 }\nrate_limits: { ListUserCertificateOrder: 1000, default: 1000 }\nfaults: { latency: 40ms }\n"),
-        "127.0.0.1:0",
+        "generate: { count: 20, expiring_fraction: 1.0, domain: \"c{n}.example.com\", algorithm: ECC }\nissuance: { polls_before_issued: 10 }\nrate_limits: { ListUserCertificateOrder: 1000, default: 1000 }\nfaults: { latency: 40ms }\n",
+        // A kill between the journaled intent and the call is an unclear
+        // outcome: paid again after the grace, never while its order may exist.
+        "poll_interval: 100ms, poll_max_interval: 100ms, concurrency: 4, unclear_retry_after: 1s",
     )
-    .await
-    .expect("sim");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        config_text(
-            &sim,
-            dir.path(),
-            "",
-            // A kill between the journaled intent and the call is an unclear
-            // outcome: paid again after the grace, never while its order may exist.
-            "poll_interval: 100ms, poll_max_interval: 100ms, concurrency: 4, unclear_retry_after: 1s",
-            "",
-        ),
-    )
-    .expect("config");
-    let out = dir.path().join("out");
+    .log_env(Some("warn"))
+    .start()
+    .await;
+    let once_cmd = || {
+        let mut c = w.command(&["once"]);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        c
+    };
+    let out = w.path("out");
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let started = Instant::now();
     let (mut kills, mut mismatch_observations, mut observations) = (0, 0, 0);
@@ -217,7 +179,7 @@ async fn crash_campaign_loses_nothing_and_spends_once() {
             runs < 500,
             "the campaign should not need {runs} runs for 50 kills"
         );
-        let mut child = once_cmd(&config).spawn().expect("spawn");
+        let mut child = once_cmd().spawn().expect("spawn");
         let delay = Duration::from_millis(rng.random_range(100..900));
         tokio::time::sleep(delay).await;
         if child.try_wait().expect("poll").is_none() {
@@ -232,27 +194,18 @@ async fn crash_campaign_loses_nothing_and_spends_once() {
     let mut finishing_runs = 0;
     loop {
         finishing_runs += 1;
-        let o = tokio::task::spawn_blocking({
-            let config = config.clone();
-            move || once_cmd(&config).output().expect("once")
-        })
-        .await
-        .expect("join");
+        let o = w.output(once_cmd()).await;
         if o.status.success() && renewed_count(&out) == 20 {
             break;
         }
         assert!(finishing_runs < 10, "not finished after 10 runs");
     }
-    let state = sim.state();
+    let state = w.sim_state();
     let (renew_total, dups, sources) = renew_call_figures(&state);
     let (_, final_bad) = check_pairs(&out);
     let lost_keys = (0..20)
         .filter(|n| {
-            let j = std::fs::read_to_string(
-                dir.path()
-                    .join(format!("state/journal/c{n}_example_com.json")),
-            )
-            .unwrap_or_default();
+            let j = w.journal_text(&format!("c{n}_example_com"));
             j.contains("key this host does not have") || j.contains("\"phase\": \"rejected\"")
         })
         .count();
@@ -290,81 +243,52 @@ async fn secrets_reach_no_log_metric_hook_or_debug_output() {
     let mut scanned = 0usize;
     for format in ["text", "json"] {
         // A fresh account per run: the first run's renewals would block the second.
-        let sim = Simulator::start(
-            &Scenario::parse(
-                "access_key: { id: k, secret: sim-secret-value-Q7 }\norders:\n  - { domain: www.example.com, expires_in: 20d }\n  - { domain: api.example.com, expires_in: 10d }\nissuance: { polls_before_issued: 1 }\n",
-                Path::new("s"),
-            )
-            .expect("scenario"),
-            "127.0.0.1:0",
+        let w = TestEnv::builder(
+            "orders:\n  - { domain: www.example.com, expires_in: 20d }\n  - { domain: api.example.com, expires_in: 10d }\nissuance: { polls_before_issued: 1 }\n",
         )
-        .await
-        .expect("sim");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path().display();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("b")
-            .local_addr()
-            .expect("a")
-            .port();
-        let cfg = format!(
-            "api: {{ endpoint: \"{0}\", dns_endpoint: \"{0}\" }}\ncredentials: {{ access_key_id: k, access_key_secret: sim-secret-value-Q7, security_token: sts-token-value-Z9 }}\nstate_dir: {d}/state\nrenewal: {{ poll_interval: 100ms, poll_max_interval: 100ms }}\nschedule: {{ cron: \"0 17 3 * * *\", jitter: 0s }}\nmetrics: {{ listen: \"127.0.0.1:{port}\" }}\nhooks: {{ dump: {{ command: [\"/bin/sh\", \"-c\", \"env > {d}/hook-env\"] }} }}\ndefaults: {{ reload: [dump] }}\ncertificates:\n  - {{ name: {format}-www, domain: www.example.com, output: {{ dir: {d}/out/www }} }}\n  - {{ name: {format}-api, domain: api.example.com, output: {{ dir: {d}/out/api }}, key: {{ algorithm: rsa-2048 }} }}\nlog: {{ format: {format}, level: trace }}\n",
-            sim.url()
-        );
-        let config = dir.path().join("config.yaml");
-        std::fs::write(&config, &cfg).expect("config");
-        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        .key("k", "sim-secret-value-Q7")
+        .credentials_extra(", security_token: sts-token-value-Z9")
+        .renewal(Some("poll_interval: 100ms, poll_max_interval: 100ms"))
+        .extra("schedule: { cron: \"0 17 3 * * *\", jitter: 0s }\nhooks: { dump: { command: [\"/bin/sh\", \"-c\", \"env > {d}/hook-env\"] } }\ndefaults: { reload: [dump] }\n")
+        .extra(&format!("log: {{ format: {format}, level: trace }}\n"))
+        .cert(Cert::new(&format!("{format}-www"), "www.example.com").dir("www"))
+        .cert(
+            Cert::new(&format!("{format}-api"), "api.example.com")
+                .dir("api")
+                .extra(", key: { algorithm: rsa-2048 }"),
+        )
+        .metrics()
+        .config_mode(0o600)
+        .log_env(None)
+        .start()
+        .await;
+        let config = w.config_path();
         // The daemon, at trace level, with secrets in its own environment too.
-        let mut daemon = Command::new(BIN)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
-            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "env-secret-value-W3")
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("daemon");
-        let base = format!("http://127.0.0.1:{port}");
-        let mut metrics = String::new();
-        for _ in 0..200 {
-            if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
-                && r.status() == 200
-            {
-                metrics = reqwest::get(format!("{base}/metrics"))
-                    .await
-                    .expect("scrape")
-                    .text()
-                    .await
-                    .expect("body");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &daemon.id().to_string()])
-            .status();
-        let _ = daemon.wait();
-        let logs = {
-            let o = daemon.wait_with_output().expect("output");
-            text_of(&o)
+        let mut daemon = DaemonProcess::spawn(
+            &w,
+            &[("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "env-secret-value-W3")],
+        );
+        let metrics = if daemon.wait_ready(200, Duration::from_millis(100)).await {
+            daemon.scrape().await
+        } else {
+            String::new()
         };
+        daemon.stop();
+        let logs = daemon.log();
         assert!(
             metrics.contains("cas_renewd_renew_orders_total"),
             "scrape happened: {metrics}"
         );
-        let hook_env = std::fs::read_to_string(dir.path().join("hook-env"))
+        let hook_env = std::fs::read_to_string(w.path("hook-env"))
             .expect("hook ran and dumped its environment");
-        let loaded = Config::load(&config).expect("config loads");
+        let loaded = Config::load(config).expect("config loads");
         let debug = format!("{loaded:?}");
         let mut secrets: Vec<String> = vec![
             "sim-secret-value-Q7".into(),
             "sts-token-value-Z9".into(),
             "env-secret-value-W3".into(),
         ];
-        for sig in sim.state()["recent_signatures"]
+        for sig in w.sim_state()["recent_signatures"]
             .as_array()
             .expect("signatures")
             .iter()
@@ -372,8 +296,8 @@ async fn secrets_reach_no_log_metric_hook_or_debug_output() {
             secrets.push(sig.as_str().expect("sig").to_owned());
         }
         for name in ["www", "api"] {
-            let key = std::fs::read_to_string(dir.path().join(format!("out/{name}/privkey.pem")))
-                .expect("key");
+            let key =
+                std::fs::read_to_string(w.path(&format!("out/{name}/privkey.pem"))).expect("key");
             secrets.extend(pem_fragments(&key));
         }
         assert!(
@@ -463,12 +387,15 @@ fn a_config_holding_a_readable_secret_gets_a_warning() {
     let cfg = dir.path().join("c.yaml");
     std::fs::write(&cfg, "credentials: { access_key_id: a, access_key_secret: b }\ncertificates: [ { name: www, domain: www.example.com } ]\n").expect("write");
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let o = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("check-config")
-        .output()
-        .expect("runs");
+    let check = || {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("check-config")
+            .output()
+            .expect("runs")
+    };
+    let o = check();
     assert!(o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -476,62 +403,30 @@ fn a_config_holding_a_readable_secret_gets_a_warning() {
         "{err}"
     );
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let o = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("check-config")
-        .output()
-        .expect("runs");
+    let o = check();
     assert!(!String::from_utf8_lossy(&o.stderr).contains("warning"));
-}
-
-async fn run_once(config: &Path, env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(BIN);
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
-        .arg("--config")
-        .arg(config)
-        .arg("once");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    tokio::task::spawn_blocking(move || c.output().expect("runs"))
-        .await
-        .expect("join")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_keeps_the_previous_files_and_the_journal_consistent() {
-    let sim = Simulator::start(
-        &scenario("orders:\n  - { domain: www.example.com, expires_in: 40d }\nissuance: { polls_before_issued: 1 }\n"),
-        "127.0.0.1:0",
+    let w = discovering(
+        "orders:\n  - { domain: www.example.com, expires_in: 40d }\nissuance: { polls_before_issued: 1 }\n",
+        "poll_interval: 100ms, poll_max_interval: 100ms",
     )
-    .await
-    .expect("sim");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config: PathBuf = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        config_text(
-            &sim,
-            dir.path(),
-            "",
-            "poll_interval: 100ms, poll_max_interval: 100ms",
-            "",
-        ),
-    )
-    .expect("config");
-    let first = run_once(&config, &[]).await;
+    .start()
+    .await;
+    let first = w.once().await;
     assert!(first.status.success(), "{}", text_of(&first));
-    let out = dir.path().join("out/www.example.com");
+    let out = w.path("out/www.example.com");
     let before: Vec<Vec<u8>> = ["cert.pem", "privkey.pem", "fullchain.pem"]
         .iter()
         .map(|f| std::fs::read(out.join(f)).expect("old"))
         .collect();
-    sim.advance(Duration::from_secs(15 * 86_400));
+    w.sim.advance(Duration::from_secs(15 * 86_400));
     // The disk is "full" for the output's key file: the install fails as a whole.
-    let failed = run_once(&config, &[("CAS_RENEWD_FAULT_WRITE", "privkey.pem")]).await;
+    let failed = w
+        .run_with_env(&["once"], &[("CAS_RENEWD_FAULT_WRITE", "privkey.pem")])
+        .await;
     assert_eq!(failed.status.code(), Some(1), "{}", text_of(&failed));
     assert!(
         text_of(&failed).contains("os error 28"),
@@ -543,21 +438,17 @@ async fn a_full_disk_keeps_the_previous_files_and_the_journal_consistent() {
         .map(|f| std::fs::read(out.join(f)).expect("still there"))
         .collect();
     assert_eq!(before, after, "previous files untouched");
-    let journal = std::fs::read_to_string(dir.path().join("state/journal/www_example_com.json"))
-        .expect("journal");
+    let journal = w.journal_text("www_example_com");
     assert!(
         journal.contains("\"phase\": \"issued\""),
         "resumes at install: {journal}"
     );
     // The journal itself cannot be written: the renewal stops before spending.
-    let ok = run_once(&config, &[]).await;
+    let ok = w.once().await;
     assert!(ok.status.success(), "{}", text_of(&ok));
-    assert_eq!(check_pairs(&dir.path().join("out")), (1, 0));
-    assert_eq!(renewed_count(&dir.path().join("out")), 1);
-    assert_eq!(
-        sim.state()["renew_calls"],
-        serde_json::json!({ "100001": 1 })
-    );
+    assert_eq!(check_pairs(&w.path("out")), (1, 0));
+    assert_eq!(renewed_count(&w.path("out")), 1);
+    assert_eq!(w.renew_calls(), serde_json::json!({ "100001": 1 }));
     println!(
         "figures: full disk: install refused with ENOSPC, 3/3 previous files byte-identical, journal at issued, resumed with 1 renew call in total"
     );
@@ -565,79 +456,35 @@ async fn a_full_disk_keeps_the_previous_files_and_the_journal_consistent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_journal_that_cannot_be_written_stops_before_spending() {
-    let sim = Simulator::start(
-        &scenario("orders:\n  - { domain: www.example.com, expires_in: 20d }\n"),
-        "127.0.0.1:0",
+    let w = discovering(
+        "orders:\n  - { domain: www.example.com, expires_in: 20d }\n",
+        "poll_interval: 100ms",
     )
-    .await
-    .expect("sim");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        config_text(&sim, dir.path(), "", "poll_interval: 100ms", ""),
-    )
-    .expect("config");
-    let o = run_once(&config, &[("CAS_RENEWD_FAULT_WRITE", "/journal/")]).await;
+    .start()
+    .await;
+    let o = w
+        .run_with_env(&["once"], &[("CAS_RENEWD_FAULT_WRITE", "/journal/")])
+        .await;
     assert_eq!(o.status.code(), Some(1), "{}", text_of(&o));
     assert!(
-        sim.state()["renew_calls"]
-            .as_object()
-            .expect("map")
-            .is_empty(),
+        common::no_renew_calls(&w.sim_state()),
         "no renew call without a journal"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_instance_on_the_same_state_dir_refuses_to_start() {
-    let sim = Simulator::start(
-        &scenario("orders:\n  - { domain: www.example.com, expires_in: 200d }\n"),
-        "127.0.0.1:0",
+    let w = discovering(
+        "orders:\n  - { domain: www.example.com, expires_in: 200d }\n",
+        "poll_interval: 100ms",
     )
-    .await
-    .expect("sim");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("b")
-        .local_addr()
-        .expect("a")
-        .port();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        config_text(
-            &sim,
-            dir.path(),
-            "",
-            "poll_interval: 100ms",
-            &format!("metrics: {{ listen: \"127.0.0.1:{port}\" }}\n"),
-        ),
-    )
-    .expect("config");
-    let mut daemon = Command::new(BIN)
-        .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("daemon");
-    for _ in 0..100 {
-        if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let second = run_once(&config, &[]).await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status();
-    let _ = daemon.wait();
+    .metrics()
+    .start()
+    .await;
+    let mut daemon = DaemonProcess::spawn(&w, &[]);
+    daemon.wait_listening(100, Duration::from_millis(50)).await;
+    let second = w.once().await;
+    daemon.stop();
     assert_eq!(second.status.code(), Some(1), "{}", text_of(&second));
     assert!(
         text_of(&second).contains("another cas-renewd is running on state directory"),

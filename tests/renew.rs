@@ -5,103 +5,29 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use cas_renewd::pki::{self, Key};
-use cas_sim::{Scenario, Simulator};
+use common::{Cert, RENEWAL_CRASH_POINTS, TestEnv, show};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cas-renewd");
-const KEY_ID: &str = "sim-access-key-id";
-const SECRET: &str = "sim-access-key-secret";
-
-struct World {
-    sim: Simulator,
-    dir: tempfile::TempDir,
-    config: PathBuf,
+/// A simulator with `scenario` and a configuration for `certs`, with up to six
+/// attempts per call and `extra` top-level YAML.
+async fn world(scenario: &str, certs: &[Cert], extra: &str) -> TestEnv {
+    TestEnv::builder(scenario)
+        .api(", max_attempts: 6")
+        .extra(extra)
+        .certs(certs.iter().cloned())
+        .start()
+        .await
 }
 
-struct Cert<'a> {
-    name: &'a str,
-    domain: &'a str,
-    extra: &'a str,
-}
-
-impl World {
-    async fn new(scenario: &str, certs: &[Cert<'_>], extra: &str) -> World {
-        let s = Scenario::parse(
-            &format!("access_key: {{ id: {KEY_ID}, secret: {SECRET} }}\n{scenario}"),
-            Path::new("scenario"),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let sim = Simulator::start(&s, "127.0.0.1:0").await.expect("sim");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path().display();
-        let mut cfg = format!(
-            "api: {{ endpoint: \"{0}\", dns_endpoint: \"{0}\", max_attempts: 6 }}\ncredentials: {{ access_key_id: {KEY_ID}, access_key_secret: {SECRET} }}\nstate_dir: {d}/state\nrenewal: {{ poll_interval: 100ms, poll_max_interval: 200ms, issuance_timeout: 1m }}\n{extra}certificates:\n",
-            sim.url()
-        );
-        for c in certs {
-            cfg.push_str(&format!(
-                "  - {{ name: {}, domain: {}, output: {{ dir: {d}/out/{} }}{} }}\n",
-                c.name, c.domain, c.name, c.extra
-            ));
-        }
-        let config = dir.path().join("config.yaml");
-        std::fs::write(&config, cfg).expect("config");
-        World { sim, dir, config }
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    async fn run(&self, args: &[&str], crash_at: Option<&str>) -> Output {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
-            .env("CAS_RENEWD_LOG", "info")
-            .arg("--config")
-            .arg(&self.config)
-            .args(args);
-        if let Some(point) = crash_at {
-            c.env("CAS_RENEWD_CRASH_AT", point);
-        }
-        tokio::task::spawn_blocking(move || c.output().expect("binary runs"))
-            .await
-            .expect("join")
-    }
-
-    async fn once(&self) -> Output {
-        self.run(&["once"], None).await
-    }
-
-    fn renew_calls(&self) -> serde_json::Value {
-        self.sim.state()["renew_calls"].clone()
-    }
-
-    /// The installed pair: the leaf and whether the key matches it.
-    fn installed(&self, name: &str) -> (pki::CertInfo, bool) {
-        let dir = self.path(&format!("out/{name}"));
-        let cert = std::fs::read_to_string(dir.join("cert.pem")).expect("cert.pem");
-        let leaf = pki::read_leaf(&cert).expect("leaf");
-        let key = Key::from_pem(&std::fs::read_to_string(dir.join("privkey.pem")).expect("key"))
-            .expect("key parses");
-        let full = std::fs::read_to_string(dir.join("fullchain.pem")).expect("fullchain");
-        assert!(full.starts_with(&cert), "fullchain starts with the leaf");
-        let matches = key.spki_sha256() == leaf.spki_sha256;
-        (leaf, matches)
-    }
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// The installed pair: the leaf and whether the key matches it.
+fn installed(w: &TestEnv, name: &str) -> (pki::CertInfo, bool) {
+    let i = w.installed(name).expect("cert.pem");
+    assert!(
+        i.fullchain_starts_with_leaf,
+        "fullchain starts with the leaf"
+    );
+    (i.leaf, i.key_matches)
 }
 
 fn days_left(leaf: &pki::CertInfo) -> i64 {
@@ -110,20 +36,13 @@ fn days_left(leaf: &pki::CertInfo) -> i64 {
 
 const WWW_API: &str = "orders:\n  - { domain: www.example.com, expires_in: 20d }\n  - { domain: api.example.com, expires_in: 10d }\n";
 
-async fn full_renewal(issuance: &str, extra_cert: &str) -> World {
-    let w = World::new(
+async fn full_renewal(issuance: &str, extra_cert: &str) -> TestEnv {
+    let w = world(
         &format!("{WWW_API}issuance: {{ polls_before_issued: 2, validation: {issuance} }}\n"),
         &[
-            Cert {
-                name: "www",
-                domain: "www.example.com",
-                extra: extra_cert,
-            },
-            Cert {
-                name: "api",
-                domain: "api.example.com",
-                extra: &format!(", key: {{ algorithm: rsa-2048 }}{extra_cert}"),
-            },
+            Cert::new("www", "www.example.com").extra(extra_cert),
+            Cert::new("api", "api.example.com")
+                .extra(&format!(", key: {{ algorithm: rsa-2048 }}{extra_cert}")),
         ],
         "",
     )
@@ -131,7 +50,7 @@ async fn full_renewal(issuance: &str, extra_cert: &str) -> World {
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
     for name in ["www", "api"] {
-        let (leaf, matches) = w.installed(name);
+        let (leaf, matches) = installed(&w, name);
         assert!(matches, "{name}: key matches certificate");
         assert!(
             days_left(&leaf) >= 364,
@@ -199,21 +118,18 @@ async fn full_renewal_with_dns_validation_cleans_up_the_record() {
 async fn full_renewal_with_file_validation_cleans_up_the_file() {
     let webroot = tempfile::tempdir().expect("webroot");
     let wr = webroot.path().display().to_string();
-    let w = World::new(
+    let w = world(
         &format!(
             "{WWW_API}issuance: {{ polls_before_issued: 1, validation: file, webroot: {wr} }}\n"
         ),
-        &[Cert {
-            name: "www",
-            domain: "www.example.com",
-            extra: &format!(", validation: {{ method: file, webroot: {wr} }}"),
-        }],
+        &[Cert::new("www", "www.example.com")
+            .extra(&format!(", validation: {{ method: file, webroot: {wr} }}"))],
         "",
     )
     .await;
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
-    assert!(w.installed("www").1);
+    assert!(installed(&w, "www").1);
     assert!(
         !webroot
             .path()
@@ -228,36 +144,15 @@ async fn full_renewal_with_file_validation_cleans_up_the_file() {
 /// source order, the installed key matches the installed certificate, and it is new.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_at_any_phase_resumes_without_spending_twice() {
-    let points = [
-        "after-key-ready",
-        "after-renew-requested",
-        "after-renew-call",
-        "after-order-created",
-        "after-issued",
-        "before-install",
-        "after-install-files",
-        "after-installed",
-        "after-reload",
-    ];
-    for point in points {
-        let w = World::new(
+    for point in RENEWAL_CRASH_POINTS.into_iter().chain(["after-reload"]) {
+        let w = world(
             "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2 }\n",
-            &[Cert { name: "www", domain: "www.example.com", extra: "" }],
+            &[Cert::new("www", "www.example.com")],
             "hooks: { mark: { command: [\"/bin/sh\", \"-c\", \"echo x >> $(dirname $CAS_RENEWD_CERT_PATH)/../reloads\"] } }\ndefaults: { reload: [mark] }\n",
         )
         .await;
-        let crashed = w.run(&["once"], Some(point)).await;
-        assert!(
-            !crashed.status.success(),
-            "{point}: expected a crash\n{}",
-            show(&crashed)
-        );
-        assert!(
-            String::from_utf8_lossy(&crashed.stderr).contains(&format!("crash point {point}")),
-            "{point}: {}",
-            show(&crashed)
-        );
-        if let Ok(pair) = std::panic::catch_unwind(|| w.installed("www")) {
+        w.once_crashing_at(point).await;
+        if let Ok(pair) = std::panic::catch_unwind(|| installed(&w, "www")) {
             assert!(
                 pair.1,
                 "{point}: whatever is on disk after the crash is a matching pair"
@@ -275,13 +170,13 @@ async fn a_crash_at_any_phase_resumes_without_spending_twice() {
                 show(&o)
             );
             assert_eq!(w.renew_calls(), serde_json::json!({}), "{point}: not paid");
-            let o = w.run(&["renew", "--cert", "www", "--force"], None).await;
+            let o = w.run(&["renew", "--cert", "www", "--force"]).await;
             assert!(o.status.success(), "{point}: forced\n{}", show(&o));
         } else {
             let o = w.once().await;
             assert!(o.status.success(), "{point}: restart\n{}", show(&o));
         }
-        let (leaf, matches) = w.installed("www");
+        let (leaf, matches) = installed(&w, "www");
         assert!(matches, "{point}: key matches certificate");
         assert!(
             days_left(&leaf) >= 364,
@@ -303,9 +198,9 @@ async fn a_crash_at_any_phase_resumes_without_spending_twice() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_certificate_is_refused_and_the_old_files_stay() {
     for twist in ["wrong_key", "wrong_name", "expired"] {
-        let w = World::new(
+        let w = world(
             &format!("orders:\n  - {{ domain: www.example.com, expires_in: 20d, issue: {twist} }}\nissuance: {{ polls_before_issued: 0 }}\n"),
-            &[Cert { name: "www", domain: "www.example.com", extra: "" }],
+            &[Cert::new("www", "www.example.com")],
             "",
         )
         .await;
@@ -313,7 +208,7 @@ async fn a_wrong_certificate_is_refused_and_the_old_files_stay() {
         assert_eq!(o.status.code(), Some(1), "{twist}: {}", show(&o));
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(out.contains("refused"), "{twist}: {out}");
-        let (leaf, matches) = w.installed("www");
+        let (leaf, matches) = installed(&w, "www");
         assert!(matches, "{twist}: the old pair stays");
         assert!(
             days_left(&leaf) <= 20,
@@ -336,16 +231,16 @@ async fn a_wrong_certificate_is_refused_and_the_old_files_stay() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_hook_is_retried_next_pass_without_renewing_again() {
-    let w = World::new(
+    let w = world(
         "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 1 }\n",
-        &[Cert { name: "www", domain: "www.example.com", extra: "" }],
+        &[Cert::new("www", "www.example.com")],
         "",
     )
     .await;
     let flag = w.path("hook-ok");
-    let cfg = std::fs::read_to_string(&w.config).expect("cfg");
+    let cfg = std::fs::read_to_string(w.config_path()).expect("cfg");
     std::fs::write(
-        &w.config,
+        w.config_path(),
         format!("{cfg}hooks:\n  reload: {{ command: [\"/bin/sh\", \"-c\", \"test -f {} || {{ echo nginx: config broken >&2; exit 1; }}\"] }}\ndefaults: {{ reload: [reload] }}\n", flag.display()),
     )
     .expect("cfg");
@@ -356,7 +251,10 @@ async fn a_failing_hook_is_retried_next_pass_without_renewing_again() {
         "{}",
         show(&o)
     );
-    assert!(w.installed("www").1, "installed despite the failed reload");
+    assert!(
+        installed(&w, "www").1,
+        "installed despite the failed reload"
+    );
     let o = w.once().await;
     assert_eq!(o.status.code(), Some(1), "still failing");
     std::fs::write(&flag, "").expect("flag");
@@ -372,31 +270,17 @@ async fn a_failing_hook_is_retried_next_pass_without_renewing_again() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_renewal_made_in_the_console_is_adopted_not_repeated() {
-    let w = World::new(
+    let w = world(
         "orders:\n  - { domain: www.example.com, expires_in: 20d, algorithm: ECC }\nissuance: { polls_before_issued: 2 }\n",
-        &[Cert { name: "www", domain: "www.example.com", extra: "" }],
+        &[Cert::new("www", "www.example.com")],
         "",
     )
     .await;
     // An operator renews in the console first (no CSR: CAS makes the key).
-    let fake = common::Fake::at(w.sim.url());
-    let cas = common::cas_with_key(
-        &fake,
-        KEY_ID,
-        SECRET,
-        None,
-        3,
-        std::time::Duration::from_secs(5),
-    );
-    let console = cas
-        .renew_certificate_order(100_001, None, &[])
-        .await
-        .expect("console renew")
-        .body
-        .order_id;
+    let console = w.console_renew(100_001).await;
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
-    let (leaf, matches) = w.installed("www");
+    let (leaf, matches) = installed(&w, "www");
     assert!(
         matches && days_left(&leaf) >= 364,
         "the console's certificate with CAS's key is installed"
@@ -412,24 +296,16 @@ async fn a_renewal_made_in_the_console_is_adopted_not_repeated() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_prints_the_plan_and_changes_nothing() {
-    let w = World::new(
+    let w = world(
         WWW_API,
         &[
-            Cert {
-                name: "www",
-                domain: "www.example.com",
-                extra: "",
-            },
-            Cert {
-                name: "gone",
-                domain: "gone.example.com",
-                extra: "",
-            },
+            Cert::new("www", "www.example.com"),
+            Cert::new("gone", "gone.example.com"),
         ],
         "",
     )
     .await;
-    let o = w.run(&["once", "--dry-run"], None).await;
+    let o = w.run(&["once", "--dry-run"]).await;
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.contains("www")
@@ -457,13 +333,9 @@ async fn dry_run_prints_the_plan_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn renew_force_and_status_report_clearly() {
-    let w = World::new(
+    let w = world(
         "orders:\n  - { domain: api.example.com, expires_in: 200d }\n",
-        &[Cert {
-            name: "api",
-            domain: "api.example.com",
-            extra: "",
-        }],
+        &[Cert::new("api", "api.example.com")],
         "",
     )
     .await;
@@ -474,21 +346,21 @@ async fn renew_force_and_status_report_clearly() {
         "{}",
         show(&o)
     );
-    let o = w.run(&["renew", "--cert", "api", "--force"], None).await;
+    let o = w.run(&["renew", "--cert", "api", "--force"]).await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("InvalidOrderStatus"),
         "{}",
         show(&o)
     );
-    let o = w.run(&["renew", "--cert", "nope"], None).await;
+    let o = w.run(&["renew", "--cert", "nope"]).await;
     assert_eq!(o.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("no certificate named \"nope\""),
         "{}",
         show(&o)
     );
-    let o = w.run(&["status", "--json"], None).await;
+    let o = w.run(&["status", "--json"]).await;
     assert!(o.status.success(), "{}", show(&o));
     let rows: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(rows[0]["name"], "api");
@@ -504,9 +376,9 @@ async fn renew_force_and_status_report_clearly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn key_reuse_keeps_the_installed_key() {
-    let w = World::new(
+    let w = world(
         "orders:\n  - { domain: www.example.com, expires_in: 40d, algorithm: ECC }\nissuance: { polls_before_issued: 1 }\n",
-        &[Cert { name: "www", domain: "www.example.com", extra: ", key: { algorithm: ecdsa-p256, reuse: true }" }],
+        &[Cert::new("www", "www.example.com").extra(", key: { algorithm: ecdsa-p256, reuse: true }")],
         "",
     )
     .await;
@@ -516,7 +388,7 @@ async fn key_reuse_keeps_the_installed_key() {
     w.sim.advance(std::time::Duration::from_secs(15 * 86_400));
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
-    let (leaf, matches) = w.installed("www");
+    let (leaf, matches) = installed(&w, "www");
     assert!(matches && days_left(&leaf) >= 364, "renewed");
     let after = std::fs::read_to_string(w.path("out/www/privkey.pem")).expect("key");
     assert_eq!(

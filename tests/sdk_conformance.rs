@@ -4,10 +4,12 @@
 //! key it hands out. Needs the virtual environment `scripts/test.sh`
 //! builds; skipped with a reason otherwise unless CAS_RENEWD_E2E=1.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-use cas_sim::{Scenario, Simulator};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::start_sim;
 
 fn sdk_python() -> Option<PathBuf> {
     let p = std::env::var_os("CAS_RENEWD_SDK_PYTHON")
@@ -25,6 +27,19 @@ fn sdk_python() -> Option<PathBuf> {
     ok.then_some(p)
 }
 
+/// tests/sdk/conformance.py with `python` against the simulator at `endpoint`.
+async fn conformance(python: PathBuf, endpoint: String, csr_file: &Path, extra: &[&str]) -> Output {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/conformance.py");
+    let mut c = Command::new(python);
+    c.arg(script)
+        .args([endpoint.as_str(), "sdk-key-id", "sdk-key-secret"])
+        .arg(csr_file)
+        .args(extra);
+    tokio::task::spawn_blocking(move || c.output().expect("python runs"))
+        .await
+        .expect("join")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn official_python_sdk_talks_to_the_simulator() {
     let Some(python) = sdk_python() else {
@@ -36,14 +51,12 @@ async fn official_python_sdk_talks_to_the_simulator() {
         );
         return;
     };
-    let scenario = Scenario::parse(
-        "access_key: { id: sdk-key-id, secret: sdk-key-secret }\norders:\n  - { domain: www.example.com, expires_in: 20d }\n  - { domain: api.example.com, expires_in: 200d }\n",
-        std::path::Path::new("sdk-scenario"),
+    let sim = start_sim(
+        "sdk-key-id",
+        "sdk-key-secret",
+        "orders:\n  - { domain: www.example.com, expires_in: 20d }\n  - { domain: api.example.com, expires_in: 200d }\n",
     )
-    .expect("scenario");
-    let sim = Simulator::start(&scenario, "127.0.0.1:0")
-        .await
-        .expect("sim");
+    .await;
     let key = rcgen::KeyPair::generate().expect("key");
     let mut params =
         rcgen::CertificateParams::new(vec!["www.example.com".to_owned()]).expect("params");
@@ -58,18 +71,7 @@ async fn official_python_sdk_talks_to_the_simulator() {
     let dir = tempfile::tempdir().expect("tempdir");
     let csr_file = dir.path().join("www.csr");
     std::fs::write(&csr_file, csr).expect("write csr");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/conformance.py");
-    let endpoint = sim.addr().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .args([endpoint.as_str(), "sdk-key-id", "sdk-key-secret"])
-            .arg(&csr_file)
-            .output()
-            .expect("python runs")
-    })
-    .await
-    .expect("join");
+    let out = conformance(python, sim.addr().to_string(), &csr_file, &[]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
@@ -91,29 +93,14 @@ async fn official_python_sdk_talks_to_the_simulator() {
 
     // A renewal left pending application, applied for with UpdateInstance and
     // ApplyCertificate through the SDK.
-    let pending = Scenario::parse(
-        "access_key: { id: sdk-key-id, secret: sdk-key-secret }\norders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { renewal_needs_application: true }\n",
-        std::path::Path::new("sdk-pending-scenario"),
+    let sim = start_sim(
+        "sdk-key-id",
+        "sdk-key-secret",
+        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { renewal_needs_application: true }\n",
     )
-    .expect("scenario");
-    let sim = Simulator::start(&pending, "127.0.0.1:0")
-        .await
-        .expect("sim");
+    .await;
     let python = sdk_python().expect("checked above");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/conformance.py");
-    let endpoint = sim.addr().to_string();
-    let csr_file = dir.path().join("www.csr");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .args([endpoint.as_str(), "sdk-key-id", "sdk-key-secret"])
-            .arg(&csr_file)
-            .arg("pending")
-            .output()
-            .expect("python runs")
-    })
-    .await
-    .expect("join");
+    let out = conformance(python, sim.addr().to_string(), &csr_file, &["pending"]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
     assert!(

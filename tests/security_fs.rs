@@ -2,132 +2,31 @@
 //! symlinks, insecure or symlinked output directories, umask 000, a SIGKILL between
 //! the renames of one install, and a configuration path that is not a file.
 
+mod common;
+
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use cas_renewd::pki::{self, Key};
-use cas_sim::{Scenario, Simulator};
+use common::process::BIN;
+use common::{DaemonProcess, TestEnv, show};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cas-renewd");
-
-struct World {
-    _sim: Simulator,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl World {
-    /// A simulator with `scenario` and a config whose `certificates:` list is `certs`
-    /// (`{d}` stands for the scratch directory).
-    async fn new(scenario: &str, extra: &str, certs: &str) -> World {
-        let s = Scenario::parse(
-            &format!("access_key: {{ id: k, secret: s }}\n{scenario}"),
-            Path::new("scenario"),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let sim = Simulator::start(&s, "127.0.0.1:0").await.expect("sim");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path().display().to_string();
-        let cfg = format!(
-            "api: {{ endpoint: \"{0}\", dns_endpoint: \"{0}\", max_attempts: 3 }}\ncredentials: {{ access_key_id: k, access_key_secret: s }}\nstate_dir: {d}/state\nrenewal: {{ poll_interval: 100ms, poll_max_interval: 200ms, issuance_timeout: 20s }}\nmetrics: {{ listen: \"127.0.0.1:0\" }}\n{extra}certificates:\n{certs}",
-            sim.url(),
-            certs = certs.replace("{d}", &d)
-        );
-        let config = dir.path().join("config.yaml");
-        std::fs::write(&config, cfg).expect("config");
-        World {
-            _sim: sim,
-            dir,
-            config,
-        }
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
-            .env("CAS_RENEWD_LOG", "info")
-            .arg("--config")
-            .arg(&self.config)
-            .args(args);
-        c
-    }
-
-    async fn output(&self, mut c: Command) -> Output {
-        tokio::task::spawn_blocking(move || c.output().expect("binary runs"))
-            .await
-            .expect("join")
-    }
-
-    /// Starts `run` with stderr to a file; returns the child and that file.
-    fn spawn_run(&self) -> (Child, PathBuf) {
-        let log = self.path("run.log");
-        let f = std::fs::File::create(&log).expect("log");
-        let child = self
-            .command(&["run"])
-            .stdout(Stdio::null())
-            .stderr(f)
-            .spawn()
-            .expect("daemon starts");
-        (child, log)
-    }
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn kill(pid: u32, sig: &str) {
-    let st = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(st.success());
-}
-
-/// Waits up to `limit` for the child to exit; kills it and fails otherwise.
-fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            return st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits (bounded) until `log` contains `needle`.
-fn wait_log(log: &Path, needle: &str, child: &mut Child) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        if Instant::now() > deadline || child.try_wait().expect("wait").is_some() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("no {needle:?} in the log:\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// A simulator with `scenario` and a config whose `certificates:` list is `certs`
+/// (`{d}` stands for the scratch directory).
+async fn world(scenario: &str, extra: &str, certs: &str) -> TestEnv {
+    TestEnv::builder(scenario)
+        .key("k", "s")
+        .api(", max_attempts: 3")
+        .renewal(Some(
+            "poll_interval: 100ms, poll_max_interval: 200ms, issuance_timeout: 20s",
+        ))
+        .extra("metrics: { listen: \"127.0.0.1:0\" }\n")
+        .extra(extra)
+        .certs_yaml(certs)
+        .start()
+        .await
 }
 
 fn mkfifo(p: &Path) {
@@ -173,32 +72,28 @@ const NO_START_PASS: &str =
 /// caught but never acted on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fifo_cert_pem_neither_wedges_start_nor_blocks_sigterm() {
-    let w = World::new(ONE_ORDER, NO_START_PASS, WWW).await;
+    let w = world(ONE_ORDER, NO_START_PASS, WWW).await;
     let out = w.path("out/www");
     std::fs::create_dir_all(&out).expect("mkdir");
     mkfifo(&out.join("cert.pem"));
-    let (mut child, log) = w.spawn_run();
-    wait_log(&log, "scheduled", &mut child);
-    kill(child.id(), "-TERM");
-    let st = wait_exit(&mut child, Duration::from_secs(10), "run after SIGTERM");
+    let mut child = DaemonProcess::spawn(&w, &[]);
+    child.wait_log("scheduled");
+    child.signal("-TERM");
+    let st = child.wait_exit(Duration::from_secs(10), "run after SIGTERM");
     assert!(st.success(), "{st:?}");
 
     // SIGTERM straight after the start, whatever the daemon is doing by then.
-    let (mut child, _) = w.spawn_run();
+    let mut child = DaemonProcess::spawn(&w, &[]);
     std::thread::sleep(Duration::from_millis(30));
-    kill(child.id(), "-TERM");
-    wait_exit(
-        &mut child,
-        Duration::from_secs(10),
-        "run after an early SIGTERM",
-    );
+    child.signal("-TERM");
+    child.wait_exit(Duration::from_secs(10), "run after an early SIGTERM");
 }
 
 /// Item 1: `once` and `status` read cert.pem and privkey.pem through the safe
 /// reader: a FIFO or a symlink to another file is refused, never blocked on or read.
 #[tokio::test(flavor = "multi_thread")]
 async fn status_and_once_do_not_block_on_or_follow_planted_files() {
-    let w = World::new(
+    let w = world(
         ONE_ORDER,
         "",
         "  - { name: www, domain: www.example.com, output: { dir: \"{d}/out/www\" }, key: { reuse: true } }\n",
@@ -208,27 +103,11 @@ async fn status_and_once_do_not_block_on_or_follow_planted_files() {
     std::fs::create_dir_all(&out).expect("mkdir");
     mkfifo(&out.join("cert.pem"));
     mkfifo(&out.join("privkey.pem"));
-    let mut c = w.command(&["status"]);
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = c.spawn().expect("status");
-    wait_exit(
-        &mut child,
-        Duration::from_secs(20),
-        "status with a FIFO cert.pem",
-    );
+    let mut child = DaemonProcess::start(w.command(&["status"]), w.path("status.log"));
+    child.wait_exit(Duration::from_secs(20), "status with a FIFO cert.pem");
 
-    let mut c = w.command(&["once"]);
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = c.spawn().expect("once");
-    let st = wait_exit(
-        &mut child,
-        Duration::from_secs(40),
-        "once with FIFOs in place",
-    );
+    let mut child = DaemonProcess::start(w.command(&["once"]), w.path("once.log"));
+    let st = child.wait_exit(Duration::from_secs(40), "once with FIFOs in place");
     assert!(st.success(), "{st:?}");
     assert!(pair_matches(&out), "the FIFOs were replaced by a whole set");
 }
@@ -237,7 +116,7 @@ async fn status_and_once_do_not_block_on_or_follow_planted_files() {
 /// such a place, is refused with the fix; the other certificate is still served.
 #[tokio::test(flavor = "multi_thread")]
 async fn insecure_or_linked_output_dirs_are_refused_and_others_still_served() {
-    let w = World::new(
+    let w = world(
         "orders:\n  - { domain: www.example.com, expires_in: 200d }\n  - { domain: api.example.com, expires_in: 200d }\n  - { domain: cdn.example.com, expires_in: 200d }\n",
         "",
         "  - { name: www, domain: www.example.com, output: { dir: \"{d}/out/www\" } }\n  - { name: api, domain: api.example.com, output: { dir: \"{d}/out/api\" } }\n  - { name: cdn, domain: cdn.example.com, output: { dir: \"{d}/out/cdn\" } }\n",
@@ -267,11 +146,11 @@ async fn insecure_or_linked_output_dirs_are_refused_and_others_still_served() {
     assert_eq!(std::fs::read_dir(&elsewhere).expect("ls").count(), 0);
 
     // The operator accepts the risk for `api` explicitly.
-    let cfg = std::fs::read_to_string(&w.config).expect("config");
+    let cfg = std::fs::read_to_string(w.config_path()).expect("config");
     let api_dir = format!("dir: \"{}\"", w.path("out/api").display());
     assert!(cfg.contains(&api_dir), "{cfg}");
     let cfg = cfg.replace(&api_dir, &format!("{api_dir}, allow_insecure_dir: true"));
-    std::fs::write(&w.config, cfg).expect("config");
+    std::fs::write(w.config_path(), cfg).expect("config");
     let o = w.output(w.command(&["once"])).await;
     assert!(pair_matches(&w.path("out/api")), "{}", show(&o));
     assert_eq!(std::fs::read_dir(&elsewhere).expect("ls").count(), 0);
@@ -288,7 +167,7 @@ async fn a_web_root_link_cannot_lead_the_validation_file_outside() {
     std::fs::create_dir_all(&outside).expect("mkdir");
     symlink(&outside, webroot.join(".well-known")).expect("symlink");
     let wr = webroot.display();
-    let w = World::new(
+    let w = world(
         &format!(
             "orders:\n  - {{ domain: www.example.com, expires_in: 20d }}\nissuance: {{ polls_before_issued: 1, validation: file, webroot: {wr} }}\n"
         ),
@@ -321,7 +200,7 @@ async fn a_validation_file_someone_else_wrote_is_left_alone() {
     std::fs::create_dir_all(&dcv).expect("mkdir");
     std::fs::write(dcv.join("fileauth.txt"), "the operator's file\n").expect("write");
     let wr = webroot.display();
-    let w = World::new(
+    let w = world(
         &format!(
             "orders:\n  - {{ domain: www.example.com, expires_in: 20d }}\nissuance: {{ polls_before_issued: 1, validation: file, webroot: {wr} }}\n"
         ),
@@ -344,16 +223,16 @@ async fn a_validation_file_someone_else_wrote_is_left_alone() {
 /// Item 10: under umask 000 every directory cas-renewd makes has its own mode.
 #[tokio::test(flavor = "multi_thread")]
 async fn directories_made_under_umask_000_are_not_world_writable() {
-    let w = World::new(
+    let w = world(
         ONE_ORDER,
         "",
         "  - { name: www, domain: www.example.com, output: { dir: \"{d}/out/nested/www\" } }\n",
     )
     .await;
     // The state directory and its parent are made by cas-renewd too.
-    let cfg = std::fs::read_to_string(&w.config).expect("config");
+    let cfg = std::fs::read_to_string(w.config_path()).expect("config");
     let cfg = cfg.replace("/state\n", "/var/lib/state\n");
-    std::fs::write(&w.config, cfg).expect("config");
+    std::fs::write(w.config_path(), cfg).expect("config");
     let o = w
         .output({
             let mut c = Command::new("/bin/sh");
@@ -361,7 +240,7 @@ async fn directories_made_under_umask_000_are_not_world_writable() {
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
                 .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
                 .args(["-c", "umask 000; exec \"$0\" --config \"$1\" once", BIN])
-                .arg(&w.config);
+                .arg(w.config_path());
             c
         })
         .await;
@@ -395,34 +274,26 @@ async fn directories_made_under_umask_000_are_not_world_writable() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kill_between_renames_is_repaired_at_start() {
     for first_install in [true, false] {
-        let w = World::new(ONE_ORDER, NO_START_PASS, WWW).await;
+        let w = world(ONE_ORDER, NO_START_PASS, WWW).await;
         let out = w.path("out/www");
         if !first_install {
             // Install the order's certificate, then stop as the renewal starts.
-            let mut c = w.command(&["once"]);
-            c.env("CAS_RENEWD_CRASH_AT", "after-key-ready");
-            let o = w.output(c).await;
+            let o = w
+                .run_with_env(&["once"], &[("CAS_RENEWD_CRASH_AT", "after-key-ready")])
+                .await;
             assert!(pair_matches(&out), "{}", show(&o));
         }
-        let mut c = w.command(&["once"]);
-        c.env("CAS_RENEWD_CRASH_AT", "between-install-renames");
-        let crashed = w.output(c).await;
-        assert!(
-            String::from_utf8_lossy(&crashed.stderr)
-                .contains("crash point between-install-renames"),
-            "{}",
-            show(&crashed)
-        );
+        w.once_crashing_at("between-install-renames").await;
         assert!(!pair_matches(&out), "the kill tore the set");
         assert!(
             !temporaries(&out).is_empty(),
             "the new key is in a temporary"
         );
 
-        let (mut child, log) = w.spawn_run();
-        let text = wait_log(&log, "scheduled", &mut child);
-        kill(child.id(), "-TERM");
-        wait_exit(&mut child, Duration::from_secs(10), "run after SIGTERM");
+        let mut child = DaemonProcess::spawn(&w, &[]);
+        let text = child.wait_log("scheduled");
+        child.signal("-TERM");
+        child.wait_exit(Duration::from_secs(10), "run after SIGTERM");
         let how = if first_install {
             "FromTemporaries"
         } else {
@@ -446,18 +317,11 @@ fn a_config_that_is_not_a_regular_file_is_refused_promptly() {
     let link = d.path().join("link.yaml");
     symlink(&fifo, &link).expect("symlink");
     for path in [Path::new("/dev/zero"), fifo.as_path(), link.as_path()] {
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(path)
-            .arg("check-config")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("check-config");
-        let st = wait_exit(&mut child, Duration::from_secs(10), "check-config");
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
-            .expect("stderr");
+        let mut c = Command::new(BIN);
+        c.arg("--config").arg(path).arg("check-config");
+        let mut child = DaemonProcess::start(c, d.path().join("check.log"));
+        let st = child.wait_exit(Duration::from_secs(10), "check-config");
+        let err = child.log();
         assert_eq!(st.code(), Some(2), "{}: {err}", path.display());
         assert!(
             err.contains(&*path.to_string_lossy()) && err.contains("not a regular file"),

@@ -3,30 +3,28 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cas_renewd::cas::api::{Cas, CertificateState, OrderFilter, OrderStatus, OrderType};
+use cas_renewd::cas::api::{
+    Cas, CertificateOrder, CertificateState, CertificateStateResponse, OrderFilter, OrderStatus,
+    OrderType,
+};
 use cas_renewd::cas::client::ApiError;
-use cas_sim::{Scenario, Simulator};
-use common::Raw;
+use common::{KEY_ID, Raw, SECRET, Simulator, start_sim};
 use rcgen::{CertificateParams, DnType, KeyPair, PublicKeyData};
 use x509_parser::prelude::*;
-
-const KEY_ID: &str = "sim-access-key-id";
-const SECRET: &str = "sim-access-key-secret";
-
-fn scenario(extra: &str) -> Scenario {
-    let text = format!("access_key: {{ id: {KEY_ID}, secret: {SECRET} }}\n{extra}");
-    Scenario::parse(&text, Path::new("test-scenario.yaml")).unwrap_or_else(|e| panic!("{e}"))
-}
 
 const TWO_ORDERS: &str = "orders:\n  - { domain: www.example.com, expires_in: 20d }\n  - { domain: api.example.com, expires_in: 200d, sans: [api2.example.com] }\n";
 
 async fn start(extra: &str) -> Simulator {
-    Simulator::start(&scenario(extra), "127.0.0.1:0")
-        .await
-        .expect("simulator starts")
+    start_sim(KEY_ID, SECRET, extra).await
+}
+
+/// A simulator for `extra` and a client of its account.
+async fn start_with_client(extra: &str) -> (Simulator, Cas) {
+    let sim = start(extra).await;
+    let cas = cas(&sim);
+    (sim, cas)
 }
 
 fn client(sim: &Simulator, attempts: u32, timeout: Duration) -> Cas {
@@ -55,6 +53,49 @@ async fn order_id(cas: &Cas, domain: &str) -> i64 {
         .expect("order exists")
 }
 
+/// Every order in `status`, listed `page` at a time.
+async fn list_by_status(cas: &Cas, status: OrderStatus, page: u32) -> Vec<CertificateOrder> {
+    cas.list_all_orders(
+        OrderFilter {
+            status: Some(status),
+            ..Default::default()
+        },
+        page,
+    )
+    .await
+    .expect("list")
+}
+
+/// Renews order `id` (with `csr`, or letting CAS make the key), then describes the
+/// new order once: its id and state.
+async fn renew_and_describe(
+    cas: &Cas,
+    id: i64,
+    csr: Option<&str>,
+) -> (i64, CertificateStateResponse) {
+    let new_id = cas
+        .renew_certificate_order(id, csr, &[])
+        .await
+        .expect("renew")
+        .body
+        .order_id;
+    let s = cas
+        .describe_certificate_state(new_id)
+        .await
+        .expect("describe")
+        .body;
+    (new_id, s)
+}
+
+/// The state of order `id` now.
+async fn state_of(cas: &Cas, id: i64) -> CertificateState {
+    cas.describe_certificate_state(id)
+        .await
+        .expect("describe")
+        .body
+        .state
+}
+
 /// Polls DescribeCertificateState until the order is issued (bounded).
 async fn poll_until_issued(cas: &Cas, id: i64) -> Vec<CertificateState> {
     let mut seen = Vec::new();
@@ -74,8 +115,7 @@ async fn poll_until_issued(cas: &Cas, id: i64) -> Vec<CertificateState> {
 
 #[tokio::test]
 async fn full_renewal_with_a_csr_issues_a_real_certificate_for_our_key() {
-    let sim = start(TWO_ORDERS).await;
-    let cas = cas(&sim);
+    let (sim, cas) = start_with_client(TWO_ORDERS).await;
     let orders = cas
         .list_all_orders(OrderFilter::default(), 50)
         .await
@@ -174,20 +214,9 @@ async fn full_renewal_with_a_csr_issues_a_real_certificate_for_our_key() {
 
 #[tokio::test]
 async fn renewal_without_csr_returns_a_matching_private_key() {
-    let sim = start("orders:\n  - { domain: ecc.example.com, expires_in: 5d, algorithm: ECC }\nissuance: { polls_before_issued: 0 }\n").await;
-    let cas = cas(&sim);
+    let (_sim, cas) = start_with_client("orders:\n  - { domain: ecc.example.com, expires_in: 5d, algorithm: ECC }\nissuance: { polls_before_issued: 0 }\n").await;
     let id = order_id(&cas, "ecc.example.com").await;
-    let new_id = cas
-        .renew_certificate_order(id, None, &[])
-        .await
-        .expect("renew")
-        .body
-        .order_id;
-    let s = cas
-        .describe_certificate_state(new_id)
-        .await
-        .expect("describe")
-        .body;
+    let (_, s) = renew_and_describe(&cas, id, None).await;
     assert_eq!(s.state, CertificateState::Certificate);
     let key = KeyPair::from_pem(s.private_key.expect("key").expose()).expect("key parses");
     let pem = s.certificate.expect("cert");
@@ -200,8 +229,7 @@ async fn renewal_without_csr_returns_a_matching_private_key() {
 
 #[tokio::test]
 async fn renew_is_refused_unless_the_order_is_about_to_expire() {
-    let sim = start(TWO_ORDERS).await;
-    let cas = cas(&sim);
+    let (sim, cas) = start_with_client(TWO_ORDERS).await;
     let id = order_id(&cas, "api.example.com").await;
     let err = cas
         .renew_certificate_order(id, None, &[])
@@ -221,18 +249,12 @@ async fn renew_is_refused_unless_the_order_is_about_to_expire() {
         .await
         .expect_err("wrong CN");
     assert_eq!(err.code(), Some("InvalidParameter"), "{err}");
-    assert!(
-        sim.state()["renew_calls"]
-            .as_object()
-            .expect("map")
-            .is_empty()
-    );
+    assert!(common::no_renew_calls(&sim.state()));
 }
 
 #[tokio::test]
 async fn the_simulated_clock_moves_orders_through_their_states() {
-    let sim = start(TWO_ORDERS).await;
-    let cas = cas(&sim);
+    let (sim, cas) = start_with_client(TWO_ORDERS).await;
     let status = |orders: &[cas_renewd::cas::api::CertificateOrder], d: &str| {
         orders
             .iter()
@@ -256,41 +278,19 @@ async fn the_simulated_clock_moves_orders_through_their_states() {
         .await
         .expect("clock");
     assert_eq!(r.status(), 200);
-    let o = cas
-        .list_all_orders(
-            OrderFilter {
-                status: Some(OrderStatus::Expired),
-                ..Default::default()
-            },
-            50,
-        )
-        .await
-        .expect("list");
+    let o = list_by_status(&cas, OrderStatus::Expired, 50).await;
     assert_eq!(o.len(), 2);
 }
 
 #[tokio::test]
 async fn listing_pages_filters_and_certificates() {
-    let sim = start(
-        "generate: { count: 250, expiring_fraction: 0.2, domain: \"host-{n}.example.com\" }\nrate_limits: { ListUserCertificateOrder: 1000 }\n",
-    )
-    .await;
-    let cas = cas(&sim);
+    let (sim, cas) = start_with_client("generate: { count: 250, expiring_fraction: 0.2, domain: \"host-{n}.example.com\" }\nrate_limits: { ListUserCertificateOrder: 1000 }\n",).await;
     let all = cas
         .list_all_orders(OrderFilter::default(), 100)
         .await
         .expect("list");
     assert_eq!(all.len(), 250);
-    let expiring = cas
-        .list_all_orders(
-            OrderFilter {
-                status: Some(OrderStatus::Willexpired),
-                ..Default::default()
-            },
-            100,
-        )
-        .await
-        .expect("list");
+    let expiring = list_by_status(&cas, OrderStatus::Willexpired, 100).await;
     assert_eq!(expiring.len(), 50);
     let one = cas
         .list_all_orders(
@@ -339,27 +339,14 @@ async fn listing_pages_filters_and_certificates() {
 
 #[tokio::test]
 async fn dns_validation_waits_for_the_txt_record() {
-    let sim = start(&format!(
+    let (sim, cas) = start_with_client(&format!(
         "{TWO_ORDERS}issuance: {{ polls_before_issued: 1, validation: dns }}\n"
     ))
     .await;
-    let cas = cas(&sim);
     let id = order_id(&cas, "www.example.com").await;
     let key = KeyPair::generate().expect("key");
-    let new_id = cas
-        .renew_certificate_order(id, Some(&csr_for("www.example.com", &key)), &[])
-        .await
-        .expect("renew")
-        .body
-        .order_id;
-    assert_eq!(
-        cas.describe_certificate_state(new_id)
-            .await
-            .expect("d")
-            .body
-            .state,
-        CertificateState::Payed
-    );
+    let (new_id, s) = renew_and_describe(&cas, id, Some(&csr_for("www.example.com", &key))).await;
+    assert_eq!(s.state, CertificateState::Payed);
     let s = cas
         .describe_certificate_state(new_id)
         .await
@@ -371,35 +358,23 @@ async fn dns_validation_waits_for_the_txt_record() {
     assert_eq!(s.record_type.as_deref(), Some("TXT"));
     let value = s.record_value.expect("value");
     // Still waiting without the record.
-    assert_eq!(
-        cas.describe_certificate_state(new_id)
-            .await
-            .expect("d")
-            .body
-            .state,
-        CertificateState::DomainVerify
-    );
+    assert_eq!(state_of(&cas, new_id).await, CertificateState::DomainVerify);
 
     let dns = |action: &'static str| Raw {
         version: "2015-01-09",
         ..Raw::new(action, KEY_ID, SECRET)
     };
-    let (st, added) = dns("AddDomainRecord")
-        .param("DomainName", "example.com")
-        .param("RR", "_dnsauth.www")
-        .param("Type", "TXT")
-        .param("Value", &value)
-        .send(&sim.url())
-        .await;
+    let add = || {
+        dns("AddDomainRecord")
+            .param("DomainName", "example.com")
+            .param("RR", "_dnsauth.www")
+            .param("Type", "TXT")
+            .param("Value", &value)
+    };
+    let (st, added) = add().send(&sim.url()).await;
     assert_eq!(st, 200, "{added}");
     let record_id = added["RecordId"].as_str().expect("string id").to_owned();
-    let (_, dup) = dns("AddDomainRecord")
-        .param("DomainName", "example.com")
-        .param("RR", "_dnsauth.www")
-        .param("Type", "TXT")
-        .param("Value", &value)
-        .send(&sim.url())
-        .await;
+    let (_, dup) = add().send(&sim.url()).await;
     assert_eq!(dup["Code"], "DomainRecordDuplicate");
     let (_, sub) = dns("DescribeSubDomainRecords")
         .param("SubDomain", "_dnsauth.www.example.com")
@@ -422,14 +397,7 @@ async fn dns_validation_waits_for_the_txt_record() {
         .await;
     assert_eq!(nozone["Code"], "InvalidDomainName.NoExist");
 
-    assert_eq!(
-        cas.describe_certificate_state(new_id)
-            .await
-            .expect("d")
-            .body
-            .state,
-        CertificateState::Certificate
-    );
+    assert_eq!(state_of(&cas, new_id).await, CertificateState::Certificate);
     let (st, _) = dns("DeleteDomainRecord")
         .param("RecordId", &record_id)
         .send(&sim.url())
@@ -445,24 +413,13 @@ async fn dns_validation_waits_for_the_txt_record() {
 #[tokio::test]
 async fn file_validation_waits_for_the_file_under_the_webroot() {
     let root = tempfile::tempdir().expect("tempdir");
-    let sim = start(&format!(
+    let (_sim, cas) = start_with_client(&format!(
         "{TWO_ORDERS}issuance: {{ polls_before_issued: 0, validation: file, webroot: {} }}\n",
         root.path().display()
     ))
     .await;
-    let cas = cas(&sim);
     let id = order_id(&cas, "www.example.com").await;
-    let new_id = cas
-        .renew_certificate_order(id, None, &[])
-        .await
-        .expect("renew")
-        .body
-        .order_id;
-    let s = cas
-        .describe_certificate_state(new_id)
-        .await
-        .expect("d")
-        .body;
+    let (new_id, s) = renew_and_describe(&cas, id, None).await;
     assert_eq!(s.state, CertificateState::DomainVerify);
     assert_eq!(s.validate_type.as_deref(), Some("FILE"));
     assert_eq!(
@@ -472,23 +429,9 @@ async fn file_validation_waits_for_the_file_under_the_webroot() {
     let path = root.path().join(".well-known/pki-validation/fileauth.txt");
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(&path, "wrong").expect("write");
-    assert_eq!(
-        cas.describe_certificate_state(new_id)
-            .await
-            .expect("d")
-            .body
-            .state,
-        CertificateState::DomainVerify
-    );
+    assert_eq!(state_of(&cas, new_id).await, CertificateState::DomainVerify);
     std::fs::write(&path, s.content.expect("content")).expect("write");
-    assert_eq!(
-        cas.describe_certificate_state(new_id)
-            .await
-            .expect("d")
-            .body
-            .state,
-        CertificateState::Certificate
-    );
+    assert_eq!(state_of(&cas, new_id).await, CertificateState::Certificate);
 }
 
 #[tokio::test]
@@ -665,12 +608,7 @@ async fn fault_throttle() {
         "{err}"
     );
     assert_eq!(sim.state()["faults"]["throttle"], 2);
-    assert!(
-        sim.state()["renew_calls"]
-            .as_object()
-            .expect("map")
-            .is_empty()
-    );
+    assert!(common::no_renew_calls(&sim.state()));
 }
 
 #[tokio::test]
@@ -681,13 +619,7 @@ async fn fault_server_error() {
         matches!(err.code(), Some("ServiceUnavailable" | "InternalError")),
         "{err}"
     );
-    assert!(
-        sim.state()["renew_calls"]
-            .as_object()
-            .expect("map")
-            .is_empty(),
-        "a 5xx fault acts not"
-    );
+    assert!(common::no_renew_calls(&sim.state()), "a 5xx fault acts not");
 }
 
 #[tokio::test]
@@ -713,8 +645,8 @@ async fn fault_malformed_acts_then_garbles_the_answer() {
 
 #[tokio::test]
 async fn fault_latency_delays_every_answer() {
-    let sim = start(&format!("{TWO_ORDERS}faults: {{ latency: 300ms }}\n")).await;
-    let cas = cas(&sim);
+    let (_sim, cas) =
+        start_with_client(&format!("{TWO_ORDERS}faults: {{ latency: 300ms }}\n")).await;
     let started = Instant::now();
     cas.describe_certificate_state(100_002).await.expect("ok");
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -743,34 +675,12 @@ async fn faults_are_reproducible_from_the_seed() {
 
 #[tokio::test]
 async fn bad_certificates_on_request() {
-    let sim = start(
-        "orders:\n  - { domain: a.example.com, expires_in: 5d, issue: wrong_name }\n  - { domain: b.example.com, expires_in: 5d, issue: verify_fail }\nissuance: { polls_before_issued: 0 }\n",
-    )
-    .await;
-    let cas = cas(&sim);
-    let a = cas
-        .renew_certificate_order(100_001, None, &[])
-        .await
-        .expect("renew")
-        .body
-        .order_id;
-    let s = cas.describe_certificate_state(a).await.expect("d").body;
+    let (_sim, cas) = start_with_client("orders:\n  - { domain: a.example.com, expires_in: 5d, issue: wrong_name }\n  - { domain: b.example.com, expires_in: 5d, issue: verify_fail }\nissuance: { polls_before_issued: 0 }\n",).await;
+    let (_, s) = renew_and_describe(&cas, 100_001, None).await;
     let pem = s.certificate.expect("cert");
     let (_, p) = parse_x509_pem(pem.as_bytes()).expect("pem");
     let cert = p.parse_x509().expect("x509");
     assert!(cert.subject().to_string().contains("wrong-name.invalid"));
-    let b = cas
-        .renew_certificate_order(100_002, None, &[])
-        .await
-        .expect("renew")
-        .body
-        .order_id;
-    assert_eq!(
-        cas.describe_certificate_state(b)
-            .await
-            .expect("d")
-            .body
-            .state,
-        CertificateState::VerifyFail
-    );
+    let (_, s) = renew_and_describe(&cas, 100_002, None).await;
+    assert_eq!(s.state, CertificateState::VerifyFail);
 }

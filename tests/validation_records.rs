@@ -5,109 +5,53 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 
-use cas_renewd::pki::{self, Key};
-use cas_sim::{Scenario, Simulator};
+use common::{Cert, FAST, KEY_ID, SECRET, TestEnv, show, start_sim};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cas-renewd");
-const KEY_ID: &str = "sim-access-key-id";
-const SECRET: &str = "sim-access-key-secret";
-const FAST: &str = "poll_interval: 100ms, poll_max_interval: 200ms, issuance_timeout: 1m";
-
-struct World {
-    sim: Simulator,
-    dir: tempfile::TempDir,
-    config: PathBuf,
+/// A simulator with `scenario` and a configuration (mode 0600, up to six
+/// attempts per call, `renewal: { <renewal> }`) for `certs` (name, domain, extra
+/// YAML after the output block).
+async fn world(scenario: &str, renewal: &str, certs: &[(&str, &str, &str)]) -> TestEnv {
+    TestEnv::builder(scenario)
+        .api(", max_attempts: 6")
+        .renewal(Some(renewal))
+        .certs(certs.iter().map(|(n, d, e)| Cert::new(n, d).extra(e)))
+        .config_mode(0o600)
+        .start()
+        .await
 }
 
-impl World {
-    /// `certs`: (name, domain, extra YAML after the output block).
-    async fn new(scenario: &str, renewal: &str, certs: &[(&str, &str, &str)]) -> World {
-        let s = Scenario::parse(
-            &format!("access_key: {{ id: {KEY_ID}, secret: {SECRET} }}\n{scenario}"),
-            Path::new("scenario"),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let sim = Simulator::start(&s, "127.0.0.1:0").await.expect("sim");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path().display();
-        let mut cfg = format!(
-            "api: {{ endpoint: \"{0}\", dns_endpoint: \"{0}\", max_attempts: 6 }}\ncredentials: {{ access_key_id: {KEY_ID}, access_key_secret: {SECRET} }}\nstate_dir: {d}/state\nrenewal: {{ {renewal} }}\ncertificates:\n",
-            sim.url()
-        );
-        for (name, domain, extra) in certs {
-            cfg.push_str(&format!(
-                "  - {{ name: {name}, domain: \"{domain}\", output: {{ dir: {d}/out/{name} }}{extra} }}\n"
-            ));
-        }
-        let config = dir.path().join("config.yaml");
-        std::fs::write(&config, cfg).expect("config");
-        std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .expect("chmod config");
-        World { sim, dir, config }
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    async fn run(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
-            .env("CAS_RENEWD_LOG", "info")
-            .arg("--config")
-            .arg(&self.config)
-            .args(args);
-        tokio::task::spawn_blocking(move || c.output().expect("binary runs"))
-            .await
-            .expect("join")
-    }
-
-    async fn once(&self) -> Output {
-        self.run(&["once"]).await
-    }
-
-    fn calls(&self, action: &str) -> u64 {
-        self.sim.state()["calls"][action].as_u64().unwrap_or(0)
-    }
-
-    fn records(&self) -> Vec<serde_json::Value> {
-        self.sim.state()["dns_records"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Days the installed certificate has left, after checking the key fits it.
-    fn installed_days(&self, name: &str) -> i64 {
-        let dir = self.path(&format!("out/{name}"));
-        let cert = std::fs::read_to_string(dir.join("cert.pem")).expect("cert.pem");
-        let leaf = pki::read_leaf(&cert).expect("leaf");
-        let key = Key::from_pem(&std::fs::read_to_string(dir.join("privkey.pem")).expect("key"))
-            .expect("key parses");
-        assert_eq!(key.spki_sha256(), leaf.spki_sha256, "{name}: key fits");
-        (leaf.not_after - chrono::Utc::now().timestamp()) / 86_400
-    }
-
-    fn journal(&self, name: &str) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.path(&format!("state/journal/{name}.json")))
-            .expect("journal");
-        serde_json::from_str(&text).expect("journal is JSON")
-    }
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+/// `world` with fast polling and the one certificate `www` for www.example.com,
+/// validated by DNS.
+async fn dns_www(scenario: &str) -> TestEnv {
+    world(
+        scenario,
+        FAST,
+        &[("www", "www.example.com", ", validation: { method: dns }")],
     )
+    .await
+}
+
+fn records(w: &TestEnv) -> Vec<serde_json::Value> {
+    w.sim_state()["dns_records"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Days the installed certificate has left, after checking the key fits it.
+fn installed_days(w: &TestEnv, name: &str) -> i64 {
+    let i = w.installed(name).expect("cert.pem");
+    assert!(i.key_matches, "{name}: key fits");
+    i.days_left()
+}
+
+fn journal(w: &TestEnv, name: &str) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(w.path(&format!("state/journal/{name}.json"))).expect("journal");
+    serde_json::from_str(&text).expect("journal is JSON")
 }
 
 fn log(o: &Output) -> String {
@@ -128,17 +72,13 @@ fn warnings(o: &Output) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn empty_strings_neither_fail_nor_warn_in_a_renewal_and_a_first_install() {
-    let w = World::new(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, validation: dns }\nresponses: { empty_strings: true }\n",
-        FAST,
-        &[("www", "www.example.com", ", validation: { method: dns }")],
-    )
+    let w = dns_www("orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 2, validation: dns }\nresponses: { empty_strings: true }\n")
     .await;
     // First pass: install the order CAS made (its key comes with it), then renew.
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
     assert!(warnings(&o).is_empty(), "no warning: {:?}", warnings(&o));
-    assert!(w.installed_days("www") >= 364);
+    assert!(installed_days(&w, "www") >= 364);
     assert_eq!(
         w.sim.state()["renew_calls"],
         serde_json::json!({ "100001": 1 })
@@ -155,7 +95,7 @@ async fn empty_strings_neither_fail_nor_warn_in_a_renewal_and_a_first_install() 
         "installed order 100002: {}",
         show(&o)
     );
-    assert!(w.installed_days("www") >= 364);
+    assert!(installed_days(&w, "www") >= 364);
     assert_eq!(
         w.sim.state()["renew_calls"],
         serde_json::json!({ "100001": 1 }),
@@ -166,7 +106,7 @@ async fn empty_strings_neither_fail_nor_warn_in_a_renewal_and_a_first_install() 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_record_domain_reading_issues_apex_subdomain_and_wildcard() {
     for form in ["relative_to_domain", "relative_to_zone", "fqdn"] {
-        let w = World::new(
+        let w = world(
             &format!(
                 "orders:\n  - {{ domain: example.com, expires_in: 10d }}\n  - {{ domain: www.example.com, expires_in: 10d }}\n  - {{ domain: \"*.example.com\", expires_in: 10d }}\n  - {{ domain: a.sub.example.com, expires_in: 10d }}\ndns_zones: [example.com, sub.example.com]\nissuance: {{ polls_before_issued: 2, validation: dns, record_domain: {form} }}\n"
             ),
@@ -182,13 +122,13 @@ async fn every_record_domain_reading_issues_apex_subdomain_and_wildcard() {
         let o = w.once().await;
         assert!(o.status.success(), "{form}: {}", show(&o));
         for name in ["apex", "www", "wild", "delegated"] {
-            assert!(w.installed_days(name) >= 364, "{form}: {name} renewed");
+            assert!(installed_days(&w, name) >= 364, "{form}: {name} renewed");
         }
         assert_eq!(w.calls("AddDomainRecord"), 4, "{form}");
         assert!(
-            w.records().is_empty(),
+            records(&w).is_empty(),
             "{form}: records removed: {:?}",
-            w.records()
+            records(&w)
         );
         let text = log(&o);
         for fqdn in [
@@ -211,13 +151,9 @@ async fn hostile_records_publish_nothing_and_say_why() {
         ("outside_domain", "lies outside www.example.com"),
         ("absolute", "lies outside www.example.com"),
     ] {
-        let w = World::new(
-            &format!(
+        let w = dns_www(&format!(
                 "orders:\n  - {{ domain: www.example.com, expires_in: 10d }}\nissuance: {{ polls_before_issued: 1, validation: dns, hostile_record: {kind} }}\n"
-            ),
-            FAST,
-            &[("www", "www.example.com", ", validation: { method: dns }")],
-        )
+            ))
         .await;
         let o = w.once().await;
         assert!(!o.status.success(), "{kind}: {}", show(&o));
@@ -227,14 +163,14 @@ async fn hostile_records_publish_nothing_and_say_why() {
             "{kind}: clear error: {text}"
         );
         assert_eq!(w.calls("AddDomainRecord"), 0, "{kind}: nothing added");
-        assert!(w.records().is_empty(), "{kind}: {:?}", w.records());
+        assert!(records(&w).is_empty(), "{kind}: {:?}", records(&w));
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_method_the_configuration_does_not_allow_is_told_once() {
     let webroot = tempfile::tempdir().expect("webroot");
-    let w = World::new(
+    let w = world(
         "orders:\n  - { domain: www.example.com, expires_in: 10d }\nissuance: { polls_before_issued: 1, validation: dns }\n",
         "poll_interval: 100ms, poll_max_interval: 100ms, issuance_timeout: 2s",
         &[(
@@ -282,22 +218,18 @@ async fn a_method_the_configuration_does_not_allow_is_told_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_fail_removes_the_record() {
-    let w = World::new(
-        "orders:\n  - { domain: www.example.com, expires_in: 10d, issue: verify_fail }\nissuance: { polls_before_issued: 2, validation: dns }\n",
-        FAST,
-        &[("www", "www.example.com", ", validation: { method: dns }")],
-    )
+    let w = dns_www("orders:\n  - { domain: www.example.com, expires_in: 10d, issue: verify_fail }\nissuance: { polls_before_issued: 2, validation: dns }\n")
     .await;
     let o = w.once().await;
     assert!(log(&o).contains("verify_fail"), "{}", show(&o));
     assert_eq!(w.calls("AddDomainRecord"), 1);
-    assert!(w.records().is_empty(), "{:?}", w.records());
-    assert!(w.journal("www")["dns_record"].is_null());
+    assert!(records(&w).is_empty(), "{:?}", records(&w));
+    assert!(journal(&w, "www")["dns_record"].is_null());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn issuance_timeout_removes_the_record() {
-    let w = World::new(
+    let w = world(
         "orders:\n  - { domain: www.example.com, expires_in: 10d }\nissuance: { polls_before_issued: 100000, validation: dns }\n",
         "poll_interval: 100ms, poll_max_interval: 100ms, issuance_timeout: 1s",
         &[("www", "www.example.com", ", validation: { method: dns }")],
@@ -306,8 +238,8 @@ async fn issuance_timeout_removes_the_record() {
     let o = w.once().await;
     assert!(log(&o).contains("not issued after"), "{}", show(&o));
     assert_eq!(w.calls("AddDomainRecord"), 1);
-    assert!(w.records().is_empty(), "{:?}", w.records());
-    let j = w.journal("www");
+    assert!(records(&w).is_empty(), "{:?}", records(&w));
+    let j = journal(&w, "www");
     assert!(j["dns_record"].is_null(), "{j}");
     assert_eq!(j["phase"], "order-created", "the order is still followed");
 }
@@ -316,7 +248,7 @@ async fn issuance_timeout_removes_the_record() {
 async fn renew_force_removes_what_the_abandoned_order_left() {
     // A record the journal says the last order published (id 700001: the first one
     // the simulator hands out).
-    let w = World::new(
+    let w = world(
         "orders:\n  - { domain: www.example.com, expires_in: 10d }\nissuance: { polls_before_issued: 1, validation: none }\ndns: { records: [ { zone: example.com, rr: _dnsauth.www, value: left-behind } ] }\n",
         FAST,
         &[("www", "www.example.com", "")],
@@ -324,7 +256,7 @@ async fn renew_force_removes_what_the_abandoned_order_left() {
     .await;
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
-    let mut j = w.journal("www");
+    let mut j = journal(&w, "www");
     j["phase"] = "rejected".into();
     j["dns_record"] = serde_json::json!(["example.com", "700001"]);
     std::fs::write(
@@ -332,35 +264,31 @@ async fn renew_force_removes_what_the_abandoned_order_left() {
         serde_json::to_vec_pretty(&j).expect("json"),
     )
     .expect("journal");
-    assert_eq!(w.records().len(), 1);
+    assert_eq!(records(&w).len(), 1);
     // The installed certificate nears its end, so CAS lets it be renewed again.
     w.sim.advance(std::time::Duration::from_secs(340 * 86_400));
     let o = w.run(&["renew", "--cert", "www", "--force"]).await;
     assert!(o.status.success(), "{}", show(&o));
-    assert!(w.records().is_empty(), "{:?}", w.records());
-    assert!(w.journal("www")["dns_record"].is_null());
+    assert!(records(&w).is_empty(), "{:?}", records(&w));
+    assert!(journal(&w, "www")["dns_record"].is_null());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_busy_alidns_zone_is_waited_for() {
-    let w = World::new(
-        "orders:\n  - { domain: www.example.com, expires_in: 10d }\nissuance: { polls_before_issued: 1, validation: dns }\ndns: { busy: 2 }\n",
-        FAST,
-        &[("www", "www.example.com", ", validation: { method: dns }")],
-    )
+    let w = dns_www("orders:\n  - { domain: www.example.com, expires_in: 10d }\nissuance: { polls_before_issued: 1, validation: dns }\ndns: { busy: 2 }\n")
     .await;
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
-    assert!(w.installed_days("www") >= 364);
+    assert!(installed_days(&w, "www") >= 364);
     assert_eq!(w.sim.state()["faults"]["LastOperationNotFinished"], 2);
-    assert!(w.records().is_empty());
+    assert!(records(&w).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn another_record_in_a_delegated_zone_is_a_named_error() {
     // `sub.example.com` is its own zone; a CNAME sits where the TXT must go. Alidns
     // finds it only when asked with DomainName.
-    let w = World::new(
+    let w = world(
         "orders:\n  - { domain: www.sub.example.com, expires_in: 10d }\ndns_zones: [example.com, sub.example.com]\nissuance: { polls_before_issued: 1, validation: dns }\ndns: { records: [ { zone: sub.example.com, rr: _dnsauth.www, type: CNAME, value: elsewhere.example.net } ] }\n",
         FAST,
         &[("www", "www.sub.example.com", ", validation: { method: dns }")],
@@ -375,21 +303,17 @@ async fn another_record_in_a_delegated_zone_is_a_named_error() {
     );
     assert!(!text.contains("DomainRecordDuplicate"), "{text}");
     assert_eq!(w.calls("AddDomainRecord"), 0);
-    assert_eq!(w.records().len(), 1, "the other record is left alone");
+    assert_eq!(records(&w).len(), 1, "the other record is left alone");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_txt_record_stays_and_ours_is_added_beside_it() {
-    let w = World::new(
-        "orders:\n  - { domain: www.example.com, expires_in: 10d }\nissuance: { polls_before_issued: 1, validation: dns }\ndns: { records: [ { zone: example.com, rr: _dnsauth.www, value: last-year } ] }\n",
-        FAST,
-        &[("www", "www.example.com", ", validation: { method: dns }")],
-    )
+    let w = dns_www("orders:\n  - { domain: www.example.com, expires_in: 10d }\nissuance: { polls_before_issued: 1, validation: dns }\ndns: { records: [ { zone: example.com, rr: _dnsauth.www, value: last-year } ] }\n")
     .await;
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
-    assert!(w.installed_days("www") >= 364);
-    let left = w.records();
+    assert!(installed_days(&w, "www") >= 364);
+    let left = records(&w);
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0]["Value"], "last-year", "only our record was removed");
 }
@@ -398,14 +322,12 @@ async fn a_stale_txt_record_stays_and_ours_is_added_beside_it() {
 /// is found (and so reused, not added twice) because DomainName goes with the lookup.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dns_client_finds_records_in_a_delegated_zone() {
-    let s = Scenario::parse(
-        &format!(
-            "access_key: {{ id: {KEY_ID}, secret: {SECRET} }}\ndns_zones: [example.com, sub.example.com]\n"
-        ),
-        Path::new("scenario"),
+    let sim = start_sim(
+        KEY_ID,
+        SECRET,
+        "dns_zones: [example.com, sub.example.com]\n",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let sim = Simulator::start(&s, "127.0.0.1:0").await.expect("sim");
+    .await;
     let dns = dns_client_for(&sim.url(), KEY_ID, SECRET);
     let fqdn = "_dnsauth.www.sub.example.com";
     let zone = dns.find_zone(fqdn).await.expect("zone");
