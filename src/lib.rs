@@ -29,10 +29,10 @@
 //! The engine and what reports on it:
 //! - [`listing`] (`cas`, `domain`): `cas-renewd list` rendering.
 //! - [`renew`] (`cas`, `domain`, `hooks`, `pki`, `store`, `verify`): the renewal
-//!   engine. Exception: it still imports `config` (its certificate list and
-//!   settings) and `metrics`, which imports it back: a circle issue 14 removes.
-//! - [`metrics`] (`renew`): Prometheus metrics. Exception: imports `config`
-//!   (`CertificateConfig`).
+//!   engine; it reports through its own `PassObserver` trait. Exception: it still
+//!   takes the validated configuration (`config`) rather than settings of its own.
+//! - [`metrics`] (`cas`, `renew`): Prometheus metrics, the engine's observer.
+//!   Exception: imports `config` (`CertificateConfig`, and to build an engine).
 //! - [`status`] (`domain`, `renew`, `store`): `cas-renewd status`.
 //!
 //! The top, beside the binary:
@@ -41,10 +41,10 @@
 //!   under their configuration names (`config::OutputConfig` is `store::OutputSpec`).
 //! - [`daemon`] (`cas`, `config`, `metrics`, `renew`, `store`): `cas-renewd run`.
 //!
-//! Test machinery, never used by the modules above it:
-//! - [`sim`] (`cas`, `config`, `pki`): the CAS and DNS simulator.
-//! - [`demo`], [`fuzzing`] (`cas`, `config`, `renew`, `sim`, `store`, `pki`):
-//!   `cas-renewd demo` and the fuzz entry points.
+//! Test machinery lives outside this library: the simulator is the workspace
+//! crate `cas-sim` (used by tests and by the binary's `sim` feature), request
+//! signing the crate `cas-sign` that both use, and the fuzz entry points the fuzz
+//! crate's own library.
 
 pub mod accounts;
 pub mod cas;
