@@ -156,16 +156,9 @@ async fn insecure_or_linked_output_dirs_are_refused_and_others_still_served() {
     assert_eq!(std::fs::read_dir(&elsewhere).expect("ls").count(), 0);
 }
 
-/// Item 9: a `.well-known` link out of the web root does not lead the validation
-/// file outside it.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_web_root_link_cannot_lead_the_validation_file_outside() {
-    let d = tempfile::tempdir().expect("tempdir");
-    let webroot = d.path().join("www");
-    let outside = d.path().join("outside");
-    std::fs::create_dir_all(&webroot).expect("mkdir");
-    std::fs::create_dir_all(&outside).expect("mkdir");
-    symlink(&outside, webroot.join(".well-known")).expect("symlink");
+/// One `once` for www.example.com whose order CAS validates by FILE under
+/// `webroot`; the output of the run.
+async fn once_with_file_validation(webroot: &Path) -> String {
     let wr = webroot.display();
     let w = world(
         &format!(
@@ -178,7 +171,20 @@ async fn a_web_root_link_cannot_lead_the_validation_file_outside() {
     )
     .await;
     let o = w.output(w.command(&["once"])).await;
-    let text = show(&o);
+    show(&o)
+}
+
+/// Item 9: a `.well-known` link out of the web root does not lead the validation
+/// file outside it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_web_root_link_cannot_lead_the_validation_file_outside() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let webroot = d.path().join("www");
+    let outside = d.path().join("outside");
+    std::fs::create_dir_all(&webroot).expect("mkdir");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    symlink(&outside, webroot.join(".well-known")).expect("symlink");
+    let text = once_with_file_validation(&webroot).await;
     assert_eq!(
         std::fs::read_dir(&outside).expect("ls").count(),
         0,
@@ -199,19 +205,7 @@ async fn a_validation_file_someone_else_wrote_is_left_alone() {
     let dcv = webroot.join(".well-known/pki-validation");
     std::fs::create_dir_all(&dcv).expect("mkdir");
     std::fs::write(dcv.join("fileauth.txt"), "the operator's file\n").expect("write");
-    let wr = webroot.display();
-    let w = world(
-        &format!(
-            "orders:\n  - {{ domain: www.example.com, expires_in: 20d }}\nissuance: {{ polls_before_issued: 1, validation: file, webroot: {wr} }}\n"
-        ),
-        "",
-        &format!(
-            "  - {{ name: www, domain: www.example.com, output: {{ dir: \"{{d}}/out/www\" }}, validation: {{ method: file, webroot: {wr} }} }}\n"
-        ),
-    )
-    .await;
-    let o = w.output(w.command(&["once"])).await;
-    let text = show(&o);
+    let text = once_with_file_validation(&webroot).await;
     assert_eq!(
         std::fs::read_to_string(dcv.join("fileauth.txt")).expect("still there"),
         "the operator's file\n",
