@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cas::api::{CertificateOrder, OrderStatus};
-use crate::cas::api_apply::not_renewable;
+use crate::cas::api_apply::{NotRenewable, not_renewable};
 use crate::config::RenewalMode;
 use crate::pki::CertInfo;
 use crate::store::{Journal, JournalPhase};
@@ -141,8 +141,9 @@ pub fn plan(i: &PlanInput<'_>) -> Plan {
     p
 }
 
+/// What to do when no renewal is in flight and nothing was refused: install a
+/// newer issued order, follow a renewal made elsewhere, or renew when due.
 fn decide(i: &PlanInput<'_>, out: &dyn Fn(Action, String) -> Plan) -> Plan {
-    let j = i.journal;
     let disk_end = i.disk.map(|d| d.not_after * 1000);
     let is_issued = |o: &&CertificateOrder| {
         matches!(
@@ -157,58 +158,14 @@ fn decide(i: &PlanInput<'_>, out: &dyn Fn(Action, String) -> Plan) -> Plan {
         .max_by_key(|o| (o.cert_end_time, o.order_id));
     let newest_any = i.orders.iter().max_by_key(|o| o.order_id);
 
-    if let Some(n) = newest_issued {
-        let end = n.cert_end_time.unwrap_or(0);
-        let newer = disk_end.is_none_or(|d| end > d + NEWER_SLACK_MS);
-        if newer && j.unusable_orders.contains(&n.order_id.unwrap_or(0)) {
-            return out(
-                Action::Blocked,
-                format!(
-                    "order {} (valid until {}) was renewed elsewhere and its private key is not available here; install it by hand, or renew again with `renew --force`",
-                    n.order_id.unwrap_or(0),
-                    date(end)
-                ),
-            );
-        }
-        if newer && let Some(id) = n.order_id {
-            return out(
-                Action::Install { order_id: id },
-                match disk_end {
-                    None => format!(
-                        "no certificate on disk; order {id} holds one valid until {}",
-                        date(end)
-                    ),
-                    Some(d) => format!(
-                        "order {id} holds a certificate valid until {}, newer than the one on disk ({})",
-                        date(end),
-                        date(d)
-                    ),
-                },
-            );
-        }
-    }
-
-    // A renewal order newer than every issued one, not ours, still being processed.
-    // Following it is bounded: the engine gives an adopted order up (and lists it as
-    // unusable) when it is not issued within `issuance_timeout`, so an order bought
-    // in the console and never applied for cannot hold the renewal back for ever.
-    let newest_issued_id = newest_issued.and_then(|o| o.order_id).unwrap_or(0);
-    if let Some(p) = i.orders.iter().find(|o| {
-        matches!(o.status, Some(OrderStatus::Payed | OrderStatus::Checking))
-            && o.order_id.is_some_and(|id| id > newest_issued_id)
-            && o.order_id != j.new_order_id
-            && !j.unusable_orders.contains(&o.order_id.unwrap_or(0))
-    }) && let Some(id) = p.order_id
+    if let Some(n) = newest_issued
+        && let Some(p) = install_newer(i, out, n, disk_end)
     {
-        return out(
-            Action::Adopt { order_id: id },
-            format!(
-                "order {id} ({}) is a renewal made elsewhere that is still in progress; following it instead of renewing again",
-                p.status.map(|s| s.as_str()).unwrap_or("?")
-            ),
-        );
+        return p;
     }
-
+    if let Some(p) = adopt_elsewhere(i, out, newest_issued) {
+        return p;
+    }
     let Some(current) = newest_issued.or(newest_any) else {
         return out(
             Action::Blocked,
@@ -218,6 +175,85 @@ fn decide(i: &PlanInput<'_>, out: &dyn Fn(Action, String) -> Plan) -> Plan {
             ),
         );
     };
+    renew_when_due(i, out, current, disk_end)
+}
+
+/// The newest issued order `n`, when it holds a certificate newer than the one
+/// on disk: install it, or block when its key was lost.
+fn install_newer(
+    i: &PlanInput<'_>,
+    out: &dyn Fn(Action, String) -> Plan,
+    n: &CertificateOrder,
+    disk_end: Option<i64>,
+) -> Option<Plan> {
+    let end = n.cert_end_time.unwrap_or(0);
+    let newer = disk_end.is_none_or(|d| end > d + NEWER_SLACK_MS);
+    if newer && i.journal.unusable_orders.contains(&n.order_id.unwrap_or(0)) {
+        return Some(out(
+            Action::Blocked,
+            format!(
+                "order {} (valid until {}) was renewed elsewhere and its private key is not available here; install it by hand, or renew again with `renew --force`",
+                n.order_id.unwrap_or(0),
+                date(end)
+            ),
+        ));
+    }
+    if newer && let Some(id) = n.order_id {
+        return Some(out(
+            Action::Install { order_id: id },
+            match disk_end {
+                None => format!(
+                    "no certificate on disk; order {id} holds one valid until {}",
+                    date(end)
+                ),
+                Some(d) => format!(
+                    "order {id} holds a certificate valid until {}, newer than the one on disk ({})",
+                    date(end),
+                    date(d)
+                ),
+            },
+        ));
+    }
+    None
+}
+
+/// A renewal order newer than every issued one, not ours, still being processed.
+/// Following it is bounded: the engine gives an adopted order up (and lists it as
+/// unusable) when it is not issued within `issuance_timeout`, so an order bought
+/// in the console and never applied for cannot hold the renewal back for ever.
+fn adopt_elsewhere(
+    i: &PlanInput<'_>,
+    out: &dyn Fn(Action, String) -> Plan,
+    newest_issued: Option<&CertificateOrder>,
+) -> Option<Plan> {
+    let j = i.journal;
+    let newest_issued_id = newest_issued.and_then(|o| o.order_id).unwrap_or(0);
+    if let Some(p) = i.orders.iter().find(|o| {
+        matches!(o.status, Some(OrderStatus::Payed | OrderStatus::Checking))
+            && o.order_id.is_some_and(|id| id > newest_issued_id)
+            && o.order_id != j.new_order_id
+            && !j.unusable_orders.contains(&o.order_id.unwrap_or(0))
+    }) && let Some(id) = p.order_id
+    {
+        return Some(out(
+            Action::Adopt { order_id: id },
+            format!(
+                "order {id} ({}) is a renewal made elsewhere that is still in progress; following it instead of renewing again",
+                p.status.map(|s| s.as_str()).unwrap_or("?")
+            ),
+        ));
+    }
+    None
+}
+
+/// Renews (or re-applies for) the `current` order when forced or due, else says
+/// when it will be due or why it cannot be.
+fn renew_when_due(
+    i: &PlanInput<'_>,
+    out: &dyn Fn(Action, String) -> Plan,
+    current: &CertificateOrder,
+    disk_end: Option<i64>,
+) -> Plan {
     let Some(current_id) = current.order_id else {
         return out(Action::Blocked, "the newest order has no OrderId".into());
     };
@@ -228,42 +264,7 @@ fn decide(i: &PlanInput<'_>, out: &dyn Fn(Action, String) -> Plan) -> Plan {
     let due = status == OrderStatus::Willexpired || left.is_some_and(|l| l <= window);
 
     let kind = not_renewable(current);
-    // CAS does not renew this kind: apply for a new certificate, or say what fixes it.
-    let replace = |why: String| match (&kind, i.mode) {
-        (Some(k), RenewalMode::Reapply) => match current.product_code.as_deref() {
-            Some(pc) if !pc.is_empty() => out(
-                Action::Reapply {
-                    source_order_id: current_id,
-                    product_code: pc.to_owned(),
-                },
-                format!(
-                    "{why}; order {current_id} is {}, which CAS does not renew: applying for a new {pc} certificate (renewal.mode: reapply)",
-                    k.describe()
-                ),
-            ),
-            _ => out(
-                Action::Blocked,
-                format!(
-                    "{why}; order {current_id} is {}, which CAS does not renew, and it has no ProductCode to apply for again: apply for a new certificate in the console",
-                    k.describe()
-                ),
-            ),
-        },
-        (Some(k), RenewalMode::Renew) => out(
-            Action::Blocked,
-            format!(
-                "{why}; order {current_id} is {}, which CAS does not renew: a new certificate must be applied for; set `renewal: {{ mode: reapply }}` on certificate {} (or under `defaults:`) to let cas-renewd apply with CreateCertificateForPackageRequest, or apply in the console",
-                k.describe(),
-                i.cert
-            ),
-        ),
-        (None, _) => out(
-            Action::Renew {
-                source_order_id: current_id,
-            },
-            why,
-        ),
-    };
+    let replace = |why: String| replace_order(i, out, current, current_id, kind.as_ref(), why);
     if i.force {
         return replace(format!("forced renewal of order {current_id} ({status})"));
     }
@@ -301,6 +302,53 @@ fn decide(i: &PlanInput<'_>, out: &dyn Fn(Action, String) -> Plan) -> Plan {
             format!(
                 "due (renew_before), but order {current_id} is {other}; CAS renews only WILLEXPIRED orders, so this waits until it is"
             ),
+        ),
+    }
+}
+
+/// Replaces order `current_id` for the reason `why`: renew it, or, for a kind CAS
+/// does not renew, apply for a new certificate or say what fixes it.
+fn replace_order(
+    i: &PlanInput<'_>,
+    out: &dyn Fn(Action, String) -> Plan,
+    current: &CertificateOrder,
+    current_id: i64,
+    kind: Option<&NotRenewable>,
+    why: String,
+) -> Plan {
+    match (kind, i.mode) {
+        (Some(k), RenewalMode::Reapply) => match current.product_code.as_deref() {
+            Some(pc) if !pc.is_empty() => out(
+                Action::Reapply {
+                    source_order_id: current_id,
+                    product_code: pc.to_owned(),
+                },
+                format!(
+                    "{why}; order {current_id} is {}, which CAS does not renew: applying for a new {pc} certificate (renewal.mode: reapply)",
+                    k.describe()
+                ),
+            ),
+            _ => out(
+                Action::Blocked,
+                format!(
+                    "{why}; order {current_id} is {}, which CAS does not renew, and it has no ProductCode to apply for again: apply for a new certificate in the console",
+                    k.describe()
+                ),
+            ),
+        },
+        (Some(k), RenewalMode::Renew) => out(
+            Action::Blocked,
+            format!(
+                "{why}; order {current_id} is {}, which CAS does not renew: a new certificate must be applied for; set `renewal: {{ mode: reapply }}` on certificate {} (or under `defaults:`) to let cas-renewd apply with CreateCertificateForPackageRequest, or apply in the console",
+                k.describe(),
+                i.cert
+            ),
+        ),
+        (None, _) => out(
+            Action::Renew {
+                source_order_id: current_id,
+            },
+            why,
         ),
     }
 }
