@@ -9,7 +9,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use crate::cas::api::CertificateOrder;
-use crate::config::{CertificateConfig, Config, OutputConfig};
+use crate::config::{CertificateConfig, Config, DiscoverConfig, OutputConfig};
 use crate::domain::{Domain, Escaped};
 
 /// A name and output directory for a domain found by `discover`: `www.example.com`
@@ -80,7 +80,53 @@ pub fn targets(cfg: &Config, orders: &[CertificateOrder]) -> Targets {
     let Some(d) = &cfg.discover else {
         return out;
     };
-    let kw = d.keyword.to_ascii_lowercase();
+    let configured = &cfg.certificates;
+    let candidates: Vec<Candidate> = matching_domains(orders, &d.keyword)
+        .into_iter()
+        .filter(|dom| !configured.iter().any(|c| c.domain == dom.as_str()))
+        .map(|dom| {
+            let (name, dir) = discovered_names(&dom);
+            (dom, name, dir)
+        })
+        .collect();
+    for (domain, name, dir) in &candidates {
+        let path = child_dir(&d.output_root, dir);
+        let why = collisions(
+            d,
+            configured,
+            &candidates,
+            (domain, name, dir),
+            path.as_ref(),
+        );
+        match path {
+            Some(path) if why.is_empty() => {
+                out.certs.push(discovered_config(cfg, domain, name, path));
+            }
+            _ => {
+                let reason = format!(
+                    "discovered domain {domain} is not managed: {}; configure it (and any domain it collides with) under `certificates` with its own name and output.dir",
+                    why.join("; ")
+                );
+                warn!(domain = %domain, name = %name, "{reason}");
+                out.blocked.push(BlockedTarget {
+                    name: format!("discovered:{domain}"),
+                    domain: domain.to_string(),
+                    dir: d.output_root.join(dir),
+                    reason,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A discovered domain with its certificate name and directory name.
+type Candidate = (Domain, String, String);
+
+/// The valid domains of `orders` that contain `keyword` (ASCII case-insensitive);
+/// each invalid one is logged (escaped) and left out.
+fn matching_domains(orders: &[CertificateOrder], keyword: &str) -> BTreeSet<Domain> {
+    let kw = keyword.to_ascii_lowercase();
     let mut found = BTreeSet::new();
     let mut invalid = BTreeMap::new();
     for raw in orders.iter().filter_map(CertificateOrder::domain_name) {
@@ -99,95 +145,91 @@ pub fn targets(cfg: &Config, orders: &[CertificateOrder]) -> Targets {
     for (raw, e) in &invalid {
         warn!(domain = %Escaped(raw), error = %e, "discovered domain is not a valid domain name; it is not managed");
     }
-    let configured = &cfg.certificates;
-    let candidates: Vec<(Domain, String, String)> = found
-        .into_iter()
-        .filter(|dom| !configured.iter().any(|c| c.domain == dom.as_str()))
-        .map(|dom| {
-            let (name, dir) = discovered_names(&dom);
-            (dom, name, dir)
-        })
-        .collect();
-    for (domain, name, dir) in &candidates {
-        let path = child_dir(&d.output_root, dir);
-        let mut why = Vec::new();
-        if path.is_none() {
+    found
+}
+
+/// Why the candidate (`domain`, `name`, `dir`), whose directory is `path`, cannot
+/// be managed: an unusable directory, or a name or directory another configured
+/// certificate or discovered candidate already has. Empty when it can.
+fn collisions(
+    d: &DiscoverConfig,
+    configured: &[CertificateConfig],
+    candidates: &[Candidate],
+    (domain, name, dir): (&Domain, &String, &String),
+    path: Option<&PathBuf>,
+) -> Vec<String> {
+    let mut why = Vec::new();
+    if path.is_none() {
+        why.push(format!(
+            "its directory {dir:?} is not a plain name under {}",
+            d.output_root.display()
+        ));
+    }
+    if dir.len() > MAX_DISCOVERED_DIR {
+        why.push(format!(
+            "its directory name is {} octets long; at most {MAX_DISCOVERED_DIR} fit the state files",
+            dir.len()
+        ));
+    }
+    for c in configured {
+        if c.name == *name {
             why.push(format!(
-                "its directory {dir:?} is not a plain name under {}",
-                d.output_root.display()
+                "its certificate name {name} is already the name of the configured certificate for {}",
+                c.domain
             ));
         }
-        if dir.len() > MAX_DISCOVERED_DIR {
+        if path == Some(&c.output.dir) {
             why.push(format!(
-                "its directory name is {} octets long; at most {MAX_DISCOVERED_DIR} fit the state files",
-                dir.len()
+                "its directory {} is already the output.dir of the configured certificate {}",
+                c.output.dir.display(),
+                c.name
             ));
-        }
-        for c in configured {
-            if c.name == *name {
-                why.push(format!(
-                    "its certificate name {name} is already the name of the configured certificate for {}",
-                    c.domain
-                ));
-            }
-            if path.as_ref() == Some(&c.output.dir) {
-                why.push(format!(
-                    "its directory {} is already the output.dir of the configured certificate {}",
-                    c.output.dir.display(),
-                    c.name
-                ));
-            }
-        }
-        for (other, other_name, other_dir) in &candidates {
-            if other == domain {
-                continue;
-            }
-            if other_name == name {
-                why.push(format!(
-                    "discovered domain {other} maps to the same certificate name {name}"
-                ));
-            }
-            if other_dir == dir {
-                why.push(format!(
-                    "discovered domain {other} maps to the same directory {dir}"
-                ));
-            }
-        }
-        match path {
-            Some(path) if why.is_empty() => out.certs.push(CertificateConfig {
-                name: name.clone(),
-                domain: domain.to_string(),
-                output: OutputConfig {
-                    dir: path,
-                    owner: None,
-                    group: None,
-                    key_mode: 0o600,
-                    cert_mode: 0o644,
-                    keep: 5,
-                    allow_insecure_dir: false,
-                },
-                key: cfg.defaults.key.clone(),
-                validation: cfg.defaults.validation.clone(),
-                reload: cfg.defaults.reload.clone(),
-                verify: None,
-                mode: cfg.defaults.mode,
-            }),
-            _ => {
-                let reason = format!(
-                    "discovered domain {domain} is not managed: {}; configure it (and any domain it collides with) under `certificates` with its own name and output.dir",
-                    why.join("; ")
-                );
-                warn!(domain = %domain, name = %name, "{reason}");
-                out.blocked.push(BlockedTarget {
-                    name: format!("discovered:{domain}"),
-                    domain: domain.to_string(),
-                    dir: d.output_root.join(dir),
-                    reason,
-                });
-            }
         }
     }
-    out
+    for (other, other_name, other_dir) in candidates {
+        if other == domain {
+            continue;
+        }
+        if other_name == name {
+            why.push(format!(
+                "discovered domain {other} maps to the same certificate name {name}"
+            ));
+        }
+        if other_dir == dir {
+            why.push(format!(
+                "discovered domain {other} maps to the same directory {dir}"
+            ));
+        }
+    }
+    why
+}
+
+/// The certificate a usable discovered domain becomes: the `defaults` section's
+/// key, validation, reload and mode, written to `path` with the default modes.
+fn discovered_config(
+    cfg: &Config,
+    domain: &Domain,
+    name: &str,
+    path: PathBuf,
+) -> CertificateConfig {
+    CertificateConfig {
+        name: name.to_owned(),
+        domain: domain.to_string(),
+        output: OutputConfig {
+            dir: path,
+            owner: None,
+            group: None,
+            key_mode: 0o600,
+            cert_mode: 0o644,
+            keep: 5,
+            allow_insecure_dir: false,
+        },
+        key: cfg.defaults.key.clone(),
+        validation: cfg.defaults.validation.clone(),
+        reload: cfg.defaults.reload.clone(),
+        verify: None,
+        mode: cfg.defaults.mode,
+    }
 }
 
 #[cfg(test)]
