@@ -110,7 +110,71 @@ pub fn api_code_label(code: &str) -> &str {
         .unwrap_or("other")
 }
 
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+/// A labelled metric: its name after `cas_renewd_`, its help text, its labels.
+type Def = (&'static str, &'static str, &'static [&'static str]);
+
+const NOT_AFTER: Def = (
+    "certificate_not_after_timestamp_seconds",
+    "Expiry of the installed certificate (Unix time).",
+    &["cert"],
+);
+const READY: Def = (
+    "certificate_ready",
+    "1 if a valid certificate is installed.",
+    &["cert"],
+);
+const RENEWALS: Def = (
+    "renewals_total",
+    "Certificate passes that installed or failed, by result.",
+    &["cert", "result"],
+);
+const RENEW_ORDERS: Def = (
+    "renew_orders_total",
+    "Paid calls made (RenewCertificateOrderForPackageRequest, CreateCertificateForPackageRequest).",
+    &["cert"],
+);
+const LAST_SUCCESS: Def = (
+    "last_success_timestamp_seconds",
+    "When a pass last left this certificate in good order (Unix time).",
+    &["cert"],
+);
+const ORDER_STATE: Def = (
+    "order_state",
+    "1 for the current DescribeCertificateState of the order being followed.",
+    &["cert", "state"],
+);
+const API_REQUESTS: Def = (
+    "api_requests_total",
+    "API attempts by action and outcome code (OK, a known Alibaba Code, a class, or other).",
+    &["action", "code"],
+);
+const HOOK_RUNS: Def = (
+    "hook_runs_total",
+    "Reload hook runs by result.",
+    &["hook", "result"],
+);
+const SERVED_MATCHES: Def = (
+    "served_matches_disk",
+    "1 if verify.connect serves the installed certificate.",
+    &["cert"],
+);
+const PENDING_APPLICATION: Def = (
+    "pending_application",
+    "1 while the followed order waits in payed (pending application) for an application cas-renewd cannot submit.",
+    &["cert"],
+);
+const UNCLEAR_PAID_CALL: Def = (
+    "unclear_paid_call",
+    "1 while a paid call's outcome is unclear and its order has not been found.",
+    &["cert"],
+);
+const BUILD_INFO: Def = (
+    "build_info",
+    "Always 1; the version label names the build.",
+    &["version"],
+);
+
+fn gauge_vec(r: &Registry, (name, help, labels): Def) -> GaugeVec {
     let g = GaugeVec::new(Opts::new(format!("cas_renewd_{name}"), help), labels)
         .expect("metric names and labels are static and valid");
     r.register(Box::new(g.clone()))
@@ -118,7 +182,7 @@ fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec 
     g
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+fn counter_vec(r: &Registry, (name, help, labels): Def) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(format!("cas_renewd_{name}"), help), labels)
         .expect("metric names and labels are static and valid");
     r.register(Box::new(c.clone()))
@@ -126,110 +190,57 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
     c
 }
 
+/// An unlabelled gauge; `name` is the full name.
+fn gauge(r: &Registry, name: &str, help: &str) -> Gauge {
+    let g = Gauge::new(name, help).expect("static gauge definition is valid");
+    r.register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
+fn api_duration(r: &Registry) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(
+            "cas_renewd_api_request_duration_seconds",
+            "Duration of one API attempt, by action.",
+        )
+        .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        &["action"],
+    )
+    .expect("static histogram definition is valid");
+    r.register(Box::new(h.clone())).expect("registered once");
+    h
+}
+
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let r = Registry::new();
-        let api_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "cas_renewd_api_request_duration_seconds",
-                "Duration of one API attempt, by action.",
-            )
-            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
-            &["action"],
-        )
-        .expect("static histogram definition is valid");
-        r.register(Box::new(api_duration.clone()))
-            .expect("registered once");
-        let last_pass = Gauge::new(
+        let api_duration = api_duration(&r);
+        let last_pass = gauge(
+            &r,
             "cas_renewd_last_pass_timestamp_seconds",
             "When the last pass finished (Unix time).",
-        )
-        .expect("static gauge definition is valid");
-        r.register(Box::new(last_pass.clone()))
-            .expect("registered once");
-        let config_reload_ok = Gauge::new(
+        );
+        let config_reload_ok = gauge(
+            &r,
             "cas_renewd_config_last_reload_successful",
             "1 if the last configuration load (start or SIGHUP) succeeded, else 0.",
-        )
-        .expect("static gauge definition is valid");
-        r.register(Box::new(config_reload_ok.clone()))
-            .expect("registered once");
+        );
         let m = Metrics {
-            not_after: gauge_vec(
-                &r,
-                "certificate_not_after_timestamp_seconds",
-                "Expiry of the installed certificate (Unix time).",
-                &["cert"],
-            ),
-            ready: gauge_vec(
-                &r,
-                "certificate_ready",
-                "1 if a valid certificate is installed.",
-                &["cert"],
-            ),
-            renewals: counter_vec(
-                &r,
-                "renewals_total",
-                "Certificate passes that installed or failed, by result.",
-                &["cert", "result"],
-            ),
-            renew_orders: counter_vec(
-                &r,
-                "renew_orders_total",
-                "Paid calls made (RenewCertificateOrderForPackageRequest, CreateCertificateForPackageRequest).",
-                &["cert"],
-            ),
-            last_success: gauge_vec(
-                &r,
-                "last_success_timestamp_seconds",
-                "When a pass last left this certificate in good order (Unix time).",
-                &["cert"],
-            ),
-            order_state: gauge_vec(
-                &r,
-                "order_state",
-                "1 for the current DescribeCertificateState of the order being followed.",
-                &["cert", "state"],
-            ),
-            api_requests: counter_vec(
-                &r,
-                "api_requests_total",
-                "API attempts by action and outcome code (OK, a known Alibaba Code, a class, or other).",
-                &["action", "code"],
-            ),
+            not_after: gauge_vec(&r, NOT_AFTER),
+            ready: gauge_vec(&r, READY),
+            renewals: counter_vec(&r, RENEWALS),
+            renew_orders: counter_vec(&r, RENEW_ORDERS),
+            last_success: gauge_vec(&r, LAST_SUCCESS),
+            order_state: gauge_vec(&r, ORDER_STATE),
+            api_requests: counter_vec(&r, API_REQUESTS),
             api_duration,
-            hook_runs: counter_vec(
-                &r,
-                "hook_runs_total",
-                "Reload hook runs by result.",
-                &["hook", "result"],
-            ),
-            served_matches: gauge_vec(
-                &r,
-                "served_matches_disk",
-                "1 if verify.connect serves the installed certificate.",
-                &["cert"],
-            ),
-            pending_application: gauge_vec(
-                &r,
-                "pending_application",
-                "1 while the followed order waits in payed (pending application) for an application cas-renewd cannot submit.",
-                &["cert"],
-            ),
-            unclear_paid_call: gauge_vec(
-                &r,
-                "unclear_paid_call",
-                "1 while a paid call's outcome is unclear and its order has not been found.",
-                &["cert"],
-            ),
+            hook_runs: counter_vec(&r, HOOK_RUNS),
+            served_matches: gauge_vec(&r, SERVED_MATCHES),
+            pending_application: gauge_vec(&r, PENDING_APPLICATION),
+            unclear_paid_call: gauge_vec(&r, UNCLEAR_PAID_CALL),
             last_pass,
             config_reload_ok,
-            build_info: gauge_vec(
-                &r,
-                "build_info",
-                "Always 1; the version label names the build.",
-                &["version"],
-            ),
+            build_info: gauge_vec(&r, BUILD_INFO),
             registry: r,
         };
         m.build_info
