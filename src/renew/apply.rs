@@ -15,7 +15,7 @@ use super::{EngineError, RECONCILE_GRACE, TAG_KEY};
 use crate::cas::api::CertificateState;
 use crate::cas::api::{CertificateOrder, OrderFilter, OrderStatus, Tag};
 use crate::cas::api_apply::{CreateCertificateParams, UpdateInstanceParams, is_free_product};
-use crate::cas::client::ApiError;
+use crate::cas::client::{ApiError, ServiceError};
 use crate::config::ValidationMethod;
 use crate::store::JournalPhase;
 use crate::store::PaidCall;
@@ -100,6 +100,50 @@ impl CertRun<'_> {
         }
     }
 
+    /// The ProductCode of order `source` in this pass's listing, if it has one.
+    fn product_code_of(&self, source: i64) -> Option<String> {
+        self.orders
+            .iter()
+            .find(|o| o.order_id == Some(source))
+            .and_then(|o| o.product_code.clone())
+            .filter(|p| !p.is_empty())
+    }
+
+    /// Sends the paid call itself, nothing else: the new order's id and the
+    /// request id. The caller journals before and after.
+    async fn send_paid_call(
+        &self,
+        call: PaidCall,
+        source: i64,
+        csr: &str,
+    ) -> Result<(i64, String), ApiError> {
+        match call {
+            PaidCall::Renew => self
+                .e
+                .cas
+                .renew_certificate_order(source, Some(csr), &[self.tag()])
+                .await
+                .map(|r| (r.body.order_id, r.request_id)),
+            PaidCall::Create => self
+                .e
+                .cas
+                .create_certificate_for_package(&self.paid_call_params(csr))
+                .await
+                .map(|r| (r.body.order_id, r.request_id)),
+        }
+    }
+
+    /// What the operator reads when CAS refused the paid call for order `source`.
+    fn refusal_message(&self, call: PaidCall, source: i64, e: &ServiceError) -> String {
+        format!(
+            "CAS refused {} for order {source}: {}: {}; nothing was spent and the call is not repeated: fix the cause, then run `cas-renewd renew --cert {} --force`",
+            call.action(),
+            e.code,
+            e.message,
+            self.cert.name
+        )
+    }
+
     /// The paid call (renew or create), journaled before it is made.
     pub(super) async fn call_renew(&mut self) -> Result<(), EngineError> {
         let key = self.load_key()?.ok_or(EngineError::JournalIncomplete {
@@ -116,12 +160,7 @@ impl CertRun<'_> {
             })?;
         let call = self.journal.paid_call;
         if call == PaidCall::Renew && self.journal.product_code.is_none() {
-            self.journal.product_code = self
-                .orders
-                .iter()
-                .find(|o| o.order_id == Some(source))
-                .and_then(|o| o.product_code.clone())
-                .filter(|p| !p.is_empty());
+            self.journal.product_code = self.product_code_of(source);
         }
         self.journal.known_order_ids = self.known_order_ids();
         self.journal.phase = JournalPhase::RenewRequested;
@@ -131,20 +170,7 @@ impl CertRun<'_> {
         crash_point(CrashPoint::AfterRenewRequested);
         self.report.renew_calls += 1;
         self.e.observer.paid_call(&self.cert.name);
-        let result = match call {
-            PaidCall::Renew => self
-                .e
-                .cas
-                .renew_certificate_order(source, Some(&csr), &[self.tag()])
-                .await
-                .map(|r| (r.body.order_id, r.request_id)),
-            PaidCall::Create => self
-                .e
-                .cas
-                .create_certificate_for_package(&self.paid_call_params(&csr))
-                .await
-                .map(|r| (r.body.order_id, r.request_id)),
-        };
+        let result = self.send_paid_call(call, source, &csr).await;
         match result {
             Ok((order_id, request_id)) => {
                 crash_point(CrashPoint::AfterRenewCall);
@@ -171,13 +197,7 @@ impl CertRun<'_> {
             Err(ApiError::Service(e)) => {
                 // Refused: nothing was spent, and the same call would be refused
                 // again every pass; an operator looks before anything is paid.
-                let msg = format!(
-                    "CAS refused {} for order {source}: {}: {}; nothing was spent and the call is not repeated: fix the cause, then run `cas-renewd renew --cert {} --force`",
-                    call.action(),
-                    e.code,
-                    e.message,
-                    self.cert.name
-                );
+                let msg = self.refusal_message(call, source, &e);
                 error!(cert = %self.cert.name, code = %e.code, request_id = %e.request_id, "{msg}");
                 self.journal.phase = JournalPhase::Rejected;
                 self.journal.last_error = Some(msg.clone());
@@ -268,6 +288,36 @@ impl CertRun<'_> {
         }
     }
 
+    /// What the operator reads when several orders look like the result of the
+    /// unclear `call`.
+    fn several_candidates_message(&self, call: &str, ids: &[i64]) -> String {
+        format!(
+            "the {call} call of {} had an unclear outcome and orders {ids:?} all look like its result; cas-renewd pays nothing more and adopts none: keep the one to use (delete the others in the console), then run `cas-renewd renew --cert {} --force` to pay again, or wait for the others to go",
+            self.journal
+                .requested_at
+                .map_or_else(|| "?".to_owned(), |t| t.to_rfc3339()),
+            self.cert.name
+        )
+    }
+
+    /// What the operator reads while no order has appeared after the unclear
+    /// `call` made at `requested`, which is paid again at `requested + ceiling`.
+    fn no_order_yet_message(
+        &self,
+        call: &str,
+        requested: DateTime<Utc>,
+        ceiling: std::time::Duration,
+    ) -> String {
+        let again_at = DateTime::<Utc>::from(std::time::SystemTime::from(requested) + ceiling);
+        format!(
+            "the {call} call of {} had an unclear outcome and no new order for {} has appeared; cas-renewd looks again every pass and pays again by itself at {} (renewal.unclear_retry_after), or now with `cas-renewd renew --cert {} --force` once the console shows no such order",
+            requested.to_rfc3339(),
+            self.cert.domain,
+            again_at.to_rfc3339(),
+            self.cert.name
+        )
+    }
+
     /// After an unclear paid call: adopt the order it created; when none shows
     /// within the grace period, alert and keep looking on later passes, and pay
     /// again only after `renewal.unclear_retry_after` or at `renew --force`.
@@ -301,13 +351,7 @@ impl CertRun<'_> {
                 // these orders is already ours.
                 Found::Several(ids) => {
                     self.set_unclear_metric(true);
-                    let msg = format!(
-                        "the {call} call of {} had an unclear outcome and orders {ids:?} all look like its result; cas-renewd pays nothing more and adopts none: keep the one to use (delete the others in the console), then run `cas-renewd renew --cert {} --force` to pay again, or wait for the others to go",
-                        self.journal
-                            .requested_at
-                            .map_or_else(|| "?".to_owned(), |t| t.to_rfc3339()),
-                        self.cert.name
-                    );
+                    let msg = self.several_candidates_message(call, &ids);
                     error!(cert = %self.cert.name, candidates = ?ids, "{msg}");
                     return Err(EngineError::Blocked(msg));
                 }
@@ -340,14 +384,7 @@ impl CertRun<'_> {
                 self.set_unclear_metric(false);
                 return Ok(());
             }
-            let again_at = DateTime::<Utc>::from(std::time::SystemTime::from(requested) + ceiling);
-            let msg = format!(
-                "the {call} call of {} had an unclear outcome and no new order for {} has appeared; cas-renewd looks again every pass and pays again by itself at {} (renewal.unclear_retry_after), or now with `cas-renewd renew --cert {} --force` once the console shows no such order",
-                requested.to_rfc3339(),
-                self.cert.domain,
-                again_at.to_rfc3339(),
-                self.cert.name
-            );
+            let msg = self.no_order_yet_message(call, requested, ceiling);
             error!(cert = %self.cert.name, source_order_id = source, "{msg}");
             return Err(EngineError::Blocked(msg));
         }
