@@ -4,8 +4,10 @@
 use chrono::Utc;
 use serde::Serialize;
 
+use crate::config::CertificateConfig;
 use crate::domain::{ControlsEscaped, Escaped};
-use crate::renew::{Engine, PassOptions, Plans, installed_leaf};
+use crate::renew::plan::Plan;
+use crate::renew::{BlockedTarget, Engine, PassOptions, Plans, installed_leaf};
 use crate::store::StateDir;
 
 /// One managed certificate. Field order is the JSON key order; keep it stable.
@@ -40,13 +42,7 @@ pub async fn collect(engine: &Engine) -> Vec<StatusRow> {
             blocked,
         },
         api_error,
-    ) = match engine.inventory().await {
-        Ok(orders) => match engine.plans(&orders, &PassOptions::default()) {
-            Ok(p) => (p, None),
-            Err(e) => (Plans::default(), Some(e.to_string())),
-        },
-        Err(e) => (Plans::default(), Some(e.to_string())),
-    };
+    ) = plans_or_error(engine).await;
     let mut certs: Vec<_> = plans.iter().map(|(c, _)| c.clone()).collect();
     if certs.is_empty() {
         certs = cfg.certificates.clone();
@@ -55,66 +51,90 @@ pub async fn collect(engine: &Engine) -> Vec<StatusRow> {
     certs
         .iter()
         .map(|c| {
-            let leaf = installed_leaf(&c.output);
-            let j = sd.load_journal(&c.name).unwrap_or_default();
             let plan = plans
                 .iter()
                 .find(|(pc, _)| pc.name == c.name)
                 .map(|(_, p)| p);
-            StatusRow {
-                name: c.name.clone(),
-                domain: c.domain.clone(),
-                dir: c.output.dir.display().to_string(),
-                not_after: leaf.as_ref().map(|l| l.not_after_rfc3339()),
-                days_left: leaf
-                    .as_ref()
-                    .map(|l| (l.not_after - Utc::now().timestamp()).div_euclid(86_400)),
-                serial: leaf.as_ref().map(|l| l.serial_hex.clone()),
-                sha256: leaf.as_ref().map(|l| l.sha256.clone()),
-                served_matches_disk: c
-                    .verify
-                    .as_ref()
-                    .and(j.served_sha256.as_ref())
-                    .map(|served| leaf.as_ref().is_some_and(|l| &l.sha256 == served)),
-                order_id: j.new_order_id.or(j.source_order_id),
-                phase: j.phase.as_str().to_owned(),
-                reload_pending: j.reload_pending.clone(),
-                next_action: plan
-                    .map(|p| {
-                        serde_json::to_value(&p.action)
-                            .ok()
-                            .and_then(|v| v["action"].as_str().map(str::to_owned))
-                            .unwrap_or_default()
-                    })
-                    .unwrap_or_else(|| "unknown".into()),
-                reason: plan.map(|p| p.reason.clone()).unwrap_or_else(|| {
-                    format!(
-                        "CAS not reachable: {}",
-                        api_error.clone().unwrap_or_default()
-                    )
-                }),
-                last_success: j.last_success.map(|t| t.to_rfc3339()),
-                last_error: j.last_error.clone(),
-            }
+            cert_row(c, &sd, plan, api_error.as_deref())
         })
-        .chain(blocked.into_iter().map(|b| StatusRow {
-            name: b.name,
-            domain: b.domain,
-            dir: b.dir.display().to_string(),
-            not_after: None,
-            days_left: None,
-            serial: None,
-            sha256: None,
-            served_matches_disk: None,
-            order_id: None,
-            phase: "-".into(),
-            reload_pending: vec![],
-            next_action: "blocked".into(),
-            reason: b.reason,
-            last_success: None,
-            last_error: None,
-        }))
+        .chain(blocked.into_iter().map(blocked_row))
         .collect()
+}
+
+/// This pass's plans, or none and why CAS could not be asked.
+async fn plans_or_error(engine: &Engine) -> (Plans, Option<String>) {
+    match engine.inventory().await {
+        Ok(orders) => match engine.plans(&orders, &PassOptions::default()) {
+            Ok(p) => (p, None),
+            Err(e) => (Plans::default(), Some(e.to_string())),
+        },
+        Err(e) => (Plans::default(), Some(e.to_string())),
+    }
+}
+
+/// The row of a managed certificate: its installed leaf and journal, and its
+/// `plan` when CAS could be asked (else `api_error` is the reason).
+fn cert_row(
+    c: &CertificateConfig,
+    sd: &StateDir,
+    plan: Option<&Plan>,
+    api_error: Option<&str>,
+) -> StatusRow {
+    let leaf = installed_leaf(&c.output);
+    let j = sd.load_journal(&c.name).unwrap_or_default();
+    StatusRow {
+        name: c.name.clone(),
+        domain: c.domain.clone(),
+        dir: c.output.dir.display().to_string(),
+        not_after: leaf.as_ref().map(|l| l.not_after_rfc3339()),
+        days_left: leaf
+            .as_ref()
+            .map(|l| (l.not_after - Utc::now().timestamp()).div_euclid(86_400)),
+        serial: leaf.as_ref().map(|l| l.serial_hex.clone()),
+        sha256: leaf.as_ref().map(|l| l.sha256.clone()),
+        served_matches_disk: c
+            .verify
+            .as_ref()
+            .and(j.served_sha256.as_ref())
+            .map(|served| leaf.as_ref().is_some_and(|l| &l.sha256 == served)),
+        order_id: j.new_order_id.or(j.source_order_id),
+        phase: j.phase.as_str().to_owned(),
+        reload_pending: j.reload_pending.clone(),
+        next_action: plan
+            .map(|p| {
+                serde_json::to_value(&p.action)
+                    .ok()
+                    .and_then(|v| v["action"].as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .unwrap_or_else(|| "unknown".into()),
+        reason: plan
+            .map(|p| p.reason.clone())
+            .unwrap_or_else(|| format!("CAS not reachable: {}", api_error.unwrap_or_default())),
+        last_success: j.last_success.map(|t| t.to_rfc3339()),
+        last_error: j.last_error.clone(),
+    }
+}
+
+/// The row of a discovered domain that is blocked: nothing installed, no journal.
+fn blocked_row(b: BlockedTarget) -> StatusRow {
+    StatusRow {
+        name: b.name,
+        domain: b.domain,
+        dir: b.dir.display().to_string(),
+        not_after: None,
+        days_left: None,
+        serial: None,
+        sha256: None,
+        served_matches_disk: None,
+        order_id: None,
+        phase: "-".into(),
+        reload_pending: vec![],
+        next_action: "blocked".into(),
+        reason: b.reason,
+        last_success: None,
+        last_error: None,
+    }
 }
 
 /// One line per certificate: text that may come from CAS or a hook (the reason)
