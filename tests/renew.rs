@@ -49,6 +49,10 @@ async fn full_renewal(issuance: &str, extra_cert: &str) -> TestEnv {
     .await;
     let o = w.once().await;
     assert!(o.status.success(), "{}", show(&o));
+    // The plan is logged as people read it, not as Rust Debug text.
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("action=renew (order 100001)"), "{log}");
+    assert!(!log.contains("Renew {"), "{log}");
     for name in ["www", "api"] {
         let (leaf, matches) = installed(&w, name);
         assert!(matches, "{name}: key matches certificate");

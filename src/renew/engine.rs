@@ -280,7 +280,7 @@ impl Engine {
         // A pass may take several steps for one certificate: install what is issued,
         // then renew it if it is due.
         for step in 0..4 {
-            info!(cert = %cert.name, action = ?p.action, reason = %p.reason, "plan");
+            info!(cert = %cert.name, action = %p.action, reason = %p.reason, "plan");
             let result = run.act(&p, force && step == 0).await;
             match result {
                 Ok(Step::Done) => break,

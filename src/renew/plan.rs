@@ -41,6 +41,25 @@ pub enum Action {
     Blocked,
 }
 
+/// The plan as people read it, in logs and in `once --dry-run` (no Rust Debug text).
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Nothing => f.write_str("nothing"),
+            Action::Resume { phase } => write!(f, "resume ({phase})"),
+            Action::RerunReload => f.write_str("reload"),
+            Action::Install { order_id } => write!(f, "install (order {order_id})"),
+            Action::Adopt { order_id } => write!(f, "adopt (order {order_id})"),
+            Action::Renew { source_order_id } => write!(f, "renew (order {source_order_id})"),
+            Action::Reapply {
+                source_order_id,
+                product_code,
+            } => write!(f, "reapply ({product_code}, for order {source_order_id})"),
+            Action::Blocked => f.write_str("blocked"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub cert: String,

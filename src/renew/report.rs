@@ -148,19 +148,7 @@ impl PassReport {
         let mut s = String::new();
         for c in &self.certs {
             let what = if dry_run {
-                match &c.plan.action {
-                    Action::Nothing => "nothing".to_owned(),
-                    Action::Resume { phase } => format!("resume ({phase})"),
-                    Action::RerunReload => "reload".to_owned(),
-                    Action::Install { order_id } => format!("install (order {order_id})"),
-                    Action::Adopt { order_id } => format!("adopt (order {order_id})"),
-                    Action::Renew { source_order_id } => format!("renew (order {source_order_id})"),
-                    Action::Reapply {
-                        source_order_id,
-                        product_code,
-                    } => format!("reapply ({product_code}, for order {source_order_id})"),
-                    Action::Blocked => "blocked".to_owned(),
-                }
+                c.plan.action.to_string()
             } else {
                 match c.outcome {
                     Outcome::Unchanged => "unchanged",

@@ -371,3 +371,31 @@ fn unusable_orders_block_instead_of_spending_again() {
     assert_eq!(p.action, Action::Blocked);
     assert!(p.reason.contains("renewed elsewhere"), "{}", p.reason);
 }
+
+#[test]
+fn plans_read_as_words_not_debug_text() {
+    let cases = [
+        (Action::Nothing, "nothing"),
+        (
+            Action::Resume {
+                phase: "order-created".into(),
+            },
+            "resume (order-created)",
+        ),
+        (Action::RerunReload, "reload"),
+        (Action::Install { order_id: 7 }, "install (order 7)"),
+        (Action::Adopt { order_id: 8 }, "adopt (order 8)"),
+        (Action::Renew { source_order_id: 9 }, "renew (order 9)"),
+        (
+            Action::Reapply {
+                source_order_id: 10,
+                product_code: "digicert-free-1-free".into(),
+            },
+            "reapply (digicert-free-1-free, for order 10)",
+        ),
+        (Action::Blocked, "blocked"),
+    ];
+    for (action, words) in cases {
+        assert_eq!(action.to_string(), words);
+    }
+}
