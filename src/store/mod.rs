@@ -22,7 +22,9 @@ pub use install::{
     check_output_dir, install,
 };
 pub use journal::{Journal, JournalPhase, PaidCall, StateDir};
-pub use safe_fs::{MAX_OUTPUT_FILE_BYTES, read_output_text, read_regular, resolve_under};
+pub use safe_fs::{
+    LastLink, MAX_OUTPUT_FILE_BYTES, read_file, read_output_text, read_regular, resolve_under,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,7 +50,7 @@ pub enum StoreError {
     #[error("{path}: is {kind}, not a regular file; refusing to read it")]
     NotRegular { path: PathBuf, kind: &'static str },
     #[error("{path}: more than {max} bytes; refusing to read it")]
-    TooLarge { path: PathBuf, max: u64 },
+    TooLarge { path: PathBuf, size: u64, max: u64 },
     #[error("{path}: is {kind}, not a directory")]
     NotADirectory { path: PathBuf, kind: &'static str },
     #[error(

@@ -33,19 +33,42 @@ pub fn describe(ft: fs::FileType) -> &'static str {
     }
 }
 
+/// Whether [`read_file`] may follow a symlink as the last component of the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastLink {
+    /// Output directories: a planted link is refused (`O_NOFOLLOW`).
+    Refuse,
+    /// The configuration file: configuration management often links it.
+    Follow,
+}
+
 /// Reads the regular file at `path`, at most `max` bytes; `None` when it does not
 /// exist. A symlink as last component, a FIFO, a device or a directory is refused
 /// without blocking: the open is `O_NOFOLLOW | O_NONBLOCK` and the type is taken
 /// from the opened descriptor, so nothing can be swapped in between.
 pub fn read_regular(path: &Path, max: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(read_file(path, max, LastLink::Refuse)?.map(|(data, _)| data))
+}
+
+/// [`read_regular`], with the choice of following a last-component symlink, and
+/// the opened file's metadata.
+pub fn read_file(
+    path: &Path,
+    max: u64,
+    last: LastLink,
+) -> Result<Option<(Vec<u8>, fs::Metadata)>, StoreError> {
+    let nofollow = match last {
+        LastLink::Refuse => libc::O_NOFOLLOW,
+        LastLink::Follow => 0,
+    };
     let file = match OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(nofollow | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
     {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) && last == LastLink::Refuse => {
             return Err(StoreError::NotRegular {
                 path: path.to_owned(),
                 kind: "a symbolic link",
@@ -60,17 +83,23 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Option<Vec<u8>>, StoreError
             kind: describe(meta.file_type()),
         });
     }
+    let too_large = |size| StoreError::TooLarge {
+        path: path.to_owned(),
+        size,
+        max,
+    };
+    if meta.len() > max {
+        return Err(too_large(meta.len()));
+    }
+    // The bound holds even for a file that grows after the stat.
     let mut data = Vec::new();
     file.take(max + 1)
         .read_to_end(&mut data)
         .map_err(io(path, "read"))?;
     if data.len() as u64 > max {
-        return Err(StoreError::TooLarge {
-            path: path.to_owned(),
-            max,
-        });
+        return Err(too_large(data.len() as u64));
     }
-    Ok(Some(data))
+    Ok(Some((data, meta)))
 }
 
 /// [`read_regular`] of a text file in an output directory.
