@@ -225,12 +225,11 @@ impl CertRun<'_> {
         // Orders another certificate's journal already follows are not ours (two
         // certificates may pay in the same pass, and a new order's Domain may be empty).
         let others: Vec<_> = self
-            .e
-            .targets(self.orders)
-            .certs
-            .iter()
-            .filter(|c| c.name != self.cert.name)
-            .filter_map(|c| self.state.load_journal(&c.name).ok())
+            .state
+            .journals()
+            .into_iter()
+            .filter(|(name, _)| *name != self.cert.name)
+            .map(|(_, j)| j)
             .collect();
         let claimed: Vec<i64> = others.iter().filter_map(|j| j.new_order_id).collect();
         // Another certificate of the same product whose paid call is out but whose

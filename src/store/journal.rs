@@ -218,6 +218,24 @@ impl StateDir {
         }
     }
 
+    /// Every journal in the state directory with the certificate name its file
+    /// bears, whichever certificate (configured, discovered or since removed)
+    /// wrote it; unreadable ones are left out.
+    pub fn journals(&self) -> Vec<(String, Journal)> {
+        let Ok(entries) = std::fs::read_dir(self.root.join("journal")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let cert = name.to_str()?.strip_suffix(".json")?.to_owned();
+                let journal = self.load_journal(&cert).ok()?;
+                Some((cert, journal))
+            })
+            .collect()
+    }
+
     /// One atomic, durable journal transition.
     pub fn save_journal(&self, j: &mut Journal) -> Result<(), StoreError> {
         j.updated_at = Some(Utc::now());
@@ -269,6 +287,34 @@ impl StateDir {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt as _;
+
+    #[test]
+    fn every_journal_is_listed_with_its_file_name() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let sd = StateDir::open(&d.path().join("state")).expect("open");
+        assert!(sd.journals().is_empty());
+        for (name, order) in [("www", 7), ("api", 8)] {
+            let mut j = sd.load_journal(name).expect("fresh");
+            j.new_order_id = Some(order);
+            sd.save_journal(&mut j).expect("save");
+        }
+        fs::write(sd.journal_path("bad"), "{").expect("write");
+        fs::write(
+            sd.root().join("journal/.www.json.tmp-00000000deadbeef"),
+            "{",
+        )
+        .expect("tmp");
+        let mut all: Vec<(String, Option<i64>)> = sd
+            .journals()
+            .into_iter()
+            .map(|(n, j)| (n, j.new_order_id))
+            .collect();
+        all.sort();
+        assert_eq!(
+            all,
+            vec![("api".to_owned(), Some(8)), ("www".to_owned(), Some(7))]
+        );
+    }
 
     #[test]
     fn journal_round_trips_and_state_dir_is_private() {
