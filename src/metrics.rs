@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder as _, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder as _, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry, TextEncoder,
 };
 
+use crate::cas::client::is_auth_code;
 use crate::cas::credentials::CredentialsProvider;
 use crate::config::CertificateConfig;
 use crate::config::Config;
@@ -32,6 +33,10 @@ pub struct Metrics {
     pub last_pass: Gauge,
     pub config_reload_ok: Gauge,
     pub build_info: GaugeVec,
+    /// Daemon passes by result (`ok`, `failed`); both start at 0.
+    pub passes: IntCounterVec,
+    /// API attempts refused for authentication or authorisation; starts at 0.
+    pub auth_failures: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -168,6 +173,13 @@ const UNCLEAR_PAID_CALL: Def = (
     "1 while a paid call's outcome is unclear and its order has not been found.",
     &["cert"],
 );
+const PASSES: Def = (
+    "passes_total",
+    "Daemon passes by result: ok, or failed (the pass itself failed, or left a certificate failed or blocked, or a hook failed).",
+    &["result"],
+);
+/// The values `renewals_total{result}` takes; every one starts at 0 per certificate.
+const RENEWAL_RESULTS: [&str; 4] = ["renewed", "installed", "failed", "blocked"];
 const BUILD_INFO: Def = (
     "build_info",
     "Always 1; the version label names the build.",
@@ -195,6 +207,13 @@ fn gauge(r: &Registry, name: &str, help: &str) -> Gauge {
     let g = Gauge::new(name, help).expect("static gauge definition is valid");
     r.register(Box::new(g.clone())).expect("registered once");
     g
+}
+
+/// An unlabelled counter; `name` is the full name.
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("static counter definition is valid");
+    r.register(Box::new(c.clone())).expect("registered once");
+    c
 }
 
 fn api_duration(r: &Registry) -> HistogramVec {
@@ -241,8 +260,18 @@ impl Metrics {
             last_pass,
             config_reload_ok,
             build_info: gauge_vec(&r, BUILD_INFO),
+            passes: counter_vec(&r, PASSES),
+            auth_failures: counter(
+                &r,
+                "cas_renewd_api_auth_failures_total",
+                "API attempts refused for authentication or authorisation (AccessKey, signature, timestamp, STS token, RAM policy).",
+            ),
             registry: r,
         };
+        // Alert rules see the first failure only when the series exists at 0 before it.
+        for result in ["ok", "failed"] {
+            m.passes.with_label_values(&[result]);
+        }
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
@@ -267,6 +296,26 @@ impl Metrics {
         self.api_duration
             .with_label_values(&[action])
             .observe(took.as_secs_f64());
+        if is_auth_code(code) {
+            self.auth_failures.inc();
+        }
+    }
+
+    /// Counts one daemon pass as `ok` or `failed`.
+    pub fn record_pass_result(&self, ok: bool) {
+        self.passes
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
+    }
+
+    /// Makes each hook's run counters exist at 0, so that its first failure
+    /// is an increase the alert rules see.
+    pub fn init_hooks<'a>(&self, hooks: impl IntoIterator<Item = &'a str>) {
+        for h in hooks {
+            for result in ["ok", "failed"] {
+                self.hook_runs.with_label_values(&[h, result]);
+            }
+        }
     }
 
     pub fn set_order_state(&self, cert: &str, state: &str) {
@@ -284,10 +333,12 @@ impl Metrics {
     pub fn refresh_disk(&self, certs: &[CertificateConfig]) {
         let now = chrono::Utc::now().timestamp();
         for c in certs {
-            // Counters start at 0 so that rules can take exact deltas of them.
+            // Counters start at 0 so that rules can take exact deltas of them, and
+            // see a first failure.
             self.renew_orders.with_label_values(&[c.name.as_str()]);
-            self.renewals
-                .with_label_values(&[c.name.as_str(), "renewed"]);
+            for result in RENEWAL_RESULTS {
+                self.renewals.with_label_values(&[c.name.as_str(), result]);
+            }
             match installed_leaf(&c.output) {
                 Some(l) => {
                     self.not_after
@@ -442,6 +493,52 @@ mod tests {
                 "cas_renewd_api_requests_total{action=\"DescribeCertificateState\",code=\"Throttling.User\"} 1",
                 "cas_renewd_api_requests_total{action=\"DescribeCertificateState\",code=\"other\"} 500",
             ]
+        );
+    }
+
+    #[test]
+    fn every_failure_series_exists_at_zero_before_the_first_failure() {
+        let cfg = Config::parse(
+            "certificates:\n  - name: www\n    domain: www.example.com\n",
+            std::path::Path::new("/etc/cas-renewd/test.yaml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let m = Metrics::new();
+        m.refresh_disk(&cfg.certificates);
+        m.init_hooks(["nginx"]);
+        let text = m.render();
+        for series in [
+            "cas_renewd_renewals_total{cert=\"www\",result=\"failed\"} 0",
+            "cas_renewd_renewals_total{cert=\"www\",result=\"blocked\"} 0",
+            "cas_renewd_renewals_total{cert=\"www\",result=\"installed\"} 0",
+            "cas_renewd_renewals_total{cert=\"www\",result=\"renewed\"} 0",
+            "cas_renewd_hook_runs_total{hook=\"nginx\",result=\"failed\"} 0",
+            "cas_renewd_hook_runs_total{hook=\"nginx\",result=\"ok\"} 0",
+            "cas_renewd_passes_total{result=\"failed\"} 0",
+            "cas_renewd_passes_total{result=\"ok\"} 0",
+            "cas_renewd_api_auth_failures_total 0",
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
+        m.record_pass_result(false);
+        m.observe_api(
+            "ListUserCertificateOrder",
+            "SignatureDoesNotMatch",
+            Duration::ZERO,
+        );
+        m.observe_api(
+            "ListUserCertificateOrder",
+            "Throttling.User",
+            Duration::ZERO,
+        );
+        let text = m.render();
+        assert!(
+            text.contains("cas_renewd_passes_total{result=\"failed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cas_renewd_api_auth_failures_total 1"),
+            "{text}"
         );
     }
 

@@ -135,3 +135,85 @@ async fn run_notifies_serves_metrics_reloads_passes_and_stops() {
         ),
     }
 }
+
+/// Item 8 of issue 16: a pass that fails (here: a wrong AccessKey secret) is
+/// retried with backoff, not left until the next cron time (tomorrow); each retry
+/// is logged with its time and counted; once the secret is fixed (SIGHUP) the next
+/// retry succeeds and the daemon goes back to the cron schedule.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_pass_is_retried_with_backoff_then_the_cron_schedule_resumes() {
+    let w = TestEnv::builder("orders:\n  - { domain: www.example.com, expires_in: 200d }\n")
+        .key("k", "s")
+        .extra(
+            "schedule: { cron: \"0 17 3 * * *\", jitter: 0s, run_at_start: true, retry_after: 1s, retry_max: 2s }\n",
+        )
+        .cert(common::Cert::new("www", "www.example.com"))
+        .metrics()
+        .log_env(Some("info"))
+        .start()
+        .await;
+    let good = w.config_text();
+    let bad = good.replace("access_key_secret: s", "access_key_secret: wrong");
+    assert_ne!(good, bad, "the test changes the secret");
+    std::fs::write(w.config_path(), &bad).expect("write config");
+    let mut child = DaemonProcess::spawn(&w, &[]);
+    let first = child.wait_log("retrying with backoff");
+    assert!(
+        first
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("next_retry=")),
+        "{first}"
+    );
+    // Start pass, then retries after 1 s and 2 s: three failed passes in a few
+    // seconds, where the cron line alone would wait until 03:17 tomorrow.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let m = loop {
+        let m = child.scrape().await;
+        if metric(&m, "cas_renewd_passes_total{result=\"failed\"}").is_some_and(|n| n >= 3.0) {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no third failed pass:\n{m}\n{}",
+            child.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        metric(&m, "cas_renewd_passes_total{result=\"ok\"}"),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "cas_renewd_api_auth_failures_total").is_some_and(|n| n >= 3.0),
+        "{m}"
+    );
+
+    std::fs::write(w.config_path(), &good).expect("write config");
+    child.signal("-HUP");
+    child.wait_log("pass succeeded; back to the cron schedule");
+    let m = child.scrape().await;
+    let failed = metric(&m, "cas_renewd_passes_total{result=\"failed\"}");
+    assert_eq!(
+        metric(&m, "cas_renewd_passes_total{result=\"ok\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    // No retry is left waiting: nothing more runs before the next cron time.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = child.scrape().await;
+    assert_eq!(
+        metric(&m, "cas_renewd_passes_total{result=\"failed\"}"),
+        failed,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "cas_renewd_passes_total{result=\"ok\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    child.signal("-TERM");
+    let status = child.wait_exit(Duration::from_secs(30), "daemon after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", child.log());
+}

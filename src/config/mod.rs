@@ -112,15 +112,22 @@ pub struct ScheduleConfig {
     pub cron: String,
     pub jitter: Duration,
     pub run_at_start: bool,
+    /// The wait before the first retry of a failed or incomplete pass; it doubles
+    /// with each further failure up to `retry_max`, until a pass succeeds.
+    pub retry_after: Duration,
+    pub retry_max: Duration,
 }
 
 impl Default for ScheduleConfig {
-    /// [`DEFAULT_CRON`], up to 20 minutes later, and once at start.
+    /// [`DEFAULT_CRON`], up to 20 minutes later, and once at start; a failed pass
+    /// is retried after 15 minutes, doubling up to 4 hours.
     fn default() -> Self {
         ScheduleConfig {
             cron: DEFAULT_CRON.to_owned(),
             jitter: Duration::from_secs(20 * 60),
             run_at_start: true,
+            retry_after: Duration::from_secs(15 * 60),
+            retry_max: Duration::from_secs(4 * 3600),
         }
     }
 }

@@ -65,6 +65,8 @@ pub(super) struct RawSchedule {
     pub(super) cron: Option<Spanned<String>>,
     pub(super) jitter: Option<HumanDuration>,
     pub(super) run_at_start: Option<bool>,
+    pub(super) retry_after: Option<Spanned<HumanDuration>>,
+    pub(super) retry_max: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -66,6 +66,10 @@ fn minimal_config_gets_the_documented_defaults() {
     assert_eq!(cfg.api.endpoint.as_str(), "https://cas.aliyuncs.com/");
     assert_eq!(cfg.api.max_attempts, 6);
     assert_eq!(cfg.schedule.cron, "0 17 3 * * *");
+    assert_eq!(
+        (cfg.schedule.retry_after, cfg.schedule.retry_max),
+        (Duration::from_secs(15 * 60), Duration::from_secs(4 * 3600))
+    );
     assert_eq!(cfg.metrics.listen, SocketAddr::from(([127, 0, 0, 1], 9797)));
     assert_eq!(cfg.log.format, LogFormat::Text);
 }
@@ -250,6 +254,22 @@ fn each_bad_input_class_is_rejected_with_a_located_message() {
             2,
             3,
             "one kind of credentials",
+        ),
+        (
+            "retry backoff capped below its start",
+            "schedule:\n  retry_after: 1h\n  retry_max: 30m\ncertificates:\n  - name: www\n    domain: www.example.com\n",
+            "schedule.retry_max",
+            3,
+            14,
+            "shorter than schedule.retry_after",
+        ),
+        (
+            "zero retry wait",
+            "schedule:\n  retry_after: 0s\ncertificates:\n  - name: www\n    domain: www.example.com\n",
+            "schedule.retry_after",
+            2,
+            16,
+            "greater than 0",
         ),
         (
             "poll interval longer than its maximum",

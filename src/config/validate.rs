@@ -252,6 +252,30 @@ fn credentials(raw: &Spanned<RawCredentials>, p: &mut Problems<'_>) -> Option<Cr
 
 fn schedule(raw: &RawSchedule, p: &mut Problems<'_>) -> ScheduleConfig {
     let default = ScheduleConfig::default();
+    let retry_after = positive(
+        raw.retry_after.as_ref(),
+        default.retry_after,
+        "schedule.retry_after",
+        p,
+    );
+    let retry_max = positive(
+        raw.retry_max.as_ref(),
+        default.retry_max.max(retry_after),
+        "schedule.retry_max",
+        p,
+    );
+    if let Some(max) = &raw.retry_max
+        && retry_max < retry_after
+    {
+        p.at(
+            max.referenced,
+            "schedule.retry_max",
+            format!(
+                "is shorter than schedule.retry_after ({})",
+                humantime::format_duration(retry_after)
+            ),
+        );
+    }
     ScheduleConfig {
         cron: match &raw.cron {
             Some(c) => {
@@ -264,6 +288,8 @@ fn schedule(raw: &RawSchedule, p: &mut Problems<'_>) -> ScheduleConfig {
         },
         jitter: raw.jitter.map_or(default.jitter, |d| d.0),
         run_at_start: raw.run_at_start.unwrap_or(default.run_at_start),
+        retry_after,
+        retry_max,
     }
 }
 

@@ -78,6 +78,11 @@ struct Daemon {
     /// The next pass to start once none is running (several requests make one).
     pending: Option<Trigger>,
     pass: Option<JoinHandle<Option<PassReport>>>,
+    /// Passes in a row that failed or left a certificate failed, blocked or a hook
+    /// failing; 0 once one succeeds.
+    failures: u32,
+    /// When the backoff retry is due, for the status line.
+    retry_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Daemon {
@@ -96,6 +101,7 @@ impl Daemon {
             })?;
         let (schedule, triggers) = Schedule::start(&cfg.schedule.cron, cfg.schedule.jitter).await?;
         metrics.refresh_disk(&cfg.certificates);
+        metrics.init_hooks(cfg.hooks.keys().map(String::as_str));
         let daemon = Daemon {
             pending: cfg.schedule.run_at_start.then_some(Trigger::Start),
             config_path,
@@ -106,6 +112,8 @@ impl Daemon {
             schedule,
             server,
             pass: None,
+            failures: 0,
+            retry_at: None,
         };
         notify(&[
             NotifyState::Ready,
@@ -209,6 +217,9 @@ impl Daemon {
         for w in &new.warnings {
             warn!("{w}");
         }
+        self.metrics.refresh_disk(&new.certificates);
+        self.metrics
+            .init_hooks(new.hooks.keys().map(String::as_str));
         self.engine = engine;
         self.cfg = new;
         self.metrics.config_reload_ok.set(1.0);
@@ -225,14 +236,64 @@ impl Daemon {
     fn on_pass_done(&mut self, done: Result<Option<PassReport>, JoinError>) {
         self.pass = None;
         self.health.pass_ran.store(true, Ordering::Relaxed);
-        if let Ok(Some(report)) = done
-            && engine::orders_in_progress(&report)
+        let report = done.ok().flatten();
+        if let Some(report) = &report
+            && engine::orders_in_progress(report)
         {
             let after = self.cfg.renewal.poll_max_interval;
             info!(after = %humantime::format_duration(after), "orders still in progress; following up");
             self.schedule.follow_up(after);
         }
+        let ok = report.as_ref().is_some_and(PassReport::ok);
+        self.metrics.record_pass_result(ok);
+        if ok {
+            self.back_to_cron();
+        } else {
+            self.retry_later();
+        }
         notify(&[NotifyState::Status(&self.status_line())]);
+    }
+
+    /// After a failed or incomplete pass: the next one comes with backoff, not at
+    /// the next cron time (by default the next day).
+    fn retry_later(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+        let s = &self.cfg.schedule;
+        let now = chrono::Utc::now();
+        let cron = schedule::next_fire(&s.cron, now);
+        self.retry_at = schedule::next_retry(self.failures, now, cron, s.retry_after, s.retry_max);
+        match self.retry_at {
+            Some(at) => {
+                self.schedule
+                    .retry_after((at - now).to_std().unwrap_or_default());
+                warn!(
+                    failures = self.failures,
+                    next_retry = %at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "pass failed or incomplete; retrying with backoff"
+                );
+            }
+            None => {
+                self.schedule.cancel_retry();
+                warn!(
+                    failures = self.failures,
+                    next_pass = %cron.map_or("?".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    "pass failed or incomplete; the next scheduled pass comes before a retry would"
+                );
+            }
+        }
+    }
+
+    /// After a good pass: no retry is pending; the cron schedule alone decides.
+    fn back_to_cron(&mut self) {
+        if self.failures > 0 {
+            info!(
+                after_failures = self.failures,
+                "pass succeeded; back to the cron schedule"
+            );
+        }
+        self.failures = 0;
+        self.retry_at = None;
+        self.schedule.cancel_retry();
     }
 
     async fn shutdown(mut self) {
@@ -256,8 +317,16 @@ impl Daemon {
             Some((name, day)) => format!("nearest expiry {name} {day}"),
             None => "no certificate installed yet".into(),
         };
+        let retry = match self.retry_at {
+            Some(t) => format!(
+                "{} failed pass(es), retry {}; ",
+                self.failures,
+                t.format("%Y-%m-%d %H:%M UTC")
+            ),
+            None => String::new(),
+        };
         format!(
-            "{}next pass {}; {nearest}",
+            "{}{retry}next pass {}; {nearest}",
             if self.pass.is_some() {
                 "pass running; "
             } else {

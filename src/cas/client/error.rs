@@ -89,7 +89,32 @@ pub enum ApiError {
     Credentials(#[from] CredentialsError),
 }
 
+/// Whether `code` says the caller was not authenticated or not authorised: a
+/// wrong or disabled AccessKey, a refused signature or timestamp (clock skew), an
+/// expired STS token, or a RAM policy without the action.
+pub fn is_auth_code(code: &str) -> bool {
+    code.starts_with("InvalidAccessKeyId")
+        || code.starts_with("InvalidSecurityToken")
+        || matches!(
+            code,
+            "SignatureDoesNotMatch"
+                | "IncompleteSignature"
+                | "IllegalTimestamp"
+                | "InvalidTimeStamp.Expired"
+                | "Forbidden.RAM"
+                | "Forbidden"
+                | "NoPermission"
+                | "credentials"
+        )
+}
+
 impl ApiError {
+    /// Whether the call failed for authentication or authorisation (see
+    /// [`is_auth_code`]), credentials that could not be obtained included.
+    pub fn is_auth_failure(&self) -> bool {
+        is_auth_code(self.label())
+    }
+
     /// The Alibaba error code, when the server sent one.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -123,5 +148,54 @@ impl ApiError {
             ApiError::Malformed { request_id, .. } => request_id.as_str(),
             _ => "",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authentication_codes_are_told_from_other_failures() {
+        for code in [
+            "InvalidAccessKeyId.NotFound",
+            "InvalidAccessKeyId.Inactive",
+            "SignatureDoesNotMatch",
+            "InvalidTimeStamp.Expired",
+            "InvalidSecurityToken.Expired",
+            "Forbidden.RAM",
+            "NoPermission",
+        ] {
+            assert!(is_auth_code(code), "{code}");
+        }
+        for code in [
+            "Throttling.User",
+            "InternalError",
+            "transport",
+            "OK",
+            "other",
+        ] {
+            assert!(!is_auth_code(code), "{code}");
+        }
+        let transport = ApiError::Transport {
+            action: "ListUserCertificateOrder".into(),
+            detail: "connection refused".into(),
+            not_sent: true,
+        };
+        assert!(!transport.is_auth_failure());
+        let refused = ApiError::Exhausted {
+            action: "ListUserCertificateOrder".into(),
+            attempts: 1,
+            last: Box::new(ApiError::Service(Box::new(ServiceError {
+                action: "ListUserCertificateOrder".into(),
+                status: 404,
+                code: "InvalidAccessKeyId.NotFound".into(),
+                message: "Specified access key is not found.".into(),
+                request_id: "R".into(),
+                host_id: None,
+                retry_after: None,
+            }))),
+        };
+        assert!(refused.is_auth_failure());
     }
 }

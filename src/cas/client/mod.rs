@@ -25,7 +25,7 @@ use tracing::warn;
 
 use super::credentials::CredentialsProvider;
 
-pub use error::{ApiError, ErrorBody, ServiceError};
+pub use error::{ApiError, ErrorBody, ServiceError, is_auth_code};
 pub use hints::{acs_retry_after, ratelimit_time_left, retry_after_header, server_wait_hint};
 pub use limiter::RateLimiter;
 pub use observe::Observer;
