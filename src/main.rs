@@ -10,6 +10,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -23,6 +24,7 @@ use cas_sim::{Scenario, Simulator};
 
 #[cfg(feature = "sim")]
 mod demo;
+use cas_renewd::status::{self, Health, Thresholds};
 use cas_renewd::store::StateDir;
 use serde::Serialize;
 
@@ -58,7 +60,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// One pass over every certificate: exit 0 all good, 1 a certificate failed.
+    /// One pass over every certificate: exit 0 all good, 1 a certificate failed,
+    /// 75 nothing failed but an order is still in progress after --wait.
     Once {
         /// Print the plan with reasons; change nothing, make no write call to CAS.
         #[arg(long)]
@@ -66,19 +69,36 @@ enum Command {
         /// Only this certificate.
         #[arg(long = "cert")]
         cert: Option<String>,
+        /// How long to follow an order CAS has not issued yet before returning
+        /// (the journal keeps it; the next `once` or the daemon continues it).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10m")]
+        wait: Duration,
     },
-    /// Renew one certificate now (if due, or always with --force).
+    /// Renew one certificate now (if due, or always with --force); exit codes as `once`.
     Renew {
         #[arg(long = "cert")]
         cert: String,
         /// Renew even when not due, and past a refused certificate.
         #[arg(long)]
         force: bool,
+        /// How long to follow the new order before returning, as for `once`.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10m")]
+        wait: Duration,
     },
-    /// Managed certificates: on-disk expiry, order, journal phase, next action.
+    /// Managed certificates from disk and journal: expiry, order, phase, next
+    /// action, last error, health. Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
     Status {
         #[arg(long)]
         json: bool,
+        /// Also ask CAS for each certificate's next action (needs the credentials).
+        #[arg(long)]
+        online: bool,
+        /// WARNING when a certificate expires within this.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "21d")]
+        warning: Duration,
+        /// CRITICAL when a certificate expires within this.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "7d")]
+        critical: Duration,
     },
     /// A full renewal against an in-process simulator, in a scratch directory.
     #[cfg(feature = "sim")]
@@ -124,6 +144,9 @@ fn parse_status(s: &str) -> Result<OrderStatus, String> {
 
 /// Exit status for a configuration that cannot be used.
 const EXIT_BAD_CONFIG: u8 = 2;
+/// Exit status of `once` and `renew` when nothing failed but an order is still in
+/// progress (sysexits EX_TEMPFAIL: run again later).
+const EXIT_IN_PROGRESS: u8 = 75;
 
 /// An error that the CLI contract words and numbers itself; any other error is
 /// printed as "error: ..." with exit status 1.
@@ -164,9 +187,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo { dir } => demo(dir.as_deref()),
         Command::CheckConfig => check_config(&path),
         Command::Run => daemon(path),
-        Command::Once { dry_run, cert } => once(&path, dry_run, cert),
-        Command::Renew { cert, force } => renew(&path, cert, force),
-        Command::Status { json } => status(&path, json),
+        Command::Once {
+            dry_run,
+            cert,
+            wait,
+        } => once(&path, dry_run, cert, wait),
+        Command::Renew { cert, force, wait } => renew(&path, cert, force, wait),
+        Command::Status {
+            json,
+            online,
+            warning,
+            critical,
+        } => status(&path, json, online, Thresholds { warning, critical }),
         Command::List {
             status,
             order_type,
@@ -224,35 +256,74 @@ fn daemon(path: PathBuf) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn once(path: &Path, dry_run: bool, cert: Option<String>) -> anyhow::Result<ExitCode> {
+fn once(
+    path: &Path,
+    dry_run: bool,
+    cert: Option<String>,
+    wait: Duration,
+) -> anyhow::Result<ExitCode> {
     let opts = PassOptions {
         dry_run,
         only: cert,
         force: false,
-        follow_budget: None,
+        follow_budget: Some(wait),
     };
     let (cfg, rt) = configured(path)?;
     rt.block_on(pass(cfg, opts))
 }
 
-fn renew(path: &Path, cert: String, force: bool) -> anyhow::Result<ExitCode> {
+fn renew(path: &Path, cert: String, force: bool, wait: Duration) -> anyhow::Result<ExitCode> {
     let opts = PassOptions {
         dry_run: false,
         only: Some(cert),
         force,
-        follow_budget: None,
+        follow_budget: Some(wait),
     };
     let (cfg, rt) = configured(path)?;
     rt.block_on(pass(cfg, opts))
 }
 
-fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+/// Status is a monitoring check: whatever stops it is UNKNOWN (3), a bad
+/// configuration included, not the other commands' 1 or 2.
+fn status(path: &Path, json: bool, online: bool, t: Thresholds) -> anyhow::Result<ExitCode> {
+    status_report(path, json, online, t).or_else(|e| {
+        eprintln!("{}", failure(&e).1);
+        Ok(ExitCode::from(Health::Unknown.exit_code()))
+    })
+}
+
+fn status_report(path: &Path, json: bool, online: bool, t: Thresholds) -> anyhow::Result<ExitCode> {
     let (cfg, rt) = configured(path)?;
-    let rows = rt.block_on(async {
-        let engine = engine(cfg)?;
-        anyhow::Ok(cas_renewd::status::collect(&engine).await)
-    })?;
-    print_rows(&rows, json, cas_renewd::status::table)
+    let report = if online {
+        rt.block_on(async {
+            match engine(cfg.clone()) {
+                Ok(engine) => status::online(&engine, t).await,
+                // No credentials to ask CAS with: what the disk says, and why.
+                Err(e) => status::Report {
+                    cas_error: Some(status::CasError {
+                        message: format!("{e:#}"),
+                        auth: true,
+                    }),
+                    ..offline_status(&cfg, t)
+                },
+            }
+        })
+    } else {
+        offline_status(&cfg, t)
+    };
+    if !json {
+        print!("{}", report.summary());
+    }
+    print_rows(&report.rows, json, status::table)?;
+    Ok(ExitCode::from(report.health().0.exit_code()))
+}
+
+/// `status` from disk and journals: the configured certificates and the
+/// discovered ones installed under `discover.output_root`.
+fn offline_status(cfg: &Config, t: Thresholds) -> status::Report {
+    let mut certs = cfg.certificates.clone();
+    certs.extend(cas_renewd::renew::installed_discovered(cfg));
+    status::offline(&certs, &cfg.state_dir, cfg.renewal.renew_before, t)
 }
 
 fn list(
@@ -371,7 +442,7 @@ fn engine(cfg: Config) -> anyhow::Result<Arc<Engine>> {
 }
 
 /// `once` and `renew`: one pass under the state lock (none for a dry run); exit 1
-/// when a certificate failed.
+/// when a certificate failed, else 75 when an order is still in progress.
 async fn pass(cfg: Config, opts: PassOptions) -> anyhow::Result<ExitCode> {
     let engine = engine(cfg)?;
     // A dry run changes nothing, so it needs no lock and may run beside the daemon.
@@ -384,12 +455,27 @@ async fn pass(cfg: Config, opts: PassOptions) -> anyhow::Result<ExitCode> {
         cas_renewd::store::repair::at_start(&state, &engine.config().certificates);
         Some(lock)
     };
-    let report = engine.pass(&opts).await?;
+    let result = engine.pass(&opts).await;
+    if !opts.dry_run {
+        status::last_pass::record(
+            &engine.config().state_dir,
+            &status::LastPass::of(result.as_ref()),
+        );
+    }
+    let report = result?;
     print!("{}", report.render(opts.dry_run));
-    Ok(if report.ok() {
-        ExitCode::SUCCESS
-    } else {
+    let note = opts
+        .follow_budget
+        .and_then(|waited| report.in_progress_note(waited));
+    if let Some(note) = &note {
+        print!("{note}");
+    }
+    Ok(if !report.ok() {
         ExitCode::from(1)
+    } else if note.is_some() {
+        ExitCode::from(EXIT_IN_PROGRESS)
+    } else {
+        ExitCode::SUCCESS
     })
 }
 

@@ -1,5 +1,16 @@
 //! `cas-renewd status`: every managed certificate with its on-disk expiry, order,
-//! journal phase and next action.
+//! journal phase, next action, last error and health. It works from disk and the
+//! journals alone ([`offline`]); [`online`] also asks CAS for each plan. The exit
+//! code is the Nagios code of the worst row ([`health`]).
+//!
+//! Files: [`health`] (states, thresholds, exit codes), [`last_pass`] (the outcome
+//! of the last pass as a whole, kept for offline use).
+
+pub mod health;
+pub mod last_pass;
+
+use std::path::Path;
+use std::time::Duration;
 
 use chrono::Utc;
 use serde::Serialize;
@@ -7,10 +18,15 @@ use serde::Serialize;
 use crate::config::CertificateConfig;
 use crate::domain::{ControlsEscaped, Escaped};
 use crate::renew::plan::Plan;
-use crate::renew::{BlockedTarget, Engine, PassOptions, Plans, installed_leaf};
-use crate::store::StateDir;
+use crate::renew::{
+    BlockedTarget, Engine, PassOptions, Plans, installed_discovered, installed_leaf,
+};
+use crate::store::{Journal, JournalPhase, StateDir};
+pub use health::{Health, Thresholds};
+pub use last_pass::LastPass;
 
-/// One managed certificate. Field order is the JSON key order; keep it stable.
+/// One managed certificate. Field order is the JSON key order; keep it stable
+/// (new fields go at the end).
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusRow {
     pub name: String,
@@ -31,65 +47,220 @@ pub struct StatusRow {
     pub reason: String,
     pub last_success: Option<String>,
     pub last_error: Option<String>,
+    /// `ok`, `warning`, `critical` or `unknown`.
+    pub health: Health,
+    /// Why the health is not `ok`; empty when it is.
+    pub problem: String,
+    /// Where `next_action` comes from: `cas` (asked this time) or `disk` (the
+    /// journal and installed files only).
+    pub source: &'static str,
 }
 
-/// Reads disk and journals; asks CAS for the plan, and says so when it cannot.
-pub async fn collect(engine: &Engine) -> Vec<StatusRow> {
+/// What the rows and the last pass say as a whole.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub rows: Vec<StatusRow>,
+    pub last_pass: Option<LastPass>,
+    /// `--online` only: why CAS could not be asked, and whether it refused the
+    /// credentials (as opposed to not being reachable).
+    pub cas_error: Option<CasError>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CasError {
+    pub message: String,
+    pub auth: bool,
+}
+
+/// From disk and the journals alone: no credentials, no network.
+pub fn offline(
+    certs: &[CertificateConfig],
+    state_dir: &Path,
+    renew_before: Duration,
+    t: Thresholds,
+) -> Report {
+    let sd = StateDir::at(state_dir);
+    let last = last_pass::read(state_dir);
+    let rows = certs
+        .iter()
+        .map(|c| {
+            let j = sd.load_journal(&c.name).unwrap_or_default();
+            let days_left = installed_leaf(&c.output)
+                .map(|l| (l.not_after - Utc::now().timestamp()).div_euclid(86_400));
+            let (action, reason) = match last.as_ref().and_then(|l| l.blocked_reason(&c.name)) {
+                Some(why) => ("blocked".to_owned(), why.to_owned()),
+                None => offline_plan(&j, days_left, renew_before),
+            };
+            cert_row(c, &j, action, reason, "disk", t)
+        })
+        .collect::<Vec<_>>();
+    // Blocked discovered domains have no configuration and no journal: the last
+    // pass is all that knows them.
+    let unlisted: Vec<StatusRow> = last
+        .iter()
+        .flat_map(|l| &l.blocked)
+        .filter(|b| !rows.iter().any(|r| r.name == b.name))
+        .map(|b| {
+            let mut row = blocked_row(BlockedTarget {
+                name: b.name.clone(),
+                domain: b.domain.clone(),
+                dir: b.dir.clone().into(),
+                reason: b.reason.clone(),
+            });
+            row.source = "disk";
+            row
+        })
+        .collect();
+    Report {
+        rows: rows.into_iter().chain(unlisted).collect(),
+        last_pass: last,
+        cas_error: None,
+    }
+}
+
+/// What the next pass would do, judged from the journal and the installed
+/// certificate only (the planner proper needs the orders from CAS).
+fn offline_plan(j: &Journal, days_left: Option<i64>, renew_before: Duration) -> (String, String) {
+    let due_days = i64::try_from(renew_before.as_secs() / 86_400).unwrap_or(i64::MAX);
+    let order = j
+        .new_order_id
+        .map(|o| format!(" (order {o})"))
+        .unwrap_or_default();
+    match j.phase {
+        JournalPhase::Rejected => (
+            "blocked".into(),
+            format!(
+                "the last renewal was refused: {}; check it, then run `cas-renewd renew --cert {} --force`",
+                j.last_error.as_deref().unwrap_or("no reason recorded"),
+                j.cert
+            ),
+        ),
+        JournalPhase::Idle | JournalPhase::Installed => match days_left {
+            None => ("install".into(), "nothing is installed yet".into()),
+            Some(d) if d <= due_days => (
+                "renew".into(),
+                format!("{d} day(s) left, within renewal.renew_before"),
+            ),
+            Some(_) if !j.reload_pending.is_empty() => (
+                "rerun-reload".into(),
+                format!(
+                    "the installed certificate still needs its reload ({})",
+                    j.reload_pending.join(", ")
+                ),
+            ),
+            Some(d) => ("nothing".into(), format!("{d} day(s) left")),
+        },
+        phase if j.pending_application.is_some() => (
+            "blocked".into(),
+            format!(
+                "a renewal at phase {}{order} waits for its application: {}",
+                phase.as_str(),
+                j.pending_application.as_deref().unwrap_or_default()
+            ),
+        ),
+        phase if j.unclear_since.is_some() => (
+            "blocked".into(),
+            format!(
+                "a paid call at phase {}{order} has an unclear outcome: check the CAS console, see last_error",
+                phase.as_str()
+            ),
+        ),
+        phase => (
+            "resume".into(),
+            format!("a renewal is in flight at phase {}{order}", phase.as_str()),
+        ),
+    }
+}
+
+/// Reads disk and journals and asks CAS for the plan; when CAS cannot be asked
+/// the rows are those of [`offline`] and `cas_error` says why.
+pub async fn online(engine: &Engine, t: Thresholds) -> Report {
     let cfg = engine.config();
     let (
         Plans {
             certs: plans,
             blocked,
         },
-        api_error,
+        cas_error,
     ) = plans_or_error(engine).await;
+    if let Some(err) = cas_error {
+        let mut certs = cfg.certificates.clone();
+        certs.extend(installed_discovered(cfg));
+        return Report {
+            cas_error: Some(err),
+            ..offline(&certs, &cfg.state_dir, cfg.renewal.renew_before, t)
+        };
+    }
+    let sd = StateDir::at(&cfg.state_dir);
     let mut certs: Vec<_> = plans.iter().map(|(c, _)| c.clone()).collect();
     if certs.is_empty() {
         certs = cfg.certificates.clone();
     }
-    let sd = StateDir::at(&cfg.state_dir);
-    certs
+    let rows = certs
         .iter()
         .map(|c| {
+            let j = sd.load_journal(&c.name).unwrap_or_default();
             let plan = plans
                 .iter()
                 .find(|(pc, _)| pc.name == c.name)
                 .map(|(_, p)| p);
-            cert_row(c, &sd, plan, api_error.as_deref())
+            let (action, reason) = plan.map_or_else(
+                || ("unknown".into(), "not in this pass's plan".into()),
+                |p| (action_name(p), p.reason.clone()),
+            );
+            cert_row(c, &j, action, reason, "cas", t)
         })
         .chain(blocked.into_iter().map(blocked_row))
-        .collect()
-}
-
-/// This pass's plans, or none and why CAS could not be asked.
-async fn plans_or_error(engine: &Engine) -> (Plans, Option<String>) {
-    match engine.inventory().await {
-        Ok(orders) => match engine.plans(&orders, &PassOptions::default()) {
-            Ok(p) => (p, None),
-            Err(e) => (Plans::default(), Some(e.to_string())),
-        },
-        Err(e) => (Plans::default(), Some(e.to_string())),
+        .collect();
+    Report {
+        rows,
+        last_pass: last_pass::read(&cfg.state_dir),
+        cas_error: None,
     }
 }
 
-/// The row of a managed certificate: its installed leaf and journal, and its
-/// `plan` when CAS could be asked (else `api_error` is the reason).
+/// This pass's plans, or none and why CAS could not be asked.
+async fn plans_or_error(engine: &Engine) -> (Plans, Option<CasError>) {
+    let err = |e: crate::renew::EngineError| CasError {
+        auth: last_pass::is_auth_failure(&e),
+        message: e.to_string(),
+    };
+    match engine.inventory().await {
+        Ok(orders) => match engine.plans(&orders, &PassOptions::default()) {
+            Ok(p) => (p, None),
+            Err(e) => (Plans::default(), Some(err(e))),
+        },
+        Err(e) => (Plans::default(), Some(err(e.into()))),
+    }
+}
+
+fn action_name(p: &Plan) -> String {
+    serde_json::to_value(&p.action)
+        .ok()
+        .and_then(|v| v["action"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The row of a managed certificate: its installed leaf and journal, and the
+/// next action with its reason.
 fn cert_row(
     c: &CertificateConfig,
-    sd: &StateDir,
-    plan: Option<&Plan>,
-    api_error: Option<&str>,
+    j: &Journal,
+    next_action: String,
+    reason: String,
+    source: &'static str,
+    t: Thresholds,
 ) -> StatusRow {
     let leaf = installed_leaf(&c.output);
-    let j = sd.load_journal(&c.name).unwrap_or_default();
-    StatusRow {
+    let now = Utc::now().timestamp();
+    let mut row = StatusRow {
         name: c.name.clone(),
         domain: c.domain.clone(),
         dir: c.output.dir.display().to_string(),
         not_after: leaf.as_ref().map(|l| l.not_after_rfc3339()),
         days_left: leaf
             .as_ref()
-            .map(|l| (l.not_after - Utc::now().timestamp()).div_euclid(86_400)),
+            .map(|l| (l.not_after - now).div_euclid(86_400)),
         serial: leaf.as_ref().map(|l| l.serial_hex.clone()),
         sha256: leaf.as_ref().map(|l| l.sha256.clone()),
         served_matches_disk: c
@@ -100,20 +271,16 @@ fn cert_row(
         order_id: j.new_order_id.or(j.source_order_id),
         phase: j.phase.as_str().to_owned(),
         reload_pending: j.reload_pending.clone(),
-        next_action: plan
-            .map(|p| {
-                serde_json::to_value(&p.action)
-                    .ok()
-                    .and_then(|v| v["action"].as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            })
-            .unwrap_or_else(|| "unknown".into()),
-        reason: plan
-            .map(|p| p.reason.clone())
-            .unwrap_or_else(|| format!("CAS not reachable: {}", api_error.unwrap_or_default())),
+        next_action,
+        reason,
         last_success: j.last_success.map(|t| t.to_rfc3339()),
         last_error: j.last_error.clone(),
-    }
+        health: Health::Ok,
+        problem: String::new(),
+        source,
+    };
+    (row.health, row.problem) = health::of_row(&row, leaf.map(|l| l.not_after), now, t);
+    row
 }
 
 /// The row of a discovered domain that is blocked: nothing installed, no journal.
@@ -134,6 +301,82 @@ fn blocked_row(b: BlockedTarget) -> StatusRow {
         reason: b.reason,
         last_success: None,
         last_error: None,
+        health: Health::Critical,
+        problem: "blocked: needs the operator (see NEXT)".into(),
+        source: "cas",
+    }
+}
+
+impl Report {
+    /// The health of the whole: the worst row, the last pass, and CAS.
+    pub fn health(&self) -> (Health, Vec<String>) {
+        let mut worst = Health::Ok;
+        let mut why = Vec::new();
+        for r in &self.rows {
+            if r.health > Health::Ok {
+                why.push(format!("{}: {}", Escaped(&r.name), r.problem));
+            }
+            worst = worst.max(r.health);
+        }
+        if let Some(lp) = &self.last_pass
+            && let Some(e) = &lp.error
+        {
+            let label = if lp.auth_failure {
+                "the last pass failed: authentication"
+            } else {
+                "the last pass failed"
+            };
+            why.push(format!("{label} ({})", ControlsEscaped(e)));
+            worst = worst.max(Health::Warning);
+        }
+        if let Some(c) = &self.cas_error {
+            if c.auth {
+                why.push(format!(
+                    "authentication failed (AccessKey and secret, clock skew, STS token or RAM policy): {}",
+                    ControlsEscaped(&c.message)
+                ));
+                worst = worst.max(Health::Warning);
+            } else {
+                why.push(format!(
+                    "CAS not reachable: {}",
+                    ControlsEscaped(&c.message)
+                ));
+                worst = worst.max(Health::Unknown);
+            }
+        }
+        (worst, why)
+    }
+
+    /// The first line, as a Nagios plugin prints it, then one line per reason.
+    pub fn summary(&self) -> String {
+        let (h, why) = self.health();
+        let n = self.rows.len();
+        let mut s = format!(
+            "cas-renewd {}: {n} certificate{}{}\n",
+            h.as_str(),
+            if n == 1 { "" } else { "s" },
+            if why.is_empty() {
+                ", all in order".to_owned()
+            } else {
+                format!("; {}", why.len())
+                    + if why.len() == 1 {
+                        " problem"
+                    } else {
+                        " problems"
+                    }
+            }
+        );
+        for w in why {
+            s.push_str(&format!("  {w}\n"));
+        }
+        if let Some(lp) = &self.last_pass {
+            s.push_str(&format!(
+                "  last pass {} {}\n",
+                lp.finished_at,
+                if lp.ok { "ok" } else { "not ok" }
+            ));
+        }
+        s
     }
 }
 
@@ -148,13 +391,14 @@ pub fn table(rows: &[StatusRow]) -> String {
         .unwrap_or(4)
         .max(4);
     s.push_str(&format!(
-        "{:<w$}  {:<22}  {:<10}  {:<9}  {:<15}  {}\n",
-        "NAME", "EXPIRES (UTC)", "DAYS LEFT", "ORDER", "PHASE", "NEXT"
+        "{:<w$}  {:<8}  {:<22}  {:<10}  {:<9}  {:<15}  {}\n",
+        "NAME", "HEALTH", "EXPIRES (UTC)", "DAYS LEFT", "ORDER", "PHASE", "NEXT"
     ));
     for r in rows {
         s.push_str(&format!(
-            "{:<w$}  {:<22}  {:<10}  {:<9}  {:<15}  {}: {}\n",
+            "{:<w$}  {:<8}  {:<22}  {:<10}  {:<9}  {:<15}  {}: {}\n",
             Escaped(&r.name).to_string(),
+            r.health.as_str(),
             r.not_after.as_deref().unwrap_or("-"),
             r.days_left.map_or("-".into(), |d| d.to_string()),
             r.order_id.map_or("-".into(), |o| o.to_string()),
@@ -162,6 +406,10 @@ pub fn table(rows: &[StatusRow]) -> String {
             r.next_action,
             ControlsEscaped(&r.reason)
         ));
+        // The last error often quotes CAS: escaped, on a line of its own.
+        if let Some(e) = &r.last_error {
+            s.push_str(&format!("{:<w$}  last error: {}\n", "", ControlsEscaped(e)));
+        }
     }
     s
 }
@@ -187,6 +435,9 @@ mod tests {
             reason: reason.into(),
             last_success: None,
             last_error: None,
+            health: Health::Ok,
+            problem: String::new(),
+            source: "disk",
         }
     }
 
@@ -205,5 +456,116 @@ mod tests {
         );
         let col = lines[0].find("EXPIRES").expect("header");
         assert!(lines[1..].iter().all(|l| l[col..].starts_with("- ")), "{t}");
+    }
+
+    #[test]
+    fn the_last_error_shows_escaped_on_a_line_of_its_own() {
+        let mut r = row("www", "ok");
+        r.last_error = Some("InvalidParameter: \x1b]0;owned\x07\nforged line\u{202e}".into());
+        let t = table(&[r]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
+        assert!(!t.contains('\u{202e}'), "{t:?}");
+        assert!(
+            lines[2]
+                .trim_start()
+                .starts_with("last error: InvalidParameter: \\x1b]0;owned\\x07\\nforged line"),
+            "{t}"
+        );
+    }
+
+    fn journal(phase: JournalPhase) -> Journal {
+        Journal {
+            cert: "www".into(),
+            phase,
+            new_order_id: Some(42),
+            ..Journal::default()
+        }
+    }
+
+    #[test]
+    fn offline_the_next_action_comes_from_the_journal_and_the_expiry() {
+        let month = Duration::from_secs(30 * 86_400);
+        let idle = journal(JournalPhase::Idle);
+        assert_eq!(offline_plan(&idle, Some(200), month).0, "nothing");
+        assert_eq!(offline_plan(&idle, Some(20), month).0, "renew");
+        assert_eq!(offline_plan(&idle, None, month).0, "install");
+        let (a, why) = offline_plan(&journal(JournalPhase::OrderCreated), Some(20), month);
+        assert_eq!(a, "resume");
+        assert!(why.contains("order-created (order 42)"), "{why}");
+        let mut pending = journal(JournalPhase::ApplicationRequested);
+        pending.pending_application = Some("submit it in the console".into());
+        assert_eq!(offline_plan(&pending, Some(20), month).0, "blocked");
+        let mut rejected = journal(JournalPhase::Rejected);
+        rejected.last_error = Some("wrong key".into());
+        let (a, why) = offline_plan(&rejected, Some(20), month);
+        assert_eq!(a, "blocked");
+        assert!(why.contains("wrong key"), "{why}");
+    }
+
+    #[test]
+    fn each_row_gets_its_nagios_health() {
+        let t = Thresholds::default();
+        let now = 1_800_000_000;
+        let day = 86_400;
+        let ok = row("www", "ok");
+        assert_eq!(
+            health::of_row(&ok, Some(now + 60 * day), now, t).0,
+            Health::Ok
+        );
+        assert_eq!(
+            health::of_row(&ok, Some(now + 15 * day), now, t).0,
+            Health::Warning
+        );
+        assert_eq!(
+            health::of_row(&ok, Some(now + 3 * day), now, t).0,
+            Health::Critical
+        );
+        assert_eq!(
+            health::of_row(&ok, Some(now - day), now, t).0,
+            Health::Critical
+        );
+        assert_eq!(health::of_row(&ok, None, now, t).0, Health::Critical);
+        let mut failed = row("www", "ok");
+        failed.last_error = Some("boom".into());
+        let (h, why) = health::of_row(&failed, Some(now + 60 * day), now, t);
+        assert_eq!(
+            (h, why.as_str()),
+            (
+                Health::Warning,
+                "the last attempt failed (retried automatically)"
+            )
+        );
+        let mut blocked = row("www", "ok");
+        blocked.next_action = "blocked".into();
+        assert_eq!(
+            health::of_row(&blocked, Some(now + 60 * day), now, t).0,
+            Health::Critical
+        );
+    }
+
+    #[test]
+    fn an_authentication_failure_is_not_called_unreachable() {
+        let report = |auth| Report {
+            rows: vec![row("www", "ok")],
+            last_pass: None,
+            cas_error: Some(CasError {
+                message: "ListUserCertificateOrder: InvalidAccessKeyId.NotFound: \x1b[31mno".into(),
+                auth,
+            }),
+        };
+        let (h, why) = report(true).health();
+        assert_eq!(h, Health::Warning);
+        assert!(why[0].starts_with("authentication failed"), "{why:?}");
+        assert!(!why[0].contains('\x1b'), "{why:?}");
+        let (h, why) = report(false).health();
+        assert_eq!(h, Health::Unknown);
+        assert!(why[0].starts_with("CAS not reachable"), "{why:?}");
+        let summary = report(true).summary();
+        assert!(
+            summary.starts_with("cas-renewd WARNING: 1 certificate; 1 problem\n"),
+            "{summary}"
+        );
     }
 }

@@ -181,7 +181,14 @@ async fn domains_that_collide_after_naming_are_blocked_visibly() {
             .contains(&"api.example.com".to_owned())
     );
 
-    let st = w.run(&["status", "--json"]).await;
+    // Blocked discovered domains are known from CAS's list only: `--online`.
+    let st = w.run(&["status", "--online", "--json"]).await;
+    assert_eq!(
+        st.status.code(),
+        Some(2),
+        "blocked is CRITICAL: {}",
+        show(&st)
+    );
     let rows = status_rows(&st);
     let blocked: Vec<&str> = rows
         .iter()
@@ -208,10 +215,27 @@ async fn domains_that_collide_after_naming_are_blocked_visibly() {
         reason.contains("wildcard.example.com") && reason.contains("wildcard_example_com"),
         "{reason}"
     );
-    let table = w.run(&["status"]).await;
+    // Offline, the last pass remembers them: the same blocked rows, CRITICAL.
+    let off = w.run(&["status", "--json"]).await;
+    assert_eq!(off.status.code(), Some(2), "{}", show(&off));
+    let off_blocked: Vec<String> = status_rows(&off)
+        .iter()
+        .filter(|r| r["next_action"] == "blocked")
+        .filter_map(|r| r["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(off_blocked, blocked, "{}", show(&off));
+    // One table line per row (and one per last error) after the header, whatever
+    // the names and reasons hold.
+    let table = w.run(&["status", "--online"]).await;
+    let text = String::from_utf8_lossy(&table.stdout);
+    let header = text
+        .lines()
+        .position(|l| l.starts_with("NAME "))
+        .expect("table header");
+    let errors = rows.iter().filter(|r| !r["last_error"].is_null()).count();
     assert_eq!(
-        String::from_utf8_lossy(&table.stdout).lines().count(),
-        rows.len() + 1,
+        text.lines().count() - header - 1,
+        rows.len() + errors,
         "{}",
         show(&table)
     );

@@ -364,10 +364,12 @@ async fn renew_force_and_status_report_clearly() {
         "{}",
         show(&o)
     );
+    // The refused `renew --force` is the last error: WARNING (exit 1).
     let o = w.run(&["status", "--json"]).await;
-    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let rows: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(rows[0]["name"], "api");
+    assert_eq!(rows[0]["health"], "warning", "{rows}");
     assert_eq!(rows[0]["phase"], "idle");
     assert_eq!(rows[0]["next_action"], "nothing");
     assert!(

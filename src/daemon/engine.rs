@@ -47,7 +47,12 @@ pub(super) fn start_pass(
             follow_budget: Some(FOLLOW_BUDGET),
             ..PassOptions::default()
         };
-        match engine.pass(&opts).await {
+        let result = engine.pass(&opts).await;
+        crate::status::last_pass::record(
+            &engine.config().state_dir,
+            &crate::status::LastPass::of(result.as_ref()),
+        );
+        match result {
             Ok(r) => {
                 for c in &r.certs {
                     info!(cert = %c.name, outcome = ?c.outcome, message = %c.message, "pass result");

@@ -120,6 +120,38 @@ pub fn targets(cfg: &Config, orders: &[CertificateOrder]) -> Targets {
     out
 }
 
+/// The discovered certificates installed under `discover.output_root`, found
+/// without asking CAS (`status` offline): each subdirectory named as a valid
+/// domain's directory would be, that no configured certificate claims.
+pub fn installed_discovered(cfg: &Config) -> Vec<CertificateConfig> {
+    let Some(d) = &cfg.discover else {
+        return vec![];
+    };
+    let Ok(entries) = std::fs::read_dir(&d.output_root) else {
+        return vec![];
+    };
+    let mut out: Vec<CertificateConfig> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let dir = e.file_name().to_str()?.to_owned();
+            let text = dir
+                .strip_prefix("_wildcard.")
+                .map_or_else(|| dir.clone(), |base| format!("*.{base}"));
+            let domain = Domain::parse(&text).ok()?;
+            let (name, expected) = discovered_names(&domain);
+            let claimed = cfg
+                .certificates
+                .iter()
+                .any(|c| c.name == name || c.domain == domain.as_str());
+            let path = child_dir(&d.output_root, &dir)?;
+            (expected == dir && !claimed).then(|| discovered_config(cfg, &domain, &name, path))
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
 /// A discovered domain with its certificate name and directory name.
 type Candidate = (Domain, String, String);
 

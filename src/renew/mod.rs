@@ -29,7 +29,7 @@ use crate::config::OutputConfig;
 use crate::hooks;
 use crate::pki::{self, CertInfo, PkiError};
 use crate::store::{self, StoreError};
-pub use discover::{BlockedTarget, Targets, child_dir, discovered_names};
+pub use discover::{BlockedTarget, Targets, child_dir, discovered_names, installed_discovered};
 pub use engine::{Engine, Plans};
 pub use report::{CertReport, HookReport, NoObserver, Outcome, PassObserver, PassReport};
 

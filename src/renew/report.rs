@@ -110,6 +110,40 @@ impl PassReport {
     }
 }
 
+impl PassReport {
+    /// The certificates whose order CAS has not issued yet.
+    pub fn in_progress(&self) -> impl Iterator<Item = &CertReport> {
+        self.certs.iter().filter(|c| c.outcome == Outcome::Waiting)
+    }
+
+    /// For a command that returns while orders are in progress (`once --wait`):
+    /// which ones, and how their renewal continues. `None` when there are none.
+    pub fn in_progress_note(&self, waited: Duration) -> Option<String> {
+        let waiting: Vec<&CertReport> = self.in_progress().collect();
+        if waiting.is_empty() {
+            return None;
+        }
+        let mut s = format!(
+            "\n{} certificate(s) still in progress after waiting {}:\n",
+            waiting.len(),
+            humantime::format_duration(waited)
+        );
+        for c in waiting {
+            s.push_str(&format!(
+                "  {}: {}\n",
+                crate::domain::Escaped(&c.name),
+                ControlsEscaped(&c.message)
+            ));
+        }
+        s.push_str(
+            "Nothing is lost and nothing is paid again: the journal holds each order. \
+             The running daemon (`cas-renewd run`) follows them on its own; without it, \
+             run `cas-renewd once` again later (`--wait` to follow longer).\n",
+        );
+        Some(s)
+    }
+}
+
 /// The report line of a blocked discovered domain.
 pub(super) fn blocked_report(b: &BlockedTarget, dry_run: bool) -> CertReport {
     CertReport {

@@ -266,6 +266,12 @@ pub struct Faults {
     /// (an unclear outcome that took effect).
     #[serde(default)]
     pub act_then_fail_first: BTreeMap<String, u32>,
+    /// The Message of every error answer, in place of the simulator's own. Alibaba
+    /// documents Message as free text the server writes; a hostile or broken one
+    /// (control characters, terminal escapes, several lines) tests that the client
+    /// never prints it raw.
+    #[serde(default)]
+    pub error_message: Option<String>,
 }
 
 impl Default for Faults {
@@ -279,6 +285,7 @@ impl Default for Faults {
             hold: default_hold(),
             refuse_first: BTreeMap::new(),
             act_then_fail_first: BTreeMap::new(),
+            error_message: None,
         }
     }
 }

@@ -62,6 +62,7 @@ pub struct Shared {
     malformed: f64,
     latency: Duration,
     hold: Duration,
+    error_message: Option<String>,
 }
 
 impl Shared {
@@ -90,6 +91,7 @@ impl Shared {
             malformed: s.faults.malformed,
             latency: s.faults.latency.0,
             hold: s.faults.hold.0,
+            error_message: s.faults.error_message.clone(),
         }
     }
 
@@ -119,6 +121,15 @@ impl Shared {
             &h[16..20],
             &h[20..]
         )
+    }
+
+    /// [`error_body`], with `faults.error_message` in place of the Message.
+    fn error_body(&self, e: &SimError, request_id: &str, action: &str) -> Value {
+        let mut body = error_body(e, request_id, action);
+        if let Some(m) = &self.error_message {
+            body["Message"] = Value::String(m.clone());
+        }
+        body
     }
 
     fn count_fault(&self, kind: &str) {
@@ -223,14 +234,18 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
     let request_id = shared.request_id();
     let incoming = match read_request(req, &method, &path, &query).await {
         Ok(i) => i,
-        Err(e) => return json_response(e.status, &error_body(&e, &request_id, ""), &[]),
+        Err(e) => return json_response(e.status, &shared.error_body(&e, &request_id, ""), &[]),
     };
     let (action, version) = match authenticate(&shared, &incoming) {
         Ok(av) => av,
-        Err(e) => return json_response(e.status, &error_body(&e, &request_id, ""), &[]),
+        Err(e) => return json_response(e.status, &shared.error_body(&e, &request_id, ""), &[]),
     };
     let fail = |(e, extra): Refusal| {
-        json_response(e.status, &error_body(&e, &request_id, &action), &extra)
+        json_response(
+            e.status,
+            &shared.error_body(&e, &request_id, &action),
+            &extra,
+        )
     };
     if let Err(e) = check_version(&action, &version) {
         return fail((e, vec![]));
