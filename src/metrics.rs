@@ -37,6 +37,8 @@ pub struct Metrics {
     pub passes: IntCounterVec,
     /// API attempts refused for authentication or authorisation; starts at 0.
     pub auth_failures: IntCounter,
+    /// Daemon passes in a row that failed; 0 after a good one.
+    pub consecutive_failed_passes: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -266,6 +268,11 @@ impl Metrics {
                 "cas_renewd_api_auth_failures_total",
                 "API attempts refused for authentication or authorisation (AccessKey, signature, timestamp, STS token, RAM policy).",
             ),
+            consecutive_failed_passes: gauge(
+                &r,
+                "cas_renewd_consecutive_failed_passes",
+                "Daemon passes in a row that failed (see passes_total); 0 once one succeeds. The next is retried with backoff.",
+            ),
             registry: r,
         };
         // Alert rules see the first failure only when the series exists at 0 before it.
@@ -301,11 +308,12 @@ impl Metrics {
         }
     }
 
-    /// Counts one daemon pass as `ok` or `failed`.
-    pub fn record_pass_result(&self, ok: bool) {
+    /// Counts one daemon pass as `ok` or `failed`; `in_a_row` failed so far.
+    pub fn record_pass_result(&self, ok: bool, in_a_row: u32) {
         self.passes
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
+        self.consecutive_failed_passes.set(f64::from(in_a_row));
     }
 
     /// Makes each hook's run counters exist at 0, so that its first failure
@@ -517,10 +525,11 @@ mod tests {
             "cas_renewd_passes_total{result=\"failed\"} 0",
             "cas_renewd_passes_total{result=\"ok\"} 0",
             "cas_renewd_api_auth_failures_total 0",
+            "cas_renewd_consecutive_failed_passes 0",
         ] {
             assert!(text.contains(series), "{series} missing:\n{text}");
         }
-        m.record_pass_result(false);
+        m.record_pass_result(false, 1);
         m.observe_api(
             "ListUserCertificateOrder",
             "SignatureDoesNotMatch",

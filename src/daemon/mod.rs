@@ -245,12 +245,12 @@ impl Daemon {
             self.schedule.follow_up(after);
         }
         let ok = report.as_ref().is_some_and(PassReport::ok);
-        self.metrics.record_pass_result(ok);
         if ok {
             self.back_to_cron();
         } else {
             self.retry_later();
         }
+        self.metrics.record_pass_result(ok, self.failures);
         notify(&[NotifyState::Status(&self.status_line())]);
     }
 
