@@ -33,13 +33,15 @@
 //!   takes the validated configuration (`config`) rather than settings of its own.
 //! - [`metrics`] (`cas`, `renew`): Prometheus metrics, the engine's observer.
 //!   Exception: imports `config` (`CertificateConfig`, and to build an engine).
-//! - [`status`] (`domain`, `renew`, `store`): `cas-renewd status`.
+//! - [`status`] (`domain`, `renew`, `store`): `cas-renewd status`, its Nagios
+//!   health and the last pass's record. Exception: takes `config::CertificateConfig`
+//!   (the rows are the engine's targets).
 //!
 //! The top, beside the binary:
 //! - [`config`] (`accounts`, `cas`, `domain`, `hooks`, `pki`, `secret`, `store`):
 //!   the YAML configuration; produces the settings types above and re-exports them
 //!   under their configuration names (`config::OutputConfig` is `store::OutputSpec`).
-//! - [`daemon`] (`cas`, `config`, `metrics`, `renew`, `store`): `cas-renewd run`.
+//! - [`daemon`] (`cas`, `config`, `metrics`, `renew`, `status`, `store`): `cas-renewd run`.
 //!
 //! Test machinery lives outside this library: the simulator is the workspace
 //! crate `cas-sim` (used by tests and by the binary's `sim` feature), request
