@@ -12,6 +12,10 @@
 //! served-certificate check), [`report`] (outcomes and the observer), [`plan`],
 //! [`discover`], [`validation`] and [`ports`] (the seams: certificate source, DNS,
 //! journal store, clock).
+//!
+//! The engine reads the wall clock only through its [`ports::Clock`] and waits
+//! with tokio's clock (clippy.toml's `disallowed-methods`, denied here).
+#![deny(clippy::disallowed_methods)]
 
 mod apply;
 pub mod discover;
