@@ -155,6 +155,31 @@ fn dns_validation_publishes_the_record_and_removes_it_once_issued() {
 }
 
 #[test]
+fn an_order_never_issued_times_out_on_the_paused_clock_and_its_record_is_removed() {
+    run(async {
+        let script = Script {
+            polls_before_issued: u32::MAX,
+            ..Script::default()
+        };
+        let w = World::new(script, dns_reapply());
+        let started = w.now();
+        let r = w.pass(PassOptions::default()).await.expect("a pass");
+        let c = &r.certs[0];
+        assert_eq!(c.outcome, Outcome::Failed, "{}", r.render(false));
+        assert!(c.message.contains("not issued after 1h"), "{}", c.message);
+        // renewal.issuance_timeout is 1h, measured by the engine's clock.
+        assert!((w.now() - started).num_minutes() >= 60);
+        assert_eq!(w.dns.calls("AddDomainRecord"), 1);
+        assert_eq!(w.dns.len(), 0, "the validation record is removed");
+        assert!(
+            w.journal().contains("\"phase\": \"order-created\""),
+            "followed again later"
+        );
+        assert_eq!(w.cas.calls(CREATE), 1);
+    });
+}
+
+#[test]
 fn file_validation_writes_the_file_and_removes_it_once_issued() {
     run(async {
         let setup = Setup {

@@ -20,6 +20,9 @@ use super::fake::{FakeCas, FakeDns, Script};
 /// at a time (each in a few milliseconds to a second).
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// The longest a pass may take on the paused clock.
+const PASS_LIMIT: Duration = Duration::from_secs(86_400);
+
 /// Runs `test` alone, on a current-thread runtime whose clock starts paused:
 /// every wait of the engine (poll intervals, the reconciliation's grace, the
 /// issuance timeout) passes at once.
@@ -120,7 +123,11 @@ impl World {
             })
         });
         let task = tokio::spawn(async move { engine.pass(&opts).await });
-        let result = task.await;
+        // A day of paused time: an engine that measured time by another clock than
+        // tokio's would wait for ever here; it fails instead.
+        let result = tokio::time::timeout(PASS_LIMIT, task)
+            .await
+            .unwrap_or_else(|_| panic!("a pass did not end within {PASS_LIMIT:?} of tokio time"));
         if let Some(t) = ticker {
             t.abort();
         }
