@@ -10,6 +10,7 @@
 //! Needs the `fault-injection` feature (crash points): the crate's
 //! dev-dependency on itself turns it on for every `cargo test`.
 
+mod common;
 #[path = "engine_fast/fake.rs"]
 mod fake;
 #[path = "engine_fast/world.rs"]
@@ -19,7 +20,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use cas_renewd::renew::{Outcome, PassOptions};
-use cas_renewd::store::faults::{CrashPoint, in_process};
+use common::crash::{CrashWorld, matrix};
 use fake::{CREATE, Paid, RENEW, Script};
 use world::{Setup, World, run};
 
@@ -275,117 +276,17 @@ const CASES: [Case; 3] = [
     },
 ];
 
-/// Crashes `case` at `point` and resumes with fresh engines; `false` when this
-/// case never reaches the point (then its one pass must simply succeed).
-async fn crash_and_resume(case: &Case, point: CrashPoint) -> bool {
-    let w = World::new((case.script)(), (case.setup)());
-    let label = format!("{} at {}", case.name, point.name());
-    in_process::arm(Some(point));
-    let first = w.pass(PassOptions::default()).await;
-    let reached = in_process::armed().is_none();
-    in_process::arm(None);
-    if !reached {
-        let r = first.unwrap_or_else(|e| panic!("{label}: pass without the point: {e}"));
-        assert!(r.ok(), "{label}: {}", r.render(false));
-        return false;
-    }
-    if let Some((_, matches)) = w.installed() {
-        assert!(
-            matches,
-            "{label}: whatever is on disk after the crash is a pair"
-        );
-    }
-    w.repair();
-    match point {
-        CrashPoint::AfterRenewRequested => {
-            // The intent is journaled but the call never left: an unclear outcome
-            // with no order to show, so nothing is paid until the operator forces it.
-            let r = w.pass(PassOptions::default()).await.expect("resume");
-            assert_eq!(
-                r.certs[0].outcome,
-                Outcome::Blocked,
-                "{label}: {}",
-                r.render(false)
-            );
-            assert!(r.certs[0].message.contains("unclear outcome"), "{label}");
-            assert_eq!(w.cas.calls(case.paid_action), 0, "{label}: not paid");
-            let forced = PassOptions {
-                force: true,
-                only: Some("www".into()),
-                ..PassOptions::default()
-            };
-            let r = w.pass(forced).await.expect("forced");
-            assert!(r.ok(), "{label}: forced: {}", r.render(false));
-        }
-        CrashPoint::AfterApplicationRequested => {
-            // Whether ApplyCertificate left is unknown, and it is never made twice:
-            // the operator is told to submit the application in the console.
-            let r = w.pass(PassOptions::default()).await.expect("resume");
-            assert_eq!(
-                r.certs[0].outcome,
-                Outcome::Failed,
-                "{label}: {}",
-                r.render(false)
-            );
-            let j = w.journal();
-            assert!(
-                j.contains("\"phase\": \"application-requested\"")
-                    && j.contains("not submitted twice"),
-                "{label}: {j}"
-            );
-            assert_eq!(
-                (
-                    w.cas.calls(case.paid_action),
-                    w.cas.calls("ApplyCertificate")
-                ),
-                (1, 0),
-                "{label}: one paid call, no application after the crash"
-            );
-            return true;
-        }
-        _ => {
-            w.ok_pass(&format!("{label}: resume")).await;
-        }
-    }
-    w.assert_renewed(&label);
-    assert_eq!(
-        w.cas.calls(case.paid_action),
-        1,
-        "{label}: exactly one paid call"
-    );
-    for step in ["UpdateInstance", "ApplyCertificate"] {
-        assert!(w.cas.calls(step) <= 1, "{label}: {step} at most once");
-    }
-    assert!(w.reloads() >= 1, "{label}: the reload ran");
-    true
-}
-
 /// Every crash point, in every case that reaches it; each point is reached by at
 /// least one case.
 #[test]
 fn a_crash_at_every_point_resumes_with_one_paid_call_and_a_matching_pair() {
     run(async {
-        let started = std::time::Instant::now();
-        let mut runs = 0;
-        for point in CrashPoint::ALL {
-            let mut reached_by = Vec::new();
-            for case in &CASES {
-                if crash_and_resume(case, point).await {
-                    reached_by.push(case.name);
-                    runs += 1;
-                }
-            }
-            assert!(
-                !reached_by.is_empty(),
-                "{}: no case reaches it",
-                point.name()
-            );
-            println!("{}: crashed and resumed in {reached_by:?}", point.name());
-        }
-        println!(
-            "figures: {runs} crash-and-resume runs over {} crash points in {:.2} s",
-            CrashPoint::ALL.len(),
-            started.elapsed().as_secs_f64()
-        );
+        let cases: Vec<_> = CASES.iter().map(|c| (c.name, c.paid_action)).collect();
+        let world = async |i: usize| World::new((CASES[i].script)(), (CASES[i].setup)());
+        matrix(&cases, world, |w, label| {
+            w.assert_renewed(label);
+            assert!(w.reloads() >= 1, "{label}: the reload ran");
+        })
+        .await;
     });
 }

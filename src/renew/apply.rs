@@ -528,7 +528,7 @@ impl CertRun<'_> {
         order: i64,
         state: CertificateState,
     ) -> Result<(), EngineError> {
-        super::validation::unpublish(&self.e.dns, &self.published_from_journal()).await;
+        super::validation::unpublish(self.e.dns.as_ref(), &self.published_from_journal()).await;
         self.journal.dns_record = None;
         self.journal.validation_file = None;
         let msg = format!(

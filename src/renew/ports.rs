@@ -198,37 +198,6 @@ impl DnsApi for Dns {
     }
 }
 
-/// A shared DNS port is one too, so `&Arc<dyn DnsApi>` passes where `&dyn DnsApi`
-/// is asked for.
-impl<T: DnsApi + ?Sized> DnsApi for std::sync::Arc<T> {
-    fn find_zone<'a>(&'a self, fqdn: &'a str) -> ApiFuture<'a, Option<String>> {
-        (**self).find_zone(fqdn)
-    }
-
-    fn records_at<'a>(
-        &'a self,
-        fqdn: &'a str,
-        zone: &'a str,
-        record_type: Option<&'a str>,
-    ) -> ApiFuture<'a, Vec<Record>> {
-        (**self).records_at(fqdn, zone, record_type)
-    }
-
-    fn add_record<'a>(
-        &'a self,
-        zone: &'a str,
-        rr: &'a str,
-        record_type: &'a str,
-        value: &'a str,
-    ) -> ApiFuture<'a, String> {
-        (**self).add_record(zone, rr, record_type, value)
-    }
-
-    fn delete_record<'a>(&'a self, record_id: &'a str) -> ApiFuture<'a, ()> {
-        (**self).delete_record(record_id)
-    }
-}
-
 /// The wall clock of the engine: journal times, certificate validity, and every
 /// elapsed time it measures against a journaled time. Waits use `tokio::time`, so
 /// with [`TokioClock`] one `tokio::time::pause()` drives both.

@@ -316,7 +316,7 @@ impl CertRun<'_> {
         s: &CertificateStateResponse,
     ) -> Result<Published, EngineError> {
         let published = validation::publish(
-            &self.e.dns,
+            self.e.dns.as_ref(),
             &self.cert.validation,
             &self.cert.domain,
             order,
@@ -348,7 +348,7 @@ impl CertRun<'_> {
     /// After a timeout the order is followed again, so the operator, once told what
     /// to publish, is not told again.
     pub(super) async fn remove_published(&mut self) {
-        validation::unpublish(&self.e.dns, &self.published_from_journal()).await;
+        validation::unpublish(self.e.dns.as_ref(), &self.published_from_journal()).await;
         self.journal.dns_record = None;
         self.journal.validation_file = None;
     }

@@ -15,6 +15,7 @@ use cas_renewd::store::faults::SimulatedCrash;
 use cas_renewd::store::{StateDir, repair};
 
 use super::fake::{FakeCas, FakeDns, Script};
+use crate::common::crash::{CrashWorld, caught};
 
 /// The crash points are armed process-wide, so the tests of this file run one
 /// at a time (each in a few milliseconds to a second).
@@ -28,12 +29,27 @@ const PASS_LIMIT: Duration = Duration::from_secs(86_400);
 /// issuance timeout) passes at once.
 pub fn run<F: Future<Output = ()>>(test: F) {
     let _alone = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    quiet_simulated_crashes();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
         .build()
         .expect("a runtime")
         .block_on(test);
+}
+
+/// A simulated crash is a panic the matrix expects by the dozen: its message is
+/// left out of the output; every other panic prints as usual.
+fn quiet_simulated_crashes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<SimulatedCrash>().is_none() {
+                default(info);
+            }
+        }));
+    });
 }
 
 /// How a test's certificate is configured.
@@ -108,42 +124,6 @@ impl World {
         ))
     }
 
-    /// One pass of a fresh engine (as after a restart), as its own task so a crash
-    /// that unwinds out of the pass is caught here.
-    pub async fn pass(&self, opts: PassOptions) -> Result<PassReport, String> {
-        let engine = self.engine();
-        // A hook is a child process the paused clock does not wait for: this
-        // ticker lets time pass in small steps meanwhile, instead of jumping to the
-        // hook's timeout.
-        let ticker = self.hook.then(|| {
-            tokio::spawn(async {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            })
-        });
-        let task = tokio::spawn(async move { engine.pass(&opts).await });
-        // A day of paused time: an engine that measured time by another clock than
-        // tokio's would wait for ever here; it fails instead.
-        let result = tokio::time::timeout(PASS_LIMIT, task)
-            .await
-            .unwrap_or_else(|_| panic!("a pass did not end within {PASS_LIMIT:?} of tokio time"));
-        if let Some(t) = ticker {
-            t.abort();
-        }
-        match result {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(e) if e.is_panic() => {
-                let payload = e.into_panic();
-                match payload.downcast_ref::<SimulatedCrash>() {
-                    Some(c) => Err(format!("crashed at {}", c.0.name())),
-                    None => std::panic::resume_unwind(payload),
-                }
-            }
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
     /// A pass that must succeed.
     pub async fn ok_pass(&self, label: &str) -> PassReport {
         let r = self
@@ -154,30 +134,8 @@ impl World {
         r
     }
 
-    /// What the binary's start-up does before any pass.
-    pub fn repair(&self) {
-        let state = StateDir::open(&self.cfg.state_dir).expect("state dir");
-        repair::at_start(&state, &self.cfg.certificates);
-    }
-
     pub fn out(&self) -> PathBuf {
         self.dir.path().join("out/www")
-    }
-
-    /// Days left on the installed certificate (by the engine's clock), and
-    /// whether the installed key matches it.
-    pub fn installed(&self) -> Option<(i64, bool)> {
-        let cert = std::fs::read_to_string(self.out().join("cert.pem")).ok()?;
-        let key = std::fs::read_to_string(self.out().join("privkey.pem")).ok()?;
-        let leaf = pki::read_leaf(&cert).expect("leaf");
-        let key = Key::from_pem(&key).expect("key");
-        let days = (leaf.not_after - self.clock.now().timestamp()) / 86_400;
-        Some((days, leaf.spki_sha256 == key.spki_sha256()))
-    }
-
-    /// The journal as its file reads.
-    pub fn journal(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("state/journal/www.json")).unwrap_or_default()
     }
 
     /// How many times the reload hook ran.
@@ -211,5 +169,59 @@ impl World {
             j.contains("\"phase\": \"idle\"") && j.contains("\"reload_pending\": []"),
             "{label}: {j}"
         );
+    }
+}
+
+impl CrashWorld for World {
+    /// One pass of a fresh engine (as after a restart), as its own task so a crash
+    /// that unwinds out of the pass is caught here.
+    async fn pass(&self, opts: PassOptions) -> Result<PassReport, String> {
+        let engine = self.engine();
+        // A hook is a child process the paused clock does not wait for: this
+        // ticker lets time pass in small steps meanwhile, instead of jumping to the
+        // hook's timeout.
+        let ticker = self.hook.then(|| {
+            tokio::spawn(async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        });
+        let task = tokio::spawn(async move { engine.pass(&opts).await });
+        // A day of paused time: an engine that measured time by another clock than
+        // tokio's would wait for ever here; it fails instead.
+        let result = tokio::time::timeout(PASS_LIMIT, task)
+            .await
+            .unwrap_or_else(|_| panic!("a pass did not end within {PASS_LIMIT:?} of tokio time"));
+        if let Some(t) = ticker {
+            t.abort();
+        }
+        caught(result)
+    }
+
+    /// What the binary's start-up does before any pass.
+    fn repair(&self) {
+        let state = StateDir::open(&self.cfg.state_dir).expect("state dir");
+        repair::at_start(&state, &self.cfg.certificates);
+    }
+
+    fn calls(&self, action: &str) -> u64 {
+        u64::from(self.cas.calls(action))
+    }
+
+    /// Days left on the installed certificate (by the engine's clock), and
+    /// whether the installed key matches it.
+    fn installed(&self) -> Option<(i64, bool)> {
+        let cert = std::fs::read_to_string(self.out().join("cert.pem")).ok()?;
+        let key = std::fs::read_to_string(self.out().join("privkey.pem")).ok()?;
+        let leaf = pki::read_leaf(&cert).expect("leaf");
+        let key = Key::from_pem(&key).expect("key");
+        let days = (leaf.not_after - self.clock.now().timestamp()) / 86_400;
+        Some((days, leaf.spki_sha256 == key.spki_sha256()))
+    }
+
+    /// The journal as its file reads.
+    fn journal(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("state/journal/www.json")).unwrap_or_default()
     }
 }
