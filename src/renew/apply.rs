@@ -164,7 +164,7 @@ impl CertRun<'_> {
         }
         self.journal.known_order_ids = self.known_order_ids();
         self.journal.phase = JournalPhase::RenewRequested;
-        self.journal.requested_at = Some(Utc::now());
+        self.journal.requested_at = Some(self.e.clock.now());
         self.journal.unclear_since = None;
         self.save()?;
         crash_point(CrashPoint::AfterRenewRequested);
@@ -334,7 +334,9 @@ impl CertRun<'_> {
                 .cas
                 .list_all_orders(OrderFilter::default(), self.e.cfg.api.page_size)
                 .await?;
-            let waited = (Utc::now() - requested).to_std().unwrap_or_default();
+            let waited = (self.e.clock.now() - requested)
+                .to_std()
+                .unwrap_or_default();
             match self.reconcile_candidates(&orders, source) {
                 Found::One(id) => {
                     info!(cert = %self.cert.name, order_id = id, action = call, "found the order the unclear paid call created; following it");
@@ -361,7 +363,7 @@ impl CertRun<'_> {
                 continue;
             }
             if self.journal.unclear_since.is_none() {
-                self.journal.unclear_since = Some(Utc::now());
+                self.journal.unclear_since = Some(self.e.clock.now());
                 self.save()?;
             }
             self.set_unclear_metric(true);
@@ -526,7 +528,7 @@ impl CertRun<'_> {
         order: i64,
         state: CertificateState,
     ) -> Result<(), EngineError> {
-        super::validation::unpublish(&self.e.dns, &self.published_from_journal()).await;
+        super::validation::unpublish(self.e.dns.as_ref(), &self.published_from_journal()).await;
         self.journal.dns_record = None;
         self.journal.validation_file = None;
         let msg = format!(

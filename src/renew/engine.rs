@@ -1,24 +1,22 @@
 //! The engine: inventory, plans, and a pass over every certificate (bounded
 //! concurrency), then the reload hooks once each and the served-certificate checks.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use chrono::Utc;
 use tokio::sync::Semaphore;
 use tracing::{Instrument as _, error, info};
 
 use super::discover::{self, BlockedTarget, Targets};
 use super::plan::{self, Plan, PlanInput};
+use super::ports::{CertificateSource, Clock, DnsApi, JournalStore, LocalJournals, SystemClock};
 use super::report::{CertReport, Outcome, PassObserver, PassReport, blocked_report};
 use super::steps::{CertRun, Step};
 use super::{EngineError, PassOptions, installed_leaf};
-use crate::cas::api::{Cas, CertificateOrder, OrderFilter};
+use crate::cas::api::{CertificateOrder, OrderFilter};
 use crate::cas::client::ApiError;
 use crate::cas::credentials::CredentialsProvider;
-use crate::cas::dns::Dns;
 use crate::config::{CertificateConfig, Config};
-use crate::store::{Journal, StateDir, StoreError};
+use crate::store::{Journal, StoreError};
 
 /// The plans of a pass, and the discovered domains it cannot act on.
 #[derive(Debug, Clone, Default)]
@@ -27,11 +25,22 @@ pub struct Plans {
     pub blocked: Vec<BlockedTarget>,
 }
 
+/// What the engine talks to: the certificate source, DNS, the journal store and
+/// the clock (see [`super::ports`]).
+#[derive(Clone)]
+pub struct Ports {
+    pub source: Arc<dyn CertificateSource>,
+    pub dns: Arc<dyn DnsApi>,
+    pub journals: Arc<dyn JournalStore>,
+    pub clock: Arc<dyn Clock>,
+}
+
 pub struct Engine {
     pub(super) cfg: Config,
-    pub(super) cas: Cas,
-    pub(super) dns: Dns,
-    state_root: PathBuf,
+    pub(super) cas: Arc<dyn CertificateSource>,
+    pub(super) dns: Arc<dyn DnsApi>,
+    pub(super) journals: Arc<dyn JournalStore>,
+    pub(super) clock: Arc<dyn Clock>,
     /// Where the engine reports what it does (metrics, or a test's recorder).
     pub(super) observer: Arc<dyn PassObserver>,
 }
@@ -55,13 +64,26 @@ impl Engine {
             Some(api_observer.clone()),
         )?;
         let dns = crate::cas::dns_client(&cfg.api, credentials, limiter, Some(api_observer))?;
-        Ok(Engine {
-            state_root: cfg.state_dir.clone(),
+        let ports = Ports {
+            source: Arc::new(cas),
+            dns: Arc::new(dns),
+            journals: Arc::new(LocalJournals::at(&cfg.state_dir)),
+            clock: Arc::new(SystemClock),
+        };
+        Ok(Engine::with_ports(cfg, ports, observer))
+    }
+
+    /// An engine that talks to `ports` instead of CAS, Alibaba Cloud DNS, the
+    /// state directory and the system clock (the in-process engine tests).
+    pub fn with_ports(cfg: Config, ports: Ports, observer: Arc<dyn PassObserver>) -> Engine {
+        Engine {
             cfg,
-            cas,
-            dns,
+            cas: ports.source,
+            dns: ports.dns,
+            journals: ports.journals,
+            clock: ports.clock,
             observer,
-        })
+        }
     }
 
     pub fn observer(&self) -> &Arc<dyn PassObserver> {
@@ -86,15 +108,7 @@ impl Engine {
     }
 
     fn read_journal(&self, name: &str) -> Result<Journal, StoreError> {
-        // Read without creating the state directory, so dry runs change nothing.
-        let path = self.state_root.join("journal").join(format!("{name}.json"));
-        if !path.exists() {
-            return Ok(Journal {
-                cert: name.to_owned(),
-                ..Journal::default()
-            });
-        }
-        StateDir::at(&self.state_root).load_journal(name)
+        self.journals.load_journal(name)
     }
 
     /// The plan for one certificate from the account's `orders`, its journal and
@@ -118,7 +132,7 @@ impl Engine {
             orders: &mine,
             journal,
             disk: disk.as_ref(),
-            now_ms: Utc::now().timestamp_millis(),
+            now_ms: self.clock.now().timestamp_millis(),
             renew_before: self.cfg.renewal.renew_before,
             force,
             mode: cert.mode,
@@ -187,7 +201,8 @@ impl Engine {
                 hooks: vec![],
             });
         }
-        let state = StateDir::open(&self.state_root)?;
+        self.journals.prepare()?;
+        let state = self.journals.clone();
         let orders = Arc::new(orders);
         let sem = Arc::new(Semaphore::new(self.cfg.renewal.concurrency));
         let mut tasks = tokio::task::JoinSet::new();
@@ -205,7 +220,7 @@ impl Engine {
                 async move {
                     let _permit = sem.acquire_owned().await;
                     let report = engine
-                        .run_cert(&state, &cert, p, &orders, force, deadline)
+                        .run_cert(state.as_ref(), &cert, p, &orders, force, deadline)
                         .await;
                     (i, cert, report)
                 }
@@ -226,8 +241,9 @@ impl Engine {
             certs.push(c);
             report.certs.push(r);
         }
-        self.run_hooks(&state, &certs, &mut report).await;
-        self.verify_served(&state, &certs, &mut report).await;
+        self.run_hooks(state.as_ref(), &certs, &mut report).await;
+        self.verify_served(state.as_ref(), &certs, &mut report)
+            .await;
         for b in &blocked {
             report.certs.push(blocked_report(b, false));
             self.observer.blocked(&b.name);
@@ -238,7 +254,7 @@ impl Engine {
 
     pub(super) async fn run_cert(
         &self,
-        state: &StateDir,
+        state: &dyn JournalStore,
         cert: &CertificateConfig,
         first: Plan,
         orders: &[CertificateOrder],

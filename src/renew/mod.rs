@@ -10,12 +10,18 @@
 //! Files: [`engine`] (the pass), `steps` (a certificate's journal transitions),
 //! `apply` (the paid call and the application), `reload` (hooks), `served` (the
 //! served-certificate check), [`report`] (outcomes and the observer), [`plan`],
-//! [`discover`] and [`validation`].
+//! [`discover`], [`validation`] and [`ports`] (the seams: certificate source, DNS,
+//! journal store, clock).
+//!
+//! The engine reads the wall clock only through its [`ports::Clock`] and waits
+//! with tokio's clock (clippy.toml's `disallowed-methods`, denied here).
+#![deny(clippy::disallowed_methods)]
 
 mod apply;
 pub mod discover;
 mod engine;
 pub mod plan;
+pub mod ports;
 mod reload;
 pub mod report;
 mod served;
@@ -30,7 +36,7 @@ use crate::hooks;
 use crate::pki::{self, CertInfo, PkiError};
 use crate::store::{self, StoreError};
 pub use discover::{BlockedTarget, Targets, child_dir, discovered_names, installed_discovered};
-pub use engine::{Engine, Plans};
+pub use engine::{Engine, Plans, Ports};
 pub use report::{CertReport, HookReport, NoObserver, Outcome, PassObserver, PassReport};
 
 /// How long after an unclear renew call the account must show no new order before

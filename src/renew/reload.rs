@@ -9,16 +9,17 @@ use tracing::error;
 
 use super::engine::Engine;
 use super::installed_leaf;
+use super::ports::JournalStore;
 use super::report::{HookReport, Outcome, PassReport};
 use crate::config::CertificateConfig;
 use crate::hooks::{self, HookContext, HookError};
 use crate::store::faults::{CrashPoint, crash_point};
-use crate::store::{self, Journal, JournalPhase, StateDir};
+use crate::store::{self, Journal, JournalPhase};
 
 /// Each hook that any of `certs` still needs after an install, with the index in
 /// `certs` and the hook context of every certificate that needs it.
 pub(super) fn pending_hooks(
-    state: &StateDir,
+    state: &dyn JournalStore,
     certs: &[CertificateConfig],
 ) -> BTreeMap<String, Vec<(usize, HookContext)>> {
     let mut wanted: BTreeMap<String, Vec<(usize, HookContext)>> = BTreeMap::new();
@@ -68,7 +69,7 @@ impl Engine {
     /// Runs each hook needed by any certificate once, then clears it from their journals.
     pub(super) async fn run_hooks(
         &self,
-        state: &StateDir,
+        state: &dyn JournalStore,
         certs: &[CertificateConfig],
         report: &mut PassReport,
     ) {
@@ -80,7 +81,7 @@ impl Engine {
                 error!(hook = %hook, certs = ?names, error = %e, "reload hook failed; it is retried on the next pass without renewing again");
             }
             for (i, _) in &users {
-                apply_hook_result(state, &certs[*i], &hook, &result, report);
+                apply_hook_result(state, &certs[*i], &hook, &result, report, self.clock.now());
             }
             report.hooks.push(HookReport {
                 hook: hook.clone(),
@@ -111,11 +112,12 @@ impl Engine {
 /// Records one hook's result in `cert`'s journal and report: done hooks leave
 /// the journal, and the last one brings an installed certificate to `Idle`.
 fn apply_hook_result(
-    state: &StateDir,
+    state: &dyn JournalStore,
     cert: &CertificateConfig,
     hook: &str,
     result: &Result<(), HookError>,
     report: &mut PassReport,
+    now: chrono::DateTime<chrono::Utc>,
 ) {
     let Ok(mut j) = state.load_journal(&cert.name) else {
         return;
@@ -125,7 +127,7 @@ fn apply_hook_result(
         j.reload_pending.retain(|h| h != hook);
         if j.reload_pending.is_empty() && j.phase == JournalPhase::Installed {
             j.phase = JournalPhase::Idle;
-            j.last_success = Some(chrono::Utc::now());
+            j.last_success = Some(now);
             j.last_error = None;
         }
     } else {

@@ -8,10 +8,11 @@ use tracing::{error, info, warn};
 
 use super::engine::Engine;
 use super::installed_leaf;
+use super::ports::JournalStore;
 use super::report::{Outcome, PassReport};
 use crate::config::CertificateConfig;
 use crate::pki;
-use crate::store::{self, StateDir};
+use crate::store;
 
 /// Each handshake's limit, how many, how far apart.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,7 +23,7 @@ impl Engine {
     /// the reload back on the journal so the next pass tries again.
     pub(super) async fn verify_served(
         &self,
-        state: &StateDir,
+        state: &dyn JournalStore,
         certs: &[CertificateConfig],
         report: &mut PassReport,
     ) {
@@ -57,7 +58,7 @@ impl Engine {
                 .map(|der| hex::encode_upper(sha2::Sha256::digest(der)));
             if let Ok(mut j) = state.load_journal(&cert.name) {
                 j.served_sha256 = served_sha;
-                j.served_checked_at = Some(chrono::Utc::now());
+                j.served_checked_at = Some(self.clock.now());
                 let _ = state.save_journal(&mut j);
             }
             match served {

@@ -7,6 +7,7 @@ use tracing::{error, info, warn};
 
 use super::engine::Engine;
 use super::plan::{Action, Plan};
+use super::ports::JournalStore;
 use super::report::{CertReport, Outcome};
 use super::validation::{self, Published};
 use super::{EngineError, installed_leaf, new_attempt_id};
@@ -14,9 +15,7 @@ use crate::cas::api::{CertificateOrder, CertificateState, CertificateStateRespon
 use crate::config::CertificateConfig;
 use crate::pki::{self, Chain, Expectations, Key, PkiError};
 use crate::store::faults::{CrashPoint, crash_point};
-use crate::store::{
-    self, CertificateFiles, FileSpec, Journal, JournalPhase, PaidCall, StateDir, StoreError,
-};
+use crate::store::{self, CertificateFiles, FileSpec, Journal, JournalPhase, PaidCall, StoreError};
 
 pub(super) enum Step {
     /// This certificate is finished for the pass.
@@ -38,7 +37,7 @@ pub(super) enum Followed {
 /// One certificate's work within a pass.
 pub(super) struct CertRun<'a> {
     pub(super) e: &'a Engine,
-    pub(super) state: &'a StateDir,
+    pub(super) state: &'a dyn JournalStore,
     pub(super) cert: &'a CertificateConfig,
     pub(super) journal: Journal,
     pub(super) report: &'a mut CertReport,
@@ -80,7 +79,7 @@ impl CertRun<'_> {
                     phase: JournalPhase::OrderCreated,
                     attempt: Some(new_attempt_id()),
                     new_order_id: Some(*order_id),
-                    requested_at: Some(Utc::now()),
+                    requested_at: Some(self.e.clock.now()),
                     unusable_orders: std::mem::take(&mut self.journal.unusable_orders),
                     reload_pending: std::mem::take(&mut self.journal.reload_pending),
                     adopted: true,
@@ -225,7 +224,9 @@ impl CertRun<'_> {
 
     /// When the renew call was journaled (or an adopted order taken up); now if unknown.
     pub(super) fn requested_at(&self) -> DateTime<Utc> {
-        self.journal.requested_at.unwrap_or_else(Utc::now)
+        self.journal
+            .requested_at
+            .unwrap_or_else(|| self.e.clock.now())
     }
 
     /// Polls DescribeCertificateState with backoff until the order is issued.
@@ -270,7 +271,7 @@ impl CertRun<'_> {
                 }
                 _ => {}
             }
-            let elapsed = (Utc::now() - started).to_std().unwrap_or_default();
+            let elapsed = (self.e.clock.now() - started).to_std().unwrap_or_default();
             if elapsed >= r.issuance_timeout && self.journal.adopted {
                 self.give_up_adopted(order, s.state).await?;
                 return Ok(Followed::Advanced);
@@ -315,7 +316,7 @@ impl CertRun<'_> {
         s: &CertificateStateResponse,
     ) -> Result<Published, EngineError> {
         let published = validation::publish(
-            &self.e.dns,
+            self.e.dns.as_ref(),
             &self.cert.validation,
             &self.cert.domain,
             order,
@@ -347,7 +348,7 @@ impl CertRun<'_> {
     /// After a timeout the order is followed again, so the operator, once told what
     /// to publish, is not told again.
     pub(super) async fn remove_published(&mut self) {
-        validation::unpublish(&self.e.dns, &self.published_from_journal()).await;
+        validation::unpublish(self.e.dns.as_ref(), &self.published_from_journal()).await;
         self.journal.dns_record = None;
         self.journal.validation_file = None;
     }
@@ -374,7 +375,7 @@ impl CertRun<'_> {
             &Expectations {
                 spki_sha256: &key.spki_sha256(),
                 domain: &self.cert.domain,
-                now: Utc::now().timestamp(),
+                now: self.e.clock.now().timestamp(),
                 installed_not_after: disk.as_ref().map(|d| d.not_after),
             },
         )
@@ -499,7 +500,7 @@ impl CertRun<'_> {
         self.journal.reload_pending = self.cert.reload.clone();
         if self.journal.reload_pending.is_empty() {
             self.journal.phase = JournalPhase::Idle;
-            self.journal.last_success = Some(Utc::now());
+            self.journal.last_success = Some(self.e.clock.now());
         }
         self.journal.last_error = None;
         self.save()?;

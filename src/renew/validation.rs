@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::ports::DnsApi;
 use crate::cas::api::CertificateStateResponse;
 use crate::cas::client::ApiError;
-use crate::cas::dns::Dns;
 use crate::config::{ValidationConfig, ValidationMethod};
 use crate::store::{self, FileSpec, StoreError};
 
@@ -251,7 +251,7 @@ fn file_target(webroot: &Path, uri: &str) -> Result<PathBuf, ValidationError> {
 /// otherwise tells the operator exactly what to create, unless `told` shows the
 /// same instruction was already given for this order.
 pub async fn publish(
-    dns: &Dns,
+    dns: &dyn DnsApi,
     config: &ValidationConfig,
     domain: &str,
     order_id: i64,
@@ -312,7 +312,7 @@ pub async fn publish(
 }
 
 async fn publish_dns(
-    dns: &Dns,
+    dns: &dyn DnsApi,
     order_id: i64,
     fqdn: &str,
     record_type: &str,
@@ -371,7 +371,7 @@ async fn publish_dns(
 }
 
 /// Removes a published record or file; failures are logged, not fatal.
-pub async fn unpublish(dns: &Dns, published: &Published) {
+pub async fn unpublish(dns: &dyn DnsApi, published: &Published) {
     match published {
         Published::Dns { record_id, .. } => {
             if let Err(e) = dns.delete_record(record_id).await {

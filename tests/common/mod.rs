@@ -1,12 +1,14 @@
 //! The one harness every integration test builds on: a simulator-backed
 //! environment with its configuration (`env`), the daemon as a child process with
-//! readiness and cleanup (`process`), and a scriptable fake RPC endpoint (`fake`).
+//! readiness and cleanup (`process`), a scriptable fake RPC endpoint (`fake`), and
+//! the in-process crash matrix of the engine tests (`crash`).
 
 // Cargo compiles this module into every test binary and each binary uses only
 // part of it; the rest would be dead-code (and unused re-export) warnings, which
 // clippy turns into errors.
 #![allow(dead_code, unused_imports)]
 
+pub mod crash;
 pub mod env;
 pub mod fake;
 pub mod process;
