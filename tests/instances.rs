@@ -133,6 +133,27 @@ async fn apply_certificate_faults_are_unclear_and_counted_only_when_acted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_instance_listing_waits_and_completes() {
+    let sim = start_sim(
+        KEY_ID,
+        SECRET,
+        &format!("{MIXED}rate_limits: {{ ListInstances: 1 }}\n"),
+    )
+    .await;
+    let all = cas(&sim)
+        .list_all_instances(&InstanceFilter::default(), 1)
+        .await
+        .expect("list despite throttling");
+    assert_eq!(all.len(), 3);
+    let state = sim.state();
+    assert!(
+        state["throttled"].as_u64() > Some(0),
+        "{}",
+        state["throttled"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn list_shows_orders_and_instances_with_kind_and_service_end() {
     let env = TestEnv::builder(MIXED)
         .api(", page_size: 2")

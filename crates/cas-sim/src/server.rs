@@ -75,8 +75,13 @@ impl Shared {
             .filter(|(k, _)| k.as_str() != "default")
             .map(|(k, v)| (k.clone(), *v))
             .collect();
-        // The documented per-user QPS limits (others default to 100).
-        for (action, qps) in [("ListUserCertificateOrder", 10), ("GetTaskAttribute", 10)] {
+        // The documented per-user QPS limits (others default to 100). ASSUMED:
+        // ListInstances, whose page gives no limit, is held like the other list.
+        for (action, qps) in [
+            ("ListUserCertificateOrder", 10),
+            ("GetTaskAttribute", 10),
+            ("ListInstances", 10),
+        ] {
             limits.entry(action.into()).or_insert(qps);
         }
         Shared {
