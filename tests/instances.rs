@@ -79,15 +79,18 @@ async fn client_pages_instances_and_follows_a_reissue_to_its_certificate() {
     let mut detail = None;
     for _ in 0..10 {
         let d = cas.get_instance_detail(SHOP).await.expect("detail").body;
-        if d.status != Some(InstanceStatus::Pending) {
+        if d.instance.status != Some(InstanceStatus::Pending) {
             detail = Some(d);
             break;
         }
     }
     let d = detail.expect("issued within 10 polls");
-    assert_ne!(d.certificate_id, shop.certificate_id, "a new certificate");
+    assert_ne!(
+        d.instance.certificate_id, shop.certificate_id,
+        "a new certificate"
+    );
     let cert = cas
-        .get_user_certificate_detail(d.certificate_id.expect("id"), false)
+        .get_user_certificate_detail(d.instance.certificate_id.expect("id"), false)
         .await
         .expect("certificate")
         .body;
@@ -128,8 +131,33 @@ async fn apply_certificate_faults_are_unclear_and_counted_only_when_acted() {
     cas.apply_certificate(SHOP).await.expect("apply");
     // An idempotent read retried through a 500.
     let d = cas.get_instance_detail(SHOP).await.expect("detail retried");
-    assert_eq!(d.body.status, Some(InstanceStatus::Pending));
+    assert_eq!(d.body.instance.status, Some(InstanceStatus::Pending));
     assert_eq!(sim.state()["v2"]["apply_certificate_calls"][SHOP], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_strings_in_instance_answers_are_absent() {
+    let sim = start_sim(
+        KEY_ID,
+        SECRET,
+        &format!("{MIXED}responses: {{ empty_strings: true }}\n"),
+    )
+    .await;
+    let cas = cas(&sim);
+    let all = cas
+        .list_all_instances(&InstanceFilter::default(), 100)
+        .await
+        .expect("\"\" parses as absent");
+    let new = all
+        .iter()
+        .find(|i| i.domain.as_deref() == Some("new.example.com"))
+        .expect("new");
+    assert_eq!(new.status, Some(InstanceStatus::Inactive));
+    assert!(new.certificate_id.is_none() && new.certificate_not_after.is_none());
+    assert!(new.certificate_status.is_none() && new.pending_result.is_none());
+    let id = new.instance_id.as_deref().expect("id");
+    let d = cas.get_instance_detail(id).await.expect("detail").body;
+    assert!(d.csr.is_none() && d.instance.certificate_id.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]

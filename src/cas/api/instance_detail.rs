@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::de::{de_int_list, de_list, de_opt, de_opt_i64, de_opt_string};
-use super::instance::{CertificateStatus, InstanceStatus};
+use super::instance::Instance;
 use super::{Cas, param};
 use crate::cas::client::{ApiError, Idempotence, Response};
 
@@ -56,37 +56,21 @@ pub struct InstanceTag {
     pub tag_value: Option<String>,
 }
 
-/// GetInstanceDetail's answer (every field of the SDK model).
+/// GetInstanceDetail's answer (every field of the SDK model). The fields it shares
+/// with a ListInstances entry are in `instance` (whose `certificate_domain` and
+/// `using_product_list`, ListInstances-only, stay empty here).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct InstanceDetail {
     pub request_id: String,
-    #[serde(deserialize_with = "de_opt")]
-    pub auto_reissue: Option<String>,
+    #[serde(flatten)]
+    pub instance: Instance,
     /// 1 when this edition includes managed re-issue.
     #[serde(deserialize_with = "de_opt_i64")]
     pub auto_reissue_flag: Option<i64>,
     /// Seconds, a string in the SDK model (a number accepted).
     #[serde(deserialize_with = "de_opt_string")]
     pub average_waiting_time: Option<String>,
-    #[serde(deserialize_with = "de_opt")]
-    pub brand: Option<String>,
-    #[serde(deserialize_with = "de_opt")]
-    pub cert_identifier: Option<String>,
-    #[serde(deserialize_with = "de_opt_i64")]
-    pub certificate_id: Option<i64>,
-    #[serde(deserialize_with = "de_opt")]
-    pub certificate_name: Option<String>,
-    #[serde(deserialize_with = "de_opt_i64")]
-    pub certificate_not_after: Option<i64>,
-    #[serde(deserialize_with = "de_opt_i64")]
-    pub certificate_not_before: Option<i64>,
-    #[serde(deserialize_with = "de_opt_i64")]
-    pub certificate_revoke_time: Option<i64>,
-    #[serde(deserialize_with = "de_opt")]
-    pub certificate_status: Option<CertificateStatus>,
-    #[serde(deserialize_with = "de_opt")]
-    pub certificate_type: Option<String>,
     #[serde(deserialize_with = "de_opt")]
     pub city: Option<String>,
     #[serde(deserialize_with = "de_opt_i64")]
@@ -104,45 +88,19 @@ pub struct InstanceDetail {
     pub deployment_use_count: Option<i64>,
     #[serde(deserialize_with = "de_list")]
     pub ding_group_list: Vec<DingGroup>,
-    #[serde(deserialize_with = "de_opt")]
-    pub domain: Option<String>,
     #[serde(deserialize_with = "de_list")]
     pub domain_validation_list: Vec<DomainValidation>,
-    #[serde(deserialize_with = "de_opt_i64")]
-    pub full_domain_count: Option<i64>,
     /// `online` (CAS makes the key) or `upload` (our CSR).
     #[serde(deserialize_with = "de_opt")]
     pub generate_csr_method: Option<String>,
     #[serde(deserialize_with = "de_opt_i64")]
-    pub instance_end_time: Option<i64>,
-    #[serde(deserialize_with = "de_opt")]
-    pub instance_id: Option<String>,
-    #[serde(deserialize_with = "de_opt_i64")]
-    pub instance_start_time: Option<i64>,
-    #[serde(deserialize_with = "de_opt")]
-    pub instance_type: Option<String>,
-    #[serde(deserialize_with = "de_opt")]
-    pub key_algorithm: Option<String>,
-    #[serde(deserialize_with = "de_opt_i64")]
     pub monitor_expand_flag: Option<i64>,
     #[serde(deserialize_with = "de_opt_i64")]
     pub monitor_use_count: Option<i64>,
-    #[serde(deserialize_with = "de_opt_i64")]
-    pub order_end_time: Option<i64>,
     #[serde(deserialize_with = "de_opt")]
     pub order_progress: Option<String>,
-    #[serde(deserialize_with = "de_opt_i64")]
-    pub order_start_time: Option<i64>,
-    #[serde(deserialize_with = "de_opt")]
-    pub pending_result: Option<String>,
     #[serde(deserialize_with = "de_opt")]
     pub province: Option<String>,
-    #[serde(deserialize_with = "de_opt")]
-    pub resource_group_id: Option<String>,
-    #[serde(deserialize_with = "de_opt")]
-    pub spec: Option<String>,
-    #[serde(deserialize_with = "de_opt")]
-    pub status: Option<InstanceStatus>,
     #[serde(deserialize_with = "de_list")]
     pub tags: Vec<InstanceTag>,
     #[serde(deserialize_with = "de_opt_i64")]
@@ -155,10 +113,6 @@ pub struct InstanceDetail {
     /// `DNS` or `HTTP`.
     #[serde(deserialize_with = "de_opt")]
     pub validation_method: Option<String>,
-    #[serde(deserialize_with = "de_opt")]
-    pub version_type: Option<String>,
-    #[serde(deserialize_with = "de_opt_i64")]
-    pub wildcard_domain_count: Option<i64>,
 }
 
 /// GetTaskAttribute's `TaskStatus`.
@@ -228,6 +182,7 @@ impl Cas {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cas::api::InstanceStatus;
 
     #[test]
     fn pending_detail_with_validation_parses() {
@@ -242,9 +197,9 @@ mod tests {
                   "ValidationType":"TXT","ValidationKey":"_dnsauth.www","ValidationValue":"2026abc","Cname":""}]}"#,
         )
         .expect("parses");
-        assert_eq!(d.status, Some(InstanceStatus::Pending));
-        assert_eq!(d.certificate_id, Some(77));
-        assert_eq!(d.certificate_not_after, Some(1_781_675_381));
+        assert_eq!(d.instance.status, Some(InstanceStatus::Pending));
+        assert_eq!(d.instance.certificate_id, Some(77));
+        assert_eq!(d.instance.certificate_not_after, Some(1_781_675_381));
         assert_eq!(d.average_waiting_time.as_deref(), Some("3600"));
         assert_eq!(d.contact_id_list, vec![1, 2]);
         assert_eq!(d.tags[0].tag_value, None);
@@ -261,8 +216,8 @@ mod tests {
                 "CertificateNotAfter":"","DomainValidationList":"","ContactIdList":"","Tags":""}"#,
         )
         .expect("parses");
-        assert!(d.status.is_none() && d.certificate_status.is_none());
-        assert!(d.certificate_id.is_none() && d.csr.is_none());
+        assert!(d.instance.status.is_none() && d.instance.certificate_status.is_none());
+        assert!(d.instance.certificate_id.is_none() && d.csr.is_none());
         assert!(d.domain_validation_list.is_empty() && d.contact_id_list.is_empty());
     }
 

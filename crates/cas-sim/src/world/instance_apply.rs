@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::instances::{InstanceCert, Review, Task, WILL_EXPIRE_MS};
+use super::instances::{Instance, InstanceCert, Review, Task, WILL_EXPIRE_MS};
 use super::issuance::twist_of;
 use super::packages::csr_common_name;
 use super::{
@@ -44,16 +44,26 @@ fn one_of<'a>(
 }
 
 impl World {
-    /// Refuses a change to an instance that is pending, over, refunded or closed.
-    fn changeable(&self, id: &str, now: i64) -> Result<(), SimError> {
-        let status = self.instances.map[id].status(now);
+    fn instance_mut(&mut self, id: &str) -> Result<&mut Instance, SimError> {
+        self.instances
+            .map
+            .get_mut(id)
+            .ok_or_else(|| SimError::missing("InstanceId"))
+    }
+
+    /// The instance `InstanceId` names, unless it is pending, over, refunded or
+    /// closed (then no change is allowed).
+    fn changeable(&self, p: &HashMap<String, String>) -> Result<String, SimError> {
+        let id = self.instance_id_param(p)?;
+        let id = id.as_str();
+        let status = self.instances.map[id].status(self.now_ms());
         match status {
             "pending" => Err(invalid_status(id, "has an application under review")),
             "expired" | "refund" | "closed" => Err(invalid_status(
                 id,
                 &format!("is {status}; buy a renewal of the instance"),
             )),
-            _ => Ok(()),
+            _ => Ok(id.to_owned()),
         }
     }
 
@@ -63,9 +73,7 @@ impl World {
         &mut self,
         p: &HashMap<String, String>,
     ) -> Result<Value, SimError> {
-        let id = self.instance_id_param(p)?;
-        let now = self.now_ms();
-        self.changeable(&id, now)?;
+        let id = self.changeable(p)?;
         let domain = self.instances.map[&id].domain.clone();
         // ASSUMED: a re-issue keeps the bound domain; another one is refused.
         if let Some(d) = param(p, "Domain")
@@ -95,11 +103,7 @@ impl World {
         let key = one_of(p, "KeyAlgorithm", &KEY_ALGORITHMS)?;
         let auto = one_of(p, "AutoReissue", &["enable", "disable"])?;
         int_param(p, "CompanyId")?;
-        let i = self
-            .instances
-            .map
-            .get_mut(&id)
-            .ok_or_else(|| SimError::missing("InstanceId"))?;
+        let i = self.instance_mut(&id)?;
         i.app.method = method.to_owned();
         i.app.csr = csr;
         if let Some(v) = validation {
@@ -120,19 +124,15 @@ impl World {
         &mut self,
         p: &HashMap<String, String>,
     ) -> Result<Value, SimError> {
-        let id = self.instance_id_param(p)?;
-        let now = self.now_ms();
-        self.changeable(&id, now)?;
-        let i = self
-            .instances
-            .map
-            .get_mut(&id)
-            .ok_or_else(|| SimError::missing("InstanceId"))?;
+        let id = self.changeable(p)?;
+        let i = self.instance_mut(&id)?;
         if i.app.method == "upload" && i.app.csr.is_none() {
             return Err(invalid_status(&id, "has no CSR; call UpdateInstance first"));
         }
+        let issue = i.issue;
         *self.instances.apply_calls.entry(id.clone()).or_default() += 1;
-        let failure = (i.issue == IssueOutcome::VerifyFail)
+        let i = self.instance_mut(&id)?;
+        let failure = (issue == IssueOutcome::VerifyFail)
             .then(|| "The CA refused the application (simulated).".to_owned());
         i.pending_result = failure.clone();
         if failure.is_none() {
@@ -188,7 +188,7 @@ impl World {
     }
 
     /// `DomainValidationList` while an application waits for validation.
-    pub(super) fn validation_list(&self, i: &super::instances::Instance) -> Vec<Value> {
+    pub(super) fn validation_list(&self, i: &Instance) -> Vec<Value> {
         let Some(r) = i.review.as_ref().filter(|r| !r.validated) else {
             return Vec::new();
         };
@@ -265,11 +265,7 @@ impl World {
         let cert_id = self.next_cert_id;
         self.next_cert_id += 1;
         self.instances.by_cert.insert(cert_id, id.to_owned());
-        let i = self
-            .instances
-            .map
-            .get_mut(id)
-            .ok_or_else(|| SimError::missing("InstanceId"))?;
+        let i = self.instance_mut(id)?;
         i.certs.push(InstanceCert {
             cert_id,
             start_ms: now,

@@ -310,3 +310,38 @@ fn a_refused_application_is_a_failed_task() {
     assert_eq!(d["Status"], "normal");
     assert!(d["PendingResult"].as_str().is_some());
 }
+
+#[test]
+fn http_validation_reads_the_file_under_the_webroot() {
+    // No tempfile crate here: a directory of this process, removed at the end.
+    let root = std::env::temp_dir().join(format!("cas-sim-http-{}", std::process::id()));
+    let mut w = world_with(
+        &format!("validation: file, webroot: {}", root.display()),
+        ONE,
+    );
+    let c = csr("shop.example.com");
+    ok(
+        &mut w,
+        "UpdateInstance",
+        &[
+            ("InstanceId", ID),
+            ("GenerateCsrMethod", "upload"),
+            ("Csr", &c),
+            ("ValidationMethod", "HTTP"),
+        ],
+    );
+    ok(&mut w, "ApplyCertificate", &[("InstanceId", ID)]);
+    let d = poll_once(&mut w);
+    let v = &d["DomainValidationList"][0];
+    assert_eq!(
+        (v["ValidationType"].as_str(), v["ValidationKey"].as_str()),
+        (Some("HTTP"), Some(super::FILE_VALIDATION_URI))
+    );
+    assert_eq!(poll_once(&mut w)["Status"], "pending", "no file yet");
+    let file = root.join(super::FILE_VALIDATION_URI.trim_start_matches('/'));
+    std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&file, v["ValidationValue"].as_str().expect("token")).expect("write");
+    let issued = poll_until_issued(&mut w);
+    let _ = std::fs::remove_dir_all(&root);
+    assert_eq!(issued["CertificateStatus"], "issued");
+}
