@@ -504,6 +504,28 @@ mod tests {
     }
 
     #[test]
+    fn instances_parse_with_every_key() {
+        let s = Scenario::parse(
+            "access_key: { id: a, secret: b }\ninstances:\n  - { domain: cdn.example.com, service_period: 730d, service_used: 30d, certificate_expires_in: 20d, certificate_validity: 90d, auto_reissue: true, key_algorithm: ECC_256, status: closed, issue: verify_fail }\nv2: { cert_within_service: false, task_processing_polls: 3, polls_before_issued: 0 }\n",
+            Path::new("s.yaml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let i = &s.instances[0];
+        assert_eq!(i.service_period.0, Duration::from_secs(730 * 86_400));
+        assert_eq!(
+            (i.status, i.issue),
+            (Some(PinnedStatus::Closed), IssueOutcome::VerifyFail)
+        );
+        assert!(i.auto_reissue && !s.v2.cert_within_service);
+        assert_eq!(
+            (s.v2.task_processing_polls, s.v2.polls_before_issued),
+            (3, Some(0))
+        );
+        let d = Scenario::demo();
+        assert!(d.instances.is_empty() && d.v2.cert_within_service);
+    }
+
+    #[test]
     fn bad_scenarios_are_refused() {
         let p = Path::new("s.yaml");
         let key = "access_key: { id: a, secret: b }\n";
