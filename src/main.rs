@@ -15,8 +15,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use cas_renewd::cas::api::{OrderFilter, OrderStatus, OrderType};
+use cas_renewd::cas::api::{InstanceFilter, OrderFilter, OrderStatus, OrderType};
 use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
+use cas_renewd::cas::inventory::Inventory;
 use cas_renewd::config::{self, Config, LogFormat};
 use cas_renewd::renew::{Engine, PassOptions};
 #[cfg(feature = "sim")]
@@ -45,12 +46,13 @@ enum Command {
     Run,
     /// Validate the configuration: exit 0 when valid, 2 when not.
     CheckConfig,
-    /// List the orders (or certificates) in the account.
+    /// List the orders (or certificates) and the V2.0 instances in the account.
     List {
         /// Only entries with this status (PAYED, ISSUED, WILLEXPIRED, EXPIRED, ...).
         #[arg(long, value_parser = parse_status)]
         status: Option<OrderStatus>,
-        /// What to list: orders (cpack, buy) or certificates (cert, upload).
+        /// What to list: orders (cpack, the default, also lists the V2.0 instances;
+        /// buy), certificates (cert, upload), or V2.0 instances only (instance).
         #[arg(long = "type", value_enum, default_value_t = ListType::Cpack)]
         order_type: ListType,
         /// Only entries whose domain or id matches this keyword.
@@ -125,15 +127,19 @@ enum ListType {
     Buy,
     Cert,
     Upload,
+    /// SSL Certificate Management V2.0 instances only.
+    Instance,
 }
 
-impl From<ListType> for OrderType {
-    fn from(t: ListType) -> Self {
-        match t {
-            ListType::Cpack => OrderType::Cpack,
-            ListType::Buy => OrderType::Buy,
-            ListType::Cert => OrderType::Cert,
-            ListType::Upload => OrderType::Upload,
+impl ListType {
+    /// The ListUserCertificateOrder type, when this lists V1 entries.
+    fn order_type(self) -> Option<OrderType> {
+        match self {
+            ListType::Cpack => Some(OrderType::Cpack),
+            ListType::Buy => Some(OrderType::Buy),
+            ListType::Cert => Some(OrderType::Cert),
+            ListType::Upload => Some(OrderType::Upload),
+            ListType::Instance => None,
         }
     }
 }
@@ -334,19 +340,32 @@ fn list(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let (cfg, rt) = configured(path)?;
-    let filter = OrderFilter {
-        keyword,
+    if status.is_some() && matches!(order_type, ListType::Instance) {
+        anyhow::bail!(
+            "--status takes the statuses of V1 orders; V2.0 instances have their own (see the STATUS column without --status)"
+        );
+    }
+    let orders = order_type.order_type().map(|t| OrderFilter {
+        keyword: keyword.clone(),
         status,
-        order_type: Some(order_type.into()),
+        order_type: Some(t),
         resource_group_id: None,
-    };
-    let orders = rt.block_on(async {
+    });
+    // Instance statuses are not the V1 names, so a --status filter lists orders only.
+    let instances = (matches!(order_type, ListType::Cpack | ListType::Instance)
+        && status.is_none())
+    .then(|| InstanceFilter {
+        keyword,
+        ..Default::default()
+    });
+    let inventory = rt.block_on(async {
         let limiter = Arc::new(cfg.api.limiter());
         let cas =
             cas_renewd::cas::cas_client(&cfg.api, Arc::new(credentials(&cfg)?), limiter, None)?;
-        anyhow::Ok(cas.list_all_orders(filter, cfg.api.page_size).await?)
+        let inv = Inventory::fetch(&cas, orders, instances.as_ref(), cfg.api.page_size).await?;
+        anyhow::Ok(inv)
     })?;
-    let rows = cas_renewd::listing::rows(&orders, chrono::Utc::now());
+    let rows = cas_renewd::listing::inventory_rows(&inventory, chrono::Utc::now());
     print_rows(&rows, json, cas_renewd::listing::table)
 }
 

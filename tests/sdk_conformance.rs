@@ -1,6 +1,6 @@
 //! Conformance with Alibaba's own SDK: the official Python packages drive the
 //! simulator (paging, describe, renew with a CSR, DNS records, both signature
-//! versions, a wrong secret), and python-cryptography loads every certificate and
+//! versions, a wrong secret, the V2.0 instance operations), and python-cryptography loads every certificate and
 //! key it hands out. Needs the virtual environment `scripts/test.sh`
 //! builds; skipped with a reason otherwise unless CAS_RENEWD_E2E=1.
 
@@ -109,4 +109,41 @@ async fn official_python_sdk_talks_to_the_simulator() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(sim.state()["packages"]["applications"]["100002"], 1);
+
+    // SSL Certificate Management V2.0 instances: every new operation, with DNS
+    // validation from DomainValidationList.
+    let sim = start_sim(
+        "sdk-key-id",
+        "sdk-key-secret",
+        "instances:\n  - { domain: www.example.com, service_period: 730d, certificate_expires_in: 20d }\n  - { domain: new.example.com, service_period: 365d }\nissuance: { validation: dns, polls_before_issued: 1 }\n",
+    )
+    .await;
+    let python = sdk_python().expect("checked above");
+    let out = conformance(python, sim.addr().to_string(), &csr_file, &["instances"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "SDK instances run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = sim.state();
+    assert_eq!(
+        state["v2"]["apply_certificate_calls"]["cas-ivauto-000001"], 1,
+        "one ApplyCertificate took effect: {}",
+        state["v2"]
+    );
+    for action in [
+        "ListInstances",
+        "GetInstanceDetail",
+        "UpdateInstance",
+        "ApplyCertificate",
+        "GetTaskAttribute",
+        "GetUserCertificateDetail",
+    ] {
+        assert!(
+            state["calls"][action].as_u64() > Some(0),
+            "{action} was called"
+        );
+    }
 }

@@ -166,6 +166,84 @@ pub struct UpdateInstanceParams {
     pub validation_method: Option<String>,
 }
 
+/// Every request field of UpdateInstance (the official SDK model), for a V2.0
+/// instance's application. Unset fields are not sent, so CAS keeps what it has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceApplication {
+    pub instance_id: String,
+    /// `enable` or `disable` CAS's managed re-issue.
+    pub auto_reissue: Option<String>,
+    pub certificate_name: Option<String>,
+    pub city: Option<String>,
+    /// Needed by OV and EV certificates.
+    pub company_id: Option<i64>,
+    pub contact_id_list: Vec<i64>,
+    pub country_code: Option<String>,
+    /// Our CSR; sets `GenerateCsrMethod: upload` unless that is given.
+    pub csr: Option<String>,
+    /// Comma-separated; with a Csr, CAS uses the Csr's CN.
+    pub domain: Option<String>,
+    /// `online` (CAS makes the key) or `upload`.
+    pub generate_csr_method: Option<String>,
+    /// `RSA_2048`, `RSA_3072`, `RSA_4096`, `ECC_256` or `SM2`.
+    pub key_algorithm: Option<String>,
+    pub province: Option<String>,
+    pub resource_group_id: Option<String>,
+    pub tags: Vec<Tag>,
+    /// `DNS` or `HTTP`.
+    pub validation_method: Option<String>,
+}
+
+impl From<&UpdateInstanceParams> for InstanceApplication {
+    fn from(u: &UpdateInstanceParams) -> Self {
+        InstanceApplication {
+            instance_id: u.instance_id.clone(),
+            csr: u.csr.clone(),
+            domain: u.domain.clone(),
+            validation_method: u.validation_method.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+impl InstanceApplication {
+    /// The query parameters, flattened as the SDK does (`ContactIdList.1`,
+    /// `Tags.1.TagKey`).
+    fn params(&self) -> Vec<(String, String)> {
+        let mut p = vec![param("InstanceId", &self.instance_id)];
+        let method = self
+            .generate_csr_method
+            .as_deref()
+            .or(self.csr.as_ref().map(|_| "upload"));
+        push_opt(&mut p, "AutoReissue", self.auto_reissue.as_deref());
+        push_opt(&mut p, "CertificateName", self.certificate_name.as_deref());
+        push_opt(&mut p, "City", self.city.as_deref());
+        if let Some(c) = self.company_id {
+            p.push(param("CompanyId", c));
+        }
+        for (i, id) in self.contact_id_list.iter().enumerate() {
+            p.push(param(&format!("ContactIdList.{}", i + 1), id));
+        }
+        push_opt(&mut p, "CountryCode", self.country_code.as_deref());
+        push_opt(&mut p, "Csr", self.csr.as_deref());
+        push_opt(&mut p, "Domain", self.domain.as_deref());
+        push_opt(&mut p, "GenerateCsrMethod", method);
+        push_opt(&mut p, "KeyAlgorithm", self.key_algorithm.as_deref());
+        push_opt(&mut p, "Province", self.province.as_deref());
+        push_opt(&mut p, "ResourceGroupId", self.resource_group_id.as_deref());
+        for (i, t) in self.tags.iter().enumerate() {
+            p.push(param(&format!("Tags.{}.TagKey", i + 1), &t.key));
+            p.push(param(&format!("Tags.{}.TagValue", i + 1), &t.value));
+        }
+        push_opt(
+            &mut p,
+            "ValidationMethod",
+            self.validation_method.as_deref(),
+        );
+        p
+    }
+}
+
 /// An answer that carries only `RequestId` (UpdateInstance, ApplyCertificate).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -227,15 +305,17 @@ impl Cas {
         &self,
         u: &UpdateInstanceParams,
     ) -> Result<Response<Acknowledged>, ApiError> {
-        let mut p = vec![param("InstanceId", &u.instance_id)];
-        if u.csr.is_some() {
-            p.push(param("GenerateCsrMethod", "upload"));
-        }
-        push_opt(&mut p, "Csr", u.csr.as_deref());
-        push_opt(&mut p, "Domain", u.domain.as_deref());
-        push_opt(&mut p, "ValidationMethod", u.validation_method.as_deref());
+        self.update_instance_with(&InstanceApplication::from(u))
+            .await
+    }
+
+    /// UpdateInstance with any of its request fields (see [`InstanceApplication`]).
+    pub async fn update_instance_with(
+        &self,
+        a: &InstanceApplication,
+    ) -> Result<Response<Acknowledged>, ApiError> {
         self.client()
-            .call("UpdateInstance", &p, Idempotence::Idempotent)
+            .call("UpdateInstance", &a.params(), Idempotence::Idempotent)
             .await
     }
 
@@ -307,6 +387,45 @@ mod tests {
         };
         assert_eq!(not_renewable(&uploaded), Some(NotRenewable::Uploaded));
         assert!(!is_free_product("freeform-dv-1-starter"));
+    }
+
+    #[test]
+    fn update_instance_sends_every_set_field_as_the_sdk_does() {
+        let a = InstanceApplication {
+            instance_id: "cas-ivauto-1".into(),
+            csr: Some("CSR".into()),
+            domain: Some("www.example.com".into()),
+            key_algorithm: Some("ECC_256".into()),
+            contact_id_list: vec![7, 8],
+            tags: vec![Tag {
+                key: "managed-by".into(),
+                value: "cas-renewd".into(),
+            }],
+            city: Some(String::new()),
+            ..Default::default()
+        };
+        let p = a.params();
+        let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(
+            get("GenerateCsrMethod"),
+            Some("upload"),
+            "a Csr is uploaded"
+        );
+        assert_eq!(get("ContactIdList.2"), Some("8"));
+        assert_eq!(get("Tags.1.TagKey"), Some("managed-by"));
+        assert_eq!(get("KeyAlgorithm"), Some("ECC_256"));
+        assert_eq!(get("City"), None, "an empty value is not sent");
+        let old = UpdateInstanceParams {
+            instance_id: "i".into(),
+            validation_method: Some("DNS".into()),
+            ..Default::default()
+        };
+        let p = InstanceApplication::from(&old).params();
+        assert_eq!(
+            p,
+            vec![param("InstanceId", "i"), param("ValidationMethod", "DNS")],
+            "without a Csr, CAS's default method stays"
+        );
     }
 
     #[test]

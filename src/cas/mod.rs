@@ -5,6 +5,7 @@ pub mod api_apply;
 pub mod client;
 pub mod credentials;
 pub mod dns;
+pub mod inventory;
 // Its own crate so the simulator (crates/cas-sim) verifies with the same code without
 // depending on this one.
 pub use cas_sign as sign;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use crate::cas::api::CertificateOrder;
+use crate::cas::inventory::Inventory;
 use crate::config::{CertificateConfig, Config, DiscoverConfig, OutputConfig};
 use crate::domain::{Domain, Escaped};
 
@@ -73,6 +74,16 @@ pub struct Targets {
 /// name or directory another certificate already uses is blocked, never
 /// silently dropped or allowed to share a journal or directory.
 pub fn targets(cfg: &Config, orders: &[CertificateOrder]) -> Targets {
+    targets_from(cfg, orders.iter().filter_map(CertificateOrder::domain_name))
+}
+
+/// As [`targets`], over the V1 orders and the V2.0 instances of `inv`: a domain
+/// found in either becomes one certificate (a domain in both is one candidate).
+pub fn inventory_targets(cfg: &Config, inv: &Inventory) -> Targets {
+    targets_from(cfg, inv.domains())
+}
+
+fn targets_from<'a>(cfg: &Config, domains: impl Iterator<Item = &'a str>) -> Targets {
     let mut out = Targets {
         certs: cfg.certificates.clone(),
         blocked: vec![],
@@ -81,7 +92,7 @@ pub fn targets(cfg: &Config, orders: &[CertificateOrder]) -> Targets {
         return out;
     };
     let configured = &cfg.certificates;
-    let candidates: Vec<Candidate> = matching_domains(orders, &d.keyword)
+    let candidates: Vec<Candidate> = matching_domains(domains, &d.keyword)
         .into_iter()
         .filter(|dom| !configured.iter().any(|c| c.domain == dom.as_str()))
         .map(|dom| {
@@ -155,13 +166,13 @@ pub fn installed_discovered(cfg: &Config) -> Vec<CertificateConfig> {
 /// A discovered domain with its certificate name and directory name.
 type Candidate = (Domain, String, String);
 
-/// The valid domains of `orders` that contain `keyword` (ASCII case-insensitive);
-/// each invalid one is logged (escaped) and left out.
-fn matching_domains(orders: &[CertificateOrder], keyword: &str) -> BTreeSet<Domain> {
+/// The valid `domains` that contain `keyword` (ASCII case-insensitive); each
+/// invalid one is logged (escaped) and left out.
+fn matching_domains<'a>(domains: impl Iterator<Item = &'a str>, keyword: &str) -> BTreeSet<Domain> {
     let kw = keyword.to_ascii_lowercase();
     let mut found = BTreeSet::new();
     let mut invalid = BTreeMap::new();
-    for raw in orders.iter().filter_map(CertificateOrder::domain_name) {
+    for raw in domains {
         if !raw.to_ascii_lowercase().contains(&kw) {
             continue;
         }
@@ -367,6 +378,45 @@ mod tests {
             ]
         );
         assert_eq!(t.certs[0].domain, "www.example.com");
+    }
+
+    #[test]
+    fn discover_covers_instances_beside_orders() {
+        use crate::cas::api::Instance;
+        let inv = Inventory {
+            orders: orders(&["www.example.com", "shop.example.com"]),
+            instances: vec![
+                Instance {
+                    domain: Some("shop.example.com".into()),
+                    ..Default::default()
+                },
+                Instance {
+                    domain: Some("v2.example.com".into()),
+                    ..Default::default()
+                },
+                Instance {
+                    certificate_domain: Some("later.example.com,x.example.com".into()),
+                    ..Default::default()
+                },
+                Instance::default(),
+            ],
+        };
+        let t = inventory_targets(&config(""), &inv);
+        assert_eq!(
+            names(&t),
+            (
+                vec![
+                    "later_example_com",
+                    "shop_example_com",
+                    "v2_example_com",
+                    "www_example_com"
+                ],
+                vec![]
+            ),
+            "a domain in both kinds is one certificate"
+        );
+        let only_orders = targets(&config(""), &inv.orders);
+        assert_eq!(only_orders.certs.len(), 2);
     }
 
     #[test]

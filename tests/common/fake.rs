@@ -254,9 +254,16 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
     resp.body(Body::from(reply.body)).expect("response")
 }
 
-/// A ListUserCertificateOrder fallback serving `n` orders by page.
+/// A ListUserCertificateOrder fallback serving `n` orders by page (and an
+/// account without V2.0 instances: ListInstances answers an empty list).
 pub fn orders_fallback(n: usize) -> impl Fn(&Received) -> Reply + Send + Sync {
     move |r: &Received| {
+        if r.action == "ListInstances" {
+            return Reply::json(
+                200,
+                r#"{"RequestId":"INSTANCES-1","TotalCount":0,"CurrentPage":1,"ShowSize":50,"InstanceList":[]}"#,
+            );
+        }
         if r.action != "ListUserCertificateOrder" {
             return Reply::error(404, "InvalidAction.NotFound", "Specified api is not found");
         }

@@ -23,7 +23,8 @@ from alibabacloud_alidns20150109.client import Client as DnsClient
 from alibabacloud_alidns20150109 import models as dns
 
 endpoint, key_id, secret, csr_file = sys.argv[1:5]
-# "pending": the simulator leaves renewals pending application (a second run).
+# "pending": the simulator leaves renewals pending application (a second run);
+# "instances": V2.0 instances (a third).
 mode = sys.argv[5] if len(sys.argv) > 5 else "main"
 csr = open(csr_file).read()
 checks = 0
@@ -94,8 +95,68 @@ def pending_application_run():
     sys.exit(0)
 
 
+def instances_run():
+    """SSL Certificate Management V2.0: every instance operation through the SDK."""
+    client = CasClient(config(secret))
+    seen, page = [], 1
+    while True:
+        body = client.list_instances(cas.ListInstancesRequest(current_page=page, show_size=1)).body
+        check(isinstance(body.total_count, int) and isinstance(body.request_id, str), f"ListInstances page {page} parses")
+        seen.extend(body.instance_list)
+        if len(seen) >= body.total_count or not body.instance_list:
+            break
+        page += 1
+    check(len(seen) == 2 and page == 2, f"ListInstances paging walked {page} pages for {len(seen)} instances")
+    check(isinstance(body.enable_reissue_count, int) and isinstance(body.disable_reissue_count, int), "ListInstances counts managed re-issue")
+    www = next(i for i in seen if i.domain == "www.example.com")
+    check(www.status == "normal" and www.certificate_status == "willExpire", f"instance {www.instance_id}: {www.status} / {www.certificate_status}")
+    check(isinstance(www.instance_end_time, int) and www.instance_end_time < 10**11, "InstanceEndTime is seconds")
+    check(isinstance(www.certificate_not_after, int) and www.certificate_not_after < 10**11, "CertificateNotAfter is seconds")
+    inactive = next(i for i in seen if i.domain != "www.example.com")
+    check(inactive.status == "inactive" and inactive.certificate_id is None, f"an instance without a certificate is {inactive.status}")
+    filtered = client.list_instances(cas.ListInstancesRequest(status="normal", keyword="www", show_size=100)).body
+    check(filtered.total_count == 1, "ListInstances Status and Keyword filters")
+    d = client.get_instance_detail(cas.GetInstanceDetailRequest(instance_id=www.instance_id)).body
+    check(d.instance_id == www.instance_id and d.certificate_id == www.certificate_id and d.domain_validation_list == [], "GetInstanceDetail parses")
+    u = client.update_instance(cas.UpdateInstanceRequest(
+        instance_id=www.instance_id, csr=csr, generate_csr_method="upload", domain="www.example.com",
+        validation_method="DNS", key_algorithm="ECC_256", contact_id_list=[1],
+        tags=[cas.UpdateInstanceRequestTags(tag_key="managed-by", tag_value="cas-renewd")],
+    ))
+    check(isinstance(u.body.request_id, str) and u.body.request_id, "UpdateInstance answers a RequestId")
+    a = client.apply_certificate(cas.ApplyCertificateRequest(instance_id=www.instance_id))
+    check(isinstance(a.body.request_id, str) and a.body.request_id, "ApplyCertificate answers a RequestId")
+    try:
+        client.apply_certificate(cas.ApplyCertificateRequest(instance_id=www.instance_id))
+        check(False, "a second ApplyCertificate under review is refused")
+    except Exception as e:  # the SDK raises its ClientException with .code
+        check(getattr(e, "code", None), f"a second ApplyCertificate under review is refused ({getattr(e, 'code', None)})")
+    tasks = [client.get_task_attribute(cas.GetTaskAttributeRequest(task_id=www.instance_id, task_type="ApplyCertificate")).body.task_status for _ in range(2)]
+    check(tasks == ["processing", "success"], f"GetTaskAttribute goes {tasks}")
+    d = client.get_instance_detail(cas.GetInstanceDetailRequest(instance_id=www.instance_id)).body
+    check(d.status == "pending" and d.generate_csr_method == "upload" and d.csr, f"the application is {d.status} with our CSR")
+    v = d.domain_validation_list[0]
+    check(v.validation_type == "TXT" and v.root_domain == "example.com" and v.validation_value, f"DomainValidationList asks for {v.validation_type} {v.validation_key}")
+    dns_client = DnsClient(config(secret))
+    dns_client.add_domain_record(dns.AddDomainRecordRequest(domain_name=v.root_domain, rr=v.validation_key, type="TXT", value=v.validation_value))
+    for _ in range(10):
+        d = client.get_instance_detail(cas.GetInstanceDetailRequest(instance_id=www.instance_id)).body
+        if d.status != "pending":
+            break
+    check(d.status == "normal" and d.certificate_status == "issued" and d.certificate_id != www.certificate_id, f"re-issued: {d.status} / {d.certificate_status}, CertificateId {d.certificate_id}")
+    detail = client.get_user_certificate_detail(cas.GetUserCertificateDetailRequest(cert_id=d.certificate_id)).body
+    leaf = strict_certs(detail.cert, "instance GetUserCertificateDetail Cert", 2)[0]
+    ours = x509.load_pem_x509_csr(csr.encode()).public_key()
+    check(spki(leaf.public_key()) == spki(ours) and detail.key in (None, ""), "the instance certificate is for our CSR's key, no Key sent")
+    check(detail.instance_id == www.instance_id, "GetUserCertificateDetail names the instance")
+    print(f"{checks} passed, 0 failed")
+    sys.exit(0)
+
+
 if mode == "pending":
     pending_application_run()
+if mode == "instances":
+    instances_run()
 
 for algorithm, orders in ((None, 2), ("v2", 3)):  # the first pass renews one
     label = "ACS3-HMAC-SHA256" if algorithm is None else "HMAC-SHA1 (v2)"

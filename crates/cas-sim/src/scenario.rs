@@ -58,6 +58,90 @@ pub struct Scenario {
     /// Resource-plan units by ProductCode (see [`Packages`]).
     #[serde(default)]
     pub packages: Packages,
+    /// SSL Certificate Management V2.0 instances.
+    #[serde(default)]
+    pub instances: Vec<InstanceSpec>,
+    /// How V2.0 instances behave where the docs are silent.
+    #[serde(default)]
+    pub v2: V2Behaviour,
+}
+
+/// A V2.0 instance: a service period within which certificates are (re-)issued.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSpec {
+    pub domain: String,
+    /// Length of the service period (InstanceStartTime to InstanceEndTime).
+    pub service_period: HumanDuration,
+    /// How much of the service period had passed when the simulator started.
+    #[serde(default = "zero_duration")]
+    pub service_used: HumanDuration,
+    /// Time from the simulator's start until the current certificate expires;
+    /// absent, none was issued yet (status `inactive`).
+    pub certificate_expires_in: Option<HumanDuration>,
+    /// Validity of each certificate issued for it (default `issuance.validity`).
+    pub certificate_validity: Option<HumanDuration>,
+    /// CAS re-issues by itself (with its own key) once the certificate is
+    /// `willExpire` and the service period has not ended.
+    #[serde(default)]
+    pub auto_reissue: bool,
+    /// `RSA_2048` (default), `RSA_3072`, `RSA_4096`, `ECC_256` or `SM2`.
+    #[serde(default = "default_key_algorithm")]
+    pub key_algorithm: String,
+    /// Pins the status to one the clock does not give (`refund`, `closed`).
+    pub status: Option<PinnedStatus>,
+    #[serde(default)]
+    pub issue: IssueOutcome,
+}
+
+fn default_key_algorithm() -> String {
+    "RSA_2048".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinnedStatus {
+    Refund,
+    Closed,
+}
+
+impl PinnedStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinnedStatus::Refund => "refund",
+            PinnedStatus::Closed => "closed",
+        }
+    }
+}
+
+/// ASSUMPTION switches of V2.0 instances (the docs do not settle these).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct V2Behaviour {
+    /// true (default): a certificate ends no later than its instance's service
+    /// period; false: it gets its full validity even past the service end.
+    #[serde(default = "default_true")]
+    pub cert_within_service: bool,
+    /// GetTaskAttribute answers `processing` this many times before `success`.
+    #[serde(default = "default_task_polls")]
+    pub task_processing_polls: u32,
+    /// GetInstanceDetail polls an application stays `pending` (after validation)
+    /// before its certificate is issued (default `issuance.polls_before_issued`).
+    pub polls_before_issued: Option<u32>,
+}
+
+fn default_task_polls() -> u32 {
+    1
+}
+
+impl Default for V2Behaviour {
+    fn default() -> Self {
+        V2Behaviour {
+            cert_within_service: true,
+            task_processing_polls: default_task_polls(),
+            polls_before_issued: None,
+        }
+    }
 }
 
 fn default_seed() -> u64 {
@@ -354,6 +438,21 @@ impl Scenario {
                 "issuance.validation: file needs issuance.webroot".into(),
             ));
         }
+        for (i, inst) in s.instances.iter().enumerate() {
+            const KEYS: [&str; 5] = ["RSA_2048", "RSA_3072", "RSA_4096", "ECC_256", "SM2"];
+            if !KEYS.contains(&inst.key_algorithm.as_str()) {
+                return Err(invalid(format!(
+                    "instances[{i}].key_algorithm {:?} is not one of {}",
+                    inst.key_algorithm,
+                    KEYS.join(", ")
+                )));
+            }
+            if inst.service_used.0 > inst.service_period.0 {
+                return Err(invalid(format!(
+                    "instances[{i}].service_used is longer than its service_period"
+                )));
+            }
+        }
         if s.max_page_size == 0 {
             return Err(invalid("max_page_size must be at least 1".into()));
         }
@@ -412,6 +511,28 @@ mod tests {
     }
 
     #[test]
+    fn instances_parse_with_every_key() {
+        let s = Scenario::parse(
+            "access_key: { id: a, secret: b }\ninstances:\n  - { domain: cdn.example.com, service_period: 730d, service_used: 30d, certificate_expires_in: 20d, certificate_validity: 90d, auto_reissue: true, key_algorithm: ECC_256, status: closed, issue: verify_fail }\nv2: { cert_within_service: false, task_processing_polls: 3, polls_before_issued: 0 }\n",
+            Path::new("s.yaml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let i = &s.instances[0];
+        assert_eq!(i.service_period.0, Duration::from_secs(730 * 86_400));
+        assert_eq!(
+            (i.status, i.issue),
+            (Some(PinnedStatus::Closed), IssueOutcome::VerifyFail)
+        );
+        assert!(i.auto_reissue && !s.v2.cert_within_service);
+        assert_eq!(
+            (s.v2.task_processing_polls, s.v2.polls_before_issued),
+            (3, Some(0))
+        );
+        let d = Scenario::demo();
+        assert!(d.instances.is_empty() && d.v2.cert_within_service);
+    }
+
+    #[test]
     fn bad_scenarios_are_refused() {
         let p = Path::new("s.yaml");
         let key = "access_key: { id: a, secret: b }\n";
@@ -421,6 +542,15 @@ mod tests {
             format!("{key}issuance: {{ validation: file }}\n"),
             format!("{key}unknown: 1\n"),
             format!("{key}issuance: {{ key_format: der }}\n"),
+            format!(
+                "{key}instances: [{{ domain: a.example.com, service_period: 30d, service_used: 40d }}]\n"
+            ),
+            format!(
+                "{key}instances: [{{ domain: a.example.com, service_period: 30d, key_algorithm: DSA }}]\n"
+            ),
+            format!(
+                "{key}instances: [{{ domain: a.example.com, service_period: 30d, status: normal }}]\n"
+            ),
             "orders: []\n".to_owned(),
         ] {
             assert!(Scenario::parse(&bad, p).is_err(), "{bad}");

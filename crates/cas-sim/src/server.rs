@@ -28,7 +28,7 @@ const MAX_SKEW: chrono::Duration = chrono::Duration::minutes(15);
 const NONCE_TTL: Duration = Duration::from_secs(15 * 60);
 const MAX_BODY: usize = 1024 * 1024;
 
-pub const CAS_ACTIONS: [&str; 8] = [
+pub const CAS_ACTIONS: [&str; 11] = [
     "ListUserCertificateOrder",
     "DescribeCertificateState",
     "RenewCertificateOrderForPackageRequest",
@@ -37,6 +37,9 @@ pub const CAS_ACTIONS: [&str; 8] = [
     "DescribePackageState",
     "UpdateInstance",
     "ApplyCertificate",
+    "ListInstances",
+    "GetInstanceDetail",
+    "GetTaskAttribute",
 ];
 pub const DNS_ACTIONS: [&str; 4] = [
     "AddDomainRecord",
@@ -73,9 +76,15 @@ impl Shared {
             .filter(|(k, _)| k.as_str() != "default")
             .map(|(k, v)| (k.clone(), *v))
             .collect();
-        limits
-            .entry("ListUserCertificateOrder".into())
-            .or_insert(10);
+        // The documented per-user QPS limits (others default to 100). ASSUMED:
+        // ListInstances, whose page gives no limit, is held like the other list.
+        for (action, qps) in [
+            ("ListUserCertificateOrder", 10),
+            ("GetTaskAttribute", 10),
+            ("ListInstances", 10),
+        ] {
+            limits.entry(action.into()).or_insert(qps);
+        }
         Shared {
             world: Mutex::new(world),
             key_id: s.access_key.id.clone(),

@@ -203,6 +203,19 @@ const DETAIL_FIELDS: &[&str] = &[
     "ResourceGroupId",
 ];
 
+/// Optional fields of a V2.0 instance (ListInstances entry, GetInstanceDetail).
+const INSTANCE_FIELDS: &[&str] = &[
+    "CertificateDomain",
+    "CertificateId",
+    "CertIdentifier",
+    "CertificateName",
+    "CertificateNotBefore",
+    "CertificateNotAfter",
+    "CertificateRevokeTime",
+    "CertificateStatus",
+    "PendingResult",
+];
+
 fn fill(obj: &mut Value, fields: &[&str]) {
     if let Some(map) = obj.as_object_mut() {
         for f in fields {
@@ -227,6 +240,16 @@ pub fn fill_empty(action: &str, out: &mut Value) {
         }
         "DescribeCertificateState" => fill(out, STATE_FIELDS),
         "GetUserCertificateDetail" => fill(out, DETAIL_FIELDS),
+        "ListInstances" => {
+            if let Some(list) = out.get_mut("InstanceList").and_then(Value::as_array_mut) {
+                list.iter_mut().for_each(|i| fill(i, INSTANCE_FIELDS));
+            }
+        }
+        "GetInstanceDetail" => {
+            fill(out, INSTANCE_FIELDS);
+            fill(out, &["Csr"]);
+        }
+        "GetTaskAttribute" => fill(out, &["TaskMessage"]),
         _ => {}
     }
 }

@@ -1,5 +1,6 @@
 //! The simulated account: orders on a simulated clock, their renewals, issued
-//! certificates, the DNS zone, and the counters `/_sim/state` reports.
+//! certificates, V2.0 instances, the DNS zone, and the counters `/_sim/state`
+//! reports.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -12,6 +13,8 @@ use super::scenario::{IssueOutcome, Scenario, ValidationKind};
 
 mod dns;
 mod inspect;
+mod instance_apply;
+mod instances;
 mod issuance;
 mod listing;
 mod packages;
@@ -165,6 +168,7 @@ pub struct World {
     webroot: Option<PathBuf>,
     max_page_size: u32,
     plans: packages::Plans,
+    instances: instances::Instances,
     pub calls: BTreeMap<String, u64>,
     pub renew_calls: BTreeMap<i64, u64>,
     pub signature_failures: u64,
@@ -254,6 +258,7 @@ impl World {
             webroot: s.issuance.webroot.clone(),
             max_page_size: s.max_page_size,
             plans: packages::Plans::new(s),
+            instances: instances::Instances::default(),
             calls: BTreeMap::new(),
             renew_calls: BTreeMap::new(),
             signature_failures: 0,
@@ -261,6 +266,7 @@ impl World {
             faults: BTreeMap::new(),
             throttled: 0,
         };
+        w.seed_instances(s, now_ms);
         w.seed_orders(s, now_ms);
         w.seed_dns(s);
         Ok(w)
@@ -297,7 +303,14 @@ impl World {
             }
         }
         if self.zones.is_empty() {
-            let mut zones: Vec<String> = self.orders.values().map(|o| zone_of(&o.domain)).collect();
+            let instance_domains = self.instances.map.values().map(|i| &i.domain);
+            let mut zones: Vec<String> = self
+                .orders
+                .values()
+                .map(|o| &o.domain)
+                .chain(instance_domains)
+                .map(|d| zone_of(d))
+                .collect();
             zones.sort();
             zones.dedup();
             self.zones = zones;
@@ -389,6 +402,12 @@ impl World {
         Ok(out)
     }
 
+    /// Whether `InstanceId` names a V2.0 instance (not a V1 order's pending
+    /// application).
+    fn is_v2_instance(&self, p: &HashMap<String, String>) -> bool {
+        param(p, "InstanceId").is_some_and(|id| self.instances.map.contains_key(id))
+    }
+
     fn act(&mut self, action: &str, p: &HashMap<String, String>) -> Result<Value, SimError> {
         match action {
             "ListUserCertificateOrder" => self.list_orders(p),
@@ -397,8 +416,13 @@ impl World {
             "GetUserCertificateDetail" => self.detail(p),
             "CreateCertificateForPackageRequest" => self.create_certificate(p),
             "DescribePackageState" => self.describe_package_state(p),
+            "UpdateInstance" if self.is_v2_instance(p) => self.update_instance_v2(p),
+            "ApplyCertificate" if self.is_v2_instance(p) => self.apply_certificate_v2(p),
             "UpdateInstance" => self.update_instance(p),
             "ApplyCertificate" => self.apply_certificate(p),
+            "ListInstances" => self.list_instances(p),
+            "GetInstanceDetail" => self.instance_detail(p),
+            "GetTaskAttribute" => self.task_attribute(p),
             "AddDomainRecord" => self.add_record(p),
             "DeleteDomainRecord" => self.delete_record(p),
             "DescribeDomainRecords" => self.describe_records(p),

@@ -83,3 +83,37 @@ where
         Some(Scalar::Float(f)) => T::deserialize(f.into_deserializer()).map(Some),
     }
 }
+
+/// A list that Alibaba may send as `[...]`, `null`, `""` or not at all (the last
+/// three are empty). A non-empty string or an element of the wrong shape is an
+/// error that says which.
+pub(super) fn de_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::String(s)) if s.trim().is_empty() => Ok(Vec::new()),
+        Some(v @ serde_json::Value::Array(_)) => {
+            serde_json::from_value(v).map_err(|e| de::Error::custom(format!("a list entry: {e}")))
+        }
+        Some(other) => Err(de::Error::custom(format!("{other} is not a list"))),
+    }
+}
+
+/// An integer that may arrive as a number or a numeric string, inside a list.
+struct LooseInt(i64);
+
+impl<'de> Deserialize<'de> for LooseInt {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de_i64(d).map(LooseInt)
+    }
+}
+
+/// A list of integers (ContactIdList), each a number or a numeric string; as
+/// [`de_list`] for the list itself.
+pub(super) fn de_int_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
+    let v: Vec<LooseInt> = de_list(d)?;
+    Ok(v.into_iter().map(|LooseInt(n)| n).collect())
+}

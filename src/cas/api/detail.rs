@@ -1,8 +1,10 @@
-//! GetUserCertificateDetail: an issued certificate, its chain and (redacted) key.
+//! GetUserCertificateDetail: an issued certificate, its chain and (redacted) keys,
+//! every field of the SDK model (the V1 orders and the V2.0 instances use it alike).
 
 use serde::Deserialize;
 
-use super::de::{de_i64, de_opt, de_opt_i64};
+use super::de::{de_i64, de_list, de_opt, de_opt_i64};
+use super::instance_detail::InstanceTag;
 use super::{Cas, param};
 use crate::cas::client::{ApiError, Idempotence, Response};
 use crate::secret::Secret;
@@ -23,7 +25,8 @@ pub struct ChainEntry {
     pub remain_day: Option<i64>,
 }
 
-/// GetUserCertificateDetail's answer. `Key` is a [`Secret`].
+/// GetUserCertificateDetail's answer. Every private key (`Key`, and the SM2 pair's
+/// `EncryptPrivateKey` and `SignPrivateKey`) is a [`Secret`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CertificateDetail {
@@ -37,7 +40,7 @@ pub struct CertificateDetail {
     pub cert: Option<String>,
     #[serde(default, deserialize_with = "de_opt")]
     pub key: Option<Secret>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_list")]
     pub cert_chain: Vec<ChainEntry>,
     #[serde(default, deserialize_with = "de_opt")]
     pub common: Option<String>,
@@ -71,6 +74,30 @@ pub struct CertificateDetail {
     pub issuer: Option<String>,
     #[serde(default, deserialize_with = "de_opt")]
     pub algorithm: Option<String>,
+    #[serde(default, rename = "CertSha2", deserialize_with = "de_opt")]
+    pub cert_sha2: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
+    pub city: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
+    pub country: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
+    pub province: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
+    pub org_name: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
+    pub resource_group_id: Option<String>,
+    /// The SM2 encryption certificate (Chinese cryptographic algorithms).
+    #[serde(default, deserialize_with = "de_opt")]
+    pub encrypt_cert: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
+    pub encrypt_private_key: Option<Secret>,
+    /// The SM2 signing certificate.
+    #[serde(default, deserialize_with = "de_opt")]
+    pub sign_cert: Option<String>,
+    #[serde(default, deserialize_with = "de_opt")]
+    pub sign_private_key: Option<Secret>,
+    #[serde(default, deserialize_with = "de_list")]
+    pub tags: Vec<InstanceTag>,
 }
 
 impl Cas {
@@ -103,6 +130,28 @@ mod tests {
         assert_eq!(d.order_id, Some(5));
         assert_eq!(d.cert_chain.len(), 1);
         assert!(!format!("{d:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn instance_certificate_detail_parses_every_key_redacted() {
+        let d: CertificateDetail = serde_json::from_str(
+            r#"{"Id":"500007","InstanceId":"cas-ivauto-1","Cert":"PEM","Key":"-----BEGIN EC PRIVATE KEY-----k1secret",
+                "EncryptCert":"E","EncryptPrivateKey":"enc2secret","SignCert":"S","SignPrivateKey":"sign3secret",
+                "CertSha2":"AB","OrgName":"","Country":"CN","Tags":[{"TagKey":"owner","TagValue":"ops"}],
+                "NotBefore":1773899381000,"NotAfter":"1781675381000","CertChain":""}"#,
+        )
+        .expect("parses");
+        assert_eq!(d.id, 500_007);
+        assert_eq!(d.instance_id.as_deref(), Some("cas-ivauto-1"));
+        assert_eq!(d.cert_sha2.as_deref(), Some("AB"));
+        assert_eq!(d.org_name, None);
+        assert_eq!(d.tags[0].tag_key.as_deref(), Some("owner"));
+        assert!(d.cert_chain.is_empty(), "\"\" is an empty chain");
+        let shown = format!("{d:?}");
+        for secret in ["k1secret", "enc2secret", "sign3secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(d.key.is_some() && d.sign_private_key.is_some());
     }
 
     #[test]

@@ -4,10 +4,15 @@
 //! every integer field accepts either (`de`). One file per operation family:
 //! `order` (an entry of the order list), `listing` (ListUserCertificateOrder and
 //! its pager), `state` (DescribeCertificateState), `detail`
-//! (GetUserCertificateDetail); the paid renewal is here.
+//! (GetUserCertificateDetail), `instance` (V2.0 ListInstances and its pager),
+//! `instance_detail` (V2.0 GetInstanceDetail, GetTaskAttribute); the paid renewal
+//! is here. The V2.0 application calls (UpdateInstance, ApplyCertificate) are in
+//! `cas::api_apply`.
 
 mod de;
 mod detail;
+mod instance;
+mod instance_detail;
 mod listing;
 mod order;
 mod state;
@@ -19,6 +24,14 @@ use de::de_i64;
 
 pub(crate) use de::{de_opt, int_from_str};
 pub use detail::{CertificateDetail, ChainEntry};
+pub use instance::{
+    CertificateStatus, Instance, InstanceFilter, InstancePage, InstanceStatus,
+    MAX_INSTANCE_PAGE_SIZE, from_secs,
+};
+pub use instance_detail::{
+    DingGroup, DomainValidation, InstanceDetail, InstanceTag, TASK_TYPE_APPLY, TaskAttribute,
+    TaskStatus,
+};
 pub use listing::{DEFAULT_PAGE_SIZE, OrderFilter, OrderPage, OrderPager};
 pub use order::{CertificateOrder, OrderStatus, OrderType};
 pub use state::{CertificateState, CertificateStateResponse};

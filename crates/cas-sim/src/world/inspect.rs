@@ -51,6 +51,7 @@ impl World {
             "dns_records": self.records.iter().map(DnsRecord::to_json).collect::<Vec<_>>(),
             "dns_zones": self.zones,
             "packages": self.plans.snapshot(),
+            "v2": self.instances_snapshot(now),
         })
     }
 }

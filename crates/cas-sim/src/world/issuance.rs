@@ -70,8 +70,15 @@ impl World {
     }
 
     fn validation_done(&self, o: &Order, token: &str) -> bool {
-        let base = o.domain.trim_start_matches("*.");
-        match self.validation {
+        self.validated(&o.domain, token, self.validation)
+    }
+
+    /// Whether `token` is published for `domain` the way `kind` asks: a TXT record
+    /// at `_dnsauth.` the domain, or the file under the web root. V1 orders and
+    /// V2.0 instances share it.
+    pub(super) fn validated(&self, domain: &str, token: &str, kind: ValidationKind) -> bool {
+        let base = domain.trim_start_matches("*.");
+        match kind {
             ValidationKind::None => true,
             ValidationKind::Dns => {
                 let want = format!("{DNS_RECORD_HOST}.{base}");
@@ -250,7 +257,7 @@ impl World {
 }
 
 /// The flaw the scenario wants in an issued certificate.
-fn twist_of(issue: IssueOutcome) -> Twist {
+pub(super) fn twist_of(issue: IssueOutcome) -> Twist {
     match issue {
         IssueOutcome::WrongKey => Twist::WrongKey,
         IssueOutcome::WrongName => Twist::WrongName,

@@ -106,6 +106,9 @@ impl World {
     pub(super) fn detail(&mut self, p: &HashMap<String, String>) -> Result<Value, SimError> {
         let cert_id = int_param(p, "CertId")?.ok_or_else(|| SimError::missing("CertId"))?;
         let filter = bool_param(p, "CertFilter")?;
+        if let Some(answer) = self.instance_cert_detail(cert_id, filter) {
+            return answer;
+        }
         let order_id = *self.by_cert.get(&cert_id).ok_or_else(|| {
             SimError::new(
                 400,
