@@ -34,6 +34,9 @@
 //! - [`metrics`] (`cas`, `renew`): Prometheus metrics, the engine's observer.
 //!   Exception: imports `config` (`CertificateConfig`, and to build an engine).
 //! - [`status`] (`domain`, `renew`, `store`): `cas-renewd status`.
+//! - [`notify`] (`renew`, `secret`, `store`): notifications (webhook, robots,
+//!   e-mail), an observer wrapping the metrics. Exception: imports `config`
+//!   (`CertificateConfig`, as `PassObserver::pass_done` names it).
 //!
 //! The top, beside the binary:
 //! - [`config`] (`accounts`, `cas`, `domain`, `hooks`, `pki`, `secret`, `store`):
@@ -55,6 +58,7 @@ pub mod hooks;
 pub mod listing;
 pub mod logfmt;
 pub mod metrics;
+pub mod notify;
 pub mod pki;
 pub mod renew;
 pub mod secret;

@@ -12,20 +12,22 @@ use super::schedule::{Trigger, jitter_wait};
 use crate::cas::credentials::{CredentialsProvider, Environment};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::notify::Notifying;
 use crate::renew::{Engine, EngineError, Outcome, PassOptions, PassReport, installed_leaf};
 
 /// How long one pass follows unissued orders before it moves on; the daemon
 /// comes back for them after `poll_max_interval`.
 const FOLLOW_BUDGET: Duration = Duration::from_secs(600);
 
-/// The engine for `cfg`, reporting into `metrics`.
+/// The engine for `cfg`, reporting into `metrics` and to the notification channels.
 pub(super) fn build(cfg: Config, metrics: Arc<Metrics>) -> Result<Arc<Engine>, EngineError> {
     let creds =
         CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::from_process())?;
-    Ok(Arc::new(Engine::with_metrics(
+    let observer = Notifying::start(&cfg.notify, &cfg.state_dir, metrics);
+    Ok(Arc::new(Engine::with_observer(
         cfg,
         Arc::new(creds),
-        metrics,
+        observer,
     )?))
 }
 
@@ -56,6 +58,7 @@ pub(super) fn start_pass(
             }
             Err(e) => {
                 error!(error = %e, "pass failed");
+                engine.observer().pass_failed(&e.to_string());
                 None
             }
         }

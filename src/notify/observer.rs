@@ -1,0 +1,168 @@
+//! The engine's observer with notifications: forwards every report to the
+//! observer it wraps (the metrics) and queues the events of each pass for the
+//! background sender, never waiting for it.
+
+use std::any::Any;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::task::JoinHandle;
+use tracing::{error, warn};
+
+use super::{ChannelSpec, Event, EventKind, events_from_report};
+use crate::config::CertificateConfig;
+use crate::renew::{PassObserver, PassReport};
+
+pub struct Notifying {
+    inner: Arc<dyn PassObserver>,
+    /// `None` once closed, or when no channel is configured.
+    tx: Mutex<Option<mpsc::Sender<Event>>>,
+    /// `quota_low` events seen during the pass; sent with the pass's events, when
+    /// the certificates' domains are known.
+    quota: Mutex<Vec<Event>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Notifying {
+    /// Wraps `inner`; `sender` is the queue and task of [`super::start`], if any.
+    pub fn new(
+        inner: Arc<dyn PassObserver>,
+        sender: Option<(mpsc::Sender<Event>, JoinHandle<()>)>,
+    ) -> Arc<Notifying> {
+        let (tx, worker) = sender.unzip();
+        Arc::new(Notifying {
+            inner,
+            tx: Mutex::new(tx),
+            quota: Mutex::new(Vec::new()),
+            worker: Mutex::new(worker),
+        })
+    }
+
+    /// Opens `channels` (a channel whose files cannot be read is logged and left
+    /// out: it must not silence the others nor stop renewals) and starts the
+    /// sender; the sent-record lives in `state_dir`.
+    pub fn start(
+        channels: &[ChannelSpec],
+        state_dir: &Path,
+        inner: Arc<dyn PassObserver>,
+    ) -> Arc<Notifying> {
+        if channels.is_empty() {
+            return Notifying::new(inner, None);
+        }
+        let (open, failed) = super::open_channels(channels);
+        for (name, e) in failed {
+            error!(channel = %name, error = %e, "notification channel off");
+        }
+        let sender = (!open.is_empty()).then(|| super::start(open, state_dir.to_owned()));
+        Notifying::new(inner, sender)
+    }
+
+    fn queue(&self, e: Event) {
+        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(tx) = tx.as_ref() else { return };
+        match tx.try_send(e) {
+            Ok(()) => {}
+            Err(TrySendError::Full(e)) => {
+                warn!(event = e.event.as_str(), cert = %e.cert, "the notification queue is full; event dropped");
+            }
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Closes the queue and waits up to `within` for queued messages to go out (a
+    /// command that exits after its pass).
+    pub async fn finish(&self, within: Duration) {
+        self.tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let worker = self
+            .worker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(w) = worker
+            && tokio::time::timeout(within, w).await.is_err()
+        {
+            warn!("notifications still unsent at exit; they are dropped");
+        }
+    }
+}
+
+impl PassObserver for Notifying {
+    fn api_call(&self, action: &str, code: &str, took: Duration) {
+        self.inner.api_call(action, code, took);
+    }
+    fn paid_call(&self, cert: &str) {
+        self.inner.paid_call(cert);
+    }
+    fn unclear_paid_call(&self, cert: &str, on: bool) {
+        self.inner.unclear_paid_call(cert, on);
+    }
+    fn pending_application(&self, cert: &str, on: bool) {
+        self.inner.pending_application(cert, on);
+    }
+    fn order_state(&self, cert: &str, state: &str) {
+        self.inner.order_state(cert, state);
+    }
+    fn blocked(&self, cert: &str) {
+        self.inner.blocked(cert);
+    }
+
+    fn package_state(&self, cert: &str, product_code: &str, total: Option<i64>, used: Option<i64>) {
+        self.inner.package_state(cert, product_code, total, used);
+        // Only counters CAS gave, and a plan that exists (see PackageState::exhausted).
+        let (Some(total), Some(used)) = (total, used) else {
+            return;
+        };
+        if total <= 0 {
+            return;
+        }
+        let left = (total - used).max(0);
+        let message = format!(
+            "resource plan {product_code}: {left} of {total} applications left (DescribePackageState); buy a resource plan of this product before it runs out"
+        );
+        let mut e = Event::new(EventKind::QuotaLow, cert, "", &message, Utc::now());
+        e.product_code = Some(product_code.to_owned());
+        e.units_left = Some(left);
+        self.quota
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(e);
+    }
+
+    fn pass_done(&self, certs: &[CertificateConfig], report: &PassReport) {
+        self.inner.pass_done(certs, report);
+        let quota: Vec<Event> =
+            std::mem::take(&mut *self.quota.lock().unwrap_or_else(PoisonError::into_inner));
+        for mut e in quota {
+            if let Some(c) = report.certs.iter().find(|c| c.name == e.cert) {
+                e.domain = c.domain.clone();
+            }
+            self.queue(e);
+        }
+        for e in events_from_report(report, Utc::now()) {
+            self.queue(e);
+        }
+    }
+
+    fn pass_failed(&self, error: &str) {
+        self.inner.pass_failed(error);
+        self.queue(Event::new(
+            EventKind::Failed,
+            "*",
+            "",
+            &format!("the whole pass failed: {error}"),
+            Utc::now(),
+        ));
+    }
+
+    /// The wrapped observer's, so `Engine::metrics` still finds the registry.
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self.inner.clone().into_any()
+    }
+}
