@@ -341,3 +341,118 @@ pub(super) fn secret_files(spec: &ChannelSpec) -> Vec<PathBuf> {
         ChannelKind::Smtp(s) => s.password_file.clone().into_iter().collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{Config, ConfigError};
+    use super::*;
+
+    const CERTS: &str = "certificates:\n  - name: www\n    domain: www.example.com\n";
+
+    fn parse(notify: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            &format!("{CERTS}notify:\n{notify}"),
+            Path::new("/etc/t.yaml"),
+        )
+    }
+
+    fn problems(notify: &str) -> Vec<String> {
+        match parse(notify) {
+            Ok(_) => panic!("accepted:\n{notify}"),
+            Err(e) => e.problems().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn every_channel_type_with_its_defaults() {
+        let cfg = parse(
+            "  - type: webhook\n    url: https://hooks.example.com/x\n    secret_file: /etc/cas-renewd/webhook.secret\n    events: [renewed, failed, blocked, expiring, quota_low]\n\
+             \x20 - type: dingtalk\n    url_file: /etc/cas-renewd/dingtalk.url\n    secret_file: /etc/cas-renewd/dingtalk.secret\n\
+             \x20 - type: lark\n    name: team\n    url: https://open.larksuite.com/open-apis/bot/v2/hook/x\n    expiring_within: 3d\n\
+             \x20 - type: wecom\n    url_file: /etc/cas-renewd/wecom.url\n    quota_low_at: 5\n\
+             \x20 - type: smtp\n    host: smtp.example.com\n    from: cas-renewd <ops@example.com>\n    to: [a@example.com]\n    username: ops\n    password_file: /etc/cas-renewd/smtp.password\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<(&str, &str)> = cfg
+            .notify
+            .iter()
+            .map(|c| (c.name.as_str(), c.kind.type_name()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("webhook-1", "webhook"),
+                ("dingtalk-2", "dingtalk"),
+                ("team", "feishu"),
+                ("wecom-4", "wecom"),
+                ("smtp-5", "smtp"),
+            ]
+        );
+        assert_eq!(cfg.notify[0].events.len(), 5);
+        assert_eq!(
+            cfg.notify[1].events,
+            EventKind::ALL.to_vec(),
+            "default: all"
+        );
+        assert_eq!(cfg.notify[1].expiring_within, DEFAULT_EXPIRING_WITHIN);
+        assert_eq!(
+            cfg.notify[2].expiring_within,
+            Duration::from_secs(3 * 86_400)
+        );
+        assert_eq!(cfg.notify[3].quota_low_at, 5);
+        let ChannelKind::Smtp(s) = &cfg.notify[4].kind else {
+            panic!("smtp expected")
+        };
+        assert_eq!((s.port, s.tls), (DEFAULT_SMTP_PORT, SmtpTls::Starttls));
+    }
+
+    #[test]
+    fn bad_channels_are_refused_where_they_are() {
+        let p = problems("  - type: webhook\n    url: http://hooks.example.com/x\n");
+        assert!(
+            p[0].starts_with("/etc/t.yaml:6:10: notify[0].url: uses plain http://"),
+            "{p:?}"
+        );
+        let p = problems(
+            "  - type: webhook\n    events: [renewed, exploded]\n    url: https://h.example.com/\n",
+        );
+        assert!(
+            p[0].contains(
+                "notify[0].events: unknown event \"exploded\"; the events are renewed, installed"
+            ),
+            "{p:?}"
+        );
+        let p = problems("  - type: dingtalk\n");
+        assert!(p[0].contains("notify[0].url: is required"), "{p:?}");
+        let p = problems(
+            "  - type: wecom\n    url: https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k\n    secret_file: /s\n",
+        );
+        assert!(
+            p[0].contains("notify[0].secret_file: a WeCom group robot has no signing secret"),
+            "{p:?}"
+        );
+        let p = problems(
+            "  - type: smtp\n    host: mail.example.com\n    tls: none\n    from: a@example.com\n    to: [b@example.com]\n",
+        );
+        assert!(
+            p[0].contains("notify[0].tls: none sends the password"),
+            "{p:?}"
+        );
+        let p = problems(
+            "  - type: smtp\n    host: mail.example.com\n    from: not an address\n    to: []\n    url: https://x.example.com/\n",
+        );
+        assert_eq!(p.len(), 3, "{p:?}");
+        let p = problems(
+            "  - type: webhook\n    name: a\n    url: https://h.example.com/\n  - type: wecom\n    name: a\n    url: https://h.example.com/\n",
+        );
+        assert!(
+            p[0].contains("notify[1].name: \"a\" names another channel too"),
+            "{p:?}"
+        );
+        let p =
+            problems("  - type: webhook\n    url: https://h.example.com/\n    secret: inline\n");
+        assert!(p[0].contains("unknown field `secret`"), "{p:?}");
+    }
+}

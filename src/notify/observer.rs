@@ -142,6 +142,7 @@ impl PassObserver for Notifying {
         for mut e in quota {
             if let Some(c) = report.certs.iter().find(|c| c.name == e.cert) {
                 e.domain = c.domain.clone();
+                e.not_after = c.not_after.clone();
             }
             self.queue(e);
         }
