@@ -25,6 +25,8 @@
 //! - [`pki`] (`secret`): keys (`KeyAlgorithm`, `KeySpec`), CSRs, chain checks.
 //! - [`store`] (`accounts`, `pki`, `secret`): every file write, the output layout
 //!   (`OutputSpec`), the journal, start-up repair (`store::repair::RepairTarget`).
+//! - [`notify`] (`secret`, `store`): notification channels (webhook, DingTalk,
+//!   Feishu/Lark, WeCom, SMTP), their signing, the daily sent-record, the sender.
 //!
 //! The engine and what reports on it:
 //! - [`listing`] (`cas`, `domain`): `cas-renewd list` rendering.
@@ -34,15 +36,15 @@
 //! - [`metrics`] (`cas`, `renew`): Prometheus metrics, the engine's observer.
 //!   Exception: imports `config` (`CertificateConfig`, and to build an engine).
 //! - [`status`] (`domain`, `renew`, `store`): `cas-renewd status`.
-//! - [`notify`] (`renew`, `secret`, `store`): notifications (webhook, robots,
-//!   e-mail), an observer wrapping the metrics. Exception: imports `config`
+//! - [`announce`] (`notify`, `renew`): the observer that turns passes into
+//!   notification events, wrapping the metrics. Exception: imports `config`
 //!   (`CertificateConfig`, as `PassObserver::pass_done` names it).
 //!
 //! The top, beside the binary:
-//! - [`config`] (`accounts`, `cas`, `domain`, `hooks`, `pki`, `secret`, `store`):
+//! - [`config`] (`accounts`, `cas`, `domain`, `hooks`, `notify`, `pki`, `secret`, `store`):
 //!   the YAML configuration; produces the settings types above and re-exports them
 //!   under their configuration names (`config::OutputConfig` is `store::OutputSpec`).
-//! - [`daemon`] (`cas`, `config`, `metrics`, `renew`, `store`): `cas-renewd run`.
+//! - [`daemon`] (`announce`, `cas`, `config`, `metrics`, `renew`, `store`): `cas-renewd run`.
 //!
 //! Test machinery lives outside this library: the simulator is the workspace
 //! crate `cas-sim` (used by tests and by the binary's `sim` feature), request
@@ -50,6 +52,7 @@
 //! crate's own library.
 
 pub mod accounts;
+pub mod announce;
 pub mod cas;
 pub mod config;
 pub mod daemon;

@@ -14,11 +14,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use cas_renewd::announce::Notifying;
 use cas_renewd::cas::api::{OrderFilter, OrderStatus, OrderType};
 use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
 use cas_renewd::config::{self, Config, LogFormat};
 use cas_renewd::metrics::Metrics;
-use cas_renewd::notify::{self, Notifying};
+use cas_renewd::notify;
 use cas_renewd::renew::{Engine, PassObserver as _, PassOptions};
 #[cfg(feature = "sim")]
 use cas_sim::{Scenario, Simulator};

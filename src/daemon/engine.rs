@@ -9,10 +9,10 @@ use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 use super::schedule::{Trigger, jitter_wait};
+use crate::announce::Notifying;
 use crate::cas::credentials::{CredentialsProvider, Environment};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::notify::Notifying;
 use crate::renew::{Engine, EngineError, Outcome, PassOptions, PassReport, installed_leaf};
 
 /// How long one pass follows unissued orders before it moves on; the daemon

@@ -7,12 +7,12 @@
 //! directory), retried with backoff, and scrubbed of secrets and private keys.
 //!
 //! Settings are plain types defined here ([`ChannelSpec`]); `config` produces them.
+//! What a pass means for people (the events) is `announce`'s business, above.
 
 mod dedup;
-mod events;
+mod event;
 mod format;
 mod http;
-mod observer;
 mod sign;
 mod smtp;
 mod worker;
@@ -22,10 +22,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use events::{Event, events_from_report};
+pub use event::{Event, rfc3339};
 pub use format::scrub;
 pub use http::SIGNATURE_HEADER;
-pub use observer::Notifying;
 pub use smtp::check_mailbox;
 pub use worker::{Channel, Delivery, FINISH_WITHIN, open_channels, send_test, start};
 

@@ -1,6 +1,11 @@
-//! The engine's observer with notifications: forwards every report to the
-//! observer it wraps (the metrics) and queues the events of each pass for the
-//! background sender, never waiting for it.
+//! The engine's observer that tells people: forwards every report to the
+//! observer it wraps (the metrics), turns each pass into notification events
+//! ([`events_from_report`]) and queues them for `notify`'s background sender,
+//! never waiting for it.
+
+mod events;
+
+pub use events::events_from_report;
 
 use std::any::Any;
 use std::path::Path;
@@ -13,8 +18,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
-use super::{ChannelSpec, Event, EventKind, events_from_report};
 use crate::config::CertificateConfig;
+use crate::notify::{self, ChannelSpec, Event, EventKind};
 use crate::renew::{PassObserver, PassReport};
 
 pub struct Notifying {
@@ -28,7 +33,7 @@ pub struct Notifying {
 }
 
 impl Notifying {
-    /// Wraps `inner`; `sender` is the queue and task of [`super::start`], if any.
+    /// Wraps `inner`; `sender` is the queue and task of [`notify::start`], if any.
     pub fn new(
         inner: Arc<dyn PassObserver>,
         sender: Option<(mpsc::Sender<Event>, JoinHandle<()>)>,
@@ -53,11 +58,11 @@ impl Notifying {
         if channels.is_empty() {
             return Notifying::new(inner, None);
         }
-        let (open, failed) = super::open_channels(channels);
+        let (open, failed) = notify::open_channels(channels);
         for (name, e) in failed {
             error!(channel = %name, error = %e, "notification channel off");
         }
-        let sender = (!open.is_empty()).then(|| super::start(open, state_dir.to_owned()));
+        let sender = (!open.is_empty()).then(|| notify::start(open, state_dir.to_owned()));
         Notifying::new(inner, sender)
     }
 
@@ -165,5 +170,73 @@ impl PassObserver for Notifying {
     /// The wrapped observer's, so `Engine::metrics` still finds the registry.
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self.inner.clone().into_any()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::renew::Outcome;
+
+    #[derive(Default)]
+    struct Recorder {
+        passes: AtomicUsize,
+    }
+
+    impl PassObserver for Recorder {
+        fn pass_done(&self, _certs: &[CertificateConfig], _report: &PassReport) {
+            self.passes.fetch_add(1, Ordering::SeqCst);
+        }
+        fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+            self
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stuck_sender_drops_events_and_the_pass_goes_on() {
+        // A queue of one that nobody reads: the sender is stuck on a dead receiver.
+        let (tx, mut rx) = mpsc::channel(1);
+        let recorder = Arc::new(Recorder::default());
+        let n = Notifying::new(recorder.clone(), Some((tx, tokio::spawn(async {}))));
+        let report = PassReport {
+            certs: ["a", "b", "c"]
+                .map(|c| events::tests::cert(c, Outcome::Failed, None))
+                .to_vec(),
+            hooks: vec![],
+        };
+        n.pass_done(&[], &report);
+        assert_eq!(
+            recorder.passes.load(Ordering::SeqCst),
+            1,
+            "the wrapped observer saw the pass"
+        );
+        assert_eq!(rx.try_recv().map(|e| e.cert).ok().as_deref(), Some("a"));
+        assert!(
+            rx.try_recv().is_err(),
+            "the others were dropped, not waited for"
+        );
+        // The metrics behind the wrapper are still found (`Engine::metrics`).
+        assert!(n.clone().into_any().downcast::<Recorder>().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_failed_pass_is_an_event_and_finish_closes_the_queue() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let n = Notifying::new(
+            Arc::new(Recorder::default()),
+            Some((tx, tokio::spawn(async {}))),
+        );
+        n.pass_failed("cannot list orders: InvalidAccessKeyId.NotFound");
+        n.finish(Duration::from_secs(5)).await;
+        let e = rx.recv().await.expect("one event");
+        assert_eq!((e.event, e.cert.as_str()), (EventKind::Failed, "*"));
+        assert!(
+            e.message.contains("InvalidAccessKeyId.NotFound"),
+            "{}",
+            e.message
+        );
+        assert!(rx.recv().await.is_none(), "closed");
     }
 }
