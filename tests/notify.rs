@@ -280,3 +280,42 @@ async fn quota_low_is_told_when_a_plan_runs_low() {
     // The free quota: 20 a year, none used yet, and the channel's threshold is 20.
     assert_eq!(b["units_left"], 20);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_tells_of_its_renewal_and_keeps_its_metrics() {
+    let robots = Robots::start(Expect::default()).await;
+    let w = TestEnv::builder(ORDERS)
+        .extra(&format!(
+            "schedule: {{ cron: \"0 17 3 * * *\", jitter: 0s, run_at_start: true }}\nnotify:\n  - {{ type: webhook, url: \"{}\", secret_file: {{d}}/webhook.secret, events: [renewed, failed] }}\n",
+            robots.url("/webhook")
+        ))
+        .cert(Cert::new("www", "www.example.com"))
+        .metrics()
+        .start()
+        .await;
+    write_secret(&w, "webhook.secret", &Expect::default().webhook_secret);
+    let mut child = common::DaemonProcess::spawn(&w, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while robots.received().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no notification within 30 s:\n{}",
+            child.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let got = robots.received();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(
+        (got[0].body["event"].as_str(), got[0].body["cert"].as_str()),
+        (Some("renewed"), Some("www"))
+    );
+    assert_eq!(got[0].verdict, Ok(()));
+    // The metrics behind the notifying observer still count the paid call.
+    let m = child.scrape().await;
+    assert!(
+        m.contains("cas_renewd_renew_orders_total{cert=\"www\"} 1"),
+        "{m}"
+    );
+    assert!(child.stop().success());
+}

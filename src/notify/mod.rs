@@ -77,10 +77,25 @@ impl EventKind {
 /// Where a robot's URL comes from. DingTalk's `access_token`, a Feishu hook id and
 /// a WeCom `key` sit in the URL and let anyone post to the group, so the URL may be
 /// kept in a file like any other secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum UrlSource {
     Inline(url::Url),
     File(PathBuf),
+}
+
+/// Only the scheme and host of an inline URL: its path or query may be the token.
+impl std::fmt::Debug for UrlSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UrlSource::Inline(u) => write!(
+                f,
+                "Inline(\"{}://{}/[redacted]\")",
+                u.scheme(),
+                u.host_str().unwrap_or_default()
+            ),
+            UrlSource::File(p) => f.debug_tuple("File").field(p).finish(),
+        }
+    }
 }
 
 /// One channel as configured (`notify[]`).
@@ -221,4 +236,28 @@ pub fn check_url(s: &str) -> Result<url::Url, String> {
         return Err("carries user information; remove it".into());
     }
     Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_a_robot_urls_token() {
+        let u = check_url("https://oapi.dingtalk.com/robot/send?access_token=tok-0123456789")
+            .expect("valid");
+        let d = format!("{:?}", UrlSource::Inline(u));
+        assert_eq!(d, "Inline(\"https://oapi.dingtalk.com/[redacted]\")");
+    }
+
+    #[test]
+    fn receiver_urls_are_https_or_loopback() {
+        assert!(check_url("https://hooks.example.com/x").is_ok());
+        assert!(check_url("http://127.0.0.1:8080/x").is_ok());
+        assert!(check_url("http://[::1]/x").is_ok());
+        assert!(check_url("http://hooks.example.com/x").is_err());
+        assert!(check_url("ftp://hooks.example.com/x").is_err());
+        assert!(check_url("https://user:pw@hooks.example.com/x").is_err());
+        assert!(check_url("not a url").is_err());
+    }
 }
