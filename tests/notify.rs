@@ -319,3 +319,52 @@ async fn the_daemon_tells_of_its_renewal_and_keeps_its_metrics() {
     );
     assert!(child.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_expiring_without_a_renewal_on_the_way_is_told() {
+    let robots = Robots::start(Expect::default()).await;
+    // A free certificate CAS does not renew, five days from expiry, no `reapply`.
+    let w = TestEnv::builder(
+        "orders:\n  - { domain: www.example.com, expires_in: 5d, product_code: digicert-free-1-free }\n",
+    )
+    .extra(&format!(
+        "notify:\n  - {{ type: webhook, url: \"{}\", secret_file: {{d}}/webhook.secret, expiring_within: 7d }}\n  - {{ type: webhook, name: late, url: \"{}\", secret_file: {{d}}/webhook.secret, events: [expiring], expiring_within: 2d }}\n",
+        robots.url("/webhook"),
+        robots.url("/webhook")
+    ))
+    .cert(Cert::new("www", "www.example.com"))
+    .start()
+    .await;
+    write_secret(&w, "webhook.secret", &Expect::default().webhook_secret);
+    // The pass installs the issued certificate, then finds it due and blocked; a
+    // second pass the same day tells nobody again.
+    let first = w.once().await;
+    let second = w.once().await;
+    let events: Vec<String> = robots
+        .received()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r.body["event"].as_str().unwrap_or(""),
+                r.body["cert"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        ["blocked www", "expiring www"],
+        "the 2-day channel stays quiet:\n{}\n{}",
+        show(&first),
+        show(&second)
+    );
+    let expiring = &robots.received()[1].body;
+    let left = expiring["seconds_left"].as_i64().expect("seconds_left");
+    assert!((4 * 86_400..=5 * 86_400).contains(&left), "{expiring}");
+    assert!(
+        expiring["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not renew it")),
+        "{expiring}"
+    );
+}
