@@ -368,3 +368,27 @@ async fn a_certificate_expiring_without_a_renewal_on_the_way_is_told() {
         "{expiring}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_relay_without_tls_gets_the_mail_when_configured_so() {
+    let smtp = SmtpSink::start(false).await;
+    let w = TestEnv::builder("orders: []\n")
+        .extra(&format!(
+            "notify:\n  - {{ type: smtp, name: relay, host: 127.0.0.1, port: {}, tls: none, from: ops@example.com, to: [a@example.com, b@example.com] }}\n",
+            smtp.port
+        ))
+        .cert(Cert::new("www", "www.example.com"))
+        .start()
+        .await;
+    let o = w.run(&["notify", "--test"]).await;
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("relay (smtp): ok"),
+        "{}",
+        show(&o)
+    );
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(!mails[0].tls && mails[0].auth.is_none());
+    assert_eq!(mails[0].to, ["<a@example.com>", "<b@example.com>"]);
+}

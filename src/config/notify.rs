@@ -455,4 +455,27 @@ mod tests {
             problems("  - type: webhook\n    url: https://h.example.com/\n    secret: inline\n");
         assert!(p[0].contains("unknown field `secret`"), "{p:?}");
     }
+
+    #[test]
+    fn readable_secret_files_and_inline_robot_urls_are_warned_about() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("ding.secret");
+        std::fs::write(&secret, "SECx\n").expect("write");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let cfg = parse(&format!(
+            "  - type: dingtalk\n    url: https://oapi.dingtalk.com/robot/send?access_token=t\n    secret_file: {}\n",
+            secret.display()
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let w = super::super::secrets::secret_exposure(&cfg, 0o644);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("ding.secret (a secret of notify channel dingtalk-1) is readable by group or others (mode 0644)"), "{w:?}");
+        assert!(
+            w[1].contains("notify[0].url carries the robot's token"),
+            "{w:?}"
+        );
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(super::super::secrets::secret_exposure(&cfg, 0o600).is_empty());
+    }
 }
