@@ -25,6 +25,8 @@
 //! - [`pki`] (`secret`): keys (`KeyAlgorithm`, `KeySpec`), CSRs, chain checks.
 //! - [`store`] (`accounts`, `pki`, `secret`): every file write, the output layout
 //!   (`OutputSpec`), the journal, start-up repair (`store::repair::RepairTarget`).
+//! - [`notify`] (`secret`, `store`): notification channels (webhook, DingTalk,
+//!   Feishu/Lark, WeCom, SMTP), their signing, the daily sent-record, the sender.
 //!
 //! The engine and what reports on it:
 //! - [`listing`] (`cas`, `domain`): `cas-renewd list` rendering.
@@ -36,12 +38,15 @@
 //! - [`status`] (`domain`, `renew`, `store`): `cas-renewd status`, its Nagios
 //!   health and the last pass's record. Exception: takes `config::CertificateConfig`
 //!   (the rows are the engine's targets).
+//! - [`announce`] (`notify`, `renew`): the observer that turns passes into
+//!   notification events, wrapping the metrics. Exception: imports `config`
+//!   (`CertificateConfig`, as `PassObserver::pass_done` names it).
 //!
 //! The top, beside the binary:
-//! - [`config`] (`accounts`, `cas`, `domain`, `hooks`, `pki`, `secret`, `store`):
+//! - [`config`] (`accounts`, `cas`, `domain`, `hooks`, `notify`, `pki`, `secret`, `store`):
 //!   the YAML configuration; produces the settings types above and re-exports them
 //!   under their configuration names (`config::OutputConfig` is `store::OutputSpec`).
-//! - [`daemon`] (`cas`, `config`, `metrics`, `renew`, `status`, `store`): `cas-renewd run`.
+//! - [`daemon`] (`announce`, `cas`, `config`, `metrics`, `renew`, `status`, `store`): `cas-renewd run`.
 //!
 //! Test machinery lives outside this library: the simulator is the workspace
 //! crate `cas-sim` (used by tests and by the binary's `sim` feature), request
@@ -49,6 +54,7 @@
 //! crate's own library.
 
 pub mod accounts;
+pub mod announce;
 pub mod cas;
 pub mod config;
 pub mod daemon;
@@ -57,6 +63,7 @@ pub mod hooks;
 pub mod listing;
 pub mod logfmt;
 pub mod metrics;
+pub mod notify;
 pub mod pki;
 pub mod renew;
 pub mod secret;

@@ -15,11 +15,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use cas_renewd::announce::Notifying;
 use cas_renewd::cas::api::{InstanceFilter, OrderFilter, OrderStatus, OrderType};
 use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
 use cas_renewd::cas::inventory::Inventory;
 use cas_renewd::config::{self, Config, LogFormat};
-use cas_renewd::renew::{Engine, PassOptions};
+use cas_renewd::metrics::Metrics;
+use cas_renewd::notify;
+use cas_renewd::renew::{Engine, PassObserver as _, PassOptions};
 #[cfg(feature = "sim")]
 use cas_sim::{Scenario, Simulator};
 
@@ -101,6 +104,13 @@ enum Command {
         /// CRITICAL when a certificate expires within this.
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "7d")]
         critical: Duration,
+    },
+    /// Notifications: `--test` sends a test message to every configured channel
+    /// and prints each channel's result (exit 1 when one failed).
+    Notify {
+        /// Send the test message (required: the command sends nothing else).
+        #[arg(long)]
+        test: bool,
     },
     /// A full renewal against an in-process simulator, in a scratch directory.
     #[cfg(feature = "sim")]
@@ -205,6 +215,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             warning,
             critical,
         } => status(&path, json, online, Thresholds { warning, critical }),
+        Command::Notify { test } => notify_test(&path, test),
         Command::List {
             status,
             order_type,
@@ -460,10 +471,90 @@ fn engine(cfg: Config) -> anyhow::Result<Arc<Engine>> {
     Ok(Arc::new(Engine::new(cfg, Arc::new(creds))?))
 }
 
+/// `notify --test`: one test message per channel, one line per channel.
+fn notify_test(path: &Path, test: bool) -> anyhow::Result<ExitCode> {
+    if !test {
+        return Err(Fatal::Plain(anyhow::anyhow!(
+            "notify: say --test to send a test message to every channel"
+        ))
+        .into());
+    }
+    let (cfg, rt) = configured(path)?;
+    if cfg.notify.is_empty() {
+        return Err(Fatal::Plain(anyhow::anyhow!(
+            "{}: no notification channel is configured (notify:)",
+            path.display()
+        ))
+        .into());
+    }
+    let lines = rt.block_on(async {
+        let (open, failed) = notify::open_channels(&cfg.notify);
+        let event = notify::Event::new(
+            notify::EventKind::Test,
+            "",
+            "",
+            "a test message from cas-renewd: this channel works",
+            chrono::Utc::now(),
+        );
+        let sent = notify::send_test(&open, &event).await;
+        let mut lines: Vec<(String, String, Option<String>)> = failed
+            .into_iter()
+            .map(|(name, e)| (name, String::new(), Some(e.to_string())))
+            .collect();
+        for d in sent {
+            let err = d.result.err().map(|e| e.to_string());
+            lines.push((d.channel, d.channel_type.to_owned(), err));
+        }
+        lines
+    });
+    let mut out = std::io::stdout().lock();
+    let mut ok = true;
+    for (name, ty, err) in &lines {
+        let ty = if ty.is_empty() {
+            String::new()
+        } else {
+            format!(" ({ty})")
+        };
+        match err {
+            None => writeln!(out, "{name}{ty}: ok")?,
+            Some(e) => {
+                ok = false;
+                writeln!(out, "{name}{ty}: FAILED: {e}")?;
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 /// `once` and `renew`: one pass under the state lock (none for a dry run); exit 1
 /// when a certificate failed, else 75 when an order is still in progress.
+/// Notifications go out before the command exits (none for a dry run).
 async fn pass(cfg: Config, opts: PassOptions) -> anyhow::Result<ExitCode> {
-    let engine = engine(cfg)?;
+    let channels = if opts.dry_run {
+        &[][..]
+    } else {
+        &cfg.notify[..]
+    };
+    let notifier = Notifying::start(channels, &cfg.state_dir, Metrics::new());
+    let creds = credentials(&cfg)?;
+    let engine = Arc::new(Engine::with_observer(
+        cfg,
+        Arc::new(creds),
+        notifier.clone(),
+    )?);
+    let result = pass_locked(&engine, &opts).await;
+    if let Err(e) = &result {
+        notifier.pass_failed(&format!("{e:#}"));
+    }
+    notifier.finish(notify::FINISH_WITHIN).await;
+    result
+}
+
+async fn pass_locked(engine: &Arc<Engine>, opts: &PassOptions) -> anyhow::Result<ExitCode> {
     // A dry run changes nothing, so it needs no lock and may run beside the daemon.
     let _lock = if opts.dry_run {
         None
@@ -474,7 +565,7 @@ async fn pass(cfg: Config, opts: PassOptions) -> anyhow::Result<ExitCode> {
         cas_renewd::store::repair::at_start(&state, &engine.config().certificates);
         Some(lock)
     };
-    let result = engine.pass(&opts).await;
+    let result = engine.pass(opts).await;
     if !opts.dry_run {
         status::last_pass::record(
             &engine.config().state_dir,

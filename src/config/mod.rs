@@ -14,6 +14,7 @@
 
 mod certificates;
 mod inherit;
+mod notify;
 mod parse;
 mod problems;
 mod raw;
@@ -34,8 +35,10 @@ pub use crate::cas::ApiSettings as ApiConfig;
 pub use crate::cas::credentials::{CredentialsSpec as CredentialsConfig, SecretSource};
 pub use crate::domain::{ValidationMethod, ValidationSpec as ValidationConfig};
 pub use crate::hooks::HookSpec as HookConfig;
+pub use crate::notify::ChannelSpec as NotifyConfig;
 pub use crate::pki::{KeyAlgorithm, KeySpec};
 pub use crate::store::OutputSpec as OutputConfig;
+pub use notify::{DEFAULT_EXPIRING_WITHIN, DEFAULT_QUOTA_LOW_AT, DEFAULT_SMTP_PORT};
 pub use problems::{ConfigError, Problem};
 pub use values::{
     AbsPath, Endpoint, FileMode, HumanDuration, is_loopback_host, next_fires, parse_cron,
@@ -105,6 +108,8 @@ pub struct Config {
     pub hooks: BTreeMap<String, HookConfig>,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    /// `notify:`, the notification channels (none by default).
+    pub notify: Vec<NotifyConfig>,
 }
 
 #[derive(Debug, Clone)]

@@ -32,6 +32,8 @@ pub(super) struct RawConfig {
     pub(super) metrics: RawMetrics,
     #[serde(default)]
     pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) notify: Vec<Spanned<super::notify::RawNotify>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

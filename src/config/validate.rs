@@ -57,6 +57,7 @@ pub(super) fn validate(
     }
     let metrics = metrics(&raw.metrics, &mut p);
     let log = log(&raw.log, &mut p);
+    let notify = super::notify::notify(&raw.notify, &mut p);
     p.finish()?;
     Ok(Config {
         source: source.to_owned(),
@@ -75,6 +76,7 @@ pub(super) fn validate(
         hooks,
         metrics,
         log,
+        notify,
     })
 }
 

@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 use super::schedule::{Trigger, jitter_wait};
+use crate::announce::Notifying;
 use crate::cas::credentials::{CredentialsProvider, Environment};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -18,14 +19,15 @@ use crate::renew::{Engine, EngineError, Outcome, PassOptions, PassReport, instal
 /// comes back for them after `poll_max_interval`.
 const FOLLOW_BUDGET: Duration = Duration::from_secs(600);
 
-/// The engine for `cfg`, reporting into `metrics`.
+/// The engine for `cfg`, reporting into `metrics` and to the notification channels.
 pub(super) fn build(cfg: Config, metrics: Arc<Metrics>) -> Result<Arc<Engine>, EngineError> {
     let creds =
         CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::from_process())?;
-    Ok(Arc::new(Engine::with_metrics(
+    let observer = Notifying::start(&cfg.notify, &cfg.state_dir, metrics);
+    Ok(Arc::new(Engine::with_observer(
         cfg,
         Arc::new(creds),
-        metrics,
+        observer,
     )?))
 }
 
@@ -61,6 +63,7 @@ pub(super) fn start_pass(
             }
             Err(e) => {
                 error!(error = %e, "pass failed");
+                engine.observer().pass_failed(&e.to_string());
                 None
             }
         }

@@ -42,6 +42,12 @@ impl CertRun<'_> {
             Ok(r) => {
                 let s = r.body;
                 info!(cert = %self.cert.name, product_code, total = ?s.total_count, used = ?s.used_count, issued = ?s.issued_count, "package state");
+                self.e.observer.package_state(
+                    &self.cert.name,
+                    product_code,
+                    s.total_count,
+                    s.used_count,
+                );
                 if s.exhausted() {
                     return Err(EngineError::Blocked(format!(
                         "no {product_code} application left: {} of {} used (DescribePackageState); buy a resource plan of this product (free certificates: 20 per account per year), then the next pass applies",

@@ -29,6 +29,17 @@ pub trait PassObserver: Send + Sync + 'static {
     fn order_state(&self, _cert: &str, _state: &str) {}
     /// A discovered domain the engine cannot act on.
     fn blocked(&self, _cert: &str) {}
+    /// DescribePackageState answered for `product_code` while acting on `cert`.
+    fn package_state(
+        &self,
+        _cert: &str,
+        _product_code: &str,
+        _total: Option<i64>,
+        _used: Option<i64>,
+    ) {
+    }
+    /// A pass failed as a whole (no report): the inventory or the state directory.
+    fn pass_failed(&self, _error: &str) {}
     /// A pass ended: `certs` were acted on, `report` says how.
     fn pass_done(&self, _certs: &[CertificateConfig], _report: &PassReport) {}
     /// For a caller that knows the concrete recorder (`Engine::metrics`).
