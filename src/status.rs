@@ -24,7 +24,7 @@ pub struct StatusRow {
     pub sha256: Option<String>,
     /// Whether the last `verify.connect` check saw the installed certificate.
     pub served_matches_disk: Option<bool>,
-    pub order_id: Option<i64>,
+    pub order_id: Option<crate::ids::OrderId>,
     pub phase: String,
     pub reload_pending: Vec<String>,
     pub next_action: String,
@@ -97,8 +97,8 @@ fn cert_row(
             .as_ref()
             .and(j.served_sha256.as_ref())
             .map(|served| leaf.as_ref().is_some_and(|l| &l.sha256 == served)),
-        order_id: j.new_order_id.or(j.source_order_id),
-        phase: j.phase.as_str().to_owned(),
+        order_id: j.order_id(),
+        phase: j.phase.name().as_str().to_owned(),
         reload_pending: j.reload_pending.clone(),
         next_action: plan
             .map(|p| {
@@ -180,7 +180,7 @@ mod tests {
             serial: None,
             sha256: None,
             served_matches_disk: None,
-            order_id: Some(7),
+            order_id: Some(crate::ids::OrderId::new(7)),
             phase: "idle".into(),
             reload_pending: vec![],
             next_action: "nothing".into(),

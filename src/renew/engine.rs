@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use tokio::sync::Semaphore;
-use tracing::{Instrument as _, error, info};
+use tracing::{Instrument as _, error, info, warn};
 
 use super::discover::{self, BlockedTarget, Targets};
 use super::plan::{self, Plan, PlanInput};
@@ -72,11 +72,21 @@ impl Engine {
         &self.cfg
     }
 
-    /// Every order in the account (CPACK, all statuses), page by page.
+    /// Every order in the account (CPACK, all statuses), page by page. An entry
+    /// without an OrderId names nothing cas-renewd could renew, install or follow:
+    /// it is left out here, with a warning, so the plan meets only orders with one.
     pub async fn inventory(&self) -> Result<Vec<CertificateOrder>, ApiError> {
-        self.cas
+        let mut orders = self
+            .cas
             .list_all_orders(OrderFilter::default(), self.cfg.api.page_size)
-            .await
+            .await?;
+        orders.retain(|o| {
+            if o.order_id.is_none() {
+                warn!(domain = ?o.domain, status = ?o.status, "an order in the listing has no OrderId; left out");
+            }
+            o.order_id.is_some()
+        });
+        Ok(orders)
     }
 
     /// Configured certificates, then the usable discovered ones; and the
@@ -89,10 +99,7 @@ impl Engine {
         // Read without creating the state directory, so dry runs change nothing.
         let path = self.state_root.join("journal").join(format!("{name}.json"));
         if !path.exists() {
-            return Ok(Journal {
-                cert: name.to_owned(),
-                ..Journal::default()
-            });
+            return Ok(Journal::new(name));
         }
         StateDir::at(&self.state_root).load_journal(name)
     }
