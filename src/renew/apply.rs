@@ -189,7 +189,12 @@ impl CertRun<'_> {
     }
 
     /// Records what the operator must do for an order stuck in `payed`.
-    fn pending(&mut self, stage: Stage, o: &mut Following, what: String) -> Result<(), EngineError> {
+    fn pending(
+        &mut self,
+        stage: Stage,
+        o: &mut Following,
+        what: String,
+    ) -> Result<(), EngineError> {
         self.e.observer.pending_application(&self.cert.name, true);
         if o.pending_application.as_deref() != Some(what.as_str()) {
             warn!(cert = %self.cert.name, order_id = %o.new_order_id, "{what}");
@@ -295,9 +300,7 @@ impl CertRun<'_> {
                 *stage = Stage::ApplicationSubmitted;
                 o.pending_application = None;
                 self.commit(Phase::following(*stage, o.clone()))?;
-                self.e
-                    .observer
-                    .pending_application(&self.cert.name, false);
+                self.e.observer.pending_application(&self.cert.name, false);
                 crash_point(CrashPoint::AfterApplicationSubmitted);
                 Ok(())
             }

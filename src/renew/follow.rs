@@ -12,7 +12,9 @@ use super::validation::{self, Published};
 use crate::cas::api::{CertificateState, CertificateStateResponse};
 use crate::pki::{Chain, Key};
 use crate::store::faults::{CrashPoint, crash_point};
-use crate::store::{self, FileSpec, Following, Issued, KeyFile, Phase, Publication, Rejected, Stage};
+use crate::store::{
+    self, FileSpec, Following, Issued, KeyFile, Phase, Publication, Rejected, Stage,
+};
 
 /// What the journal records of a publication, as validation reads it.
 fn published(p: &Publication) -> Published {
@@ -204,10 +206,7 @@ impl CertRun<'_> {
             Ok(c) => c,
             Err(e) => {
                 error!(cert = %self.cert.name, order_id = %order, reason = %e, "issued certificate refused; old files kept; no new order is placed automatically");
-                let err = EngineError::CertificateRefused {
-                    order,
-                    source: e,
-                };
+                let err = EngineError::CertificateRefused { order, source: e };
                 self.journal.last_error = Some(err.to_string());
                 self.commit(Phase::Rejected(Rejected {
                     published: o.published,

@@ -38,15 +38,18 @@ impl CertRun<'_> {
             .filter(|(name, _)| *name != self.cert.name)
             .map(|(_, j)| j)
             .collect();
-        let claimed: Vec<OrderId> = others.iter().filter_map(|j| j.phase.new_order_id()).collect();
+        let claimed: Vec<OrderId> = others
+            .iter()
+            .filter_map(|j| j.phase.new_order_id())
+            .collect();
         // Another certificate of the same product whose paid call is out but whose
         // order is not journaled yet may own any order with an empty Domain.
         let rival_in_flight = others.iter().any(|j| {
             matches!(j.phase, Phase::KeyReady(_) | Phase::RenewRequested(_))
                 && match (j.phase.product_code(), product) {
-                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
-                _ => true,
-            }
+                    (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                    _ => true,
+                }
         });
         let (mut exact, mut empty) = (Vec::new(), Vec::new());
         for o in orders {
@@ -69,10 +72,9 @@ impl CertRun<'_> {
             if matches!(o.status, Some(OrderStatus::Expired | OrderStatus::Revoked)) {
                 continue;
             }
-            if let (Some(want), Some(pc)) = (
-                product,
-                o.product_code.as_deref().filter(|p| !p.is_empty()),
-            ) && !want.eq_ignore_ascii_case(pc)
+            if let (Some(want), Some(pc)) =
+                (product, o.product_code.as_deref().filter(|p| !p.is_empty()))
+                && !want.eq_ignore_ascii_case(pc)
             {
                 continue;
             }

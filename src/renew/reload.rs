@@ -43,10 +43,7 @@ fn hook_context(cert: &CertificateConfig, j: &Journal) -> HookContext {
     HookContext {
         cert_name: cert.name.clone(),
         domain: cert.domain.clone(),
-        order_id: j
-            .order_id()
-            .map(|o| o.to_string())
-            .unwrap_or_default(),
+        order_id: j.order_id().map(|o| o.to_string()).unwrap_or_default(),
         cert_path: path_str(&cert.output.dir.join(store::CERT_FILE)),
         key_path: path_str(&cert.output.dir.join(store::KEY_FILE)),
         fullchain_path: path_str(&cert.output.dir.join(store::FULLCHAIN_FILE)),

@@ -15,8 +15,8 @@ use crate::ids::OrderId;
 use crate::pki::{self, Chain, Expectations, Key, PkiError};
 use crate::store::faults::{CrashPoint, crash_point};
 use crate::store::{
-    self, Attempt, Stage, CertificateFiles, FileSpec, Following, Issued, Journal, KeyFile, PaidCall,
-    Phase, StateDir, StoreError, new_attempt_id,
+    self, Attempt, CertificateFiles, FileSpec, Following, Issued, Journal, KeyFile, PaidCall,
+    Phase, Stage, StateDir, StoreError, new_attempt_id,
 };
 
 pub(super) enum Step {
@@ -25,10 +25,7 @@ pub(super) enum Step {
     /// The disk changed but no order did: plan again from the same listing.
     Replan,
     /// CAS still processes the order; the pass's follow budget ran out.
-    Pending {
-        order: OrderId,
-        state: &'static str,
-    },
+    Pending { order: OrderId, state: &'static str },
 }
 
 /// What a transition of the journal led to.
@@ -39,10 +36,7 @@ pub(super) enum Next {
     Moved,
     /// CAS still processes the order; following it again is a later pass's job.
     /// A success, not an error: nothing went wrong.
-    Pending {
-        order: OrderId,
-        state: &'static str,
-    },
+    Pending { order: OrderId, state: &'static str },
 }
 
 /// One certificate's work within a pass.

@@ -156,7 +156,10 @@ mod stamp {
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
             let text: Option<String> = Option::deserialize(d)?;
-            Ok(text.as_deref().and_then(super::parse).unwrap_or_else(Utc::now))
+            Ok(text
+                .as_deref()
+                .and_then(super::parse)
+                .unwrap_or_else(Utc::now))
         }
     }
 }

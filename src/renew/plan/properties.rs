@@ -13,17 +13,7 @@ const STATUSES: [OrderStatus; 6] = [
     OrderStatus::Expired,
     OrderStatus::CheckedFail,
 ];
-const PHASES: [PhaseName; 9] = [
-    PhaseName::Idle,
-    PhaseName::KeyReady,
-    PhaseName::RenewRequested,
-    PhaseName::OrderCreated,
-    PhaseName::ApplicationRequested,
-    PhaseName::ApplicationSubmitted,
-    PhaseName::Issued,
-    PhaseName::Installed,
-    PhaseName::Rejected,
-];
+const PHASES: [PhaseName; 9] = PhaseName::ALL;
 /// (CertType, ProductCode, DomainType, SourceType): renewable and not.
 const KINDS: [(&str, &str, &str, &str); 7] = [
     ("DV", "geotrust-dv-1-starter", "ONE", "cpack"),
@@ -174,7 +164,9 @@ fn no_plan_spends_quota_when_it_must_not() {
             !orders.iter().any(|o| matches!(
                 o.status,
                 Some(OrderStatus::Payed | OrderStatus::Checking)
-            ) && o.order_id.is_some_and(|id| newest_issued.is_none_or(|n| id > n))
+            ) && o
+                .order_id
+                .is_some_and(|id| newest_issued.is_none_or(|n| id > n))
                 && o.order_id.map(OrderId::new) != journal.order_id()
                 && !o
                     .order_id

@@ -134,7 +134,9 @@ fn kinds_cas_does_not_renew_are_reapplied_or_blocked() {
             RenewalMode::Reapply
         )
         .action,
-        Action::Renew { source_order_id: OrderId::new(1) }
+        Action::Renew {
+            source_order_id: OrderId::new(1)
+        }
     );
     // No ProductCode: nothing to apply for again.
     let mut bare = order(1, OrderStatus::Willexpired, Some(20));
@@ -181,7 +183,9 @@ fn decisions_with_reasons() {
             idle.clone(),
             Some(&d20),
             false,
-            Action::Renew { source_order_id: OrderId::new(1) },
+            Action::Renew {
+                source_order_id: OrderId::new(1),
+            },
             "WILLEXPIRED (20 days left)",
         ),
         (
@@ -190,7 +194,9 @@ fn decisions_with_reasons() {
             idle.clone(),
             None,
             false,
-            Action::Install { order_id: OrderId::new(1) },
+            Action::Install {
+                order_id: OrderId::new(1),
+            },
             "no certificate on disk",
         ),
         (
@@ -202,7 +208,9 @@ fn decisions_with_reasons() {
             idle.clone(),
             Some(&d20),
             false,
-            Action::Install { order_id: OrderId::new(2) },
+            Action::Install {
+                order_id: OrderId::new(2),
+            },
             "newer than the one on disk",
         ),
         (
@@ -214,7 +222,9 @@ fn decisions_with_reasons() {
             idle.clone(),
             Some(&d20),
             false,
-            Action::Adopt { order_id: OrderId::new(2) },
+            Action::Adopt {
+                order_id: OrderId::new(2),
+            },
             "made elsewhere",
         ),
         (
@@ -250,7 +260,9 @@ fn decisions_with_reasons() {
             idle.clone(),
             Some(&d200),
             true,
-            Action::Renew { source_order_id: OrderId::new(1) },
+            Action::Renew {
+                source_order_id: OrderId::new(1),
+            },
             "forced",
         ),
     ];
@@ -268,14 +280,9 @@ fn decisions_with_reasons() {
 #[test]
 fn the_journal_comes_first() {
     let orders = vec![order(1, OrderStatus::Willexpired, Some(20))];
-    for phase in [
-        PhaseName::KeyReady,
-        PhaseName::RenewRequested,
-        PhaseName::OrderCreated,
-        PhaseName::ApplicationRequested,
-        PhaseName::ApplicationSubmitted,
-        PhaseName::Issued,
-    ] {
+    // Every phase but idle, installed and rejected is a renewal in flight.
+    for phase in &PhaseName::ALL[1..7] {
+        let phase = *phase;
         let j = Journal {
             phase: Phase::example(phase, OrderId::new(9)),
             ..Default::default()
@@ -334,7 +341,8 @@ fn an_unclear_or_pending_renewal_says_so() {
     let p = run(&orders, &j, Some(&disk(20)), true);
     assert!(matches!(p.action, Action::Resume { .. }), "{}", p.reason);
     assert!(p.reason.contains("outcome is unclear"), "{}", p.reason);
-    let Phase::OrderCreated(mut o) = Phase::example(PhaseName::OrderCreated, OrderId::new(2)) else {
+    let Phase::OrderCreated(mut o) = Phase::example(PhaseName::OrderCreated, OrderId::new(2))
+    else {
         unreachable!("an order-created example")
     };
     o.pending_application = Some("submit order 2 in the console".into());
@@ -358,7 +366,9 @@ fn unusable_orders_block_instead_of_spending_again() {
     };
     assert_eq!(
         run(&orders, &j, Some(&disk(20)), false).action,
-        Action::Renew { source_order_id: OrderId::new(1) }
+        Action::Renew {
+            source_order_id: OrderId::new(1)
+        }
     );
     let ours = Journal {
         last_order_id: Some(OrderId::new(2)),
@@ -366,7 +376,9 @@ fn unusable_orders_block_instead_of_spending_again() {
     };
     assert_eq!(
         run(&orders, &ours, Some(&disk(20)), false).action,
-        Action::Renew { source_order_id: OrderId::new(1) }
+        Action::Renew {
+            source_order_id: OrderId::new(1)
+        }
     );
     let orders = vec![
         order(1, OrderStatus::Willexpired, Some(20)),
@@ -392,9 +404,24 @@ fn plans_read_as_words_not_debug_text() {
             "resume (order-created)",
         ),
         (Action::RerunReload, "reload"),
-        (Action::Install { order_id: OrderId::new(7) }, "install (order 7)"),
-        (Action::Adopt { order_id: OrderId::new(8) }, "adopt (order 8)"),
-        (Action::Renew { source_order_id: OrderId::new(9) }, "renew (order 9)"),
+        (
+            Action::Install {
+                order_id: OrderId::new(7),
+            },
+            "install (order 7)",
+        ),
+        (
+            Action::Adopt {
+                order_id: OrderId::new(8),
+            },
+            "adopt (order 8)",
+        ),
+        (
+            Action::Renew {
+                source_order_id: OrderId::new(9),
+            },
+            "renew (order 9)",
+        ),
         (
             Action::Reapply {
                 source_order_id: OrderId::new(10),

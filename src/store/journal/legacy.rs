@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::phase::{
-    Attempt, Following, Issued, KeyFile, PaidCall, Phase, Publication, Rejected, RenewRequested,
+    Attempt, Following, Issued, KeyFile, PaidCall, Phase, PhaseName, Publication, Rejected,
+    RenewRequested,
 };
 use super::{Journal, new_attempt_id, stamp};
 use crate::ids::OrderId;
@@ -25,7 +26,8 @@ use crate::ids::OrderId;
 #[serde(default)]
 pub(super) struct LegacyJournal {
     cert: String,
-    phase: LegacyPhase,
+    /// The flat form's phase names are the current ones.
+    phase: PhaseName,
     attempt: Option<String>,
     source_order_id: Option<OrderId>,
     new_order_id: Option<OrderId>,
@@ -56,21 +58,6 @@ pub(super) struct LegacyJournal {
     last_success: Option<DateTime<Utc>>,
     #[serde(with = "stamp")]
     updated_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum LegacyPhase {
-    #[default]
-    Idle,
-    KeyReady,
-    RenewRequested,
-    OrderCreated,
-    ApplicationRequested,
-    ApplicationSubmitted,
-    Issued,
-    Installed,
-    Rejected,
 }
 
 impl From<LegacyJournal> for Journal {
@@ -110,19 +97,22 @@ impl LegacyJournal {
             validation_told: self.validation_told.clone(),
         };
         match self.phase {
-            LegacyPhase::Idle => (Phase::Idle, None),
-            LegacyPhase::Installed => (Phase::Installed, None),
-            LegacyPhase::Rejected => (Phase::Rejected(Rejected { published }), None),
+            PhaseName::Idle => (Phase::Idle, None),
+            PhaseName::Installed => (Phase::Installed, None),
+            PhaseName::Rejected => (Phase::Rejected(Rejected { published }), None),
             // Nothing was spent at key-ready: without its key it starts over.
-            LegacyPhase::KeyReady => (self.attempt_data().map_or(Phase::Idle, Phase::KeyReady), None),
-            LegacyPhase::RenewRequested => self.reconcile(published),
-            LegacyPhase::OrderCreated
-            | LegacyPhase::ApplicationRequested
-            | LegacyPhase::ApplicationSubmitted => match self.following(published.clone()) {
+            PhaseName::KeyReady => (
+                self.attempt_data().map_or(Phase::Idle, Phase::KeyReady),
+                None,
+            ),
+            PhaseName::RenewRequested => self.reconcile(published),
+            PhaseName::OrderCreated
+            | PhaseName::ApplicationRequested
+            | PhaseName::ApplicationSubmitted => match self.following(published.clone()) {
                 Some(o) => (
                     match self.phase {
-                        LegacyPhase::ApplicationRequested => Phase::ApplicationRequested(o),
-                        LegacyPhase::ApplicationSubmitted => Phase::ApplicationSubmitted(o),
+                        PhaseName::ApplicationRequested => Phase::ApplicationRequested(o),
+                        PhaseName::ApplicationSubmitted => Phase::ApplicationSubmitted(o),
                         _ => Phase::OrderCreated(o),
                     },
                     None,
@@ -130,7 +120,7 @@ impl LegacyJournal {
                 // The paid call returned, but its order was not written: look for it.
                 None => self.reconcile(published),
             },
-            LegacyPhase::Issued => match (self.issued(), self.following(published.clone())) {
+            PhaseName::Issued => match (self.issued(), self.following(published.clone())) {
                 (Some(i), _) => (Phase::Issued(i), None),
                 // The chain or key is not recorded: fetch the issued order again
                 // (no call is paid for that).
@@ -178,7 +168,7 @@ impl LegacyJournal {
             None => (
                 Phase::Rejected(Rejected { published }),
                 Some(format!(
-                    "the journal (written by an earlier version) is at {:?} but lacks the attempt, source order or key a paid call's order is looked for with",
+                    "the journal (written by an earlier version) is at {} but lacks the attempt, source order or key a paid call's order is looked for with",
                     self.phase
                 )),
             ),
@@ -230,7 +220,9 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let sd = StateDir::open(d.path()).expect("open");
         std::fs::write(sd.journal_path("www"), text).expect("write fixture");
-        let j = sd.load_journal("www").expect("an earlier version's journal loads");
+        let j = sd
+            .load_journal("www")
+            .expect("an earlier version's journal loads");
         assert_eq!(j.cert, "www");
         let mut again = j.clone();
         sd.save_journal(&mut again).expect("save");
@@ -319,12 +311,17 @@ mod tests {
             dns_record: Some(("example.com".into(), "rec-77".into())),
             ..Publication::default()
         };
-        assert_eq!(j.phase, Phase::OrderCreated(following_1002(published, None)));
+        assert_eq!(
+            j.phase,
+            Phase::OrderCreated(following_1002(published, None))
+        );
     }
 
     #[test]
     fn a_create_call_keeps_its_product() {
-        let j = load(include_str!("../fixtures/journal-order-created-create.json"));
+        let j = load(include_str!(
+            "../fixtures/journal-order-created-create.json"
+        ));
         let Phase::OrderCreated(o) = j.phase else {
             panic!("{:?}", j.phase)
         };
@@ -340,7 +337,9 @@ mod tests {
 
     #[test]
     fn an_adopted_order_has_no_key_of_ours() {
-        let j = load(include_str!("../fixtures/journal-order-created-adopted.json"));
+        let j = load(include_str!(
+            "../fixtures/journal-order-created-adopted.json"
+        ));
         let Phase::OrderCreated(o) = j.phase else {
             panic!("{:?}", j.phase)
         };
@@ -353,7 +352,9 @@ mod tests {
 
     #[test]
     fn application_requested_keeps_what_the_operator_was_told() {
-        let j = load(include_str!("../fixtures/journal-application-requested.json"));
+        let j = load(include_str!(
+            "../fixtures/journal-application-requested.json"
+        ));
         assert_eq!(
             j.phase,
             Phase::ApplicationRequested(following_1002(
@@ -365,7 +366,9 @@ mod tests {
 
     #[test]
     fn application_submitted_keeps_the_file_to_delete() {
-        let j = load(include_str!("../fixtures/journal-application-submitted.json"));
+        let j = load(include_str!(
+            "../fixtures/journal-application-submitted.json"
+        ));
         let published = Publication {
             dns_record: None,
             validation_file: Some("/srv/www/.well-known/pki-validation/fileauth.txt".into()),
@@ -470,7 +473,11 @@ mod tests {
             r#"{"cert":"www","phase":"issued","issued_path":"/x.pem"}"#,
         ] {
             let j = load(text);
-            assert!(matches!(j.phase, Phase::Rejected(_)), "{text}: {:?}", j.phase);
+            assert!(
+                matches!(j.phase, Phase::Rejected(_)),
+                "{text}: {:?}",
+                j.phase
+            );
             let why = j.last_error.unwrap_or_default();
             assert!(why.contains("renew --cert www --force"), "{why}");
         }

@@ -170,9 +170,10 @@ pub enum Phase {
 }
 
 /// The name of a phase, as the journal, `status` and the plan write it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PhaseName {
+    #[default]
     Idle,
     KeyReady,
     RenewRequested,
@@ -185,6 +186,19 @@ pub enum PhaseName {
 }
 
 impl PhaseName {
+    /// Every phase, in the order a renewal passes them.
+    pub const ALL: [PhaseName; 9] = [
+        PhaseName::Idle,
+        PhaseName::KeyReady,
+        PhaseName::RenewRequested,
+        PhaseName::OrderCreated,
+        PhaseName::ApplicationRequested,
+        PhaseName::ApplicationSubmitted,
+        PhaseName::Issued,
+        PhaseName::Installed,
+        PhaseName::Rejected,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PhaseName::Idle => "idle",
@@ -287,9 +301,9 @@ impl Phase {
         match self {
             Phase::KeyReady(a) => Some(&a.attempt),
             Phase::RenewRequested(r) => Some(&r.attempt.attempt),
-            Phase::OrderCreated(o) | Phase::ApplicationRequested(o) | Phase::ApplicationSubmitted(o) => {
-                Some(&o.attempt)
-            }
+            Phase::OrderCreated(o)
+            | Phase::ApplicationRequested(o)
+            | Phase::ApplicationSubmitted(o) => Some(&o.attempt),
             Phase::Issued(i) => Some(&i.attempt),
             Phase::Idle | Phase::Installed | Phase::Rejected(_) => None,
         }
@@ -300,9 +314,9 @@ impl Phase {
         match self {
             Phase::KeyReady(a) => Some(a.source_order_id),
             Phase::RenewRequested(r) => Some(r.attempt.source_order_id),
-            Phase::OrderCreated(o) | Phase::ApplicationRequested(o) | Phase::ApplicationSubmitted(o) => {
-                Some(o.new_order_id)
-            }
+            Phase::OrderCreated(o)
+            | Phase::ApplicationRequested(o)
+            | Phase::ApplicationSubmitted(o) => Some(o.new_order_id),
             Phase::Issued(i) => Some(i.new_order_id),
             Phase::Idle | Phase::Installed | Phase::Rejected(_) => None,
         }
@@ -311,9 +325,9 @@ impl Phase {
     /// The new order of the attempt, once known.
     pub fn new_order_id(&self) -> Option<OrderId> {
         match self {
-            Phase::OrderCreated(o) | Phase::ApplicationRequested(o) | Phase::ApplicationSubmitted(o) => {
-                Some(o.new_order_id)
-            }
+            Phase::OrderCreated(o)
+            | Phase::ApplicationRequested(o)
+            | Phase::ApplicationSubmitted(o) => Some(o.new_order_id),
             Phase::Issued(i) => Some(i.new_order_id),
             _ => None,
         }
@@ -331,9 +345,9 @@ impl Phase {
     /// What validation published, when the phase records any.
     pub fn publication(&self) -> Option<&Publication> {
         match self {
-            Phase::OrderCreated(o) | Phase::ApplicationRequested(o) | Phase::ApplicationSubmitted(o) => {
-                Some(&o.published)
-            }
+            Phase::OrderCreated(o)
+            | Phase::ApplicationRequested(o)
+            | Phase::ApplicationSubmitted(o) => Some(&o.published),
             Phase::Rejected(r) => Some(&r.published),
             _ => None,
         }
@@ -342,9 +356,9 @@ impl Phase {
     /// The pending-application message of an order being followed.
     pub fn pending_application(&self) -> Option<&str> {
         match self {
-            Phase::OrderCreated(o) | Phase::ApplicationRequested(o) | Phase::ApplicationSubmitted(o) => {
-                o.pending_application.as_deref()
-            }
+            Phase::OrderCreated(o)
+            | Phase::ApplicationRequested(o)
+            | Phase::ApplicationSubmitted(o) => o.pending_application.as_deref(),
             _ => None,
         }
     }
