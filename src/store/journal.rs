@@ -24,33 +24,38 @@ use crate::ids::OrderId;
 /// renewal stands ([`Phase`], with that phase's data) and the facts about the
 /// certificate that outlive an attempt.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
 pub struct Journal {
-    /// The on-disk form: always 2 here; a journal without it is the flat form
-    /// of earlier versions, converted on read ([`legacy`]).
+    /// The on-disk form: always 2 here, and required; a journal without it is the
+    /// flat form of earlier versions, converted on read ([`Journal::from_json`]).
     pub version: FormatVersion,
     pub cert: String,
     #[serde(flatten)]
     pub phase: Phase,
     /// Hooks still to run for the installed certificate. Outlives the attempt: a
     /// renewal started while a reload is still due keeps it due.
+    #[serde(default)]
     pub reload_pending: Vec<String>,
     /// Orders whose certificate cannot be installed here (renewed elsewhere with a
     /// key this host does not have); never adopted or installed again.
+    #[serde(default)]
     pub unusable_orders: Vec<OrderId>,
     /// The order the journal last named (the installed certificate's, once the
     /// attempt is over), for `status` and the hooks' environment.
+    #[serde(default)]
     pub last_order_id: Option<OrderId>,
     /// SHA-256 of the installed leaf (DER), hex.
+    #[serde(default)]
     pub installed_sha256: Option<String>,
     /// SHA-256 of the leaf `verify.connect` served at the last check, upper-case hex.
+    #[serde(default)]
     pub served_sha256: Option<String>,
-    #[serde(with = "stamp")]
+    #[serde(default, with = "stamp")]
     pub served_checked_at: Option<DateTime<Utc>>,
+    #[serde(default)]
     pub last_error: Option<String>,
-    #[serde(with = "stamp")]
+    #[serde(default, with = "stamp")]
     pub last_success: Option<DateTime<Utc>>,
-    #[serde(with = "stamp")]
+    #[serde(default, with = "stamp")]
     pub updated_at: Option<DateTime<Utc>>,
 }
 
@@ -373,6 +378,10 @@ mod tests {
 
     #[test]
     fn an_unknown_version_or_phase_is_refused_with_its_reason() {
+        // Only `from_json` converts the flat form; serde alone wants the version.
+        let flat = br#"{"cert":"www","phase":"idle"}"#;
+        assert!(serde_json::from_slice::<Journal>(flat).is_err());
+        assert_eq!(Journal::from_json(flat).expect("flat"), Journal::new("www"));
         let e = Journal::from_json(br#"{"version":3,"cert":"www","phase":"idle"}"#)
             .expect_err("version 3");
         assert!(e.to_string().contains("journal version 3"), "{e}");

@@ -60,7 +60,7 @@ pub struct Attempt {
 pub struct RenewRequested {
     #[serde(flatten)]
     pub attempt: Attempt,
-    #[serde(with = "stamp::or_now")]
+    #[serde(default = "Utc::now", with = "stamp::or_now")]
     pub requested_at: DateTime<Utc>,
     /// Every OrderId the account showed before the paid call: an unclear call's
     /// order is one not in this list. Empty in journals older than the list: then
@@ -98,7 +98,7 @@ pub struct Following {
     #[serde(default)]
     pub source_order_id: Option<OrderId>,
     /// When the paid call was made, or the order taken up.
-    #[serde(with = "stamp::or_now")]
+    #[serde(default = "Utc::now", with = "stamp::or_now")]
     pub requested_at: DateTime<Utc>,
     #[serde(default)]
     pub paid_call: PaidCall,
