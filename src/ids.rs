@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 /// A CAS `OrderId` (ListUserCertificateOrder, RenewCertificateOrderForPackageRequest,
 /// DescribeCertificateState). Written as the bare number, as CAS and every journal
-/// so far wrote it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// so far wrote it, also in `Debug` (lists of ids in messages read `[1, 2]`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct OrderId(i64);
 
@@ -29,6 +29,12 @@ impl From<i64> for OrderId {
     }
 }
 
+impl fmt::Debug for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl fmt::Display for OrderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -45,6 +51,7 @@ mod tests {
         assert_eq!(serde_json::to_string(&id).expect("json"), "1002");
         assert_eq!(serde_json::from_str::<OrderId>("1002").expect("back"), id);
         assert_eq!(id.to_string(), "1002");
+        assert_eq!(format!("{:?}", [id, OrderId::new(7)]), "[1002, 7]");
         assert!(serde_json::from_str::<OrderId>("\"1002\"").is_err());
     }
 }

@@ -152,7 +152,7 @@ impl CertRun<'_> {
         match result {
             Ok((order_id, request_id)) => {
                 crash_point(CrashPoint::AfterRenewCall);
-                info!(cert = %self.cert.name, source_order_id = %source, new_order_id = %order_id, request_id = %request_id, action = call.action(), "paid call accepted");
+                info!(cert = %self.cert.name, source_order_id = source.get(), new_order_id = order_id.get(), request_id = %request_id, action = call.action(), "paid call accepted");
                 self.commit(Phase::OrderCreated(requested.ordered(order_id)))?;
                 crash_point(CrashPoint::AfterOrderCreated);
                 Ok(Next::Moved)
@@ -197,7 +197,7 @@ impl CertRun<'_> {
     ) -> Result<(), EngineError> {
         self.e.observer.pending_application(&self.cert.name, true);
         if o.pending_application.as_deref() != Some(what.as_str()) {
-            warn!(cert = %self.cert.name, order_id = %o.new_order_id, "{what}");
+            warn!(cert = %self.cert.name, order_id = o.new_order_id.get(), "{what}");
             o.pending_application = Some(what);
             self.commit(Phase::following(stage, o.clone()))?;
         }
@@ -296,7 +296,7 @@ impl CertRun<'_> {
         crash_point(CrashPoint::AfterApplicationRequested);
         match self.e.cas.apply_certificate(&instance).await {
             Ok(r) => {
-                info!(cert = %self.cert.name, order_id = %order, instance_id = %instance, request_id = %r.request_id, "application submitted for the pending renewal order");
+                info!(cert = %self.cert.name, order_id = order.get(), instance_id = %instance, request_id = %r.request_id, "application submitted for the pending renewal order");
                 *stage = Stage::ApplicationSubmitted;
                 o.pending_application = None;
                 self.commit(Phase::following(*stage, o.clone()))?;
@@ -327,7 +327,7 @@ impl CertRun<'_> {
             state.as_str(),
             humantime::format_duration(self.e.cfg.renewal.issuance_timeout)
         );
-        warn!(cert = %self.cert.name, order_id = %order, "decision: {msg}");
+        warn!(cert = %self.cert.name, order_id = order.get(), "decision: {msg}");
         self.journal.unusable_orders.push(order);
         self.journal.last_error = Some(msg);
         self.commit(Phase::Idle)?;

@@ -47,7 +47,7 @@ impl CertRun<'_> {
         let state = loop {
             let resp = self.e.cas.describe_certificate_state(order.get()).await?;
             let s = resp.body;
-            info!(cert = %self.cert.name, order_id = %order, request_id = %resp.request_id, state = s.state.as_str(), "order state");
+            info!(cert = %self.cert.name, order_id = order.get(), request_id = %resp.request_id, state = s.state.as_str(), "order state");
             self.e
                 .observer
                 .order_state(&self.cert.name, s.state.as_str());
@@ -177,7 +177,7 @@ impl CertRun<'_> {
         let (key, key_file) = match (o.key.clone(), cas_key) {
             (Some(f), cas) => {
                 if cas.is_some() {
-                    warn!(cert = %self.cert.name, order_id = %order, "the answer carries a PrivateKey although we sent a CSR; ignored");
+                    warn!(cert = %self.cert.name, order_id = order.get(), "the answer carries a PrivateKey although we sent a CSR; ignored");
                 }
                 (self.load_key(&f)?, f)
             }
@@ -205,7 +205,7 @@ impl CertRun<'_> {
         let chain = match checked {
             Ok(c) => c,
             Err(e) => {
-                error!(cert = %self.cert.name, order_id = %order, reason = %e, "issued certificate refused; old files kept; no new order is placed automatically");
+                error!(cert = %self.cert.name, order_id = order.get(), reason = %e, "issued certificate refused; old files kept; no new order is placed automatically");
                 let err = EngineError::CertificateRefused { order, source: e };
                 self.journal.last_error = Some(err.to_string());
                 self.commit(Phase::Rejected(Rejected {
@@ -228,7 +228,7 @@ impl CertRun<'_> {
             key: key_file,
             issued_path,
         }))?;
-        info!(cert = %self.cert.name, order_id = %order, serial = %chain.leaf.serial_hex, not_after = %chain.leaf.not_after_rfc3339(), "issued certificate passed its checks");
+        info!(cert = %self.cert.name, order_id = order.get(), serial = %chain.leaf.serial_hex, not_after = %chain.leaf.not_after_rfc3339(), "issued certificate passed its checks");
         crash_point(CrashPoint::AfterIssued);
         Ok(Next::Moved)
     }

@@ -149,7 +149,7 @@ impl CertRun<'_> {
             let waited = (Utc::now() - requested).to_std().unwrap_or_default();
             match self.reconcile_candidates(&orders, &req) {
                 Found::One(id) => {
-                    info!(cert = %self.cert.name, order_id = %id, action = call, "found the order the unclear paid call created; following it");
+                    info!(cert = %self.cert.name, order_id = id.get(), action = call, "found the order the unclear paid call created; following it");
                     self.commit(Phase::OrderCreated(req.ordered(id)))?;
                     self.set_unclear_metric(false);
                     crash_point(CrashPoint::AfterOrderCreated);
@@ -180,7 +180,7 @@ impl CertRun<'_> {
             if forced || waited >= ceiling {
                 warn!(
                     cert = %self.cert.name,
-                    source_order_id = %source,
+                    source_order_id = source.get(),
                     waited_s = waited.as_secs(),
                     forced,
                     action = call,
@@ -191,7 +191,7 @@ impl CertRun<'_> {
                 return Ok(Next::Moved);
             }
             let msg = self.no_order_yet_message(call, requested, ceiling);
-            error!(cert = %self.cert.name, source_order_id = %source, "{msg}");
+            error!(cert = %self.cert.name, source_order_id = source.get(), "{msg}");
             return Err(EngineError::Blocked(msg));
         }
     }

@@ -90,7 +90,7 @@ impl CertRun<'_> {
                 let order = Following::adopted(new_attempt_id(), *order_id, Utc::now());
                 self.journal.last_error = None;
                 self.commit(Phase::OrderCreated(order))?;
-                info!(cert = %self.cert.name, order_id = %order_id, "adopted a renewal made elsewhere");
+                info!(cert = %self.cert.name, order_id = order_id.get(), "adopted a renewal made elsewhere");
                 self.resume().await
             }
             Action::Renew { source_order_id } => {
@@ -161,7 +161,7 @@ impl CertRun<'_> {
         };
         self.journal.last_error = None;
         self.commit(Phase::KeyReady(ready))?;
-        info!(cert = %self.cert.name, source_order_id = %source_order_id, key = %key.spki_sha256(), algorithm = self.cert.key.algorithm.as_str(), "key ready");
+        info!(cert = %self.cert.name, source_order_id = source_order_id.get(), key = %key.spki_sha256(), algorithm = self.cert.key.algorithm.as_str(), "key ready");
         crash_point(CrashPoint::AfterKeyReady);
         Ok(())
     }
@@ -338,7 +338,7 @@ impl CertRun<'_> {
             );
             self.journal.last_error = Some(msg.clone());
             self.save()?;
-            warn!(cert = %self.cert.name, order_id = %order, "{msg}");
+            warn!(cert = %self.cert.name, order_id = order.get(), "{msg}");
             return Ok(());
         };
         self.check_against_disk(&chain, &key)?;
