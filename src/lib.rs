@@ -11,6 +11,7 @@
 //! Leaves, which use no other module of the crate:
 //! - [`secret`]: the redacting wrapper for every secret value.
 //! - [`accounts`]: user and group names to ids.
+//! - [`ids`]: identifiers CAS hands out (`OrderId`).
 //! - [`domain`]: checked domain names, how ownership of one is proven
 //!   (`ValidationSpec`), safe display of outside text.
 //! - [`hooks`]: reload hooks (`HookSpec`) run as argv with a timeout.
@@ -23,19 +24,19 @@
 //!   [`cas::client`] HTTP transport, retries, rate limit, error classification;
 //!   [`cas::api`], [`cas::api_apply`], [`cas::dns`] typed operations; `cas::ApiSettings`.
 //! - [`pki`] (`secret`): keys (`KeyAlgorithm`, `KeySpec`), CSRs, chain checks.
-//! - [`store`] (`accounts`, `pki`, `secret`): every file write, the output layout
+//! - [`store`] (`accounts`, `ids`, `pki`, `secret`): every file write, the output layout
 //!   (`OutputSpec`), the journal, start-up repair (`store::repair::RepairTarget`).
 //! - [`notify`] (`secret`, `store`): notification channels (webhook, DingTalk,
 //!   Feishu/Lark, WeCom, SMTP), their signing, the daily sent-record, the sender.
 //!
 //! The engine and what reports on it:
 //! - [`listing`] (`cas`, `domain`): `cas-renewd list` rendering.
-//! - [`renew`] (`cas`, `domain`, `hooks`, `pki`, `store`, `verify`): the renewal
+//! - [`renew`] (`cas`, `domain`, `hooks`, `ids`, `pki`, `store`, `verify`): the renewal
 //!   engine; it reports through its own `PassObserver` trait. Exception: it still
 //!   takes the validated configuration (`config`) rather than settings of its own.
 //! - [`metrics`] (`cas`, `renew`): Prometheus metrics, the engine's observer.
 //!   Exception: imports `config` (`CertificateConfig`, and to build an engine).
-//! - [`status`] (`domain`, `renew`, `store`): `cas-renewd status`, its Nagios
+//! - [`status`] (`domain`, `ids`, `renew`, `store`): `cas-renewd status`, its Nagios
 //!   health and the last pass's record. Exception: takes `config::CertificateConfig`
 //!   (the rows are the engine's targets).
 //! - [`announce`] (`notify`, `renew`): the observer that turns passes into
@@ -60,6 +61,7 @@ pub mod config;
 pub mod daemon;
 pub mod domain;
 pub mod hooks;
+pub mod ids;
 pub mod listing;
 pub mod logfmt;
 pub mod metrics;

@@ -21,7 +21,7 @@ use crate::renew::plan::Plan;
 use crate::renew::{
     BlockedTarget, Engine, PassOptions, Plans, installed_discovered, installed_leaf,
 };
-use crate::store::{Journal, JournalPhase, StateDir};
+use crate::store::{Journal, Phase, StateDir};
 pub use health::{Health, Thresholds};
 pub use last_pass::LastPass;
 
@@ -40,7 +40,7 @@ pub struct StatusRow {
     pub sha256: Option<String>,
     /// Whether the last `verify.connect` check saw the installed certificate.
     pub served_matches_disk: Option<bool>,
-    pub order_id: Option<i64>,
+    pub order_id: Option<crate::ids::OrderId>,
     pub phase: String,
     pub reload_pending: Vec<String>,
     pub next_action: String,
@@ -123,11 +123,13 @@ pub fn offline(
 fn offline_plan(j: &Journal, days_left: Option<i64>, renew_before: Duration) -> (String, String) {
     let due_days = i64::try_from(renew_before.as_secs() / 86_400).unwrap_or(i64::MAX);
     let order = j
-        .new_order_id
+        .phase
+        .new_order_id()
         .map(|o| format!(" (order {o})"))
         .unwrap_or_default();
-    match j.phase {
-        JournalPhase::Rejected => (
+    let phase = j.phase.name();
+    match &j.phase {
+        Phase::Rejected(_) => (
             "blocked".into(),
             format!(
                 "the last renewal was refused: {}; check it, then run `cas-renewd renew --cert {} --force`",
@@ -135,7 +137,7 @@ fn offline_plan(j: &Journal, days_left: Option<i64>, renew_before: Duration) -> 
                 j.cert
             ),
         ),
-        JournalPhase::Idle | JournalPhase::Installed => match days_left {
+        Phase::Idle | Phase::Installed => match days_left {
             None => ("install".into(), "nothing is installed yet".into()),
             Some(d) if d <= due_days => (
                 "renew".into(),
@@ -150,22 +152,22 @@ fn offline_plan(j: &Journal, days_left: Option<i64>, renew_before: Duration) -> 
             ),
             Some(d) => ("nothing".into(), format!("{d} day(s) left")),
         },
-        phase if j.pending_application.is_some() => (
+        p if p.pending_application().is_some() => (
             "blocked".into(),
             format!(
                 "a renewal at phase {}{order} waits for its application: {}",
                 phase.as_str(),
-                j.pending_application.as_deref().unwrap_or_default()
+                p.pending_application().unwrap_or_default()
             ),
         ),
-        phase if j.unclear_since.is_some() => (
+        p if p.unclear_since().is_some() => (
             "blocked".into(),
             format!(
                 "a paid call at phase {}{order} has an unclear outcome: check the CAS console, see last_error",
                 phase.as_str()
             ),
         ),
-        phase => (
+        _ => (
             "resume".into(),
             format!("a renewal is in flight at phase {}{order}", phase.as_str()),
         ),
@@ -268,8 +270,8 @@ fn cert_row(
             .as_ref()
             .and(j.served_sha256.as_ref())
             .map(|served| leaf.as_ref().is_some_and(|l| &l.sha256 == served)),
-        order_id: j.new_order_id.or(j.source_order_id),
-        phase: j.phase.as_str().to_owned(),
+        order_id: j.order_id(),
+        phase: j.phase.name().as_str().to_owned(),
         reload_pending: j.reload_pending.clone(),
         next_action,
         reason,

@@ -295,7 +295,8 @@ async fn a_renewal_made_in_the_console_is_adopted_not_repeated() {
         "only the console's call"
     );
     let j = std::fs::read_to_string(w.path("state/journal/www.json")).expect("journal");
-    assert!(j.contains(&format!("\"new_order_id\": {console}")), "{j}");
+    // Installed and idle: the journal's last order is the adopted one.
+    assert!(j.contains(&format!("\"last_order_id\": {console}")), "{j}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

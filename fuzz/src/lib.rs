@@ -27,7 +27,7 @@ pub fn api_response(data: &[u8]) {
     let _ = serde_json::from_slice::<RenewResponse>(data);
     let _ = serde_json::from_slice::<CertificateDetail>(data);
     let _ = serde_json::from_slice::<ErrorBody>(data);
-    let _ = serde_json::from_slice::<Journal>(data);
+    let _ = Journal::from_json(data);
 }
 
 /// PEM chain parsing and the checks before install.

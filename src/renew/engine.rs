@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
-use tracing::{Instrument as _, error, info};
+use tracing::{Instrument as _, error, info, warn};
 
 use super::discover::{self, BlockedTarget, Targets};
 use super::plan::{self, Plan, PlanInput};
@@ -94,11 +94,15 @@ impl Engine {
         &self.cfg
     }
 
-    /// Every order in the account (CPACK, all statuses), page by page.
+    /// Every order in the account (CPACK, all statuses), page by page. An entry
+    /// without an OrderId names nothing cas-renewd could renew, install or follow:
+    /// it is left out here, with a warning, so the plan meets only orders with one.
     pub async fn inventory(&self) -> Result<Vec<CertificateOrder>, ApiError> {
-        self.cas
+        let orders = self
+            .cas
             .list_all_orders(OrderFilter::default(), self.cfg.api.page_size)
-            .await
+            .await?;
+        Ok(with_order_ids(orders))
     }
 
     /// Configured certificates, then the usable discovered ones; and the
@@ -327,5 +331,33 @@ impl Engine {
         }
         report.not_after = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
         report
+    }
+}
+
+/// The orders that have an OrderId; each one without is left out with a warning.
+fn with_order_ids(mut orders: Vec<CertificateOrder>) -> Vec<CertificateOrder> {
+    orders.retain(|o| {
+        if o.order_id.is_none() {
+            warn!(domain = ?o.domain, status = ?o.status, "an order in the listing has no OrderId; left out");
+        }
+        o.order_id.is_some()
+    });
+    orders
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_without_an_order_id_are_left_out_of_the_inventory() {
+        let orders: Vec<CertificateOrder> = serde_json::from_value(serde_json::json!([
+            { "OrderId": 7, "Domain": "www.example.com" },
+            { "Domain": "www.example.com", "Status": "ISSUED" },
+            { "OrderId": 9, "Domain": "" },
+        ]))
+        .expect("orders");
+        let ids: Vec<Option<i64>> = with_order_ids(orders).iter().map(|o| o.order_id).collect();
+        assert_eq!(ids, [Some(7), Some(9)]);
     }
 }

@@ -8,7 +8,8 @@
 
 //!
 //! Files: [`engine`] (the pass), `steps` (a certificate's journal transitions),
-//! `apply` (the paid call and the application), `reload` (hooks), `served` (the
+//! `follow` (an order until issued, its validation, the issued checks), `apply`
+//! (the paid call and the application), `reload` (hooks), `served` (the
 //! served-certificate check), [`report`] (outcomes and the observer), [`plan`],
 //! [`discover`], [`validation`] and [`ports`] (the seams: certificate source, DNS,
 //! journal store, clock).
@@ -20,8 +21,10 @@
 mod apply;
 pub mod discover;
 mod engine;
+mod follow;
 pub mod plan;
 pub mod ports;
+mod reconcile;
 mod reload;
 pub mod report;
 mod served;
@@ -33,6 +36,7 @@ use std::time::Duration;
 use crate::cas::client::ApiError;
 use crate::config::OutputConfig;
 use crate::hooks;
+use crate::ids::OrderId;
 use crate::pki::{self, CertInfo, PkiError};
 use crate::store::{self, StoreError};
 pub use discover::{BlockedTarget, Targets, child_dir, discovered_names, installed_discovered};
@@ -61,37 +65,30 @@ pub enum EngineError {
     Credentials(#[from] crate::cas::credentials::CredentialsError),
     #[error("no certificate named {name:?} (configured or discovered)")]
     NoSuchCertificate { name: String },
-    /// A journal written by this program lacks what its phase needs (edited by hand,
-    /// or written by a version with a bug).
-    #[error("journal at {phase} has no {missing}")]
-    JournalIncomplete {
-        phase: &'static str,
-        missing: &'static str,
-    },
     #[error("order {order} is {state} and holds no certificate yet")]
-    NotIssued { order: i64, state: &'static str },
+    NotIssued { order: OrderId, state: &'static str },
     #[error("order {order} is issued but the answer has no Certificate")]
-    NoCertificate { order: i64 },
+    NoCertificate { order: OrderId },
     #[error(
         "order {order} not issued after {} (state {state}); its validation record or file is removed; it stays in the journal and is followed again next pass",
         humantime::format_duration(*.after)
     )]
     IssuanceTimeout {
-        order: i64,
+        order: OrderId,
         after: Duration,
         state: &'static str,
     },
     #[error(
         "order {order} failed the CA's review (verify_fail); CAS suggests deleting the order (DeleteCertificateRequest returns the quota) and applying again"
     )]
-    CaRejected { order: i64 },
+    CaRejected { order: OrderId },
     #[error(
         "order {order} was issued for a key this host does not have (renewed elsewhere with its own CSR); not installed"
     )]
-    ForeignKey { order: i64 },
+    ForeignKey { order: OrderId },
     #[error("certificate of order {order} refused: {source}; the installed files are unchanged")]
     CertificateRefused {
-        order: i64,
+        order: OrderId,
         #[source]
         source: PkiError,
     },
@@ -114,10 +111,6 @@ pub struct PassOptions {
     /// How long a pass follows an unissued order before it reports `Waiting` and
     /// moves on (the daemon); `None` follows until `issuance_timeout` (`once`).
     pub follow_budget: Option<Duration>,
-}
-
-fn new_attempt_id() -> String {
-    hex::encode(rand::random::<[u8; 6]>())
 }
 
 /// Reads the installed leaf of `out`, if there is one that parses.

@@ -8,8 +8,9 @@ use serde::Serialize;
 use crate::cas::api::{CertificateOrder, OrderStatus};
 use crate::cas::api_apply::{NotRenewable, not_renewable};
 use crate::config::RenewalMode;
+use crate::ids::OrderId;
 use crate::pki::CertInfo;
-use crate::store::{Journal, JournalPhase};
+use crate::store::{Journal, Phase, PhaseName};
 
 /// CertEndTime and the certificate's notAfter may differ a little; a newer order
 /// must expire at least this much later than the installed certificate.
@@ -22,19 +23,19 @@ pub enum Action {
     /// Nothing to do this pass.
     Nothing,
     /// Continue the renewal the journal records.
-    Resume { phase: String },
+    Resume { phase: PhaseName },
     /// The certificate is installed but its reload hooks have not succeeded.
     RerunReload,
     /// An issued order holds a newer certificate than the one on disk.
-    Install { order_id: i64 },
+    Install { order_id: OrderId },
     /// A renewal made elsewhere (console, another host) is in progress: follow it.
-    Adopt { order_id: i64 },
+    Adopt { order_id: OrderId },
     /// Renew this order (spends quota).
-    Renew { source_order_id: i64 },
+    Renew { source_order_id: OrderId },
     /// Apply for a new certificate of the same product, for an order CAS does not
     /// renew (`renewal.mode: reapply`; spends quota).
     Reapply {
-        source_order_id: i64,
+        source_order_id: OrderId,
         product_code: String,
     },
     /// Cannot proceed without the operator.
@@ -103,37 +104,34 @@ pub fn plan(i: &PlanInput<'_>) -> Plan {
         reason,
     };
     let j = i.journal;
-    match j.phase {
-        JournalPhase::KeyReady
-        | JournalPhase::RenewRequested
-        | JournalPhase::OrderCreated
-        | JournalPhase::ApplicationRequested
-        | JournalPhase::ApplicationSubmitted
-        | JournalPhase::Issued => {
+    match &j.phase {
+        phase if phase.in_flight() => {
             return out(
                 Action::Resume {
-                    phase: j.phase.as_str().to_owned(),
+                    phase: phase.name(),
                 },
                 format!(
                     "a renewal is in flight at phase {}{}{}{}",
-                    j.phase.as_str(),
-                    j.new_order_id
+                    phase.name(),
+                    phase
+                        .new_order_id()
                         .map(|o| format!(" (order {o})"))
                         .unwrap_or_default(),
-                    j.unclear_since
+                    phase
+                        .unclear_since()
                         .map(|t| t.to_rfc3339())
                         .map(|t| format!(
                             "; the paid call's outcome is unclear and no order has shown since {t}: see last_error"
                         ))
                         .unwrap_or_default(),
-                    j.pending_application
-                        .as_deref()
+                    phase
+                        .pending_application()
                         .map(|p| format!("; {p}"))
                         .unwrap_or_default()
                 ),
             );
         }
-        JournalPhase::Rejected if !i.force => {
+        Phase::Rejected(_) if !i.force => {
             return out(
                 Action::Blocked,
                 format!(
@@ -205,19 +203,22 @@ fn install_newer(
     n: &CertificateOrder,
     disk_end: Option<i64>,
 ) -> Option<Plan> {
-    let end = n.cert_end_time.unwrap_or(0);
+    // Issued orders are chosen by their end time, and every order the inventory
+    // keeps has an OrderId.
+    let (Some(end), Some(id)) = (n.cert_end_time, n.order_id.map(OrderId::new)) else {
+        return None;
+    };
     let newer = disk_end.is_none_or(|d| end > d + NEWER_SLACK_MS);
-    if newer && i.journal.unusable_orders.contains(&n.order_id.unwrap_or(0)) {
+    if newer && i.journal.unusable_orders.contains(&id) {
         return Some(out(
             Action::Blocked,
             format!(
-                "order {} (valid until {}) was renewed elsewhere and its private key is not available here; install it by hand, or renew again with `renew --force`",
-                n.order_id.unwrap_or(0),
+                "order {id} (valid until {}) was renewed elsewhere and its private key is not available here; install it by hand, or renew again with `renew --force`",
                 date(end)
             ),
         ));
     }
-    if newer && let Some(id) = n.order_id {
+    if newer {
         return Some(out(
             Action::Install { order_id: id },
             match disk_end {
@@ -246,13 +247,17 @@ fn adopt_elsewhere(
     newest_issued: Option<&CertificateOrder>,
 ) -> Option<Plan> {
     let j = i.journal;
-    let newest_issued_id = newest_issued.and_then(|o| o.order_id).unwrap_or(0);
-    if let Some(p) = i.orders.iter().find(|o| {
-        matches!(o.status, Some(OrderStatus::Payed | OrderStatus::Checking))
-            && o.order_id.is_some_and(|id| id > newest_issued_id)
-            && o.order_id != j.new_order_id
-            && !j.unusable_orders.contains(&o.order_id.unwrap_or(0))
-    }) && let Some(id) = p.order_id
+    let newest_issued_id = newest_issued.and_then(|o| o.order_id);
+    if let Some((id, p)) = i
+        .orders
+        .iter()
+        .filter_map(|o| Some((OrderId::new(o.order_id?), o)))
+        .find(|(id, o)| {
+            matches!(o.status, Some(OrderStatus::Payed | OrderStatus::Checking))
+                && newest_issued_id.is_none_or(|n| id.get() > n)
+                && Some(*id) != j.order_id()
+                && !j.unusable_orders.contains(id)
+        })
     {
         return Some(out(
             Action::Adopt { order_id: id },
@@ -273,7 +278,7 @@ fn renew_when_due(
     current: &CertificateOrder,
     disk_end: Option<i64>,
 ) -> Plan {
-    let Some(current_id) = current.order_id else {
+    let Some(current_id) = current.order_id.map(OrderId::new) else {
         return out(Action::Blocked, "the newest order has no OrderId".into());
     };
     let end = disk_end.or(current.cert_end_time);
@@ -288,15 +293,19 @@ fn renew_when_due(
         return replace(format!("forced renewal of order {current_id} ({status})"));
     }
     if !due {
-        let e = end.unwrap_or(0);
         return out(
             Action::Nothing,
-            format!(
-                "valid until {} ({} days); renewal due from {}",
-                date(e),
-                days(e - i.now_ms),
-                date(e - window)
-            ),
+            match end {
+                Some(e) => format!(
+                    "valid until {} ({} days); renewal due from {}",
+                    date(e),
+                    days(e - i.now_ms),
+                    date(e - window)
+                ),
+                None => format!(
+                    "order {current_id} ({status}) shows no end date and nothing is installed; it is renewed when CAS marks it WILLEXPIRED"
+                ),
+            },
         );
     }
     let left_words = left
@@ -331,7 +340,7 @@ fn replace_order(
     i: &PlanInput<'_>,
     out: &dyn Fn(Action, String) -> Plan,
     current: &CertificateOrder,
-    current_id: i64,
+    current_id: OrderId,
     kind: Option<&NotRenewable>,
     why: String,
 ) -> Plan {

@@ -14,7 +14,7 @@ use super::report::{HookReport, Outcome, PassReport};
 use crate::config::CertificateConfig;
 use crate::hooks::{self, HookContext, HookError};
 use crate::store::faults::{CrashPoint, crash_point};
-use crate::store::{self, Journal, JournalPhase};
+use crate::store::{self, Journal, Phase};
 
 /// Each hook that any of `certs` still needs after an install, with the index in
 /// `certs` and the hook context of every certificate that needs it.
@@ -44,11 +44,7 @@ fn hook_context(cert: &CertificateConfig, j: &Journal) -> HookContext {
     HookContext {
         cert_name: cert.name.clone(),
         domain: cert.domain.clone(),
-        order_id: j
-            .new_order_id
-            .or(j.source_order_id)
-            .map(|o| o.to_string())
-            .unwrap_or_default(),
+        order_id: j.order_id().map(|o| o.to_string()).unwrap_or_default(),
         cert_path: path_str(&cert.output.dir.join(store::CERT_FILE)),
         key_path: path_str(&cert.output.dir.join(store::KEY_FILE)),
         fullchain_path: path_str(&cert.output.dir.join(store::FULLCHAIN_FILE)),
@@ -125,8 +121,8 @@ fn apply_hook_result(
     let ok = result.is_ok();
     if ok {
         j.reload_pending.retain(|h| h != hook);
-        if j.reload_pending.is_empty() && j.phase == JournalPhase::Installed {
-            j.phase = JournalPhase::Idle;
+        if j.reload_pending.is_empty() && j.phase == Phase::Installed {
+            j.set_phase(Phase::Idle);
             j.last_success = Some(now);
             j.last_error = None;
         }
@@ -143,9 +139,9 @@ fn apply_hook_result(
     if let Err(e) = state.save_journal(&mut j) {
         error!(cert = %cert.name, error = %e, "cannot write journal after hook");
     }
-    if ok && j.phase == JournalPhase::Idle {
+    if ok && j.phase == Phase::Idle {
         crash_point(CrashPoint::AfterReload);
-        let _ = state.prune_attempts(&cert.name, j.attempt.as_deref());
+        let _ = state.prune_attempts(&cert.name, j.phase.attempt());
         if let Some(r) = report.certs.iter_mut().find(|r| r.name == cert.name)
             && r.outcome == Outcome::Unchanged
         {

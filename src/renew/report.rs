@@ -86,7 +86,7 @@ pub struct CertReport {
     pub plan: Plan,
     pub outcome: Outcome,
     pub message: String,
-    pub order_id: Option<i64>,
+    pub order_id: Option<crate::ids::OrderId>,
     /// Expiry of the certificate on disk after the pass, RFC 3339.
     pub not_after: Option<String>,
     pub previous_not_after: Option<String>,

@@ -2,20 +2,22 @@
 //! fresh key to an installed certificate (the paid call and the application are
 //! in `apply`).
 
-use chrono::{DateTime, Utc};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::engine::Engine;
-use super::plan::{Action, Plan};
 use super::ports::JournalStore;
+use super::plan::{Action, Plan};
 use super::report::{CertReport, Outcome};
-use super::validation::{self, Published};
-use super::{EngineError, installed_leaf, new_attempt_id};
-use crate::cas::api::{CertificateOrder, CertificateState, CertificateStateResponse};
+use super::{EngineError, installed_leaf};
+use crate::cas::api::{CertificateOrder, CertificateState};
 use crate::config::CertificateConfig;
+use crate::ids::OrderId;
 use crate::pki::{self, Chain, Expectations, Key, PkiError};
 use crate::store::faults::{CrashPoint, crash_point};
-use crate::store::{self, CertificateFiles, FileSpec, Journal, JournalPhase, PaidCall, StoreError};
+use crate::store::{
+    self, Attempt, CertificateFiles, FileSpec, Following, Issued, Journal, KeyFile, PaidCall,
+    Phase, Stage, StoreError, new_attempt_id,
+};
 
 pub(super) enum Step {
     /// This certificate is finished for the pass.
@@ -23,15 +25,18 @@ pub(super) enum Step {
     /// The disk changed but no order did: plan again from the same listing.
     Replan,
     /// CAS still processes the order; the pass's follow budget ran out.
-    Pending { order: i64, state: &'static str },
+    Pending { order: OrderId, state: &'static str },
 }
 
-/// How following an order ended within this pass.
-pub(super) enum Followed {
-    /// The journal moved on (issued and checked, or given up).
-    Advanced,
+/// What a transition of the journal led to.
+pub(super) enum Next {
+    /// The journal moved on: the step committed its next phase through
+    /// [`CertRun::commit`] itself, because what follows the commit (a paid call,
+    /// a crash point, an install) must not happen before the phase is on disk.
+    Moved,
     /// CAS still processes the order; following it again is a later pass's job.
-    Pending { order: i64, state: &'static str },
+    /// A success, not an error: nothing went wrong.
+    Pending { order: OrderId, state: &'static str },
 }
 
 /// One certificate's work within a pass.
@@ -50,9 +55,17 @@ pub(super) struct CertRun<'a> {
 }
 
 impl CertRun<'_> {
+    /// Writes the journal as it stands (its phase unchanged, a fact updated).
     pub(super) fn save(&mut self) -> Result<(), EngineError> {
         self.state.save_journal(&mut self.journal)?;
         Ok(())
+    }
+
+    /// The one place a transition reaches the disk: the journal moves to `next`,
+    /// durably, before anything that depends on it happens.
+    pub(super) fn commit(&mut self, next: Phase) -> Result<(), EngineError> {
+        self.journal.set_phase(next);
+        self.save()
     }
 
     pub(super) async fn act(&mut self, p: &Plan, force: bool) -> Result<Step, EngineError> {
@@ -73,24 +86,15 @@ impl CertRun<'_> {
                 Ok(Step::Replan)
             }
             Action::Adopt { order_id } => {
-                self.remove_published().await;
-                self.journal = Journal {
-                    cert: self.cert.name.clone(),
-                    phase: JournalPhase::OrderCreated,
-                    attempt: Some(new_attempt_id()),
-                    new_order_id: Some(*order_id),
-                    requested_at: Some(self.e.clock.now()),
-                    unusable_orders: std::mem::take(&mut self.journal.unusable_orders),
-                    reload_pending: std::mem::take(&mut self.journal.reload_pending),
-                    adopted: true,
-                    ..Journal::default()
-                };
-                self.save()?;
-                info!(cert = %self.cert.name, order_id, "adopted a renewal made elsewhere");
+                self.remove_journal_publication().await;
+                let order = Following::adopted(new_attempt_id(), *order_id, self.e.clock.now());
+                self.journal.last_error = None;
+                self.commit(Phase::OrderCreated(order))?;
+                info!(cert = %self.cert.name, order_id = order_id.get(), "adopted a renewal made elsewhere");
                 self.resume().await
             }
             Action::Renew { source_order_id } => {
-                if self.journal.phase == JournalPhase::Rejected && !force {
+                if matches!(self.journal.phase, Phase::Rejected(_)) && !force {
                     return Ok(Step::Done);
                 }
                 self.start_renewal(*source_order_id, PaidCall::Renew, None)
@@ -101,7 +105,7 @@ impl CertRun<'_> {
                 source_order_id,
                 product_code,
             } => {
-                if self.journal.phase == JournalPhase::Rejected && !force {
+                if matches!(self.journal.phase, Phase::Rejected(_)) && !force {
                     return Ok(Step::Done);
                 }
                 self.check_package(product_code).await?;
@@ -120,13 +124,13 @@ impl CertRun<'_> {
     /// before anything is spent.
     pub(super) async fn start_renewal(
         &mut self,
-        source_order_id: i64,
+        source_order_id: OrderId,
         paid_call: PaidCall,
         product_code: Option<String>,
     ) -> Result<(), EngineError> {
         // The journal is about to start afresh (`renew --force` after a refusal):
         // anything an earlier order left published goes first.
-        self.remove_published().await;
+        self.remove_journal_publication().await;
         let attempt = new_attempt_id();
         let key = if self.cert.key.reuse {
             match store::read_output_text(&self.cert.output.dir.join(store::KEY_FILE)) {
@@ -144,22 +148,20 @@ impl CertRun<'_> {
         )?;
         let names = self.names_for_csr();
         let csr = key.csr_pem(&self.cert.domain, &names)?;
-        self.journal = Journal {
-            cert: self.cert.name.clone(),
-            phase: JournalPhase::KeyReady,
-            attempt: Some(attempt),
-            source_order_id: Some(source_order_id),
-            key_path: Some(key_path),
-            key_spki_sha256: Some(key.spki_sha256()),
-            csr_sha256: Some(crate::cas::sign::sha256_hex(csr.as_bytes())),
+        let ready = Attempt {
+            attempt,
+            source_order_id,
             paid_call,
             product_code,
-            unusable_orders: std::mem::take(&mut self.journal.unusable_orders),
-            reload_pending: std::mem::take(&mut self.journal.reload_pending),
-            ..Journal::default()
+            key: KeyFile {
+                key_path,
+                key_spki_sha256: key.spki_sha256(),
+            },
+            csr_sha256: crate::cas::sign::sha256_hex(csr.as_bytes()),
         };
-        self.save()?;
-        info!(cert = %self.cert.name, source_order_id, key = %key.spki_sha256(), algorithm = self.cert.key.algorithm.as_str(), "key ready");
+        self.journal.last_error = None;
+        self.commit(Phase::KeyReady(ready))?;
+        info!(cert = %self.cert.name, source_order_id = source_order_id.get(), key = %key.spki_sha256(), algorithm = self.cert.key.algorithm.as_str(), "key ready");
         crash_point(CrashPoint::AfterKeyReady);
         Ok(())
     }
@@ -187,188 +189,43 @@ impl CertRun<'_> {
         names
     }
 
-    pub(super) fn load_key(&self) -> Result<Option<Key>, EngineError> {
-        match &self.journal.key_path {
-            Some(p) => {
-                let pem = std::fs::read_to_string(p).map_err(|source| StoreError::Io {
-                    path: p.clone(),
-                    op: "read key",
-                    source,
-                })?;
-                Ok(Some(Key::from_pem(&pem)?))
-            }
-            None => Ok(None),
-        }
+    pub(super) fn load_key(&self, k: &KeyFile) -> Result<Key, EngineError> {
+        let pem = std::fs::read_to_string(&k.key_path).map_err(|source| StoreError::Io {
+            path: k.key_path.clone(),
+            op: "read key",
+            source,
+        })?;
+        Ok(Key::from_pem(&pem)?)
     }
 
-    /// Carries the journal forward from wherever it stands to `Installed`.
+    /// Carries the journal forward from wherever it stands to `Installed`. Each
+    /// step takes its phase's data (a copy: on an error the journal keeps the
+    /// phase last committed) and says what comes next.
     async fn resume(&mut self) -> Result<Step, EngineError> {
         loop {
-            match self.journal.phase {
-                JournalPhase::KeyReady => self.call_renew().await?,
-                JournalPhase::RenewRequested => self.reconcile_or_renew().await?,
-                JournalPhase::OrderCreated
-                | JournalPhase::ApplicationRequested
-                | JournalPhase::ApplicationSubmitted => {
-                    if let Followed::Pending { order, state } = self.follow().await? {
-                        return Ok(Step::Pending { order, state });
-                    }
+            let next = match self.journal.phase.clone() {
+                Phase::KeyReady(a) => self.call_renew(a).await?,
+                Phase::RenewRequested(r) => self.reconcile(r).await?,
+                Phase::OrderCreated(o) => self.follow(Stage::OrderCreated, o).await?,
+                Phase::ApplicationRequested(o) => {
+                    self.follow(Stage::ApplicationRequested, o).await?
                 }
-                JournalPhase::Issued => self.install_issued()?,
-                JournalPhase::Installed | JournalPhase::Idle | JournalPhase::Rejected => {
-                    return Ok(Step::Done);
+                Phase::ApplicationSubmitted(o) => {
+                    self.follow(Stage::ApplicationSubmitted, o).await?
                 }
+                Phase::Issued(i) => self.install_issued(i)?,
+                Phase::Installed | Phase::Idle | Phase::Rejected(_) => return Ok(Step::Done),
+            };
+            match next {
+                Next::Moved => {}
+                Next::Pending { order, state } => return Ok(Step::Pending { order, state }),
             }
-        }
-    }
-
-    /// When the renew call was journaled (or an adopted order taken up); now if unknown.
-    pub(super) fn requested_at(&self) -> DateTime<Utc> {
-        self.journal
-            .requested_at
-            .unwrap_or_else(|| self.e.clock.now())
-    }
-
-    /// Polls DescribeCertificateState with backoff until the order is issued.
-    pub(super) async fn follow(&mut self) -> Result<Followed, EngineError> {
-        let order = self
-            .journal
-            .new_order_id
-            .ok_or(EngineError::JournalIncomplete {
-                phase: "order-created",
-                missing: "order",
-            })?;
-        self.report.order_id = Some(order);
-        let started = self.requested_at();
-        let r = &self.e.cfg.renewal;
-        let mut interval = r.poll_interval;
-        let mut published = self.published_from_journal();
-        let mut payed_polls = 0u32;
-        let state = loop {
-            let resp = self.e.cas.describe_certificate_state(order).await?;
-            let s = resp.body;
-            info!(cert = %self.cert.name, order_id = order, request_id = %resp.request_id, state = s.state.as_str(), "order state");
-            self.e
-                .observer
-                .order_state(&self.cert.name, s.state.as_str());
-            match s.state {
-                CertificateState::Certificate => break s,
-                CertificateState::VerifyFail => {
-                    self.remove_published().await;
-                    self.journal.validation_told = None;
-                    self.journal.phase = JournalPhase::Rejected;
-                    let err = EngineError::CaRejected { order };
-                    self.journal.last_error = Some(err.to_string());
-                    self.save()?;
-                    return Err(err);
-                }
-                CertificateState::DomainVerify if published == Published::Nothing => {
-                    published = self.publish_validation(order, &s).await?;
-                }
-                CertificateState::Payed => {
-                    payed_polls += 1;
-                    self.on_payed(order, payed_polls).await?;
-                }
-                _ => {}
-            }
-            let elapsed = (self.e.clock.now() - started).to_std().unwrap_or_default();
-            if elapsed >= r.issuance_timeout && self.journal.adopted {
-                self.give_up_adopted(order, s.state).await?;
-                return Ok(Followed::Advanced);
-            }
-            if elapsed >= r.issuance_timeout {
-                let err = EngineError::IssuanceTimeout {
-                    order,
-                    after: r.issuance_timeout,
-                    state: s.state.as_str(),
-                };
-                self.remove_published().await;
-                self.save()?;
-                return Err(err);
-            }
-            if self
-                .deadline
-                .is_some_and(|d| tokio::time::Instant::now() + interval > d)
-            {
-                return Ok(Followed::Pending {
-                    order,
-                    state: s.state.as_str(),
-                });
-            }
-            tokio::time::sleep(interval).await;
-            interval = (interval * 2).min(r.poll_max_interval);
-        };
-        self.remove_published().await;
-        self.journal.validation_told = None;
-        self.accept_issued(
-            order,
-            state.certificate.as_deref(),
-            state.private_key.as_ref().map(|k| k.expose()),
-        )?;
-        Ok(Followed::Advanced)
-    }
-
-    /// Publishes what the CA's domain check needs (DNS record, file, or the
-    /// operator told once) and journals it, so it is removed also after a crash.
-    async fn publish_validation(
-        &mut self,
-        order: i64,
-        s: &CertificateStateResponse,
-    ) -> Result<Published, EngineError> {
-        let published = validation::publish(
-            self.e.dns.as_ref(),
-            &self.cert.validation,
-            &self.cert.domain,
-            order,
-            s,
-            self.journal.validation_told.as_deref(),
-        )
-        .await?;
-        match &published {
-            Published::Dns { zone, record_id } => {
-                self.journal.dns_record = Some((zone.clone(), record_id.clone()));
-                self.save()?;
-            }
-            Published::File(p) => {
-                self.journal.validation_file = Some(p.clone());
-                self.save()?;
-            }
-            Published::Manual(told) if self.journal.validation_told.as_ref() != Some(told) => {
-                self.journal.validation_told = Some(told.clone());
-                self.save()?;
-            }
-            _ => {}
-        }
-        Ok(published)
-    }
-
-    /// Removes what validation published for the journal's order (recorded in the
-    /// journal, so also after a crash) and forgets it. Called wherever an order
-    /// ends: issued, verify_fail, issuance timeout, or a journal started afresh.
-    /// After a timeout the order is followed again, so the operator, once told what
-    /// to publish, is not told again.
-    pub(super) async fn remove_published(&mut self) {
-        validation::unpublish(self.e.dns.as_ref(), &self.published_from_journal()).await;
-        self.journal.dns_record = None;
-        self.journal.validation_file = None;
-    }
-
-    pub(super) fn published_from_journal(&self) -> Published {
-        if let Some((zone, id)) = &self.journal.dns_record {
-            Published::Dns {
-                zone: zone.clone(),
-                record_id: id.clone(),
-            }
-        } else if let Some(p) = &self.journal.validation_file {
-            Published::File(p.clone())
-        } else {
-            Published::Nothing
         }
     }
 
     /// The checks before install: `key`'s certificate for our domain, valid now,
     /// and expiring later than what is installed.
-    fn check_against_disk(&self, chain: &Chain, key: &Key) -> Result<(), PkiError> {
+    pub(super) fn check_against_disk(&self, chain: &Chain, key: &Key) -> Result<(), PkiError> {
         let disk = installed_leaf(&self.cert.output);
         pki::check(
             chain,
@@ -381,99 +238,23 @@ impl CertRun<'_> {
         )
     }
 
-    /// Checks an issued chain and, when it passes, saves it (and a CAS-made key)
-    /// under the state directory and journals `Issued`.
-    fn accept_issued(
-        &mut self,
-        order: i64,
-        cert_pem: Option<&str>,
-        cas_key: Option<&str>,
-    ) -> Result<(), EngineError> {
-        let our_key = self.load_key()?;
-        let key = match (our_key, cas_key) {
-            (Some(k), Some(_)) => {
-                warn!(cert = %self.cert.name, order_id = order, "the answer carries a PrivateKey although we sent a CSR; ignored");
-                k
-            }
-            (Some(k), None) => k,
-            (None, Some(pem)) => {
-                let k = Key::from_pem(pem)?;
-                let attempt = self.journal.attempt.clone().unwrap_or_else(new_attempt_id);
-                let path = self.state.key_path(&self.cert.name, &attempt);
-                store::write_file(&path, k.pem().expose().as_bytes(), FileSpec::private())?;
-                self.journal.key_path = Some(path);
-                self.journal.key_spki_sha256 = Some(k.spki_sha256());
-                k
-            }
-            (None, None) => {
-                self.journal.unusable_orders.push(order);
-                self.journal.phase = JournalPhase::Idle;
-                let err = EngineError::ForeignKey { order };
-                self.journal.last_error = Some(err.to_string());
-                self.save()?;
-                return Err(err);
-            }
-        };
-        let pem = cert_pem.ok_or(EngineError::NoCertificate { order })?;
-        let checked = Chain::parse(pem)
-            .and_then(|chain| self.check_against_disk(&chain, &key).map(|()| chain));
-        let chain = match checked {
-            Ok(c) => c,
-            Err(e) => {
-                error!(cert = %self.cert.name, order_id = order, reason = %e, "issued certificate refused; old files kept; no new order is placed automatically");
-                let err = EngineError::CertificateRefused { order, source: e };
-                self.journal.phase = JournalPhase::Rejected;
-                self.journal.last_error = Some(err.to_string());
-                self.save()?;
-                self.report.outcome = Outcome::Blocked;
-                return Err(err);
-            }
-        };
-        let attempt = self.journal.attempt.clone().unwrap_or_else(new_attempt_id);
-        let issued_path = self.state.issued_path(&self.cert.name, &attempt);
-        store::write_file(
-            &issued_path,
-            chain.fullchain_pem().as_bytes(),
-            FileSpec::private(),
-        )?;
-        self.journal.attempt = Some(attempt);
-        self.journal.issued_path = Some(issued_path);
-        self.journal.new_order_id = Some(order);
-        self.journal.pending_application = None;
-        self.journal.phase = JournalPhase::Issued;
-        self.save()?;
-        info!(cert = %self.cert.name, order_id = order, serial = %chain.leaf.serial_hex, not_after = %chain.leaf.not_after_rfc3339(), "issued certificate passed its checks");
-        crash_point(CrashPoint::AfterIssued);
-        Ok(())
-    }
-
     /// Installs the saved chain and key; the journal says `Installed` only after
     /// every file and the directory are synced.
-    fn install_issued(&mut self) -> Result<(), EngineError> {
-        let path = self
-            .journal
-            .issued_path
-            .clone()
-            .ok_or(EngineError::JournalIncomplete {
-                phase: "issued",
-                missing: "certificate path",
-            })?;
-        let pem = std::fs::read_to_string(&path).map_err(|source| StoreError::Io {
+    fn install_issued(&mut self, issued: Issued) -> Result<Next, EngineError> {
+        let path = &issued.issued_path;
+        let pem = std::fs::read_to_string(path).map_err(|source| StoreError::Io {
             path: path.clone(),
             op: "read issued certificate",
             source,
         })?;
-        let key = self.load_key()?.ok_or(EngineError::JournalIncomplete {
-            phase: "issued",
-            missing: "key",
-        })?;
+        let key = self.load_key(&issued.key)?;
         let chain = Chain::parse(&pem)?;
         if chain.leaf.spki_sha256 != key.spki_sha256() {
             return Err(EngineError::SavedPairMismatch);
         }
         // Only a renewal of ours made a CSR; an adopted order did not.
-        let renewed = self.journal.csr_sha256.is_some();
-        self.install_chain(&chain, &key, renewed)
+        self.install_chain(&chain, &key, issued.renewed)?;
+        Ok(Next::Moved)
     }
 
     fn install_chain(
@@ -495,15 +276,16 @@ impl CertRun<'_> {
         crash_point(CrashPoint::BeforeInstall);
         let written = store::install(&self.cert.output, &files)?;
         crash_point(CrashPoint::AfterInstallFiles);
-        self.journal.phase = JournalPhase::Installed;
         self.journal.installed_sha256 = Some(chain.leaf.sha256.clone());
         self.journal.reload_pending = self.cert.reload.clone();
-        if self.journal.reload_pending.is_empty() {
-            self.journal.phase = JournalPhase::Idle;
+        let next = if self.journal.reload_pending.is_empty() {
             self.journal.last_success = Some(self.e.clock.now());
-        }
+            Phase::Idle
+        } else {
+            Phase::Installed
+        };
         self.journal.last_error = None;
-        self.save()?;
+        self.commit(next)?;
         crash_point(CrashPoint::AfterInstalled);
         info!(cert = %self.cert.name, serial = %chain.leaf.serial_hex, not_after = %chain.leaf.not_after_rfc3339(), dir = %self.cert.output.dir.display(), "installed");
         self.report.outcome = if renewed {
@@ -526,8 +308,8 @@ impl CertRun<'_> {
 
     /// Installs the certificate an existing issued order holds (first install, or a
     /// renewal made elsewhere whose key CAS generated).
-    async fn install_from_order(&mut self, order: i64) -> Result<(), EngineError> {
-        let resp = self.e.cas.describe_certificate_state(order).await?;
+    async fn install_from_order(&mut self, order: OrderId) -> Result<(), EngineError> {
+        let resp = self.e.cas.describe_certificate_state(order.get()).await?;
         let s = resp.body;
         if s.state != CertificateState::Certificate {
             return Err(EngineError::NotIssued {
@@ -556,11 +338,11 @@ impl CertRun<'_> {
             );
             self.journal.last_error = Some(msg.clone());
             self.save()?;
-            warn!(cert = %self.cert.name, order_id = order, "{msg}");
+            warn!(cert = %self.cert.name, order_id = order.get(), "{msg}");
             return Ok(());
         };
         self.check_against_disk(&chain, &key)?;
-        self.journal.source_order_id = Some(order);
+        self.journal.last_order_id = Some(order);
         self.report.order_id = Some(order);
         self.install_chain(&chain, &key, false)
     }

@@ -1,6 +1,7 @@
 //! Unit tests of `status`: the table, the offline plan, row health, the summary.
 
 use super::*;
+use crate::store::PhaseName;
 
 fn row(name: &str, reason: &str) -> StatusRow {
     StatusRow {
@@ -12,7 +13,7 @@ fn row(name: &str, reason: &str) -> StatusRow {
         serial: None,
         sha256: None,
         served_matches_disk: None,
-        order_id: Some(7),
+        order_id: Some(crate::ids::OrderId::new(7)),
         phase: "idle".into(),
         reload_pending: vec![],
         next_action: "nothing".into(),
@@ -59,11 +60,10 @@ fn the_last_error_shows_escaped_on_a_line_of_its_own() {
     );
 }
 
-fn journal(phase: JournalPhase) -> Journal {
+fn journal(phase: PhaseName) -> Journal {
     Journal {
         cert: "www".into(),
-        phase,
-        new_order_id: Some(42),
+        phase: Phase::example(phase, crate::ids::OrderId::new(42)),
         ..Journal::default()
     }
 }
@@ -71,17 +71,19 @@ fn journal(phase: JournalPhase) -> Journal {
 #[test]
 fn offline_the_next_action_comes_from_the_journal_and_the_expiry() {
     let month = Duration::from_secs(30 * 86_400);
-    let idle = journal(JournalPhase::Idle);
+    let idle = journal(PhaseName::Idle);
     assert_eq!(offline_plan(&idle, Some(200), month).0, "nothing");
     assert_eq!(offline_plan(&idle, Some(20), month).0, "renew");
     assert_eq!(offline_plan(&idle, None, month).0, "install");
-    let (a, why) = offline_plan(&journal(JournalPhase::OrderCreated), Some(20), month);
+    let (a, why) = offline_plan(&journal(PhaseName::OrderCreated), Some(20), month);
     assert_eq!(a, "resume");
     assert!(why.contains("order-created (order 42)"), "{why}");
-    let mut pending = journal(JournalPhase::ApplicationRequested);
-    pending.pending_application = Some("submit it in the console".into());
+    let mut pending = journal(PhaseName::ApplicationRequested);
+    if let Phase::ApplicationRequested(o) = &mut pending.phase {
+        o.pending_application = Some("submit it in the console".into());
+    }
     assert_eq!(offline_plan(&pending, Some(20), month).0, "blocked");
-    let mut rejected = journal(JournalPhase::Rejected);
+    let mut rejected = journal(PhaseName::Rejected);
     rejected.last_error = Some("wrong key".into());
     let (a, why) = offline_plan(&rejected, Some(20), month);
     assert_eq!(a, "blocked");

@@ -10,125 +10,116 @@ use serde::{Deserialize, Serialize};
 
 use super::{FileSpec, StoreError, ensure_dir, io, remove_file, write_file};
 
-/// Where a renewal stands, written before and after every step that matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum JournalPhase {
-    /// Nothing in flight.
-    #[default]
-    Idle,
-    /// The new key is on disk; no renew call was made yet.
-    KeyReady,
-    /// The renew call is being made; its outcome may be unknown.
-    RenewRequested,
-    /// The renew call returned the new order.
-    OrderCreated,
-    /// The new order sat in `payed` (pending application); the application call for
-    /// it is being made. Never made twice: its outcome shows in the order's state.
-    ApplicationRequested,
-    /// The application was accepted; the order is followed as after `OrderCreated`.
-    ApplicationSubmitted,
-    /// The issued certificate passed its checks and is saved under the state dir.
-    Issued,
-    /// The output files are in place; the reload is pending.
-    Installed,
-    /// Issued but refused by the checks; needs an operator (`renew --force`).
-    Rejected,
-}
+mod legacy;
+mod phase;
 
-impl JournalPhase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JournalPhase::Idle => "idle",
-            JournalPhase::KeyReady => "key-ready",
-            JournalPhase::RenewRequested => "renew-requested",
-            JournalPhase::OrderCreated => "order-created",
-            JournalPhase::ApplicationRequested => "application-requested",
-            JournalPhase::ApplicationSubmitted => "application-submitted",
-            JournalPhase::Issued => "issued",
-            JournalPhase::Installed => "installed",
-            JournalPhase::Rejected => "rejected",
-        }
-    }
-}
+pub use phase::{
+    Attempt, Following, Issued, KeyFile, PaidCall, Phase, PhaseName, Publication, Rejected,
+    RenewRequested, Stage,
+};
 
-/// Which paid call a renewal attempt makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum PaidCall {
-    /// RenewCertificateOrderForPackageRequest on the source order.
-    #[default]
-    Renew,
-    /// CreateCertificateForPackageRequest: a new certificate for a kind CAS does not
-    /// renew (`renewal.mode: reapply`).
-    Create,
-}
+use crate::ids::OrderId;
 
-impl PaidCall {
-    pub fn action(self) -> &'static str {
-        match self {
-            PaidCall::Renew => "RenewCertificateOrderForPackageRequest",
-            PaidCall::Create => "CreateCertificateForPackageRequest",
-        }
-    }
-}
-
-/// The journal of one certificate (`state_dir/journal/<name>.json`).
+/// The journal of one certificate (`state_dir/journal/<name>.json`): where its
+/// renewal stands ([`Phase`], with that phase's data) and the facts about the
+/// certificate that outlive an attempt.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
 pub struct Journal {
+    /// The on-disk form: always 2 here, and required; a journal without it is the
+    /// flat form of earlier versions, converted on read ([`Journal::from_json`]).
+    pub version: FormatVersion,
     pub cert: String,
-    pub phase: JournalPhase,
-    /// Random id of the current renewal attempt; names its key and files.
-    pub attempt: Option<String>,
-    pub source_order_id: Option<i64>,
-    pub new_order_id: Option<i64>,
-    /// When the renew call was (about to be) made.
-    #[serde(with = "stamp")]
-    pub requested_at: Option<DateTime<Utc>>,
-    /// The paid call of this attempt, and for `create` its ProductCode.
-    pub paid_call: PaidCall,
-    pub product_code: Option<String>,
-    /// Every OrderId the account showed before the paid call: an unclear call's
-    /// order is one not in this list.
-    pub known_order_ids: Vec<i64>,
-    /// When an unclear paid call's grace period ended without its order showing.
-    #[serde(with = "stamp")]
-    pub unclear_since: Option<DateTime<Utc>>,
-    /// The order was taken over from elsewhere (console, another host), not made here.
-    pub adopted: bool,
-    /// What the operator must do for an order stuck in `payed` (pending application)
-    /// that cas-renewd cannot submit itself.
-    pub pending_application: Option<String>,
-    pub key_path: Option<PathBuf>,
-    /// SHA-256 of the key's SubjectPublicKeyInfo, hex.
-    pub key_spki_sha256: Option<String>,
-    pub csr_sha256: Option<String>,
-    /// Certificate chain saved after the checks passed.
-    pub issued_path: Option<PathBuf>,
-    /// A DNS validation record to delete (zone, record id).
-    pub dns_record: Option<(String, String)>,
-    /// A validation file to delete.
-    pub validation_file: Option<PathBuf>,
-    /// The validation instruction the operator was last given for this order, so
-    /// it is logged once rather than at every poll.
-    pub validation_told: Option<String>,
-    /// Hooks still to run for the installed certificate.
+    #[serde(flatten)]
+    pub phase: Phase,
+    /// Hooks still to run for the installed certificate. Outlives the attempt: a
+    /// renewal started while a reload is still due keeps it due.
+    #[serde(default)]
     pub reload_pending: Vec<String>,
     /// Orders whose certificate cannot be installed here (renewed elsewhere with a
     /// key this host does not have); never adopted or installed again.
-    pub unusable_orders: Vec<i64>,
+    #[serde(default)]
+    pub unusable_orders: Vec<OrderId>,
+    /// The order the journal last named (the installed certificate's, once the
+    /// attempt is over), for `status` and the hooks' environment.
+    #[serde(default)]
+    pub last_order_id: Option<OrderId>,
     /// SHA-256 of the installed leaf (DER), hex.
+    #[serde(default)]
     pub installed_sha256: Option<String>,
     /// SHA-256 of the leaf `verify.connect` served at the last check, upper-case hex.
+    #[serde(default)]
     pub served_sha256: Option<String>,
-    #[serde(with = "stamp")]
+    #[serde(default, with = "stamp")]
     pub served_checked_at: Option<DateTime<Utc>>,
+    #[serde(default)]
     pub last_error: Option<String>,
-    #[serde(with = "stamp")]
+    #[serde(default, with = "stamp")]
     pub last_success: Option<DateTime<Utc>>,
-    #[serde(with = "stamp")]
+    #[serde(default, with = "stamp")]
     pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// The `"version": 2` marker; reading any other number is an error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FormatVersion;
+
+const FORMAT_VERSION: u64 = 2;
+
+impl Serialize for FormatVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(FORMAT_VERSION)
+    }
+}
+
+impl<'de> Deserialize<'de> for FormatVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FormatVersion, D::Error> {
+        match u64::deserialize(d)? {
+            FORMAT_VERSION => Ok(FormatVersion),
+            v => Err(serde::de::Error::custom(format!(
+                "journal version {v} is not one this cas-renewd reads (it reads {FORMAT_VERSION} and the unversioned form)"
+            ))),
+        }
+    }
+}
+
+impl Journal {
+    /// A journal with nothing in flight.
+    pub fn new(cert: &str) -> Journal {
+        Journal {
+            cert: cert.to_owned(),
+            ..Journal::default()
+        }
+    }
+
+    /// Reads a journal in either form: with `"version"` the current one, without
+    /// it the flat form every earlier version wrote, converted.
+    pub fn from_json(data: &[u8]) -> Result<Journal, serde_json::Error> {
+        let value: serde_json::Value = serde_json::from_slice(data)?;
+        if value.get("version").is_some() {
+            serde_json::from_value(value)
+        } else {
+            serde_json::from_value::<legacy::LegacyJournal>(value).map(Journal::from)
+        }
+    }
+
+    /// Moves to `next`, remembering the order the journal named, for `status` and
+    /// hooks once the attempt is over. The caller saves.
+    pub fn set_phase(&mut self, next: Phase) {
+        if let Some(order) = next.order_id().or(self.phase.order_id()) {
+            self.last_order_id = Some(order);
+        }
+        self.phase = next;
+    }
+
+    /// The order this certificate's journal is about: the attempt's, or the last one.
+    pub fn order_id(&self) -> Option<OrderId> {
+        self.phase.order_id().or(self.last_order_id)
+    }
+}
+
+/// A fresh random attempt id (12 hex digits, no `-`: `prune_attempts` relies on it).
+pub fn new_attempt_id() -> String {
+    hex::encode(rand::random::<[u8; 6]>())
 }
 
 /// Journal times on disk: RFC 3339 text, as every version wrote them. A stamp
@@ -147,9 +138,34 @@ mod stamp {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
         let text: Option<String> = Option::deserialize(d)?;
-        Ok(text
-            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-            .map(|t| t.with_timezone(&Utc)))
+        Ok(text.as_deref().and_then(parse))
+    }
+
+    pub fn parse(t: &str) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// A stamp a phase needs (when its paid call was made). One that is missing or
+    /// does not parse reads as the moment of reading: every wait measured from it
+    /// (the unclear call's grace and retry ceiling, the issuance timeout) starts
+    /// again, so nothing is paid again or given up early over a timestamp.
+    pub mod or_now {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize as _, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&t.to_rfc3339())
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+            let text: Option<String> = Option::deserialize(d)?;
+            Ok(text
+                .as_deref()
+                .and_then(super::parse)
+                .unwrap_or_else(Utc::now))
+        }
     }
 }
 
@@ -207,14 +223,11 @@ impl StateDir {
     pub fn load_journal(&self, cert: &str) -> Result<Journal, StoreError> {
         let path = self.journal_path(cert);
         match super::safe_fs::read_regular(&path, MAX_JOURNAL_BYTES)? {
-            Some(data) => serde_json::from_slice(&data).map_err(|e| StoreError::CorruptJournal {
+            Some(data) => Journal::from_json(&data).map_err(|e| StoreError::CorruptJournal {
                 path,
                 detail: e.to_string(),
             }),
-            None => Ok(Journal {
-                cert: cert.to_owned(),
-                ..Journal::default()
-            }),
+            None => Ok(Journal::new(cert)),
         }
     }
 
@@ -288,6 +301,10 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt as _;
 
+    fn following(order: i64) -> Following {
+        Following::adopted(new_attempt_id(), OrderId::new(order), Utc::now())
+    }
+
     #[test]
     fn every_journal_is_listed_with_its_file_name() {
         let d = tempfile::tempdir().expect("tempdir");
@@ -295,7 +312,7 @@ mod tests {
         assert!(sd.journals().is_empty());
         for (name, order) in [("www", 7), ("api", 8)] {
             let mut j = sd.load_journal(name).expect("fresh");
-            j.new_order_id = Some(order);
+            j.set_phase(Phase::OrderCreated(following(order)));
             sd.save_journal(&mut j).expect("save");
         }
         fs::write(sd.journal_path("bad"), "{").expect("write");
@@ -304,15 +321,18 @@ mod tests {
             "{",
         )
         .expect("tmp");
-        let mut all: Vec<(String, Option<i64>)> = sd
+        let mut all: Vec<(String, Option<OrderId>)> = sd
             .journals()
             .into_iter()
-            .map(|(n, j)| (n, j.new_order_id))
+            .map(|(n, j)| (n, j.phase.new_order_id()))
             .collect();
         all.sort();
         assert_eq!(
             all,
-            vec![("api".to_owned(), Some(8)), ("www".to_owned(), Some(7))]
+            vec![
+                ("api".to_owned(), Some(OrderId::new(8))),
+                ("www".to_owned(), Some(OrderId::new(7)))
+            ]
         );
     }
 
@@ -322,12 +342,13 @@ mod tests {
         let sd = StateDir::open(&d.path().join("state")).expect("open");
         assert_eq!(fs::metadata(sd.root()).expect("m").mode() & 0o777, 0o700);
         let mut j = sd.load_journal("www").expect("fresh");
-        assert_eq!(j.phase, JournalPhase::Idle);
-        j.phase = JournalPhase::OrderCreated;
-        j.new_order_id = Some(7);
+        assert_eq!(j.phase, Phase::Idle);
+        j.set_phase(Phase::OrderCreated(following(7)));
+        j.reload_pending = vec!["nginx".into()];
         sd.save_journal(&mut j).expect("save");
         let back = sd.load_journal("www").expect("load");
         assert_eq!(back, j);
+        assert_eq!(back.last_order_id, Some(OrderId::new(7)));
         assert_eq!(
             fs::metadata(sd.journal_path("www")).expect("m").mode() & 0o777,
             0o600
@@ -339,149 +360,36 @@ mod tests {
         ));
     }
 
-    /// Journals as the versions before this one wrote them (every phase, both paid
-    /// calls, an adopted order, the first format without the later fields, and the
-    /// fuzz corpus's minimal one) still load, keep what they say, and survive a
-    /// save and a load unchanged.
+    /// The current form says so, names its phase the way earlier versions did, and
+    /// keeps the names of the fields operators and tools read.
     #[test]
-    fn journals_written_by_earlier_versions_load() {
-        let fixtures: [(&str, &str, JournalPhase); 13] = [
-            (
-                "idle",
-                include_str!("fixtures/journal-idle.json"),
-                JournalPhase::Idle,
-            ),
-            (
-                "key-ready",
-                include_str!("fixtures/journal-key-ready.json"),
-                JournalPhase::KeyReady,
-            ),
-            (
-                "renew-requested",
-                include_str!("fixtures/journal-renew-requested.json"),
-                JournalPhase::RenewRequested,
-            ),
-            (
-                "order-created",
-                include_str!("fixtures/journal-order-created.json"),
-                JournalPhase::OrderCreated,
-            ),
-            (
-                "create",
-                include_str!("fixtures/journal-order-created-create.json"),
-                JournalPhase::OrderCreated,
-            ),
-            (
-                "adopted",
-                include_str!("fixtures/journal-order-created-adopted.json"),
-                JournalPhase::OrderCreated,
-            ),
-            (
-                "application-requested",
-                include_str!("fixtures/journal-application-requested.json"),
-                JournalPhase::ApplicationRequested,
-            ),
-            (
-                "application-submitted",
-                include_str!("fixtures/journal-application-submitted.json"),
-                JournalPhase::ApplicationSubmitted,
-            ),
-            (
-                "issued",
-                include_str!("fixtures/journal-issued.json"),
-                JournalPhase::Issued,
-            ),
-            (
-                "installed",
-                include_str!("fixtures/journal-installed.json"),
-                JournalPhase::Installed,
-            ),
-            (
-                "rejected",
-                include_str!("fixtures/journal-rejected.json"),
-                JournalPhase::Rejected,
-            ),
-            (
-                "v1",
-                include_str!("fixtures/journal-v1-order-created.json"),
-                JournalPhase::OrderCreated,
-            ),
-            (
-                "minimal",
-                include_str!("fixtures/journal-minimal.json"),
-                JournalPhase::OrderCreated,
-            ),
-        ];
-        let d = tempfile::tempdir().expect("tempdir");
-        for (name, text, phase) in fixtures {
-            // Each under its own state directory: a journal is saved under its `cert`.
-            let sd = StateDir::open(&d.path().join(name)).expect("open");
-            fs::write(sd.journal_path("www"), text).expect("write fixture");
-            let j = sd
-                .load_journal("www")
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(j.phase, phase, "{name}");
-            assert_eq!(j.cert, "www", "{name}");
-            let raw: serde_json::Value = serde_json::from_str(text).expect("fixture is JSON");
-            // Every time stamp written as text comes back as the same instant.
-            for field in [
-                "requested_at",
-                "unclear_since",
-                "served_checked_at",
-                "last_success",
-            ] {
-                let want = raw[field].as_str().map(|t| {
-                    DateTime::parse_from_rfc3339(t)
-                        .expect("fixture stamp")
-                        .with_timezone(&Utc)
-                });
-                let got = match field {
-                    "requested_at" => j.requested_at,
-                    "unclear_since" => j.unclear_since,
-                    "served_checked_at" => j.served_checked_at,
-                    _ => j.last_success,
-                };
-                assert_eq!(got, want, "{name}.{field}");
-            }
-            assert_eq!(j.new_order_id, raw["new_order_id"].as_i64(), "{name}");
-            assert_eq!(j.source_order_id, raw["source_order_id"].as_i64(), "{name}");
-            assert_eq!(j.attempt.as_deref(), raw["attempt"].as_str(), "{name}");
-            let mut again = j.clone();
-            sd.save_journal(&mut again).expect("save");
-            let back = sd.load_journal("www").expect("reload");
-            assert_eq!(back, again, "{name}");
-        }
-        let v1 = StateDir::at(&d.path().join("v1"))
-            .load_journal("www")
-            .expect("v1");
-        assert_eq!(v1.paid_call, PaidCall::Renew);
-        assert_eq!(v1.dns_record, Some(("example.com".into(), "rec-5".into())));
-        assert!(v1.known_order_ids.is_empty() && !v1.adopted);
-        let create = StateDir::at(&d.path().join("create"))
-            .load_journal("www")
-            .expect("create");
-        assert_eq!(create.paid_call, PaidCall::Create);
-        assert_eq!(create.product_code.as_deref(), Some("digicert-free-1-free"));
-        let installed = StateDir::at(&d.path().join("installed"))
-            .load_journal("www")
-            .expect("installed");
-        assert_eq!(installed.reload_pending, ["nginx", "haproxy"]);
-        assert_eq!(installed.unusable_orders, [990]);
+    fn the_current_form_is_versioned_and_flat_on_disk() {
+        let mut j = Journal::new("www");
+        j.set_phase(Phase::OrderCreated(following(1002)));
+        let v = serde_json::to_value(&j).expect("json");
+        assert_eq!(v["version"], 2);
+        assert_eq!(v["phase"], "order-created");
+        assert_eq!(v["new_order_id"], 1002);
+        assert!(v["dns_record"].is_null() && v["reload_pending"].is_array());
+        let idle = serde_json::to_value(Journal::new("www")).expect("json");
+        assert_eq!(idle["phase"], "idle");
+        assert!(idle.get("new_order_id").is_none());
     }
 
     #[test]
-    fn a_stamp_edited_into_nonsense_reads_as_absent() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let sd = StateDir::open(d.path()).expect("open");
-        fs::write(
-            sd.journal_path("www"),
-            r#"{"cert":"www","phase":"order-created","new_order_id":7,"requested_at":"yesterday"}"#,
-        )
-        .expect("write");
-        let j = sd.load_journal("www").expect("still loads");
-        assert_eq!(j.phase, JournalPhase::OrderCreated);
-        assert_eq!(j.new_order_id, Some(7));
-        assert_eq!(j.requested_at, None);
+    fn an_unknown_version_or_phase_is_refused_with_its_reason() {
+        // Only `from_json` converts the flat form; serde alone wants the version.
+        let flat = br#"{"cert":"www","phase":"idle"}"#;
+        assert!(serde_json::from_slice::<Journal>(flat).is_err());
+        assert_eq!(Journal::from_json(flat).expect("flat"), Journal::new("www"));
+        let e = Journal::from_json(br#"{"version":3,"cert":"www","phase":"idle"}"#)
+            .expect_err("version 3");
+        assert!(e.to_string().contains("journal version 3"), "{e}");
+        // A phase without its data is an error in the current form, not a guess.
+        let e = Journal::from_json(br#"{"version":2,"cert":"www","phase":"issued"}"#)
+            .expect_err("issued without its data");
+        assert!(e.to_string().contains("missing field"), "{e}");
+        assert!(Journal::from_json(br#"{"version":2,"cert":"www","phase":"done"}"#).is_err());
     }
 
     #[test]

@@ -21,7 +21,10 @@ pub use install::{
     CERT_FILE, CHAIN_FILE, CertificateFiles, FULLCHAIN_FILE, HISTORY_DIR, KEY_FILE, OutputSpec,
     check_output_dir, install,
 };
-pub use journal::{Journal, JournalPhase, PaidCall, StateDir};
+pub use journal::{
+    Attempt, Following, Issued, Journal, KeyFile, PaidCall, Phase, PhaseName, Publication,
+    Rejected, RenewRequested, Stage, StateDir, new_attempt_id,
+};
 pub use safe_fs::{
     LastLink, MAX_OUTPUT_FILE_BYTES, read_file, read_output_text, read_regular, resolve_under,
 };

@@ -9,7 +9,7 @@ use super::OutputSpec;
 use super::install::{file_specs, history_versions, write_set};
 use super::safe_fs::read_output_text;
 use super::{
-    CERT_FILE, FULLCHAIN_FILE, HISTORY_DIR, JournalPhase, KEY_FILE, StateDir, StoreError,
+    CERT_FILE, FULLCHAIN_FILE, HISTORY_DIR, KEY_FILE, Phase, StateDir, StoreError,
     check_output_dir, is_temp_name, remove_file,
 };
 use crate::pki::{self, Chain, Key};
@@ -73,12 +73,11 @@ fn write_chain(cert: &impl RepairTarget, chain: &Chain, key_pem: &str) -> Result
 
 /// The journal's issued chain and key, when the journal is at `issued` and they fit.
 fn from_journal(state: &StateDir, cert: &impl RepairTarget) -> Option<(Chain, String)> {
-    let j = state.load_journal(cert.name()).ok()?;
-    if j.phase != JournalPhase::Issued {
+    let Phase::Issued(issued) = state.load_journal(cert.name()).ok()?.phase else {
         return None;
-    }
-    let chain = Chain::parse(&read_output_text(&j.issued_path?).ok()??).ok()?;
-    let key_pem = read_output_text(&j.key_path?).ok()??;
+    };
+    let chain = Chain::parse(&read_output_text(&issued.issued_path).ok()??).ok()?;
+    let key_pem = read_output_text(&issued.key.key_path).ok()??;
     let key = Key::from_pem(&key_pem).ok()?;
     (key.spki_sha256() == chain.leaf.spki_sha256).then_some((chain, key_pem))
 }
@@ -445,9 +444,16 @@ mod tests {
         fs::write(&key_path, new_key.pem().expose()).expect("write");
         fs::write(&issued_path, &new.fullchain_pem).expect("write");
         let mut j = state.load_journal("www").expect("journal");
-        j.phase = JournalPhase::Issued;
-        j.key_path = Some(key_path);
-        j.issued_path = Some(issued_path);
+        j.phase = Phase::Issued(crate::store::Issued {
+            attempt: "a1".into(),
+            new_order_id: crate::ids::OrderId::new(7),
+            key: crate::store::KeyFile {
+                key_path,
+                key_spki_sha256: new_key.spki_sha256(),
+            },
+            issued_path,
+            renewed: true,
+        });
         state.save_journal(&mut j).expect("save");
         fs::write(c.output.dir.join(CERT_FILE), &new.cert_pem).expect("tear");
         assert_eq!(

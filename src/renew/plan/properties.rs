@@ -13,17 +13,7 @@ const STATUSES: [OrderStatus; 6] = [
     OrderStatus::Expired,
     OrderStatus::CheckedFail,
 ];
-const PHASES: [JournalPhase; 9] = [
-    JournalPhase::Idle,
-    JournalPhase::KeyReady,
-    JournalPhase::RenewRequested,
-    JournalPhase::OrderCreated,
-    JournalPhase::ApplicationRequested,
-    JournalPhase::ApplicationSubmitted,
-    JournalPhase::Issued,
-    JournalPhase::Installed,
-    JournalPhase::Rejected,
-];
+const PHASES: [PhaseName; 9] = PhaseName::ALL;
 /// (CertType, ProductCode, DomainType, SourceType): renewable and not.
 const KINDS: [(&str, &str, &str, &str); 7] = [
     ("DV", "geotrust-dv-1-starter", "ONE", "cpack"),
@@ -63,16 +53,20 @@ fn random_case(rng: &mut rand::rngs::StdRng) -> (Vec<CertificateOrder>, Journal,
             }
         })
         .collect();
+    let phase = PHASES[rng.random_range(0..PHASES.len())];
+    let order = rng
+        .random_bool(0.5)
+        .then(|| OrderId::new(100 + rng.random_range(0..5)));
     let journal = Journal {
-        phase: PHASES[rng.random_range(0..PHASES.len())],
-        new_order_id: rng.random_bool(0.5).then(|| 100 + rng.random_range(0..5)),
+        phase: Phase::example(phase, order.unwrap_or(OrderId::new(100))),
+        last_order_id: order,
         reload_pending: if rng.random_bool(0.3) {
             vec!["nginx".into()]
         } else {
             vec![]
         },
         unusable_orders: if rng.random_bool(0.2) {
-            vec![100 + rng.random_range(0..5)]
+            vec![OrderId::new(100 + rng.random_range(0..5))]
         } else {
             vec![]
         },
@@ -120,7 +114,7 @@ fn no_plan_spends_quota_when_it_must_not() {
             "case {case}: {orders:?} {journal:?} {mode:?} -> {}",
             p.reason
         );
-        let source_of = |id: i64| orders.iter().find(|o| o.order_id == Some(id));
+        let source_of = |id: OrderId| orders.iter().find(|o| o.order_id == Some(id.get()));
         let source_order_id = match &p.action {
             Action::Renew { source_order_id } => {
                 // Never a kind CAS does not renew, not even with --force.
@@ -138,8 +132,8 @@ fn no_plan_spends_quota_when_it_must_not() {
                 assert_eq!(mode, RenewalMode::Reapply, "{ctx}");
                 assert_eq!(src.product_code.as_deref(), Some(product_code.as_str()));
                 assert!(
-                    matches!(journal.phase, JournalPhase::Idle | JournalPhase::Installed)
-                        || force && journal.phase == JournalPhase::Rejected,
+                    matches!(journal.phase, Phase::Idle | Phase::Installed)
+                        || force && matches!(journal.phase, Phase::Rejected(_)),
                     "{ctx}"
                 );
                 continue;
@@ -152,7 +146,7 @@ fn no_plan_spends_quota_when_it_must_not() {
         renews += 1;
         // Never while a renewal is in flight or refused.
         assert!(
-            matches!(journal.phase, JournalPhase::Idle | JournalPhase::Installed),
+            matches!(journal.phase, Phase::Idle | Phase::Installed),
             "{ctx}"
         );
         // Never while another renewal (not ours, not unusable) is in progress.
@@ -165,19 +159,24 @@ fn no_plan_spends_quota_when_it_must_not() {
                 )
             })
             .filter_map(|o| o.order_id)
-            .max()
-            .unwrap_or(0);
+            .max();
         assert!(
             !orders.iter().any(|o| matches!(
                 o.status,
                 Some(OrderStatus::Payed | OrderStatus::Checking)
-            ) && o.order_id.is_some_and(|id| id > newest_issued)
-                && o.order_id != journal.new_order_id
-                && !journal.unusable_orders.contains(&o.order_id.unwrap_or(0))),
+            ) && o
+                .order_id
+                .is_some_and(|id| newest_issued.is_none_or(|n| id > n))
+                && o.order_id.map(OrderId::new) != journal.order_id()
+                && !o
+                    .order_id
+                    .is_some_and(|id| journal.unusable_orders.contains(&OrderId::new(id)))),
             "{ctx}"
         );
         // Only a WILLEXPIRED order is renewed without --force.
-        let source = orders.iter().find(|o| o.order_id == Some(source_order_id));
+        let source = orders
+            .iter()
+            .find(|o| o.order_id == Some(source_order_id.get()));
         assert_eq!(
             source.and_then(|o| o.status),
             Some(OrderStatus::Willexpired),

@@ -1,6 +1,7 @@
 //! Plans for hand-picked situations.
 
 use super::*;
+use crate::store::Rejected;
 
 const NOW: i64 = 1_800_000_000_000;
 
@@ -90,7 +91,7 @@ fn kinds_cas_does_not_renew_are_reapplied_or_blocked() {
                 assert_eq!(
                     p.action,
                     Action::Reapply {
-                        source_order_id: 1,
+                        source_order_id: OrderId::new(1),
                         product_code: pc.into()
                     },
                     "{}",
@@ -133,7 +134,9 @@ fn kinds_cas_does_not_renew_are_reapplied_or_blocked() {
             RenewalMode::Reapply
         )
         .action,
-        Action::Renew { source_order_id: 1 }
+        Action::Renew {
+            source_order_id: OrderId::new(1)
+        }
     );
     // No ProductCode: nothing to apply for again.
     let mut bare = order(1, OrderStatus::Willexpired, Some(20));
@@ -180,7 +183,9 @@ fn decisions_with_reasons() {
             idle.clone(),
             Some(&d20),
             false,
-            Action::Renew { source_order_id: 1 },
+            Action::Renew {
+                source_order_id: OrderId::new(1),
+            },
             "WILLEXPIRED (20 days left)",
         ),
         (
@@ -189,7 +194,9 @@ fn decisions_with_reasons() {
             idle.clone(),
             None,
             false,
-            Action::Install { order_id: 1 },
+            Action::Install {
+                order_id: OrderId::new(1),
+            },
             "no certificate on disk",
         ),
         (
@@ -201,7 +208,9 @@ fn decisions_with_reasons() {
             idle.clone(),
             Some(&d20),
             false,
-            Action::Install { order_id: 2 },
+            Action::Install {
+                order_id: OrderId::new(2),
+            },
             "newer than the one on disk",
         ),
         (
@@ -213,7 +222,9 @@ fn decisions_with_reasons() {
             idle.clone(),
             Some(&d20),
             false,
-            Action::Adopt { order_id: 2 },
+            Action::Adopt {
+                order_id: OrderId::new(2),
+            },
             "made elsewhere",
         ),
         (
@@ -249,7 +260,9 @@ fn decisions_with_reasons() {
             idle.clone(),
             Some(&d200),
             true,
-            Action::Renew { source_order_id: 1 },
+            Action::Renew {
+                source_order_id: OrderId::new(1),
+            },
             "forced",
         ),
     ];
@@ -267,24 +280,21 @@ fn decisions_with_reasons() {
 #[test]
 fn the_journal_comes_first() {
     let orders = vec![order(1, OrderStatus::Willexpired, Some(20))];
-    for phase in [
-        JournalPhase::KeyReady,
-        JournalPhase::RenewRequested,
-        JournalPhase::OrderCreated,
-        JournalPhase::Issued,
-    ] {
+    // Every phase but idle, installed and rejected is a renewal in flight.
+    for phase in &PhaseName::ALL[1..7] {
+        let phase = *phase;
         let j = Journal {
-            phase,
-            new_order_id: Some(9),
+            phase: Phase::example(phase, OrderId::new(9)),
             ..Default::default()
         };
-        assert!(
-            matches!(run(&orders, &j, None, false).action, Action::Resume { .. }),
-            "{phase:?}"
+        assert_eq!(
+            run(&orders, &j, None, false).action,
+            Action::Resume { phase },
+            "{phase}"
         );
     }
     let rejected = Journal {
-        phase: JournalPhase::Rejected,
+        phase: Phase::Rejected(Rejected::default()),
         last_error: Some("wrong key".into()),
         ..Default::default()
     };
@@ -319,18 +329,25 @@ fn the_journal_comes_first() {
 #[test]
 fn an_unclear_or_pending_renewal_says_so() {
     let orders = vec![order(1, OrderStatus::Willexpired, Some(20))];
+    let Phase::RenewRequested(mut r) = Phase::example(PhaseName::RenewRequested, OrderId::new(1))
+    else {
+        unreachable!("a renew-requested example")
+    };
+    r.unclear_since = "2026-11-29T06:00:00Z".parse().ok();
     let j = Journal {
-        phase: JournalPhase::RenewRequested,
-        unclear_since: "2026-11-29T06:00:00Z".parse().ok(),
+        phase: Phase::RenewRequested(r),
         ..Default::default()
     };
     let p = run(&orders, &j, Some(&disk(20)), true);
     assert!(matches!(p.action, Action::Resume { .. }), "{}", p.reason);
     assert!(p.reason.contains("outcome is unclear"), "{}", p.reason);
+    let Phase::OrderCreated(mut o) = Phase::example(PhaseName::OrderCreated, OrderId::new(2))
+    else {
+        unreachable!("an order-created example")
+    };
+    o.pending_application = Some("submit order 2 in the console".into());
     let j = Journal {
-        phase: JournalPhase::OrderCreated,
-        new_order_id: Some(2),
-        pending_application: Some("submit order 2 in the console".into()),
+        phase: Phase::OrderCreated(o),
         ..Default::default()
     };
     let p = run(&orders, &j, Some(&disk(20)), false);
@@ -344,27 +361,31 @@ fn unusable_orders_block_instead_of_spending_again() {
         order(2, OrderStatus::Checking, None),
     ];
     let j = Journal {
-        unusable_orders: vec![2],
+        unusable_orders: vec![OrderId::new(2)],
         ..Default::default()
     };
     assert_eq!(
         run(&orders, &j, Some(&disk(20)), false).action,
-        Action::Renew { source_order_id: 1 }
+        Action::Renew {
+            source_order_id: OrderId::new(1)
+        }
     );
     let ours = Journal {
-        new_order_id: Some(2),
+        last_order_id: Some(OrderId::new(2)),
         ..Default::default()
     };
     assert_eq!(
         run(&orders, &ours, Some(&disk(20)), false).action,
-        Action::Renew { source_order_id: 1 }
+        Action::Renew {
+            source_order_id: OrderId::new(1)
+        }
     );
     let orders = vec![
         order(1, OrderStatus::Willexpired, Some(20)),
         order(3, OrderStatus::Issued, Some(380)),
     ];
     let j = Journal {
-        unusable_orders: vec![3],
+        unusable_orders: vec![OrderId::new(3)],
         ..Default::default()
     };
     let p = run(&orders, &j, Some(&disk(20)), false);
@@ -378,17 +399,32 @@ fn plans_read_as_words_not_debug_text() {
         (Action::Nothing, "nothing"),
         (
             Action::Resume {
-                phase: "order-created".into(),
+                phase: PhaseName::OrderCreated,
             },
             "resume (order-created)",
         ),
         (Action::RerunReload, "reload"),
-        (Action::Install { order_id: 7 }, "install (order 7)"),
-        (Action::Adopt { order_id: 8 }, "adopt (order 8)"),
-        (Action::Renew { source_order_id: 9 }, "renew (order 9)"),
+        (
+            Action::Install {
+                order_id: OrderId::new(7),
+            },
+            "install (order 7)",
+        ),
+        (
+            Action::Adopt {
+                order_id: OrderId::new(8),
+            },
+            "adopt (order 8)",
+        ),
+        (
+            Action::Renew {
+                source_order_id: OrderId::new(9),
+            },
+            "renew (order 9)",
+        ),
         (
             Action::Reapply {
-                source_order_id: 10,
+                source_order_id: OrderId::new(10),
                 product_code: "digicert-free-1-free".into(),
             },
             "reapply (digicert-free-1-free, for order 10)",
