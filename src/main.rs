@@ -75,6 +75,12 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The resource plans (DescribePackageState) the managed certificates spend
+    /// from: units total, used, issued, left, and certificates due now. Read-only.
+    Quota {
+        #[arg(long)]
+        json: bool,
+    },
     /// Managed certificates: on-disk expiry, order, journal phase, next action.
     Status {
         #[arg(long)]
@@ -167,6 +173,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Once { dry_run, cert } => once(&path, dry_run, cert),
         Command::Renew { cert, force } => renew(&path, cert, force),
         Command::Status { json } => status(&path, json),
+        Command::Quota { json } => quota(&path, json),
         Command::List {
             status,
             order_type,
@@ -253,6 +260,15 @@ fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         anyhow::Ok(cas_renewd::status::collect(&engine).await)
     })?;
     print_rows(&rows, json, cas_renewd::status::table)
+}
+
+fn quota(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let (cfg, rt) = configured(path)?;
+    let rows = rt.block_on(async {
+        let engine = engine(cfg)?;
+        anyhow::Ok(engine.quota().await?)
+    })?;
+    print_rows(&rows, json, cas_renewd::renew::quota::table)
 }
 
 fn list(

@@ -34,6 +34,8 @@ pub struct Engine {
     state_root: PathBuf,
     /// Where the engine reports what it does (metrics, or a test's recorder).
     pub(super) observer: Arc<dyn PassObserver>,
+    /// The resource plans of the current pass.
+    pub(super) quota: super::quota::QuotaCache,
 }
 
 impl Engine {
@@ -61,6 +63,7 @@ impl Engine {
             cas,
             dns,
             observer,
+            quota: super::quota::QuotaCache::default(),
         })
     }
 
@@ -85,7 +88,7 @@ impl Engine {
         discover::targets(&self.cfg, orders)
     }
 
-    fn read_journal(&self, name: &str) -> Result<Journal, StoreError> {
+    pub(super) fn read_journal(&self, name: &str) -> Result<Journal, StoreError> {
         // Read without creating the state directory, so dry runs change nothing.
         let path = self.state_root.join("journal").join(format!("{name}.json"));
         if !path.exists() {
@@ -188,6 +191,7 @@ impl Engine {
             });
         }
         let state = StateDir::open(&self.state_root)?;
+        self.read_quota(&self.journaled(&plans), &orders).await;
         let orders = Arc::new(orders);
         let sem = Arc::new(Semaphore::new(self.cfg.renewal.concurrency));
         let mut tasks = tokio::task::JoinSet::new();

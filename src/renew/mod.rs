@@ -8,7 +8,7 @@
 
 //!
 //! Files: [`engine`] (the pass), `steps` (a certificate's journal transitions),
-//! `apply` (the paid call and the application), `reload` (hooks), `served` (the
+//! `apply` (the paid call and the application), [`quota`] (the resource plans), `reload` (hooks), `served` (the
 //! served-certificate check), [`report`] (outcomes and the observer), [`plan`],
 //! [`discover`] and [`validation`].
 
@@ -16,6 +16,7 @@ mod apply;
 pub mod discover;
 mod engine;
 pub mod plan;
+pub mod quota;
 mod reload;
 pub mod report;
 mod served;

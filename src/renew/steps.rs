@@ -105,7 +105,7 @@ impl CertRun<'_> {
                 if self.journal.phase == JournalPhase::Rejected && !force {
                     return Ok(Step::Done);
                 }
-                self.check_package(product_code).await?;
+                self.check_package(product_code, false).await?;
                 self.start_renewal(
                     *source_order_id,
                     PaidCall::Create,

@@ -87,6 +87,16 @@ impl Simulator {
             .snapshot()
     }
 
+    /// The plan of paid product `product_code` now holds `units` in all (the same
+    /// as `POST /_sim/packages`).
+    pub fn set_package_units(&self, product_code: &str, units: u32) {
+        self.shared
+            .world
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_package_units(product_code, units);
+    }
+
     /// Moves the simulated clock forward.
     pub fn advance(&self, by: std::time::Duration) {
         self.shared

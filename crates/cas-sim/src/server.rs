@@ -258,6 +258,9 @@ fn sim_endpoint(shared: &Shared, method: &Method, path: &str, query: &str) -> Op
     if path == "/_sim/clock" && method == Method::POST {
         return Some(advance_clock(shared, query));
     }
+    if path == "/_sim/packages" && method == Method::POST {
+        return Some(set_packages(shared, query));
+    }
     if path == "/_sim/ca.pem" && method == Method::GET {
         let pem = shared.world().root_pem().to_owned();
         return Some(Response::new(Body::from(pem)));
@@ -410,6 +413,24 @@ fn advance_clock(shared: &Shared, query: &str) -> Response {
         _ => json_response(
             400,
             &json!({ "Code": "InvalidParameter", "Message": "use POST /_sim/clock?advance=DURATION (e.g. 10d)" }),
+            &[],
+        ),
+    }
+}
+
+/// `POST /_sim/packages?product_code=X&units=N`: the plan of X now holds N units.
+fn set_packages(shared: &Shared, query: &str) -> Response {
+    let pairs: HashMap<String, String> = parse_pairs(query, true).into_iter().collect();
+    let code = pairs.get("product_code").filter(|c| !c.is_empty());
+    let units = pairs.get("units").and_then(|u| u.parse::<u32>().ok());
+    match (code, units) {
+        (Some(code), Some(units)) => {
+            shared.world().set_package_units(code, units);
+            json_response(200, &json!({ "product_code": code, "units": units }), &[])
+        }
+        _ => json_response(
+            400,
+            &json!({ "Code": "InvalidParameter", "Message": "use POST /_sim/packages?product_code=CODE&units=N" }),
             &[],
         ),
     }

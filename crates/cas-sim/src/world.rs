@@ -361,6 +361,11 @@ impl World {
         Utc::now().timestamp_millis() + self.offset_ms
     }
 
+    /// Sets the units of a paid product's resource plan (`POST /_sim/packages`).
+    pub fn set_package_units(&mut self, product_code: &str, units: u32) {
+        self.plans.set_units(product_code, units);
+    }
+
     pub fn advance(&mut self, by: std::time::Duration) {
         self.offset_ms += i64::try_from(by.as_millis()).unwrap_or(0);
     }
