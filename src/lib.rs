@@ -40,6 +40,8 @@
 //!   the YAML configuration; produces the settings types above and re-exports them
 //!   under their configuration names (`config::OutputConfig` is `store::OutputSpec`).
 //! - [`daemon`] (`cas`, `config`, `metrics`, `renew`, `store`): `cas-renewd run`.
+//! - [`doctor`] (`accounts`, `cas`, `config`, `domain`, `renew`): `cas-renewd
+//!   doctor`, the read-only check of a setup.
 //!
 //! Test machinery lives outside this library: the simulator is the workspace
 //! crate `cas-sim` (used by tests and by the binary's `sim` feature), request
@@ -50,6 +52,7 @@ pub mod accounts;
 pub mod cas;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod domain;
 pub mod hooks;
 pub mod listing;

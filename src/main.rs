@@ -81,6 +81,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the setup without changing anything or spending: configuration,
+    /// credentials, endpoint and clock, each API permission, the inventory, output
+    /// directories, hooks, verify targets, state directory. Exit 0 when no check failed.
+    Doctor {
+        /// Print a JSON array of {check, status, message}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Managed certificates: on-disk expiry, order, journal phase, next action.
     Status {
         #[arg(long)]
@@ -174,6 +182,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Renew { cert, force } => renew(&path, cert, force),
         Command::Status { json } => status(&path, json),
         Command::Quota { json } => quota(&path, json),
+        Command::Doctor { json } => doctor(&path, json),
         Command::List {
             status,
             order_type,
@@ -260,6 +269,30 @@ fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         anyhow::Ok(cas_renewd::status::collect(&engine).await)
     })?;
     print_rows(&rows, json, cas_renewd::status::table)
+}
+
+fn doctor(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    // Logs only for warnings and worse: the report is the output.
+    if let Ok(cfg) = Config::load(path) {
+        let mut quiet = cfg;
+        if std::env::var_os("CAS_RENEWD_LOG").is_none() {
+            quiet.log.level = "error".into();
+        }
+        init_logging(&quiet);
+    }
+    let checks = runtime()?.block_on(cas_renewd::doctor::run(path, &Environment::from_process()));
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &checks)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(cas_renewd::doctor::render(&checks).as_bytes())?;
+    }
+    Ok(if cas_renewd::doctor::passed(&checks) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn quota(path: &Path, json: bool) -> anyhow::Result<ExitCode> {

@@ -266,6 +266,15 @@ pub struct Faults {
     /// (an unclear outcome that took effect).
     #[serde(default)]
     pub act_then_fail_first: BTreeMap<String, u32>,
+    /// Actions the account's RAM policy denies: each answers 403 `Forbidden.RAM`
+    /// (the documented body) without acting.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// How many seconds the server's clock is ahead of this host's (negative:
+    /// behind). It shows in every answer's Date header, and the server checks
+    /// request timestamps against it (15 minutes either way, as Alibaba does).
+    #[serde(default)]
+    pub clock_offset_seconds: i64,
 }
 
 impl Default for Faults {
@@ -279,6 +288,8 @@ impl Default for Faults {
             hold: default_hold(),
             refuse_first: BTreeMap::new(),
             act_then_fail_first: BTreeMap::new(),
+            deny: Vec::new(),
+            clock_offset_seconds: 0,
         }
     }
 }

@@ -28,7 +28,7 @@ const MAX_SKEW: chrono::Duration = chrono::Duration::minutes(15);
 const NONCE_TTL: Duration = Duration::from_secs(15 * 60);
 const MAX_BODY: usize = 1024 * 1024;
 
-pub const CAS_ACTIONS: [&str; 8] = [
+pub const CAS_ACTIONS: [&str; 9] = [
     "ListUserCertificateOrder",
     "DescribeCertificateState",
     "RenewCertificateOrderForPackageRequest",
@@ -37,12 +37,14 @@ pub const CAS_ACTIONS: [&str; 8] = [
     "DescribePackageState",
     "UpdateInstance",
     "ApplyCertificate",
+    "ListInstances",
 ];
-pub const DNS_ACTIONS: [&str; 4] = [
+pub const DNS_ACTIONS: [&str; 5] = [
     "AddDomainRecord",
     "DeleteDomainRecord",
     "DescribeDomainRecords",
     "DescribeSubDomainRecords",
+    "DescribeDomains",
 ];
 const CAS_VERSION: &str = "2020-04-07";
 const DNS_VERSION: &str = "2015-01-09";
@@ -62,6 +64,10 @@ pub struct Shared {
     malformed: f64,
     latency: Duration,
     hold: Duration,
+    /// `faults.deny`: actions the account's RAM policy does not allow.
+    deny: Vec<String>,
+    /// `faults.clock_offset`: how far the server's clock is from this host's.
+    pub(super) clock_offset: chrono::Duration,
 }
 
 impl Shared {
@@ -90,7 +96,14 @@ impl Shared {
             malformed: s.faults.malformed,
             latency: s.faults.latency.0,
             hold: s.faults.hold.0,
+            deny: s.faults.deny.clone(),
+            clock_offset: chrono::Duration::seconds(s.faults.clock_offset_seconds),
         }
+    }
+
+    /// The server's idea of now (the wall clock moved by `faults.clock_offset`).
+    pub(super) fn now(&self) -> chrono::DateTime<Utc> {
+        Utc::now() + self.clock_offset
     }
 
     fn world(&self) -> std::sync::MutexGuard<'_, World> {
@@ -214,10 +227,22 @@ fn throttled(limit: u32, time_left_ms: u64) -> (SimError, Vec<(String, String)>)
 type Refusal = (SimError, Vec<(String, String)>);
 
 pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let mut r = respond(&shared, req).await;
+    if !shared.clock_offset.is_zero() {
+        // Every answer's Date header shows the server's clock, as a real one would.
+        let date = shared.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&date) {
+            r.headers_mut().insert(axum::http::header::DATE, v);
+        }
+    }
+    r
+}
+
+async fn respond(shared: &Arc<Shared>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
-    if let Some(r) = sim_endpoint(&shared, &method, &path, &query) {
+    if let Some(r) = sim_endpoint(shared, &method, &path, &query) {
         return r;
     }
     let request_id = shared.request_id();
@@ -225,7 +250,7 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
         Ok(i) => i,
         Err(e) => return json_response(e.status, &error_body(&e, &request_id, ""), &[]),
     };
-    let (action, version) = match authenticate(&shared, &incoming) {
+    let (action, version) = match authenticate(shared, &incoming) {
         Ok(av) => av,
         Err(e) => return json_response(e.status, &error_body(&e, &request_id, ""), &[]),
     };
@@ -235,8 +260,19 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
     if let Err(e) = check_version(&action, &version) {
         return fail((e, vec![]));
     }
+    if shared.deny.contains(&action) {
+        // The documented RAM denial (reference/cas-api.md §4.2: a real Alidns body).
+        return fail((
+            SimError::new(
+                403,
+                "Forbidden.RAM",
+                "User not authorized to operate on the specified resource, or this API doesn't support RAM.",
+            ),
+            vec![],
+        ));
+    }
     *shared.world().calls.entry(action.clone()).or_default() += 1;
-    if let Err(refusal) = admit(&shared, &action).await {
+    if let Err(refusal) = admit(shared, &action).await {
         return fail(refusal);
     }
     let params = incoming.all_params();
@@ -246,7 +282,7 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
         Err(e) => return fail((e, vec![])),
     };
     body["RequestId"] = json!(request_id);
-    answer(&shared, &body).await
+    answer(shared, &body).await
 }
 
 /// The simulator's own endpoints under `/_sim/`, which need no signature.

@@ -15,6 +15,7 @@ mod inspect;
 mod issuance;
 mod listing;
 mod packages;
+mod reads;
 mod renew;
 
 pub use dns::DnsRecord;
@@ -408,6 +409,8 @@ impl World {
             "DeleteDomainRecord" => self.delete_record(p),
             "DescribeDomainRecords" => self.describe_records(p),
             "DescribeSubDomainRecords" => self.describe_sub_records(p),
+            "ListInstances" => self.list_instances(p),
+            "DescribeDomains" => self.describe_domains(p),
             other => Err(SimError::new(
                 404,
                 "InvalidAction.NotFound",

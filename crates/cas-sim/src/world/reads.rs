@@ -1,0 +1,73 @@
+//! Read-only calls that only `cas-renewd doctor` makes, to prove a permission
+//! without spending: CAS ListInstances (the account's certificate instances) and
+//! Alidns DescribeDomains (the zones). Field names are the official SDK's; only the
+//! fields doctor reads and a few for realism are filled in.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::{SimError, World, int_param};
+
+impl World {
+    fn page(p: &HashMap<String, String>, page: &str, size: &str) -> Result<(i64, i64), SimError> {
+        let n = int_param(p, page)?.unwrap_or(1).max(1);
+        let s = int_param(p, size)?.unwrap_or(10).clamp(1, 100);
+        Ok((n, s))
+    }
+
+    /// ListInstances (SSL Certificate Management V2.0): one instance per order.
+    pub(super) fn list_instances(&self, p: &HashMap<String, String>) -> Result<Value, SimError> {
+        let (page, size) = Self::page(p, "CurrentPage", "ShowSize")?;
+        let all: Vec<Value> = self
+            .orders
+            .values()
+            .map(|o| {
+                json!({
+                    "InstanceId": o.instance_id(),
+                    "Domain": o.domain,
+                    "CertificateType": o.kind.cert_type,
+                    "InstanceType": if o.kind.is_free() { "TEST" } else { "BUY" },
+                    "Status": if o.issued.is_some() { "normal" } else { "pending" },
+                })
+            })
+            .collect();
+        let start = usize::try_from((page - 1) * size).unwrap_or(usize::MAX);
+        let list: Vec<Value> = all
+            .iter()
+            .skip(start)
+            .take(usize::try_from(size).unwrap_or(10))
+            .cloned()
+            .collect();
+        Ok(json!({
+            "TotalCount": all.len(),
+            "CurrentPage": page,
+            "ShowSize": size,
+            "InstanceList": list,
+        }))
+    }
+
+    /// Alidns DescribeDomains: the account's zones.
+    pub(super) fn describe_domains(&self, p: &HashMap<String, String>) -> Result<Value, SimError> {
+        let (page, size) = Self::page(p, "PageNumber", "PageSize")?;
+        let all: Vec<Value> = self
+            .zones
+            .iter()
+            .enumerate()
+            .map(|(i, z)| json!({ "DomainName": z, "DomainId": format!("sim-zone-{i}") }))
+            .collect();
+        let start = usize::try_from((page - 1) * size).unwrap_or(usize::MAX);
+        let list: Vec<Value> = all
+            .iter()
+            .skip(start)
+            .take(usize::try_from(size).unwrap_or(10))
+            .cloned()
+            .collect();
+        Ok(json!({
+            "TotalCount": all.len(),
+            "PageNumber": page,
+            "PageSize": size,
+            "Domains": { "Domain": list },
+        }))
+    }
+}
