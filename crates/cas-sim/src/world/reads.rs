@@ -9,16 +9,29 @@ use serde_json::{Value, json};
 
 use super::{SimError, World, int_param};
 
-impl World {
-    fn page(p: &HashMap<String, String>, page: &str, size: &str) -> Result<(i64, i64), SimError> {
-        let n = int_param(p, page)?.unwrap_or(1).max(1);
-        let s = int_param(p, size)?.unwrap_or(10).clamp(1, 100);
-        Ok((n, s))
-    }
+/// Page `page` (from 1) of `size` entries of `all`, with the page and size the
+/// parameters named (default 1 and 10, at most 100 a page).
+fn page_of(
+    all: &[Value],
+    p: &HashMap<String, String>,
+    page: &str,
+    size: &str,
+) -> Result<(i64, i64, Vec<Value>), SimError> {
+    let n = int_param(p, page)?.unwrap_or(1).max(1);
+    let s = int_param(p, size)?.unwrap_or(10).clamp(1, 100);
+    let start = usize::try_from((n - 1) * s).unwrap_or(usize::MAX);
+    let list = all
+        .iter()
+        .skip(start)
+        .take(usize::try_from(s).unwrap_or(10))
+        .cloned()
+        .collect();
+    Ok((n, s, list))
+}
 
+impl World {
     /// ListInstances (SSL Certificate Management V2.0): one instance per order.
     pub(super) fn list_instances(&self, p: &HashMap<String, String>) -> Result<Value, SimError> {
-        let (page, size) = Self::page(p, "CurrentPage", "ShowSize")?;
         let all: Vec<Value> = self
             .orders
             .values()
@@ -32,13 +45,7 @@ impl World {
                 })
             })
             .collect();
-        let start = usize::try_from((page - 1) * size).unwrap_or(usize::MAX);
-        let list: Vec<Value> = all
-            .iter()
-            .skip(start)
-            .take(usize::try_from(size).unwrap_or(10))
-            .cloned()
-            .collect();
+        let (page, size, list) = page_of(&all, p, "CurrentPage", "ShowSize")?;
         Ok(json!({
             "TotalCount": all.len(),
             "CurrentPage": page,
@@ -49,20 +56,13 @@ impl World {
 
     /// Alidns DescribeDomains: the account's zones.
     pub(super) fn describe_domains(&self, p: &HashMap<String, String>) -> Result<Value, SimError> {
-        let (page, size) = Self::page(p, "PageNumber", "PageSize")?;
         let all: Vec<Value> = self
             .zones
             .iter()
             .enumerate()
             .map(|(i, z)| json!({ "DomainName": z, "DomainId": format!("sim-zone-{i}") }))
             .collect();
-        let start = usize::try_from((page - 1) * size).unwrap_or(usize::MAX);
-        let list: Vec<Value> = all
-            .iter()
-            .skip(start)
-            .take(usize::try_from(size).unwrap_or(10))
-            .cloned()
-            .collect();
+        let (page, size, list) = page_of(&all, p, "PageNumber", "PageSize")?;
         Ok(json!({
             "TotalCount": all.len(),
             "PageNumber": page,
