@@ -88,6 +88,10 @@ enum Command {
         /// Print a JSON array of {check, status, message}.
         #[arg(long)]
         json: bool,
+        /// Save every API answer in this directory (secrets and private keys
+        /// removed, request ids kept), for a support report or `sim --recording`.
+        #[arg(long)]
+        record: Option<PathBuf>,
     },
     /// Managed certificates: on-disk expiry, order, journal phase, next action.
     Status {
@@ -110,6 +114,10 @@ enum Command {
         /// Scenario file; without it, the built-in demo scenario.
         #[arg(long)]
         scenario: Option<PathBuf>,
+        /// A `doctor --record` directory: its real answers are given for the
+        /// actions it recorded, the scenario's account answers the rest.
+        #[arg(long)]
+        recording: Option<PathBuf>,
     },
 }
 
@@ -173,7 +181,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let path = cli.config;
     match cli.command {
         #[cfg(feature = "sim")]
-        Command::Sim { listen, scenario } => sim(&listen, scenario.as_deref()),
+        Command::Sim {
+            listen,
+            scenario,
+            recording,
+        } => sim(&listen, scenario.as_deref(), recording.as_deref()),
         #[cfg(feature = "sim")]
         Command::Demo { dir } => demo(dir.as_deref()),
         Command::CheckConfig => check_config(&path),
@@ -182,7 +194,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Renew { cert, force } => renew(&path, cert, force),
         Command::Status { json } => status(&path, json),
         Command::Quota { json } => quota(&path, json),
-        Command::Doctor { json } => doctor(&path, json),
+        Command::Doctor { json, record } => doctor(&path, json, record.as_deref()),
         Command::List {
             status,
             order_type,
@@ -271,7 +283,7 @@ fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     print_rows(&rows, json, cas_renewd::status::table)
 }
 
-fn doctor(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+fn doctor(path: &Path, json: bool, record: Option<&Path>) -> anyhow::Result<ExitCode> {
     // Logs only for warnings and worse: the report is the output.
     if let Ok(cfg) = Config::load(path) {
         let mut quiet = cfg;
@@ -280,7 +292,11 @@ fn doctor(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         }
         init_logging(&quiet);
     }
-    let checks = runtime()?.block_on(cas_renewd::doctor::run(path, &Environment::from_process()));
+    let checks = runtime()?.block_on(cas_renewd::doctor::run(
+        path,
+        &Environment::from_process(),
+        record,
+    ));
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &checks)?;
@@ -376,12 +392,20 @@ fn init_logging(cfg: &Config) {
 }
 
 #[cfg(feature = "sim")]
-fn sim(listen: &str, scenario: Option<&Path>) -> anyhow::Result<ExitCode> {
+fn sim(
+    listen: &str,
+    scenario: Option<&Path>,
+    recording: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     init_plain_logging("info");
-    let scenario = match scenario.map(Scenario::load).transpose() {
+    let mut scenario = match scenario.map(Scenario::load).transpose() {
         Ok(s) => s.unwrap_or_else(Scenario::demo),
         Err(e) => return Err(Fatal::BadConfig(e.into()).into()),
     };
+    if let Some(dir) = recording {
+        scenario.recording =
+            Some(cas_sim::recording::Recording::load(dir).map_err(|e| Fatal::BadConfig(e.into()))?);
+    }
     runtime()?.block_on(async {
         let sim = Simulator::start(&scenario, listen).await?;
         println!("listening on {}", sim.url());

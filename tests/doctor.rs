@@ -252,3 +252,56 @@ async fn host_problems_are_named_with_their_fix() {
     assert_eq!(checks[0]["check"], "config");
     assert_eq!(checks[0]["status"], "fail");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recording_keeps_request_ids_drops_secrets_and_replays_in_the_simulator() {
+    let w = setup("").await;
+    let o = w.once().await;
+    assert!(o.status.success(), "{}", show(&o));
+    let rec = w.path("rec");
+    let o = w
+        .run(&["doctor", "--json", "--record", rec.to_str().expect("utf-8")])
+        .await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let checks: Vec<Value> = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(find(&checks, "record")["status"], "ok", "{}", show(&o));
+    let inventory = find(&checks, "inventory (www)")["message"].clone();
+    let files: Vec<_> = std::fs::read_dir(&rec)
+        .expect("recording")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(files.len() >= 7, "{files:?}");
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read");
+        assert!(text.contains("\"RequestId\""), "{}: {text}", f.display());
+        assert!(!text.contains(common::SECRET), "{}", f.display());
+        assert!(!text.contains("PRIVATE KEY"), "{}", f.display());
+    }
+    // A simulator with no orders of its own answers with the recorded ones.
+    let mut scenario = cas_sim::Scenario::parse(
+        &format!(
+            "access_key: {{ id: {}, secret: {} }}\n",
+            common::KEY_ID,
+            common::SECRET
+        ),
+        std::path::Path::new("replay"),
+    )
+    .expect("scenario");
+    scenario.recording = Some(cas_sim::recording::Recording::load(&rec).expect("loads"));
+    let replay = cas_sim::Simulator::start(&scenario, "127.0.0.1:0")
+        .await
+        .expect("sim");
+    std::fs::write(
+        w.config_path(),
+        w.config_text().replace(&w.sim.url(), &replay.url()),
+    )
+    .expect("config");
+    let (code, checks, out) = doctor(&w).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        find(&checks, "inventory (www)")["message"],
+        inventory,
+        "{out}"
+    );
+}

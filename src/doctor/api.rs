@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::Check;
 use crate::cas::api::{Cas, CertificateOrder, OrderFilter, OrderType, param};
-use crate::cas::client::{ApiClient, ApiError, ClientSettings, Idempotence};
+use crate::cas::client::{ApiClient, ApiError, ClientSettings, Idempotence, Recorder};
 use crate::cas::credentials::CredentialsProvider;
 use crate::config::{Config, ValidationMethod};
 use crate::domain::ControlsEscaped;
@@ -84,28 +84,43 @@ fn judge<T>(service: &str, action: &str, what: &str, r: &Result<T, ApiError>) ->
 }
 
 /// The clients doctor asks with: one attempt more at most, so a broken setup
-/// answers quickly.
-fn clients(cfg: &Config, creds: Arc<CredentialsProvider>) -> Result<(Cas, ApiClient), ApiError> {
-    let mut api = cfg.api.clone();
-    api.max_attempts = api.max_attempts.min(2);
-    let limiter = Arc::new(api.limiter());
-    let cas = crate::cas::cas_client(&api, creds.clone(), limiter.clone(), None)?;
-    let dns = ApiClient::new(
-        ClientSettings {
-            endpoint: api.dns_endpoint.clone(),
-            version: crate::cas::dns::DNS_VERSION,
-            timeout: api.timeout,
-            max_attempts: api.max_attempts,
-        },
-        creds,
-        limiter,
-    )?;
+/// answers quickly; every answer goes to `recorder` when there is one.
+fn clients(
+    cfg: &Config,
+    creds: Arc<CredentialsProvider>,
+    recorder: Option<Recorder>,
+) -> Result<(Cas, ApiClient), ApiError> {
+    let attempts = cfg.api.max_attempts.min(2);
+    let limiter = Arc::new(cfg.api.limiter());
+    let client = |endpoint: &reqwest::Url, version| {
+        let c = ApiClient::new(
+            ClientSettings {
+                endpoint: endpoint.clone(),
+                version,
+                timeout: cfg.api.timeout,
+                max_attempts: attempts,
+            },
+            creds.clone(),
+            limiter.clone(),
+        )?;
+        Ok::<_, ApiError>(match &recorder {
+            Some(r) => c.with_recorder(r.clone()),
+            None => c,
+        })
+    };
+    let cas = Cas::new(client(&cfg.api.endpoint, crate::cas::api::CAS_VERSION)?);
+    let dns = client(&cfg.api.dns_endpoint, crate::cas::dns::DNS_VERSION)?;
     Ok((cas, dns))
 }
 
 /// Every API check, in order.
-pub(super) async fn checks(cfg: &Config, creds: Arc<CredentialsProvider>, out: &mut Vec<Check>) {
-    let (cas, dns) = match clients(cfg, creds.clone()) {
+pub(super) async fn checks(
+    cfg: &Config,
+    creds: Arc<CredentialsProvider>,
+    recorder: Option<Recorder>,
+    out: &mut Vec<Check>,
+) {
+    let (cas, dns) = match clients(cfg, creds.clone(), recorder) {
         Ok(c) => c,
         Err(e) => {
             out.push(Check::fail(

@@ -4,11 +4,12 @@
 //!
 //! Files: `network` (endpoint reachability and clock skew), `api` (each API
 //! permission and the inventory), `host` (secret files, output directories, hooks,
-//! `verify.connect`, the state directory and its lock).
+//! `verify.connect`, the state directory and its lock), [`record`] (`--record`).
 
 mod api;
 mod host;
 mod network;
+pub mod record;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -95,8 +96,9 @@ pub fn render(checks: &[Check]) -> String {
 }
 
 /// Every check, in order. A configuration that does not load ends the report
-/// there; credentials that cannot be found skip the API checks.
-pub async fn run(config_path: &Path, env: &Environment) -> Vec<Check> {
+/// there; credentials that cannot be found skip the API checks. With `record`,
+/// every API answer is saved there (secrets removed).
+pub async fn run(config_path: &Path, env: &Environment, record: Option<&Path>) -> Vec<Check> {
     let mut checks = Vec::new();
     let cfg = match Config::load(config_path) {
         Ok(c) => {
@@ -129,8 +131,21 @@ pub async fn run(config_path: &Path, env: &Environment) -> Vec<Check> {
     checks.extend(host::secret_files(&cfg, config_path));
     let creds = credentials(&cfg, env, &mut checks).await;
     let reachable = network::endpoints(&cfg, &mut checks).await;
+    let recording = match record.map(record::RecordDir::create).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            checks.push(Check::fail(
+                "record",
+                format!("{e}; choose another --record directory"),
+            ));
+            None
+        }
+    };
     match (creds, reachable) {
-        (Some(creds), true) => api::checks(&cfg, creds, &mut checks).await,
+        (Some(creds), true) => {
+            let recorder = recording.as_ref().map(|r| r.recorder());
+            api::checks(&cfg, creds, recorder, &mut checks).await;
+        }
         (None, _) => checks.push(Check::warn(
             "permissions",
             "not checked: no usable credentials (see above)",
@@ -139,6 +154,21 @@ pub async fn run(config_path: &Path, env: &Environment) -> Vec<Check> {
             "permissions",
             "not checked: the API endpoint is unreachable (see above)",
         )),
+    }
+    if let Some(r) = &recording {
+        let (written, errors) = r.summary();
+        checks.push(if errors.is_empty() {
+            Check::ok(
+                "record",
+                format!(
+                    "{written} answer(s) saved in {} (secrets and private keys removed, request ids kept); `cas-renewd sim --recording {}` replays them",
+                    r.dir().display(),
+                    r.dir().display()
+                ),
+            )
+        } else {
+            Check::fail("record", format!("could not save every answer: {}", errors.join("; ")))
+        });
     }
     checks.extend(host::outputs(&cfg));
     checks.extend(host::hooks(&cfg));

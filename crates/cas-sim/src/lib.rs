@@ -6,6 +6,7 @@
 //! (throttling, 5xx, held connections, garbled bodies, bad certificates).
 
 pub mod ca;
+pub mod recording;
 pub mod scenario;
 pub mod server;
 pub mod validation;

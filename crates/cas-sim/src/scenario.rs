@@ -58,6 +58,9 @@ pub struct Scenario {
     /// Resource-plan units by ProductCode (see [`Packages`]).
     #[serde(default)]
     pub packages: Packages,
+    /// Real answers (`sim --recording DIR`) given before the simulated account's.
+    #[serde(skip)]
+    pub recording: Option<super::recording::Recording>,
 }
 
 fn default_seed() -> u64 {

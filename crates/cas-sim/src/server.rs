@@ -281,7 +281,10 @@ async fn respond(shared: &Arc<Shared>, req: Request) -> Response {
         Ok(v) => v,
         Err(e) => return fail((e, vec![])),
     };
-    body["RequestId"] = json!(request_id);
+    // A recorded answer keeps the request id the real service gave it.
+    if body.get("RequestId").is_none() {
+        body["RequestId"] = json!(request_id);
+    }
     answer(shared, &body).await
 }
 

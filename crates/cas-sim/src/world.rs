@@ -166,6 +166,7 @@ pub struct World {
     webroot: Option<PathBuf>,
     max_page_size: u32,
     plans: packages::Plans,
+    recording: Option<crate::recording::Recording>,
     pub calls: BTreeMap<String, u64>,
     pub renew_calls: BTreeMap<i64, u64>,
     pub signature_failures: u64,
@@ -255,6 +256,7 @@ impl World {
             webroot: s.issuance.webroot.clone(),
             max_page_size: s.max_page_size,
             plans: packages::Plans::new(s),
+            recording: s.recording.clone(),
             calls: BTreeMap::new(),
             renew_calls: BTreeMap::new(),
             signature_failures: 0,
@@ -383,6 +385,9 @@ impl World {
     pub fn call(&mut self, action: &str, p: &HashMap<String, String>) -> Result<Value, SimError> {
         if let Some(e) = self.plans.refuse_now(action) {
             return Err(e);
+        }
+        if let Some(answer) = self.recording.as_ref().and_then(|r| r.answer(action, p)) {
+            return answer;
         }
         let result = self.act(action, p);
         let mut out = match self.plans.fail_after_acting(action) {
