@@ -234,9 +234,16 @@ pub(super) fn state_dir(cfg: &Config) -> Vec<Check> {
         )
     });
     let lock = dir.join("lock");
-    let msg = match std::fs::File::open(&lock) {
-        Err(_) => Check::ok("state lock", "no lock file yet: no pass has run here"),
-        Ok(f) => match f.try_lock_shared() {
+    let msg = match open_lock(&lock) {
+        None => Check::ok("state lock", "no lock file yet: no pass has run here"),
+        Some(Err(e)) => Check::fail(
+            "state lock",
+            format!(
+                "{}: {e}; remove it (the next pass makes a new one)",
+                lock.display()
+            ),
+        ),
+        Some(Ok(f)) => match f.try_lock_shared() {
             Ok(()) => Check::ok("state lock", "free: no pass is running"),
             Err(std::fs::TryLockError::WouldBlock) => Check::ok(
                 "state lock",
@@ -251,6 +258,22 @@ pub(super) fn state_dir(cfg: &Config) -> Vec<Check> {
     out
 }
 
+/// The lock file, opened without following a link or blocking on a special file;
+/// `None` when there is none.
+fn open_lock(path: &Path) -> Option<std::io::Result<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    if !m.is_file() {
+        return Some(Err(std::io::Error::other("not a regular file")));
+    }
+    Some(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +285,17 @@ mod tests {
         assert!(resolve("/nonexistent/prog").is_none());
         assert!(resolve("no-such-program-cas-renewd").is_none());
         assert!(resolve("/etc/passwd").is_none(), "not executable");
+    }
+
+    #[test]
+    fn a_lock_that_is_not_a_regular_file_is_not_opened() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let lock = d.path().join("lock");
+        assert!(open_lock(&lock).is_none());
+        std::os::unix::fs::symlink("/dev/zero", &lock).expect("symlink");
+        assert!(matches!(open_lock(&lock), Some(Err(_))));
+        std::fs::remove_file(&lock).expect("rm");
+        std::fs::write(&lock, "").expect("write");
+        assert!(matches!(open_lock(&lock), Some(Ok(_))));
     }
 }
