@@ -171,17 +171,17 @@ const UNCLEAR_PAID_CALL: Def = (
     &["cert"],
 );
 const PACKAGE_TOTAL: Def = (
-    "package_total",
+    "package_units",
     "Units of the resource plan (DescribePackageState TotalCount), by ProductCode.",
     &["product_code"],
 );
 const PACKAGE_USED: Def = (
-    "package_used",
+    "package_used_units",
     "Units used (DescribePackageState UsedCount), by ProductCode.",
     &["product_code"],
 );
 const PACKAGE_ISSUED: Def = (
-    "package_issued",
+    "package_issued_certificates",
     "Certificates issued from the plan (DescribePackageState IssuedCount), by ProductCode.",
     &["product_code"],
 );
@@ -554,9 +554,9 @@ mod tests {
             "cas_renewd_last_pass_timestamp_seconds ",
             "cas_renewd_config_last_reload_successful 1",
             "cas_renewd_build_info{version=\"",
-            "cas_renewd_package_total{product_code=\"geotrust-dv-1-starter\"} 5",
-            "cas_renewd_package_used{product_code=\"geotrust-dv-1-starter\"} 4",
-            "cas_renewd_package_issued{product_code=\"geotrust-dv-1-starter\"} 3",
+            "cas_renewd_package_units{product_code=\"geotrust-dv-1-starter\"} 5",
+            "cas_renewd_package_used_units{product_code=\"geotrust-dv-1-starter\"} 4",
+            "cas_renewd_package_issued_certificates{product_code=\"geotrust-dv-1-starter\"} 3",
             "cas_renewd_package_due_certificates{product_code=\"geotrust-dv-1-starter\"} 2",
             "cas_renewd_package_read_ok{product_code=\"geotrust-dv-1-starter\"} 1",
             "cas_renewd_package_due_certificates{product_code=\"digicert-free-1-free\"} 1",

@@ -105,8 +105,8 @@ async fn quota_prints_the_plans_and_the_metrics_carry_them() {
         .expect("pass");
     let text = engine.metrics().render();
     for line in [
-        format!("cas_renewd_package_total{{product_code=\"{PLAN}\"}} 1"),
-        format!("cas_renewd_package_used{{product_code=\"{PLAN}\"}} 0"),
+        format!("cas_renewd_package_units{{product_code=\"{PLAN}\"}} 1"),
+        format!("cas_renewd_package_used_units{{product_code=\"{PLAN}\"}} 0"),
         format!("cas_renewd_package_due_certificates{{product_code=\"{PLAN}\"}} 2"),
         format!("cas_renewd_package_read_ok{{product_code=\"{PLAN}\"}} 1"),
     ] {
