@@ -48,6 +48,8 @@
 //!   the YAML configuration; produces the settings types above and re-exports them
 //!   under their configuration names (`config::OutputConfig` is `store::OutputSpec`).
 //! - [`daemon`] (`announce`, `cas`, `config`, `metrics`, `renew`, `status`, `store`): `cas-renewd run`.
+//! - [`doctor`] (`accounts`, `cas`, `config`, `domain`, `renew`): `cas-renewd
+//!   doctor`, the read-only check of a setup.
 //!
 //! Test machinery lives outside this library: the simulator is the workspace
 //! crate `cas-sim` (used by tests and by the binary's `sim` feature), request
@@ -59,6 +61,7 @@ pub mod announce;
 pub mod cas;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod domain;
 pub mod hooks;
 pub mod ids;

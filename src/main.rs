@@ -90,6 +90,24 @@ enum Command {
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10m")]
         wait: Duration,
     },
+    /// The resource plans (DescribePackageState) the managed certificates spend
+    /// from: units total, used, issued, left, and certificates due now. Read-only.
+    Quota {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the setup without changing anything or spending: configuration,
+    /// credentials, endpoint and clock, each API permission, the inventory, output
+    /// directories, hooks, verify targets, state directory. Exit 0 when no check failed.
+    Doctor {
+        /// Print a JSON array of {check, status, message}.
+        #[arg(long)]
+        json: bool,
+        /// Save every API answer in this directory (secrets and private keys
+        /// removed, request ids kept), for a support report or `sim --recording`.
+        #[arg(long)]
+        record: Option<PathBuf>,
+    },
     /// Managed certificates from disk and journal: expiry, order, phase, next
     /// action, last error, health. Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
     Status {
@@ -128,6 +146,10 @@ enum Command {
         /// Scenario file; without it, the built-in demo scenario.
         #[arg(long)]
         scenario: Option<PathBuf>,
+        /// A `doctor --record` directory: its real answers are given for the
+        /// actions it recorded, the scenario's account answers the rest.
+        #[arg(long)]
+        recording: Option<PathBuf>,
     },
 }
 
@@ -198,7 +220,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let path = cli.config;
     match cli.command {
         #[cfg(feature = "sim")]
-        Command::Sim { listen, scenario } => sim(&listen, scenario.as_deref()),
+        Command::Sim {
+            listen,
+            scenario,
+            recording,
+        } => sim(&listen, scenario.as_deref(), recording.as_deref()),
         #[cfg(feature = "sim")]
         Command::Demo { dir } => demo(dir.as_deref()),
         Command::CheckConfig => check_config(&path),
@@ -216,6 +242,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             critical,
         } => status(&path, json, online, Thresholds { warning, critical }),
         Command::Notify { test } => notify_test(&path, test),
+        Command::Quota { json } => quota(&path, json),
+        Command::Doctor { json, record } => doctor(&path, json, record.as_deref()),
         Command::List {
             status,
             order_type,
@@ -343,6 +371,43 @@ fn offline_status(cfg: &Config, t: Thresholds) -> status::Report {
     status::offline(&certs, &cfg.state_dir, cfg.renewal.renew_before, t)
 }
 
+fn doctor(path: &Path, json: bool, record: Option<&Path>) -> anyhow::Result<ExitCode> {
+    // Logs only for warnings and worse: the report is the output.
+    if let Ok(cfg) = Config::load(path) {
+        let mut quiet = cfg;
+        if std::env::var_os("CAS_RENEWD_LOG").is_none() {
+            quiet.log.level = "error".into();
+        }
+        init_logging(&quiet);
+    }
+    let checks = runtime()?.block_on(cas_renewd::doctor::run(
+        path,
+        &Environment::from_process(),
+        record,
+    ));
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &checks)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(cas_renewd::doctor::render(&checks).as_bytes())?;
+    }
+    Ok(if cas_renewd::doctor::passed(&checks) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn quota(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let (cfg, rt) = configured(path)?;
+    let rows = rt.block_on(async {
+        let engine = engine(cfg)?;
+        anyhow::Ok(engine.quota().await?)
+    })?;
+    print_rows(&rows, json, cas_renewd::renew::quota::table)
+}
+
 fn list(
     path: &Path,
     status: Option<OrderStatus>,
@@ -428,12 +493,20 @@ fn init_logging(cfg: &Config) {
 }
 
 #[cfg(feature = "sim")]
-fn sim(listen: &str, scenario: Option<&Path>) -> anyhow::Result<ExitCode> {
+fn sim(
+    listen: &str,
+    scenario: Option<&Path>,
+    recording: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     init_plain_logging("info");
-    let scenario = match scenario.map(Scenario::load).transpose() {
+    let mut scenario = match scenario.map(Scenario::load).transpose() {
         Ok(s) => s.unwrap_or_else(Scenario::demo),
         Err(e) => return Err(Fatal::BadConfig(e.into()).into()),
     };
+    if let Some(dir) = recording {
+        scenario.recording =
+            Some(cas_sim::recording::Recording::load(dir).map_err(|e| Fatal::BadConfig(e.into()))?);
+    }
     runtime()?.block_on(async {
         let sim = Simulator::start(&scenario, listen).await?;
         println!("listening on {}", sim.url());

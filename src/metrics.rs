@@ -10,6 +10,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::cas::api_apply::PackageState;
 use crate::cas::client::is_auth_code;
 use crate::cas::credentials::CredentialsProvider;
 use crate::config::CertificateConfig;
@@ -30,6 +31,7 @@ pub struct Metrics {
     pub served_matches: GaugeVec,
     pub pending_application: GaugeVec,
     pub unclear_paid_call: GaugeVec,
+    pub package: PackageGauges,
     pub last_pass: Gauge,
     pub config_reload_ok: Gauge,
     pub build_info: GaugeVec,
@@ -182,6 +184,72 @@ const PASSES: Def = (
 );
 /// The values `renewals_total{result}` takes; every one starts at 0 per certificate.
 const RENEWAL_RESULTS: [&str; 4] = ["renewed", "installed", "failed", "blocked"];
+const PACKAGE_TOTAL: Def = (
+    "package_units",
+    "Units of the resource plan (DescribePackageState TotalCount), by ProductCode.",
+    &["product_code"],
+);
+const PACKAGE_USED: Def = (
+    "package_used_units",
+    "Units used (DescribePackageState UsedCount), by ProductCode.",
+    &["product_code"],
+);
+const PACKAGE_ISSUED: Def = (
+    "package_issued_certificates",
+    "Certificates issued from the plan (DescribePackageState IssuedCount), by ProductCode.",
+    &["product_code"],
+);
+const PACKAGE_DUE: Def = (
+    "package_due_certificates",
+    "Managed certificates whose plan in the last pass was a paid call (due: within renewal.renew_before of expiry), by the ProductCode it spends from.",
+    &["product_code"],
+);
+const PACKAGE_READ_OK: Def = (
+    "package_read_ok",
+    "1 if the last pass read the plan (DescribePackageState), 0 if the read failed.",
+    &["product_code"],
+);
+
+/// The resource plans, per ProductCode, as the last pass read them.
+pub struct PackageGauges {
+    pub total: GaugeVec,
+    pub used: GaugeVec,
+    pub issued: GaugeVec,
+    pub due: GaugeVec,
+    pub read_ok: GaugeVec,
+}
+
+impl PackageGauges {
+    fn new(r: &Registry) -> PackageGauges {
+        PackageGauges {
+            total: gauge_vec(r, PACKAGE_TOTAL),
+            used: gauge_vec(r, PACKAGE_USED),
+            issued: gauge_vec(r, PACKAGE_ISSUED),
+            due: gauge_vec(r, PACKAGE_DUE),
+            read_ok: gauge_vec(r, PACKAGE_READ_OK),
+        }
+    }
+
+    /// A failed read keeps the last counters (the alert goes on comparing them
+    /// with the due certificates) and says so in `package_read_ok`.
+    fn set(&self, code: &str, state: Option<&PackageState>, due: u32) {
+        self.due.with_label_values(&[code]).set(f64::from(due));
+        self.read_ok
+            .with_label_values(&[code])
+            .set(if state.is_some() { 1.0 } else { 0.0 });
+        let Some(s) = state else { return };
+        for (g, v) in [
+            (&self.total, s.total_count),
+            (&self.used, s.used_count),
+            (&self.issued, s.issued_count),
+        ] {
+            if let Some(v) = v {
+                g.with_label_values(&[code]).set(v as f64);
+            }
+        }
+    }
+}
+
 const BUILD_INFO: Def = (
     "build_info",
     "Always 1; the version label names the build.",
@@ -259,6 +327,7 @@ impl Metrics {
             served_matches: gauge_vec(&r, SERVED_MATCHES),
             pending_application: gauge_vec(&r, PENDING_APPLICATION),
             unclear_paid_call: gauge_vec(&r, UNCLEAR_PAID_CALL),
+            package: PackageGauges::new(&r),
             last_pass,
             config_reload_ok,
             build_info: gauge_vec(&r, BUILD_INFO),
@@ -427,6 +496,10 @@ impl PassObserver for Metrics {
         self.set_order_state(cert, state);
     }
 
+    fn package_state(&self, product_code: &str, state: Option<&PackageState>, due: u32) {
+        self.package.set(product_code, state, due);
+    }
+
     fn blocked(&self, cert: &str) {
         self.ready.with_label_values(&[cert]).set(0.0);
     }
@@ -564,6 +637,14 @@ mod tests {
         m.last_success.with_label_values(&["www"]).set(1.0);
         m.hook_runs.with_label_values(&["nginx", "ok"]).inc();
         m.served_matches.with_label_values(&["www"]).set(1.0);
+        let plan = PackageState {
+            total_count: Some(5),
+            used_count: Some(4),
+            issued_count: Some(3),
+            ..PackageState::default()
+        };
+        m.package_state("geotrust-dv-1-starter", Some(&plan), 2);
+        m.package_state("digicert-free-1-free", None, 1);
         let text = m.render();
         for name in [
             "cas_renewd_certificate_not_after_timestamp_seconds{cert=\"www\"}",
@@ -579,6 +660,13 @@ mod tests {
             "cas_renewd_last_pass_timestamp_seconds ",
             "cas_renewd_config_last_reload_successful 1",
             "cas_renewd_build_info{version=\"",
+            "cas_renewd_package_units{product_code=\"geotrust-dv-1-starter\"} 5",
+            "cas_renewd_package_used_units{product_code=\"geotrust-dv-1-starter\"} 4",
+            "cas_renewd_package_issued_certificates{product_code=\"geotrust-dv-1-starter\"} 3",
+            "cas_renewd_package_due_certificates{product_code=\"geotrust-dv-1-starter\"} 2",
+            "cas_renewd_package_read_ok{product_code=\"geotrust-dv-1-starter\"} 1",
+            "cas_renewd_package_due_certificates{product_code=\"digicert-free-1-free\"} 1",
+            "cas_renewd_package_read_ok{product_code=\"digicert-free-1-free\"} 0",
         ] {
             assert!(text.contains(name), "{name} missing:\n{text}");
         }

@@ -18,6 +18,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
+use crate::cas::api_apply::PackageState;
 use crate::config::CertificateConfig;
 use crate::notify::{self, ChannelSpec, Event, EventKind};
 use crate::renew::{PassObserver, PassReport};
@@ -118,8 +119,12 @@ impl PassObserver for Notifying {
         self.inner.blocked(cert);
     }
 
-    fn package_state(&self, cert: &str, product_code: &str, total: Option<i64>, used: Option<i64>) {
-        self.inner.package_state(cert, product_code, total, used);
+    fn package_state(&self, product_code: &str, state: Option<&PackageState>, due: u32) {
+        self.inner.package_state(product_code, state, due);
+    }
+
+    fn package_seen(&self, cert: &str, product_code: &str, total: Option<i64>, used: Option<i64>) {
+        self.inner.package_seen(cert, product_code, total, used);
         // Only counters CAS gave, and a plan that exists (see PackageState::exhausted).
         let (Some(total), Some(used)) = (total, used) else {
             return;

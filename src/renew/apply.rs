@@ -28,32 +28,28 @@ use crate::store::{Attempt, Following, PaidCall, Phase, Rejected, RenewRequested
 pub(super) const APPLY_AFTER_PAYED_POLLS: u32 = 2;
 
 impl CertRun<'_> {
-    /// Before a new application: the resource plan's counters. A plan that says it
-    /// is used up blocks without a paid call; a failing query only warns.
-    pub(super) async fn check_package(&mut self, product_code: &str) -> Result<(), EngineError> {
-        match self.e.cas.describe_package_state(product_code).await {
-            Ok(r) => {
-                let s = r.body;
-                info!(cert = %self.cert.name, product_code, total = ?s.total_count, used = ?s.used_count, issued = ?s.issued_count, "package state");
-                self.e.observer.package_state(
-                    &self.cert.name,
-                    product_code,
-                    s.total_count,
-                    s.used_count,
-                );
-                if s.exhausted() {
-                    return Err(EngineError::Blocked(format!(
-                        "no {product_code} application left: {} of {} used (DescribePackageState); buy a resource plan of this product (free certificates: 20 per account per year), then the next pass applies",
-                        s.used_count.unwrap_or(0),
-                        s.total_count.unwrap_or(0)
-                    )));
-                }
-            }
-            Err(e) => {
-                warn!(cert = %self.cert.name, product_code, error = %e, "cannot read the package state; applying anyway");
-            }
+    /// Whether the resource plan has a unit left (`renew::quota`; `take` it for
+    /// the paid call about to be made). A plan with none left blocks without a
+    /// call; a plan that cannot be read only warns.
+    pub(super) async fn check_package(
+        &mut self,
+        product_code: &str,
+        take: bool,
+    ) -> Result<(), EngineError> {
+        let verdict = self
+            .e
+            .quota
+            .unit(self.e.cas.as_ref(), product_code, take)
+            .await;
+        if let Some(s) = self.e.quota.state(product_code).await {
+            self.e.observer.package_seen(
+                &self.cert.name,
+                product_code,
+                s.total_count,
+                s.used_count,
+            );
         }
-        Ok(())
+        verdict
     }
 
     /// Orders that an unclear paid call may have made are those not in this list.
@@ -142,6 +138,9 @@ impl CertRun<'_> {
         let call = a.paid_call;
         if call == PaidCall::Renew && a.product_code.is_none() {
             a.product_code = self.product_code_of(source);
+        }
+        if let Some(code) = a.product_code.clone() {
+            self.check_package(&code, true).await?;
         }
         let requested = RenewRequested {
             attempt: a,

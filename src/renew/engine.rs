@@ -43,6 +43,8 @@ pub struct Engine {
     pub(super) clock: Arc<dyn Clock>,
     /// Where the engine reports what it does (metrics, or a test's recorder).
     pub(super) observer: Arc<dyn PassObserver>,
+    /// The resource plans of the current pass.
+    pub(super) quota: super::quota::QuotaCache,
 }
 
 impl Engine {
@@ -83,6 +85,7 @@ impl Engine {
             journals: ports.journals,
             clock: ports.clock,
             observer,
+            quota: super::quota::QuotaCache::default(),
         }
     }
 
@@ -111,7 +114,7 @@ impl Engine {
         discover::targets(&self.cfg, orders)
     }
 
-    fn read_journal(&self, name: &str) -> Result<Journal, StoreError> {
+    pub(super) fn read_journal(&self, name: &str) -> Result<Journal, StoreError> {
         self.journals.load_journal(name)
     }
 
@@ -207,6 +210,7 @@ impl Engine {
         }
         self.journals.prepare()?;
         let state = self.journals.clone();
+        self.read_quota(&self.journaled(&plans), &orders).await;
         let orders = Arc::new(orders);
         let sem = Arc::new(Semaphore::new(self.cfg.renewal.concurrency));
         let mut tasks = tokio::task::JoinSet::new();

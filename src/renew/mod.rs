@@ -9,7 +9,8 @@
 //!
 //! Files: [`engine`] (the pass), `steps` (a certificate's journal transitions),
 //! `follow` (an order until issued, its validation, the issued checks), `apply`
-//! (the paid call and the application), `reload` (hooks), `served` (the
+//! (the paid call and the application), [`quota`] (the resource plans), `reload`
+//! (hooks), `served` (the
 //! served-certificate check), [`report`] (outcomes and the observer), [`plan`],
 //! [`discover`], [`validation`] and [`ports`] (the seams: certificate source, DNS,
 //! journal store, clock).
@@ -24,6 +25,7 @@ mod engine;
 mod follow;
 pub mod plan;
 pub mod ports;
+pub mod quota;
 mod reconcile;
 mod reload;
 pub mod report;

@@ -146,7 +146,9 @@ impl CertRun<'_> {
                 .cas
                 .list_all_orders(OrderFilter::default(), self.e.cfg.api.page_size)
                 .await?;
-            let waited = (self.e.clock.now() - requested).to_std().unwrap_or_default();
+            let waited = (self.e.clock.now() - requested)
+                .to_std()
+                .unwrap_or_default();
             match self.reconcile_candidates(&orders, &req) {
                 Found::One(id) => {
                     info!(cert = %self.cert.name, order_id = id.get(), action = call, "found the order the unclear paid call created; following it");

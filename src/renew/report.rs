@@ -27,10 +27,19 @@ pub trait PassObserver: Send + Sync + 'static {
     fn pending_application(&self, _cert: &str, _on: bool) {}
     /// The state CAS last reported for `cert`'s followed order.
     fn order_state(&self, _cert: &str, _state: &str) {}
+    /// The resource plan of `product_code` as this pass read it (`None`: the read
+    /// failed), and how many managed certificates are due to spend from it.
+    fn package_state(
+        &self,
+        _product_code: &str,
+        _state: Option<&crate::cas::api_apply::PackageState>,
+        _due: u32,
+    ) {
+    }
     /// A discovered domain the engine cannot act on.
     fn blocked(&self, _cert: &str) {}
     /// DescribePackageState answered for `product_code` while acting on `cert`.
-    fn package_state(
+    fn package_seen(
         &self,
         _cert: &str,
         _product_code: &str,

@@ -5,8 +5,8 @@
 use tracing::{info, warn};
 
 use super::engine::Engine;
-use super::ports::JournalStore;
 use super::plan::{Action, Plan};
+use super::ports::JournalStore;
 use super::report::{CertReport, Outcome};
 use super::{EngineError, installed_leaf};
 use crate::cas::api::{CertificateOrder, CertificateState};
@@ -108,7 +108,7 @@ impl CertRun<'_> {
                 if matches!(self.journal.phase, Phase::Rejected(_)) && !force {
                     return Ok(Step::Done);
                 }
-                self.check_package(product_code).await?;
+                self.check_package(product_code, false).await?;
                 self.start_renewal(
                     *source_order_id,
                     PaidCall::Create,

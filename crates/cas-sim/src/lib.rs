@@ -6,6 +6,7 @@
 //! (throttling, 5xx, held connections, garbled bodies, bad certificates).
 
 pub mod ca;
+pub mod recording;
 pub mod scenario;
 pub mod server;
 pub mod validation;
@@ -85,6 +86,16 @@ impl Simulator {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .snapshot()
+    }
+
+    /// The plan of paid product `product_code` now holds `units` in all (the same
+    /// as `POST /_sim/packages`).
+    pub fn set_package_units(&self, product_code: &str, units: u32) {
+        self.shared
+            .world
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_package_units(product_code, units);
     }
 
     /// Moves the simulated clock forward.

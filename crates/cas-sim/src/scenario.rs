@@ -64,6 +64,9 @@ pub struct Scenario {
     /// How V2.0 instances behave where the docs are silent.
     #[serde(default)]
     pub v2: V2Behaviour,
+    /// Real answers (`sim --recording DIR`) given before the simulated account's.
+    #[serde(skip)]
+    pub recording: Option<super::recording::Recording>,
 }
 
 /// A V2.0 instance: a service period within which certificates are (re-)issued.
@@ -356,6 +359,15 @@ pub struct Faults {
     /// never prints it raw.
     #[serde(default)]
     pub error_message: Option<String>,
+    /// Actions the account's RAM policy denies: each answers 403 `Forbidden.RAM`
+    /// (the documented body) without acting.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// How many seconds the server's clock is ahead of this host's (negative:
+    /// behind). It shows in every answer's Date header, and the server checks
+    /// request timestamps against it (15 minutes either way, as Alibaba does).
+    #[serde(default)]
+    pub clock_offset_seconds: i64,
 }
 
 impl Default for Faults {
@@ -370,6 +382,8 @@ impl Default for Faults {
             refuse_first: BTreeMap::new(),
             act_then_fail_first: BTreeMap::new(),
             error_message: None,
+            deny: Vec::new(),
+            clock_offset_seconds: 0,
         }
     }
 }

@@ -41,11 +41,12 @@ pub const CAS_ACTIONS: [&str; 11] = [
     "GetInstanceDetail",
     "GetTaskAttribute",
 ];
-pub const DNS_ACTIONS: [&str; 4] = [
+pub const DNS_ACTIONS: [&str; 5] = [
     "AddDomainRecord",
     "DeleteDomainRecord",
     "DescribeDomainRecords",
     "DescribeSubDomainRecords",
+    "DescribeDomains",
 ];
 const CAS_VERSION: &str = "2020-04-07";
 const DNS_VERSION: &str = "2015-01-09";
@@ -66,6 +67,10 @@ pub struct Shared {
     latency: Duration,
     hold: Duration,
     error_message: Option<String>,
+    /// `faults.deny`: actions the account's RAM policy does not allow.
+    deny: Vec<String>,
+    /// `faults.clock_offset`: how far the server's clock is from this host's.
+    pub(super) clock_offset: chrono::Duration,
 }
 
 impl Shared {
@@ -101,7 +106,14 @@ impl Shared {
             latency: s.faults.latency.0,
             hold: s.faults.hold.0,
             error_message: s.faults.error_message.clone(),
+            deny: s.faults.deny.clone(),
+            clock_offset: chrono::Duration::seconds(s.faults.clock_offset_seconds),
         }
+    }
+
+    /// The server's idea of now (the wall clock moved by `faults.clock_offset`).
+    pub(super) fn now(&self) -> chrono::DateTime<Utc> {
+        Utc::now() + self.clock_offset
     }
 
     fn world(&self) -> std::sync::MutexGuard<'_, World> {
@@ -234,10 +246,22 @@ fn throttled(limit: u32, time_left_ms: u64) -> (SimError, Vec<(String, String)>)
 type Refusal = (SimError, Vec<(String, String)>);
 
 pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let mut r = respond(&shared, req).await;
+    if !shared.clock_offset.is_zero() {
+        // Every answer's Date header shows the server's clock, as a real one would.
+        let date = shared.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&date) {
+            r.headers_mut().insert(axum::http::header::DATE, v);
+        }
+    }
+    r
+}
+
+async fn respond(shared: &Arc<Shared>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
-    if let Some(r) = sim_endpoint(&shared, &method, &path, &query) {
+    if let Some(r) = sim_endpoint(shared, &method, &path, &query) {
         return r;
     }
     let request_id = shared.request_id();
@@ -245,7 +269,7 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
         Ok(i) => i,
         Err(e) => return json_response(e.status, &shared.error_body(&e, &request_id, ""), &[]),
     };
-    let (action, version) = match authenticate(&shared, &incoming) {
+    let (action, version) = match authenticate(shared, &incoming) {
         Ok(av) => av,
         Err(e) => return json_response(e.status, &shared.error_body(&e, &request_id, ""), &[]),
     };
@@ -259,8 +283,19 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
     if let Err(e) = check_version(&action, &version) {
         return fail((e, vec![]));
     }
+    if shared.deny.contains(&action) {
+        // The documented RAM denial (reference/cas-api.md §4.2: a real Alidns body).
+        return fail((
+            SimError::new(
+                403,
+                "Forbidden.RAM",
+                "User not authorized to operate on the specified resource, or this API doesn't support RAM.",
+            ),
+            vec![],
+        ));
+    }
     *shared.world().calls.entry(action.clone()).or_default() += 1;
-    if let Err(refusal) = admit(&shared, &action).await {
+    if let Err(refusal) = admit(shared, &action).await {
         return fail(refusal);
     }
     let params = incoming.all_params();
@@ -269,8 +304,11 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
         Ok(v) => v,
         Err(e) => return fail((e, vec![])),
     };
-    body["RequestId"] = json!(request_id);
-    answer(&shared, &body).await
+    // A recorded answer keeps the request id the real service gave it.
+    if body.get("RequestId").is_none() {
+        body["RequestId"] = json!(request_id);
+    }
+    answer(shared, &body).await
 }
 
 /// The simulator's own endpoints under `/_sim/`, which need no signature.
@@ -281,6 +319,9 @@ fn sim_endpoint(shared: &Shared, method: &Method, path: &str, query: &str) -> Op
     }
     if path == "/_sim/clock" && method == Method::POST {
         return Some(advance_clock(shared, query));
+    }
+    if path == "/_sim/packages" && method == Method::POST {
+        return Some(set_packages(shared, query));
     }
     if path == "/_sim/ca.pem" && method == Method::GET {
         let pem = shared.world().root_pem().to_owned();
@@ -434,6 +475,24 @@ fn advance_clock(shared: &Shared, query: &str) -> Response {
         _ => json_response(
             400,
             &json!({ "Code": "InvalidParameter", "Message": "use POST /_sim/clock?advance=DURATION (e.g. 10d)" }),
+            &[],
+        ),
+    }
+}
+
+/// `POST /_sim/packages?product_code=X&units=N`: the plan of X now holds N units.
+fn set_packages(shared: &Shared, query: &str) -> Response {
+    let pairs: HashMap<String, String> = parse_pairs(query, true).into_iter().collect();
+    let code = pairs.get("product_code").filter(|c| !c.is_empty());
+    let units = pairs.get("units").and_then(|u| u.parse::<u32>().ok());
+    match (code, units) {
+        (Some(code), Some(units)) => {
+            shared.world().set_package_units(code, units);
+            json_response(200, &json!({ "product_code": code, "units": units }), &[])
+        }
+        _ => json_response(
+            400,
+            &json!({ "Code": "InvalidParameter", "Message": "use POST /_sim/packages?product_code=CODE&units=N" }),
             &[],
         ),
     }

@@ -18,6 +18,7 @@ mod instances;
 mod issuance;
 mod listing;
 mod packages;
+mod reads;
 mod renew;
 
 pub use dns::DnsRecord;
@@ -169,6 +170,7 @@ pub struct World {
     max_page_size: u32,
     plans: packages::Plans,
     instances: instances::Instances,
+    recording: Option<crate::recording::Recording>,
     pub calls: BTreeMap<String, u64>,
     pub renew_calls: BTreeMap<i64, u64>,
     pub signature_failures: u64,
@@ -259,6 +261,7 @@ impl World {
             max_page_size: s.max_page_size,
             plans: packages::Plans::new(s),
             instances: instances::Instances::default(),
+            recording: s.recording.clone(),
             calls: BTreeMap::new(),
             renew_calls: BTreeMap::new(),
             signature_failures: 0,
@@ -374,6 +377,11 @@ impl World {
         Utc::now().timestamp_millis() + self.offset_ms
     }
 
+    /// Sets the units of a paid product's resource plan (`POST /_sim/packages`).
+    pub fn set_package_units(&mut self, product_code: &str, units: u32) {
+        self.plans.set_units(product_code, units);
+    }
+
     pub fn advance(&mut self, by: std::time::Duration) {
         self.offset_ms += i64::try_from(by.as_millis()).unwrap_or(0);
     }
@@ -390,6 +398,9 @@ impl World {
     pub fn call(&mut self, action: &str, p: &HashMap<String, String>) -> Result<Value, SimError> {
         if let Some(e) = self.plans.refuse_now(action) {
             return Err(e);
+        }
+        if let Some(answer) = self.recording.as_ref().and_then(|r| r.answer(action, p)) {
+            return answer;
         }
         let result = self.act(action, p);
         let mut out = match self.plans.fail_after_acting(action) {
@@ -427,6 +438,7 @@ impl World {
             "DeleteDomainRecord" => self.delete_record(p),
             "DescribeDomainRecords" => self.describe_records(p),
             "DescribeSubDomainRecords" => self.describe_sub_records(p),
+            "DescribeDomains" => self.describe_domains(p),
             other => Err(SimError::new(
                 404,
                 "InvalidAction.NotFound",

@@ -63,7 +63,13 @@ pub struct ApiClient {
     credentials: Arc<CredentialsProvider>,
     limiter: Arc<RateLimiter>,
     observer: Option<Observer>,
+    recorder: Option<Recorder>,
 }
+
+/// Receives every final answer (`doctor --record`): the action, its parameters
+/// (never the signature: it is added later), and the JSON body or the error.
+pub type Recorder =
+    Arc<dyn Fn(&str, &[(String, String)], Result<&serde_json::Value, &ApiError>) + Send + Sync>;
 
 impl std::fmt::Debug for ApiClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,12 +115,19 @@ impl ApiClient {
             credentials,
             limiter,
             observer: None,
+            recorder: None,
         })
     }
 
     /// Reports every attempt to `observer`.
     pub fn with_observer(mut self, observer: Observer) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Hands every final answer to `recorder`.
+    pub fn with_recorder(mut self, recorder: Recorder) -> Self {
+        self.recorder = Some(recorder);
         self
     }
 
@@ -134,11 +147,21 @@ impl ApiClient {
         loop {
             attempt += 1;
             let err = match self.attempt(action, params, attempt).await {
-                Ok((value, request_id)) => return decode_body(action, value, request_id, attempt),
+                Ok((value, request_id)) => {
+                    if let Some(r) = &self.recorder {
+                        r(action, params, Ok(&value));
+                    }
+                    return decode_body(action, value, request_id, attempt);
+                }
                 Err(e) => e,
             };
             let err = match retry::after_failure(action, err, idem, attempt, max) {
-                ControlFlow::Break(last) => return Err(last),
+                ControlFlow::Break(last) => {
+                    if let Some(r) = &self.recorder {
+                        r(action, params, Err(&last));
+                    }
+                    return Err(last);
+                }
                 ControlFlow::Continue(err) => err,
             };
             let wait = backoff(attempt, err.retry_after());

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use axum::http::HeaderMap;
-use chrono::{NaiveDateTime, Utc};
+use chrono::NaiveDateTime;
 
 use super::{MAX_SKEW, NONCE_TTL, Shared, sign};
 use crate::world::SimError;
@@ -139,7 +139,7 @@ fn check_key_and_date(shared: &Shared, claims: &Claims) -> Result<(), SimError> 
             )
         })?
         .and_utc();
-    if (Utc::now() - when).abs() > MAX_SKEW {
+    if (shared.now() - when).abs() > MAX_SKEW {
         return Err(SimError::new(
             400,
             "InvalidTimeStamp.Expired",

@@ -180,6 +180,12 @@ impl Plans {
         Ok(())
     }
 
+    /// `POST /_sim/packages`: the plan of a paid product now holds `units` in all
+    /// (an operator bought more, or the test takes them away).
+    pub fn set_units(&mut self, product_code: &str, units: u32) {
+        self.units.insert(product_code.to_owned(), units);
+    }
+
     fn take(counters: &mut BTreeMap<String, u32>, action: &str) -> bool {
         match counters.get_mut(action) {
             Some(n) if *n > 0 => {
