@@ -41,8 +41,13 @@ struct Cli {
 enum Command {
     /// The daemon: passes on the schedule, signals, sd_notify, metrics endpoint.
     Run,
-    /// Validate the configuration: exit 0 when valid, 2 when not.
-    CheckConfig,
+    /// Validate the configuration and the credentials: exit 0 when valid, 2 when not.
+    CheckConfig {
+        /// Also make one read-only call to CAS and compare this host's clock with
+        /// the endpoint's (exit 1 when either fails).
+        #[arg(long)]
+        online: bool,
+    },
     /// List the orders (or certificates) in the account.
     List {
         /// Only entries with this status (PAYED, ISSUED, WILLEXPIRED, EXPIRED, ...).
@@ -162,7 +167,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sim { listen, scenario } => sim(&listen, scenario.as_deref()),
         #[cfg(feature = "sim")]
         Command::Demo { dir } => demo(dir.as_deref()),
-        Command::CheckConfig => check_config(&path),
+        Command::CheckConfig { online } => check_config(&path, online),
         Command::Run => daemon(path),
         Command::Once { dry_run, cert } => once(&path, dry_run, cert),
         Command::Renew { cert, force } => renew(&path, cert, force),
@@ -199,11 +204,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .map_err(|e| Fatal::Plain(e).into())
 }
 
-fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
+fn check_config(path: &Path, online: bool) -> anyhow::Result<ExitCode> {
     let cfg = load_config(path)?;
     for w in &cfg.warnings {
         eprintln!("warning: {w}");
     }
+    let creds = config::check_credentials(&cfg, &Environment::from_process())
+        .map_err(|e| Fatal::BadConfig(anyhow::anyhow!("{}: {e}", path.display())))?;
     println!(
         "{}: valid ({} certificate{}{})",
         path.display(),
@@ -215,7 +222,18 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             ""
         }
     );
-    Ok(ExitCode::SUCCESS)
+    println!("credentials: {}", creds.origin());
+    if !online {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let endpoint = cfg.api.endpoint.to_string();
+    let checked = runtime()?.block_on(config::check_online(&cfg, Arc::new(creds)));
+    print!("{}", checked.render(&endpoint));
+    Ok(if checked.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn daemon(path: PathBuf) -> anyhow::Result<ExitCode> {

@@ -19,6 +19,7 @@ mod problems;
 mod raw;
 mod read;
 mod secrets;
+pub use secrets::{OnlineCheck, check_credentials, check_online};
 mod validate;
 mod values;
 
