@@ -41,6 +41,17 @@ struct Cli {
 enum Command {
     /// The daemon: passes on the schedule, signals, sd_notify, metrics endpoint.
     Run,
+    /// Ask the running daemon to reload its configuration and wait for the
+    /// outcome: exit 0 applied, 2 refused (the previous one stays), 1 no answer.
+    /// The unit's ExecReload=.
+    Reload {
+        /// The daemon's process id (systemd: $MAINPID).
+        #[arg(long)]
+        pid: u32,
+        /// How long to wait for the outcome.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Validate the configuration and the credentials: exit 0 when valid, 2 when not.
     CheckConfig {
         /// Also make one read-only call to CAS and compare this host's clock with
@@ -169,6 +180,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo { dir } => demo(dir.as_deref()),
         Command::CheckConfig { online } => check_config(&path, online),
         Command::Run => daemon(path),
+        Command::Reload { pid, timeout } => reload(pid, timeout),
         Command::Once { dry_run, cert } => once(&path, dry_run, cert),
         Command::Renew { cert, force } => renew(&path, cert, force),
         Command::Status { json } => status(&path, json),
@@ -240,6 +252,24 @@ fn daemon(path: PathBuf) -> anyhow::Result<ExitCode> {
     let (cfg, rt) = configured(&path)?;
     rt.block_on(cas_renewd::daemon::run(path, cfg))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn reload(pid: u32, timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
+    use cas_renewd::daemon::reload_status;
+    let dir = reload_status::runtime_dir();
+    let status = runtime()?
+        .block_on(reload_status::request(pid, &dir, timeout))
+        .map_err(|e| Fatal::Plain(e.into()))?;
+    if status.ok {
+        println!("{}", status.message);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "reload refused; the previous configuration stays in force:\n{}",
+            status.message
+        );
+        Ok(ExitCode::from(EXIT_BAD_CONFIG))
+    }
 }
 
 fn once(path: &Path, dry_run: bool, cert: Option<String>) -> anyhow::Result<ExitCode> {
