@@ -68,6 +68,17 @@ ensure_cargo_deny() {
 ensure_cargo_deny
 cargo deny --locked check --hide-inclusion-graph licenses bans sources
 
+# The Debian package (scripts/package-deb.sh): built with cargo-deb, pinned.
+CARGO_DEB_VERSION=3.8.0
+ensure_cargo_deb() {
+    if cargo deb --version 2>/dev/null | grep -q "^$CARGO_DEB_VERSION\b\|v$CARGO_DEB_VERSION\b\| $CARGO_DEB_VERSION\b"; then
+        return
+    fi
+    cargo install --locked "cargo-deb@$CARGO_DEB_VERSION"
+}
+ensure_cargo_deb
+ensure_tool dpkg-deb dpkg
+
 export CAS_RENEWD_E2E=1
 export CAS_RENEWD_SDK_PYTHON="$PWD/$SDK_VENV/bin/python"
 # Two cores: two test threads keep the simulator-heavy tests from starving.
@@ -77,3 +88,6 @@ export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
 # cas-sim (a check is enough for that proof and costs far less than a build).
 cargo check --locked --no-default-features
 cargo test --locked --workspace --all-targets
+
+# Last, so a failing test shows first: the .deb, unpacked in a scratch root and checked.
+scripts/package-deb.sh

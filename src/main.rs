@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 use cas_renewd::cas::api::{OrderFilter, OrderStatus, OrderType};
 use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
@@ -21,6 +21,7 @@ use cas_renewd::renew::{Engine, PassOptions};
 #[cfg(feature = "sim")]
 use cas_sim::{Scenario, Simulator};
 
+mod assets;
 #[cfg(feature = "sim")]
 mod demo;
 use cas_renewd::store::StateDir;
@@ -51,6 +52,12 @@ enum Command {
         /// How long to wait for the outcome.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+    },
+    /// Write the man pages and shell completions into DIR (for packagers).
+    #[command(hide = true)]
+    GenerateAssets {
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// Validate the configuration and the credentials: exit 0 when valid, 2 when not.
     CheckConfig {
@@ -181,6 +188,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig { online } => check_config(&path, online),
         Command::Run => daemon(path),
         Command::Reload { pid, timeout } => reload(pid, timeout),
+        Command::GenerateAssets { dir } => {
+            for f in assets::generate(Cli::command(), &dir)? {
+                println!("{}", dir.join(f).display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Once { dry_run, cert } => once(&path, dry_run, cert),
         Command::Renew { cert, force } => renew(&path, cert, force),
         Command::Status { json } => status(&path, json),
