@@ -6,7 +6,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{Cert, TestEnv, show};
 
@@ -16,6 +16,14 @@ fn program(dir: &Path, name: &str, body: &str, mode: u32) {
     let p = dir.join(name);
     std::fs::write(&p, body).expect("write program");
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// `deploy.d` (0755) in the test's directory, and the log file its programs append to.
+fn deploy_dir(w: &TestEnv) -> (PathBuf, PathBuf) {
+    let deploy = w.path("deploy.d");
+    std::fs::create_dir(&deploy).expect("mkdir");
+    std::fs::set_permissions(&deploy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    (deploy, w.path("log"))
 }
 
 /// The lines of `log` (each hook appends one), sorted where the order between
@@ -44,10 +52,7 @@ async fn per_certificate_hooks_and_the_hooks_dir_run_once_per_certificate() {
         ])
         .start()
         .await;
-    let deploy = w.path("deploy.d");
-    std::fs::create_dir(&deploy).expect("mkdir");
-    std::fs::set_permissions(&deploy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let log = w.path("log");
+    let (deploy, log) = deploy_dir(&w);
     let append = |tag: &str| {
         format!(
             "#!/bin/sh\necho {tag} $CAS_RENEWD_CERT_NAME $CAS_RENEWD_FULLCHAIN_PATH >> {}\n",
@@ -107,10 +112,7 @@ async fn an_unsafe_or_failing_hooks_dir_is_retried_without_renewing_again() {
         .certs([Cert::new("www", "www.example.com")])
         .start()
         .await;
-    let deploy = w.path("deploy.d");
-    std::fs::create_dir(&deploy).expect("mkdir");
-    std::fs::set_permissions(&deploy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let log = w.path("log");
+    let (deploy, log) = deploy_dir(&w);
     program(
         &deploy,
         "10-open",
