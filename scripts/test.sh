@@ -72,6 +72,7 @@ cargo deny --locked check --hide-inclusion-graph licenses bans sources
 # The Debian package (scripts/package-deb.sh), pinned like cargo-deny.
 ensure_cargo_tool cargo-deb 3.8.0
 ensure_tool dpkg-deb dpkg
+ensure_tool dpkg-shlibdeps dpkg-dev   # cargo-deb's depends = "$auto"
 
 export CAS_RENEWD_E2E=1
 export CAS_RENEWD_SDK_PYTHON="$PWD/$SDK_VENV/bin/python"
