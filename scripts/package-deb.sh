@@ -19,7 +19,7 @@ gzip -9n "$ASSETS"/*.8
 # in place of the manual install's /usr/local ones.
 sed 's#/usr/local/#/usr/#g' systemd/cas-renewd.service > "$ASSETS/cas-renewd.service"
 
-cargo deb --no-build --locked --no-strip --output target/debian/ >/dev/null
+cargo deb --no-build --locked --output target/debian/ >/dev/null
 deb=$(ls -t target/debian/cas-renewd_*.deb | head -n1)
 echo "package-deb: built $deb ($(du -k "$deb" | cut -f1) KiB)"
 
