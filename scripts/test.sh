@@ -54,19 +54,25 @@ ensure_tool nginx nginx                  # the end-to-end tests' own nginx insta
 # The example configuration gives keys to the ssl-cert group; loading checks it exists.
 getent group ssl-cert >/dev/null || apt_install ssl-cert
 
+# A cargo subcommand at a pinned version, built from crates.io when missing or other.
+ensure_cargo_tool() {
+    local name=$1 version=$2
+    if cargo "${name#cargo-}" --version 2>/dev/null | grep -qw "v\?$version"; then
+        return
+    fi
+    cargo install --locked "$name@$version"
+}
+# Builds from source, once per machine: 193 s of CPU (7 min wall on a busy 2-core machine).
+ensure_cargo_tool cargo-deny 0.20.2
 # Licences, banned crates and sources of the dependency tree (deny.toml). The
 # advisories check is left out: it needs the RustSec database, a git repository on
 # GitHub that these machines cannot fetch (only the package registries are reachable).
-CARGO_DENY_VERSION=0.20.2
-ensure_cargo_deny() {
-    if cargo deny --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
-        return
-    fi
-    # Builds from source, once per machine: 193 s of CPU (7 min wall on a busy 2-core machine).
-    cargo install --locked "cargo-deny@$CARGO_DENY_VERSION"
-}
-ensure_cargo_deny
 cargo deny --locked check --hide-inclusion-graph licenses bans sources
+
+# The Debian package (scripts/package-deb.sh), pinned like cargo-deny.
+ensure_cargo_tool cargo-deb 3.8.0
+ensure_tool dpkg-deb dpkg
+ensure_tool dpkg-shlibdeps dpkg-dev   # cargo-deb's depends = "$auto"
 
 export CAS_RENEWD_E2E=1
 export CAS_RENEWD_SDK_PYTHON="$PWD/$SDK_VENV/bin/python"
@@ -77,3 +83,6 @@ export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
 # cas-sim (a check is enough for that proof and costs far less than a build).
 cargo check --locked --no-default-features
 cargo test --locked --workspace --all-targets
+
+# Last, so a failing test shows first: the .deb, unpacked in a scratch root and checked.
+scripts/package-deb.sh

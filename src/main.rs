@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 use cas_renewd::announce::Notifying;
 use cas_renewd::cas::api::{InstanceFilter, OrderFilter, OrderStatus, OrderType};
@@ -26,6 +26,7 @@ use cas_renewd::renew::{Engine, PassObserver as _, PassOptions};
 #[cfg(feature = "sim")]
 use cas_sim::{Scenario, Simulator};
 
+mod assets;
 #[cfg(feature = "sim")]
 mod demo;
 use cas_renewd::status::{self, Health, Thresholds};
@@ -47,8 +48,30 @@ struct Cli {
 enum Command {
     /// The daemon: passes on the schedule, signals, sd_notify, metrics endpoint.
     Run,
-    /// Validate the configuration: exit 0 when valid, 2 when not.
-    CheckConfig,
+    /// Ask the running daemon to reload its configuration and wait for the
+    /// outcome: exit 0 applied, 2 refused (the previous one stays), 1 no answer.
+    /// The unit's ExecReload=.
+    Reload {
+        /// The daemon's process id (systemd: $MAINPID).
+        #[arg(long)]
+        pid: u32,
+        /// How long to wait for the outcome.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Write the man pages and shell completions into DIR (for packagers).
+    #[command(hide = true)]
+    GenerateAssets {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Validate the configuration and the credentials: exit 0 when valid, 2 when not.
+    CheckConfig {
+        /// Also make one read-only call to CAS and compare this host's clock with
+        /// the endpoint's (exit 1 when either fails).
+        #[arg(long)]
+        online: bool,
+    },
     /// List the orders (or certificates) and the V2.0 instances in the account.
     List {
         /// Only entries with this status (PAYED, ISSUED, WILLEXPIRED, EXPIRED, ...).
@@ -227,8 +250,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => sim(&listen, scenario.as_deref(), recording.as_deref()),
         #[cfg(feature = "sim")]
         Command::Demo { dir } => demo(dir.as_deref()),
-        Command::CheckConfig => check_config(&path),
+        Command::CheckConfig { online } => check_config(&path, online),
         Command::Run => daemon(path),
+        Command::Reload { pid, timeout } => reload(pid, timeout),
+        Command::GenerateAssets { dir } => {
+            for f in assets::generate(Cli::command(), &dir)? {
+                println!("{}", dir.join(f).display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Once {
             dry_run,
             cert,
@@ -276,11 +306,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .map_err(|e| Fatal::Plain(e).into())
 }
 
-fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
+fn check_config(path: &Path, online: bool) -> anyhow::Result<ExitCode> {
     let cfg = load_config(path)?;
     for w in &cfg.warnings {
         eprintln!("warning: {w}");
     }
+    let creds = config::check_credentials(&cfg, &Environment::from_process())
+        .map_err(|e| Fatal::BadConfig(anyhow::anyhow!("{}: {e}", path.display())))?;
     println!(
         "{}: valid ({} certificate{}{})",
         path.display(),
@@ -292,13 +324,42 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             ""
         }
     );
-    Ok(ExitCode::SUCCESS)
+    println!("credentials: {}", creds.origin());
+    if !online {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let endpoint = cfg.api.endpoint.to_string();
+    let checked = runtime()?.block_on(config::check_online(&cfg, Arc::new(creds)));
+    print!("{}", checked.render(&endpoint));
+    Ok(if checked.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn daemon(path: PathBuf) -> anyhow::Result<ExitCode> {
     let (cfg, rt) = configured(&path)?;
     rt.block_on(cas_renewd::daemon::run(path, cfg))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn reload(pid: u32, timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
+    use cas_renewd::daemon::reload_status;
+    let dir = reload_status::runtime_dir();
+    let status = runtime()?
+        .block_on(reload_status::request(pid, &dir, timeout))
+        .map_err(|e| Fatal::Plain(e.into()))?;
+    if status.ok {
+        println!("{}", status.message);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "reload refused; the previous configuration stays in force:\n{}",
+            status.message
+        );
+        Ok(ExitCode::from(EXIT_BAD_CONFIG))
+    }
 }
 
 fn once(

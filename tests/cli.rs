@@ -35,7 +35,15 @@ fn check_config_accepts_the_shipped_example() {
         return;
     }
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cas-renewd.example.yaml");
-    let out = cmd(&example).arg("check-config").output().expect("runs");
+    // check-config reads the secret: here from a credential directory, as the unit
+    // hands it over, since /etc/cas-renewd/access-key-secret does not exist here.
+    let creds = tempfile::tempdir().expect("tempdir");
+    std::fs::write(creds.path().join("access-key-secret"), "s\n").expect("secret");
+    let out = cmd(&example)
+        .env("CREDENTIALS_DIRECTORY", creds.path())
+        .arg("check-config")
+        .output()
+        .expect("runs");
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("valid (2 certificates)"), "{stdout}");

@@ -37,6 +37,9 @@ pub enum SecretSource {
     File(PathBuf),
 }
 
+/// Where systemd puts a unit's `LoadCredential=` files.
+pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
 /// The ECS metadata service's address on every instance.
 pub const DEFAULT_METADATA_ENDPOINT: &str = "http://100.100.100.200";
 /// Temporary credentials are replaced when less than this is left, as the SDK does.
@@ -56,13 +59,15 @@ pub struct Credential {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
-    #[error("cannot read the AccessKey secret from {path}: {source}")]
+    #[error(
+        "credentials.access_key_secret_file: cannot read the AccessKey secret from {path}: {source}"
+    )]
     SecretFile {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("the AccessKey secret file {0} is empty")]
+    #[error("credentials.access_key_secret_file: the AccessKey secret file {0} is empty")]
     EmptySecretFile(PathBuf),
     #[error("credentials file {path}: {message}")]
     Profile { path: PathBuf, message: String },
@@ -86,7 +91,11 @@ impl Environment {
     /// Snapshot of the variables the chain reads, and `$HOME`.
     pub fn from_process() -> Self {
         let vars = std::env::vars()
-            .filter(|(k, _)| k.starts_with("ALIBABA_CLOUD_") || k.starts_with("CAS_RENEWD_"))
+            .filter(|(k, _)| {
+                k.starts_with("ALIBABA_CLOUD_")
+                    || k.starts_with("CAS_RENEWD_")
+                    || k == CREDENTIALS_DIRECTORY
+            })
             .collect();
         Environment {
             vars,
@@ -291,7 +300,7 @@ fn from_config(
         } => {
             let access_key_secret = match secret {
                 SecretSource::Inline(s) => s.clone(),
-                SecretSource::File(path) => read_secret_file(path)?,
+                SecretSource::File(path) => read_secret_file(path, env)?,
             };
             Ok((
                 Origin::ConfigFile,
@@ -327,18 +336,46 @@ fn from_config(
     }
 }
 
-/// Reads a secret from a file, dropping the trailing newline editors add. Under
-/// systemd's `LoadCredential=` the path lives in `$CREDENTIALS_DIRECTORY`.
-fn read_secret_file(path: &Path) -> Result<Secret, CredentialsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::SecretFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    let value = text.trim_end_matches(['\n', '\r']).trim();
-    if value.is_empty() {
-        return Err(CredentialsError::EmptySecretFile(path.to_owned()));
+/// Reads a secret from a file, dropping the trailing newline editors add.
+///
+/// One setting works under systemd and from a shell: `access_key_secret_file`
+/// names the file on the host, and when `$CREDENTIALS_DIRECTORY` holds a
+/// non-empty credential of the same file name (`LoadCredential=access-key-secret:
+/// /etc/cas-renewd/access-key-secret`, or an encrypted one) that copy is read
+/// instead. An empty credential is the unit's `SetCredential=` fallback for hosts
+/// without the file, so it counts as absent.
+pub fn read_secret_file(path: &Path, env: &Environment) -> Result<Secret, CredentialsError> {
+    if let Some(dir) = env.get(CREDENTIALS_DIRECTORY)
+        && let Some(name) = path.file_name()
+    {
+        let loaded = Path::new(dir).join(name);
+        match read_trimmed(&loaded) {
+            Ok(Some(secret)) => return Ok(secret),
+            Ok(None) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(CredentialsError::SecretFile {
+                    path: loaded,
+                    source,
+                });
+            }
+        }
     }
-    Ok(Secret::new(value))
+    match read_trimmed(path) {
+        Ok(Some(secret)) => Ok(secret),
+        Ok(None) => Err(CredentialsError::EmptySecretFile(path.to_owned())),
+        Err(source) => Err(CredentialsError::SecretFile {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The file's text without surrounding white space; `None` when that is empty.
+fn read_trimmed(path: &Path) -> std::io::Result<Option<Secret>> {
+    let text = std::fs::read_to_string(path)?;
+    let value = text.trim();
+    Ok((!value.is_empty()).then(|| Secret::new(value)))
 }
 
 fn from_env(env: &Environment) -> Option<Credential> {

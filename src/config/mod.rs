@@ -20,6 +20,7 @@ mod problems;
 mod raw;
 mod read;
 mod secrets;
+pub use secrets::{OnlineCheck, check_credentials, check_online};
 mod validate;
 mod values;
 
@@ -34,6 +35,7 @@ use serde::Deserialize;
 pub use crate::cas::ApiSettings as ApiConfig;
 pub use crate::cas::credentials::{CredentialsSpec as CredentialsConfig, SecretSource};
 pub use crate::domain::{ValidationMethod, ValidationSpec as ValidationConfig};
+pub use crate::hooks::DIR_HOOK;
 pub use crate::hooks::HookSpec as HookConfig;
 pub use crate::notify::ChannelSpec as NotifyConfig;
 pub use crate::pki::{KeyAlgorithm, KeySpec};
@@ -106,6 +108,9 @@ pub struct Config {
     pub discover: Option<DiscoverConfig>,
     pub defaults: CertificateDefaults,
     pub hooks: BTreeMap<String, HookConfig>,
+    /// `hooks_dir`: every program in it runs after an install, once per
+    /// certificate; every certificate's `reload` then ends with [`DIR_HOOK`].
+    pub hooks_dir: Option<PathBuf>,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     /// `notify:`, the notification channels (none by default).

@@ -28,6 +28,7 @@ pub(super) struct RawConfig {
     pub(super) discover: Option<RawDiscover>,
     #[serde(default)]
     pub(super) hooks: BTreeMap<String, RawHook>,
+    pub(super) hooks_dir: Option<AbsPath>,
     #[serde(default)]
     pub(super) metrics: RawMetrics,
     #[serde(default)]
@@ -157,6 +158,7 @@ pub(super) struct RawDiscover {
 pub(super) struct RawHook {
     pub(super) command: Spanned<Vec<String>>,
     pub(super) timeout: Option<Spanned<HumanDuration>>,
+    pub(super) per_certificate: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,8 +17,8 @@ use super::raw::{
 use super::values::{HumanDuration, is_valid_name, parse_cron};
 use super::{
     ApiConfig, CertificateDefaults, Config, ConfigError, CredentialsConfig, DAY, DEFAULT_STATE_DIR,
-    DiscoverConfig, HookConfig, LogConfig, MAX_ATTEMPTS_LIMIT, MAX_PAGE_SIZE, MetricsConfig,
-    RenewalConfig, ScheduleConfig, SecretSource,
+    DIR_HOOK, DiscoverConfig, HookConfig, LogConfig, MAX_ATTEMPTS_LIMIT, MAX_PAGE_SIZE,
+    MetricsConfig, RenewalConfig, ScheduleConfig, SecretSource,
 };
 
 /// `accounts`, when given, is the directory whose `passwd` and `group` files must
@@ -36,15 +36,27 @@ pub(super) fn validate(
         .and_then(|c| credentials(c, &mut p));
     let schedule = schedule(&raw.schedule, &mut p);
     let renewal = renewal(&raw.renewal, &mut p);
-    let defaults = defaults(&raw.defaults, &raw.hooks, &mut p);
+    let mut defaults = defaults(&raw.defaults, &raw.hooks, &mut p);
     let hooks = hooks(&raw.hooks, &mut p);
-    let certificates = certificates(
+    let mut certificates = certificates(
         raw.certificates.as_ref(),
         &raw.hooks,
         &defaults,
         accounts,
         &mut p,
     );
+    let hooks_dir = raw.hooks_dir.map(|d| d.0);
+    if hooks_dir.is_some() {
+        // After the named hooks, so the directory's programs see the reloaded
+        // services; discovered certificates take `defaults.reload`.
+        let lists = certificates
+            .iter_mut()
+            .map(|c| &mut c.reload)
+            .chain([&mut defaults.reload]);
+        for reload in lists {
+            reload.push(DIR_HOOK.to_owned());
+        }
+    }
     let discover = raw.discover.as_ref().map(|d| discover(d, &mut p));
     if certificates.is_empty() && discover.is_none() {
         p.at(
@@ -74,6 +86,7 @@ pub(super) fn validate(
         discover,
         defaults,
         hooks,
+        hooks_dir,
         metrics,
         log,
         notify,
@@ -422,6 +435,7 @@ fn hooks(raw: &BTreeMap<String, RawHook>, p: &mut Problems<'_>) -> BTreeMap<Stri
             HookConfig {
                 command: h.command.value.clone(),
                 timeout,
+                per_certificate: h.per_certificate.unwrap_or(false),
             },
         );
     }

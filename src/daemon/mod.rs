@@ -25,6 +25,7 @@ use crate::store::StateDir;
 mod engine;
 mod http;
 pub mod listener;
+pub mod reload_status;
 mod schedule;
 mod signals;
 
@@ -83,6 +84,8 @@ struct Daemon {
     failures: u32,
     /// When the backoff retry is due, for the status line.
     retry_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Where each reload's outcome goes for `cas-renewd reload`.
+    reloads: reload_status::Recorder,
 }
 
 impl Daemon {
@@ -114,6 +117,7 @@ impl Daemon {
             pass: None,
             failures: 0,
             retry_at: None,
+            reloads: reload_status::Recorder::new(reload_status::runtime_dir()),
         };
         notify(&[
             NotifyState::Ready,
@@ -180,26 +184,34 @@ impl Daemon {
     async fn reload(&mut self) {
         let usec = NotifyState::monotonic_usec_now().unwrap_or(NotifyState::MonotonicUsec(0));
         notify(&[NotifyState::Reloading, usec]);
-        match self.load_new() {
-            Some((new, engine)) => self.take_over(new, engine).await,
-            None => self.metrics.config_reload_ok.set(0.0),
-        }
+        let outcome = match self.load_new() {
+            Ok((new, engine)) => {
+                self.take_over(new, engine).await;
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.config_reload_ok.set(0.0);
+                Err(e)
+            }
+        };
+        self.reloads.record(&outcome);
         notify(&[NotifyState::Ready, NotifyState::Status(&self.status_line())]);
     }
 
-    fn load_new(&self) -> Option<(Config, Arc<Engine>)> {
+    /// The new configuration and its engine, or why they cannot be used.
+    fn load_new(&self) -> Result<(Config, Arc<Engine>), String> {
         let new = match Config::load(&self.config_path) {
             Ok(c) => c,
             Err(e) => {
                 error!(error = %e, "invalid configuration on reload; the previous one stays in force");
-                return None;
+                return Err(e.to_string());
             }
         };
         match engine::build(new.clone(), self.metrics.clone()) {
-            Ok(engine) => Some((new, engine)),
+            Ok(engine) => Ok((new, engine)),
             Err(e) => {
                 error!(error = %e, "reloaded configuration cannot be used; the previous one stays in force");
-                None
+                Err(format!("the configuration cannot be used: {e}"))
             }
         }
     }

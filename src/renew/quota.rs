@@ -244,7 +244,9 @@ impl Engine {
         self.quota.clear().await;
         let renew_before = chrono::Duration::from_std(self.cfg.renewal.renew_before)
             .unwrap_or(chrono::Duration::MAX);
-        let due_by_ms = self.clock.now()
+        let due_by_ms = self
+            .clock
+            .now()
             .checked_add_signed(renew_before)
             .map_or(i64::MAX, |t| t.timestamp_millis());
         let (codes, due) = codes_and_due(certs, orders, due_by_ms);

@@ -1,6 +1,7 @@
 //! The reload hooks after a pass: which hooks the installed certificates still
-//! need ([`pending_hooks`]), each run once for all of them, and the journal of
-//! each certificate updated with the result.
+//! need ([`pending_hooks`]), each run once for all of them (or once per
+//! certificate: `per_certificate`, and the programs of `hooks_dir`), and the
+//! journal of each certificate updated with the result.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,7 +13,7 @@ use super::installed_leaf;
 use super::ports::JournalStore;
 use super::report::{HookReport, Outcome, PassReport};
 use crate::config::CertificateConfig;
-use crate::hooks::{self, HookContext, HookError};
+use crate::hooks::{self, DIR_HOOK, HookContext, HookError};
 use crate::store::faults::{CrashPoint, crash_point};
 use crate::store::{self, Journal, Phase};
 
@@ -62,40 +63,69 @@ fn path_str(p: &Path) -> String {
 }
 
 impl Engine {
-    /// Runs each hook needed by any certificate once, then clears it from their journals.
+    /// Runs each hook needed by any certificate once (once per certificate when
+    /// the hook says `per_certificate`, and for `hooks_dir`, which comes last),
+    /// then clears it from their journals.
     pub(super) async fn run_hooks(
         &self,
         state: &dyn JournalStore,
         certs: &[CertificateConfig],
         report: &mut PassReport,
     ) {
-        for (hook, users) in pending_hooks(state, certs) {
-            let names: Vec<String> = users.iter().map(|(i, _)| certs[*i].name.clone()).collect();
-            let ctxs: Vec<HookContext> = users.iter().map(|(_, c)| c.clone()).collect();
-            let result = self.run_hook(&hook, &ctxs).await;
-            if let Err(e) = &result {
-                error!(hook = %hook, certs = ?names, error = %e, "reload hook failed; it is retried on the next pass without renewing again");
+        let mut pending: Vec<_> = pending_hooks(state, certs).into_iter().collect();
+        pending.sort_by_key(|(hook, _)| hook == DIR_HOOK);
+        for (hook, users) in pending {
+            let per_cert =
+                hook == DIR_HOOK || self.cfg.hooks.get(&hook).is_some_and(|h| h.per_certificate);
+            let groups = if per_cert {
+                users.into_iter().map(|u| vec![u]).collect()
+            } else {
+                vec![users]
+            };
+            for users in groups {
+                self.run_for(state, certs, &hook, &users, report).await;
             }
-            for (i, _) in &users {
-                apply_hook_result(state, &certs[*i], &hook, &result, report, self.clock.now());
-            }
-            report.hooks.push(HookReport {
-                hook: hook.clone(),
-                certs: names,
-                ok: result.is_ok(),
-                message: match &result {
-                    Ok(()) => "ok".into(),
-                    Err(e) => e.to_string(),
-                },
-            });
         }
     }
 
+    /// Runs `hook` once for `users` (merged values) and records the result.
+    async fn run_for(
+        &self,
+        state: &dyn JournalStore,
+        certs: &[CertificateConfig],
+        hook: &str,
+        users: &[(usize, HookContext)],
+        report: &mut PassReport,
+    ) {
+        let names: Vec<String> = users.iter().map(|(i, _)| certs[*i].name.clone()).collect();
+        let ctxs: Vec<HookContext> = users.iter().map(|(_, c)| c.clone()).collect();
+        let result = self.run_hook(hook, &ctxs).await;
+        if let Err(e) = &result {
+            error!(hook = %hook, certs = %names.join(","), error = %e, "reload hook failed; it is retried on the next pass without renewing again");
+        }
+        for (i, _) in users {
+            apply_hook_result(state, &certs[*i], hook, &result, report, self.clock.now());
+        }
+        report.hooks.push(HookReport {
+            hook: hook.to_owned(),
+            certs: names,
+            ok: result.is_ok(),
+            message: match &result {
+                Ok(()) => "ok".into(),
+                Err(e) => e.to_string(),
+            },
+        });
+    }
+
     async fn run_hook(&self, hook: &str, ctxs: &[HookContext]) -> Result<(), HookError> {
+        let ctx = HookContext::merge(ctxs);
+        if hook == DIR_HOOK
+            && let Some(dir) = &self.cfg.hooks_dir
+        {
+            return run_dir(dir, &ctx).await;
+        }
         match self.cfg.hooks.get(hook) {
-            Some(h) => hooks::run(hook, h, &HookContext::merge(ctxs))
-                .await
-                .map(|_| ()),
+            Some(h) => hooks::run(hook, h, &ctx).await.map(|_| ()),
             None => Err(HookError::Spawn {
                 hook: hook.to_owned(),
                 program: String::new(),
@@ -103,6 +133,28 @@ impl Engine {
             }),
         }
     }
+}
+
+/// The programs of `hooks_dir` for one certificate, once the directory itself is
+/// checked like an output directory (owned by root or the daemon's user, not
+/// writable by others, all the way up).
+async fn run_dir(dir: &Path, ctx: &HookContext) -> Result<(), HookError> {
+    store::safe_fs::check_dir_secure(dir, None).map_err(|e| match e {
+        store::StoreError::InsecureDir { path, why, fix } => HookError::Insecure {
+            hook: DIR_HOOK.to_owned(),
+            path,
+            why,
+            fix,
+        },
+        other => HookError::Dir {
+            hook: DIR_HOOK.to_owned(),
+            path: dir.to_owned(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })?;
+    hooks::dir::run(dir, hooks::HookSpec::DEFAULT_TIMEOUT, ctx)
+        .await
+        .map(|_| ())
 }
 
 /// Records one hook's result in `cert`'s journal and report: done hooks leave

@@ -71,6 +71,42 @@ async fn secret_file_is_read_and_trimmed() {
 }
 
 #[tokio::test]
+async fn the_systemd_credential_of_the_same_name_wins_over_the_file() {
+    let host = tempfile::tempdir().expect("tempdir");
+    let creds = tempfile::tempdir().expect("tempdir");
+    let file = host.path().join("access-key-secret");
+    let cfg = key_config(SecretSource::File(file.clone()));
+    let dir = creds.path().display().to_string();
+    let env = Environment::new(&[(CREDENTIALS_DIRECTORY, &dir)], None);
+    let secret = |env: &Environment| read_secret_file(&file, env).map(|s| s.expose().to_owned());
+
+    // Under systemd: LoadCredential= copied the file into $CREDENTIALS_DIRECTORY.
+    std::fs::write(creds.path().join("access-key-secret"), "loaded\n").expect("write");
+    assert_eq!(secret(&env).expect("from the credential"), "loaded");
+    let p = CredentialsProvider::resolve(Some(&cfg), &env).expect("resolves");
+    assert_eq!(
+        p.get().await.expect("cred").access_key_secret.expose(),
+        "loaded"
+    );
+
+    // The unit's empty SetCredential= fallback: the file itself is read.
+    std::fs::write(creds.path().join("access-key-secret"), "").expect("write");
+    std::fs::write(&file, "on-disk\n").expect("write");
+    assert_eq!(secret(&env).expect("from the file"), "on-disk");
+    // From a shell (no $CREDENTIALS_DIRECTORY) the same setting reads the file.
+    assert_eq!(secret(&Environment::default()).expect("shell"), "on-disk");
+
+    // Neither: the error names the key and the file.
+    std::fs::remove_file(&file).expect("rm");
+    let err = secret(&env).expect_err("nothing to read").to_string();
+    assert!(
+        err.contains("credentials.access_key_secret_file")
+            && err.contains(&file.display().to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn environment_wins_over_file() {
     let home = tempfile::tempdir().expect("tempdir");
     write_ini(
