@@ -4,9 +4,9 @@
 //! # Layout
 //!
 //! Bottom up; a module uses only modules above it in this list (the names in
-//! brackets), except where "exception" says otherwise. `scripts/module_cycles.py
-//! --edges` prints the real edges and every import circle (`--within=config` one
-//! level down); keep this list in step.
+//! brackets are every module it uses). `scripts/module_cycles.py --edges` prints the
+//! real edges and every import circle (`--within=config` one level down); keep this
+//! list in step.
 //!
 //! Leaves, which use no other module of the crate:
 //! - [`secret`]: the redacting wrapper for every secret value.
@@ -18,7 +18,7 @@
 //! - [`verify`]: the TLS handshake that shows which certificate a server serves.
 //!
 //! Services (take their settings as plain types defined here, not the configuration):
-//! - [`logfmt`]: the text log's escaping field formatter (`domain`).
+//! - [`logfmt`] (`domain`): the text log's escaping field formatter.
 //! - [`cas`] (`secret`): [`cas::sign`] request signatures (pure);
 //!   [`cas::credentials`] where the AccessKey comes from (`CredentialsSpec`);
 //!   [`cas::client`] HTTP transport, retries, rate limit, error classification;
@@ -29,27 +29,33 @@
 //! - [`notify`] (`secret`, `store`): notification channels (webhook, DingTalk,
 //!   Feishu/Lark, WeCom, SMTP), their signing, the daily sent-record, the sender.
 //!
-//! The engine and what reports on it:
-//! - [`listing`] (`cas`, `domain`): `cas-renewd list` rendering.
-//! - [`renew`] (`cas`, `domain`, `hooks`, `ids`, `pki`, `store`, `verify`): the renewal
-//!   engine; it reports through its own `PassObserver` trait. Exception: it still
-//!   takes the validated configuration (`config`) rather than settings of its own.
-//! - [`metrics`] (`cas`, `renew`): Prometheus metrics, the engine's observer.
-//!   Exception: imports `config` (`CertificateConfig`, and to build an engine).
-//! - [`status`] (`domain`, `ids`, `renew`, `store`): `cas-renewd status`, its Nagios
-//!   health and the last pass's record. Exception: takes `config::CertificateConfig`
-//!   (the rows are the engine's targets).
-//! - [`announce`] (`notify`, `renew`): the observer that turns passes into
-//!   notification events, wrapping the metrics. Exception: imports `config`
-//!   (`CertificateConfig`, as `PassObserver::pass_done` names it).
+//! The validated settings:
+//! - [`settings`] (`cas`, `domain`, `hooks`, `notify`, `pki`, `store`): `Config`,
+//!   `CertificateConfig` and the other types the configuration produces, with the
+//!   services' settings re-exported under their configuration names
+//!   (`settings::OutputConfig` is `store::OutputSpec`). Plain data: no YAML, no
+//!   validation.
 //!
-//! The top, beside the binary:
-//! - [`config`] (`accounts`, `cas`, `domain`, `hooks`, `notify`, `pki`, `secret`, `store`):
-//!   the YAML configuration; produces the settings types above and re-exports them
-//!   under their configuration names (`config::OutputConfig` is `store::OutputSpec`).
-//! - [`daemon`] (`announce`, `cas`, `config`, `metrics`, `renew`, `status`, `store`): `cas-renewd run`.
-//! - [`doctor`] (`accounts`, `cas`, `config`, `domain`, `renew`): `cas-renewd
-//!   doctor`, the read-only check of a setup.
+//! The engine and what reports on it (none of them imports `config`):
+//! - [`listing`] (`cas`, `domain`): `cas-renewd list` rendering.
+//! - [`renew`] (`cas`, `domain`, `hooks`, `ids`, `pki`, `settings`, `store`, `verify`):
+//!   the renewal engine; it reports through its own `PassObserver` trait.
+//! - [`metrics`] (`cas`, `renew`, `settings`): Prometheus metrics, the engine's
+//!   observer.
+//! - [`status`] (`domain`, `ids`, `renew`, `settings`, `store`): `cas-renewd status`,
+//!   its Nagios health and the last pass's record.
+//! - [`announce`] (`cas`, `notify`, `renew`, `settings`): the observer that turns
+//!   passes into notification events, wrapping the metrics.
+//! - [`doctor`] (`accounts`, `cas`, `domain`, `renew`, `settings`, `store`):
+//!   `cas-renewd doctor`, the read-only check of a setup; the caller loads the
+//!   configuration and hands it over.
+//!
+//! The top, beside the binary (only these and the binary import `config`):
+//! - [`config`] (`accounts`, `cas`, `domain`, `notify`, `secret`, `settings`, `store`):
+//!   the YAML configuration: reads, validates and fills the [`settings`] types,
+//!   re-exported under the same names (`config::Config` is `settings::Config`).
+//! - [`daemon`] (`announce`, `cas`, `config`, `metrics`, `renew`, `status`, `store`):
+//!   `cas-renewd run`.
 //!
 //! Test machinery lives outside this library: the simulator is the workspace
 //! crate `cas-sim` (used by tests and by the binary's `sim` feature), request
@@ -72,6 +78,7 @@ pub mod notify;
 pub mod pki;
 pub mod renew;
 pub mod secret;
+pub mod settings;
 pub mod status;
 pub mod store;
 pub mod verify;

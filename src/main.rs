@@ -434,8 +434,9 @@ fn offline_status(cfg: &Config, t: Thresholds) -> status::Report {
 
 fn doctor(path: &Path, json: bool, record: Option<&Path>) -> anyhow::Result<ExitCode> {
     // Logs only for warnings and worse: the report is the output.
-    if let Ok(cfg) = Config::load(path) {
-        let mut quiet = cfg;
+    let loaded = Config::load(path);
+    if let Ok(cfg) = &loaded {
+        let mut quiet = cfg.clone();
         if std::env::var_os("CAS_RENEWD_LOG").is_none() {
             quiet.log.level = "error".into();
         }
@@ -443,6 +444,7 @@ fn doctor(path: &Path, json: bool, record: Option<&Path>) -> anyhow::Result<Exit
     }
     let checks = runtime()?.block_on(cas_renewd::doctor::run(
         path,
+        loaded,
         &Environment::from_process(),
         record,
     ));

@@ -12,9 +12,9 @@ use prometheus::{
 use crate::cas::api_apply::PackageState;
 use crate::cas::client::is_auth_code;
 use crate::cas::credentials::CredentialsProvider;
-use crate::config::CertificateConfig;
-use crate::config::Config;
 use crate::renew::{Engine, EngineError, Outcome, PassObserver, PassReport, installed_leaf};
+use crate::settings::CertificateConfig;
+use crate::settings::Config;
 
 pub struct Metrics {
     registry: Registry,

@@ -15,12 +15,12 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::config::CertificateConfig;
 use crate::domain::{ControlsEscaped, Escaped};
 use crate::renew::plan::Plan;
 use crate::renew::{
     BlockedTarget, Engine, PassOptions, Plans, installed_discovered, installed_leaf,
 };
+use crate::settings::CertificateConfig;
 use crate::store::{Journal, Phase, StateDir};
 pub use health::{Health, Thresholds};
 pub use last_pass::LastPass;

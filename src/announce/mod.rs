@@ -19,9 +19,9 @@ use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
 use crate::cas::api_apply::PackageState;
-use crate::config::CertificateConfig;
 use crate::notify::{self, ChannelSpec, Event, EventKind};
 use crate::renew::{PassObserver, PassReport};
+use crate::settings::CertificateConfig;
 
 pub struct Notifying {
     inner: Arc<dyn PassObserver>,

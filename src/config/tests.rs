@@ -1,5 +1,8 @@
 //! Configuration tests: the example, defaults, and one case per rejected input class.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use super::*;
 
 const MINIMAL: &str = "certificates:\n  - name: www\n    domain: www.example.com\n";

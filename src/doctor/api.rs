@@ -11,9 +11,9 @@ use super::Check;
 use crate::cas::api::{Cas, CertificateOrder, OrderFilter, OrderType, param};
 use crate::cas::client::{ApiClient, ApiError, ClientSettings, Idempotence, Recorder};
 use crate::cas::credentials::CredentialsProvider;
-use crate::config::{Config, ValidationMethod};
 use crate::domain::ControlsEscaped;
 use crate::renew::{Engine, NoObserver, PassOptions};
+use crate::settings::{Config, ValidationMethod};
 
 /// The documented gateway codes of a RAM denial (reference/cas-api.md §4.2).
 const DENIED: [&str; 3] = ["Forbidden.RAM", "NoPermission", "Forbidden"];

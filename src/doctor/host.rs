@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::Check;
 use crate::accounts::{self, Kind};
-use crate::config::{Config, CredentialsConfig, SecretSource};
+use crate::settings::{Config, CredentialsConfig, SecretSource};
 
 /// Free space below this on an output or state file system is worth a warning.
 const LOW_SPACE: u64 = 16 * 1024 * 1024;

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::cas::credentials::{CredentialsProvider, Environment};
-use crate::config::Config;
 use crate::domain::ControlsEscaped;
+use crate::settings::Config;
 
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -95,12 +95,19 @@ pub fn render(checks: &[Check]) -> String {
     out
 }
 
-/// Every check, in order. A configuration that does not load ends the report
-/// there; credentials that cannot be found skip the API checks. With `record`,
-/// every API answer is saved there (secrets removed).
-pub async fn run(config_path: &Path, env: &Environment, record: Option<&Path>) -> Vec<Check> {
+/// Every check, in order. `loaded` is what loading the configuration at
+/// `config_path` gave (the caller loads it: reading the YAML is `config`'s job, above
+/// this module); one that did not load ends the report there. Credentials that cannot
+/// be found skip the API checks. With `record`, every API answer is saved there
+/// (secrets removed).
+pub async fn run(
+    config_path: &Path,
+    loaded: Result<Config, impl std::fmt::Display>,
+    env: &Environment,
+    record: Option<&Path>,
+) -> Vec<Check> {
     let mut checks = Vec::new();
-    let cfg = match Config::load(config_path) {
+    let cfg = match loaded {
         Ok(c) => {
             checks.push(Check::ok(
                 "config",

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::Check;
-use crate::config::Config;
 use crate::domain::ControlsEscaped;
+use crate::settings::Config;
 
 /// How long one network check may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,7 +114,7 @@ pub(super) async fn endpoints(cfg: &Config, checks: &mut Vec<Check>) -> bool {
     let uses_dns = cfg
         .certificates
         .iter()
-        .any(|c| c.validation.method == crate::config::ValidationMethod::Dns);
+        .any(|c| c.validation.method == crate::settings::ValidationMethod::Dns);
     let mut targets = vec![("endpoint", &cfg.api.endpoint)];
     if uses_dns {
         targets.push(("dns endpoint", &cfg.api.dns_endpoint));

@@ -16,8 +16,8 @@ use crate::cas::api::CertificateState;
 use crate::cas::api::{OrderFilter, Tag};
 use crate::cas::api_apply::{CreateCertificateParams, UpdateInstanceParams, is_free_product};
 use crate::cas::client::{ApiError, ServiceError};
-use crate::config::ValidationMethod;
 use crate::ids::OrderId;
+use crate::settings::ValidationMethod;
 use crate::store::faults::{CrashPoint, crash_point};
 use crate::store::{Attempt, Following, PaidCall, Phase, Rejected, RenewRequested, Stage};
 

@@ -10,8 +10,8 @@ use tracing::warn;
 
 use crate::cas::api::CertificateOrder;
 use crate::cas::inventory::Inventory;
-use crate::config::{CertificateConfig, Config, DiscoverConfig, OutputConfig};
 use crate::domain::{Domain, Escaped};
+use crate::settings::{CertificateConfig, Config, DiscoverConfig, OutputConfig};
 
 /// A name and output directory for a domain found by `discover`: `www.example.com`
 /// becomes name `www_example_com`, directory `www.example.com`; `*.example.com`

@@ -15,7 +15,7 @@ use super::{EngineError, PassOptions, installed_leaf};
 use crate::cas::api::{CertificateOrder, OrderFilter};
 use crate::cas::client::ApiError;
 use crate::cas::credentials::CredentialsProvider;
-use crate::config::{CertificateConfig, Config};
+use crate::settings::{CertificateConfig, Config};
 use crate::store::{Journal, StoreError};
 
 /// The plans of a pass, and the discovered domains it cannot act on.

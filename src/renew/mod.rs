@@ -36,10 +36,10 @@ pub mod validation;
 use std::time::Duration;
 
 use crate::cas::client::ApiError;
-use crate::config::OutputConfig;
 use crate::hooks;
 use crate::ids::OrderId;
 use crate::pki::{self, CertInfo, PkiError};
+use crate::settings::OutputConfig;
 use crate::store::{self, StoreError};
 pub use discover::{BlockedTarget, Targets, child_dir, discovered_names, installed_discovered};
 pub use engine::{Engine, Plans, Ports};

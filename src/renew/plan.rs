@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use crate::cas::api::{CertificateOrder, OrderStatus};
 use crate::cas::api_apply::{NotRenewable, not_renewable};
-use crate::config::RenewalMode;
 use crate::ids::OrderId;
 use crate::pki::CertInfo;
+use crate::settings::RenewalMode;
 use crate::store::{Journal, Phase, PhaseName};
 
 /// CertEndTime and the certificate's notAfter may differ a little; a newer order

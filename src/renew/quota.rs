@@ -20,8 +20,8 @@ use super::plan::{Action, Plan};
 use super::ports::CertificateSource;
 use crate::cas::api::CertificateOrder;
 use crate::cas::api_apply::PackageState;
-use crate::config::CertificateConfig;
 use crate::ids::OrderId;
+use crate::settings::CertificateConfig;
 use crate::store::{Journal, Phase};
 
 /// What a pass knows of one product code's plan.

@@ -12,8 +12,8 @@ use super::engine::Engine;
 use super::installed_leaf;
 use super::ports::JournalStore;
 use super::report::{HookReport, Outcome, PassReport};
-use crate::config::CertificateConfig;
 use crate::hooks::{self, DIR_HOOK, HookContext, HookError};
+use crate::settings::CertificateConfig;
 use crate::store::faults::{CrashPoint, crash_point};
 use crate::store::{self, Journal, Phase};
 

@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use super::discover::BlockedTarget;
 use super::plan::{Action, Plan};
-use crate::config::CertificateConfig;
 use crate::domain::ControlsEscaped;
+use crate::settings::CertificateConfig;
 
 /// Receives what the engine does as it does it. Every method has a default that
 /// ignores the event, so a test observer implements only what it checks.

@@ -10,8 +10,8 @@ use super::engine::Engine;
 use super::installed_leaf;
 use super::ports::JournalStore;
 use super::report::{Outcome, PassReport};
-use crate::config::CertificateConfig;
 use crate::pki;
+use crate::settings::CertificateConfig;
 use crate::store;
 
 /// Each handshake's limit, how many, how far apart.

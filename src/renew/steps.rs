@@ -10,9 +10,9 @@ use super::ports::JournalStore;
 use super::report::{CertReport, Outcome};
 use super::{EngineError, installed_leaf};
 use crate::cas::api::{CertificateOrder, CertificateState};
-use crate::config::CertificateConfig;
 use crate::ids::OrderId;
 use crate::pki::{self, Chain, Expectations, Key, PkiError};
+use crate::settings::CertificateConfig;
 use crate::store::faults::{CrashPoint, crash_point};
 use crate::store::{
     self, Attempt, CertificateFiles, FileSpec, Following, Issued, Journal, KeyFile, PaidCall,

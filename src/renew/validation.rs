@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::ports::DnsApi;
 use crate::cas::api::CertificateStateResponse;
 use crate::cas::client::ApiError;
-use crate::config::{ValidationConfig, ValidationMethod};
+use crate::settings::{ValidationConfig, ValidationMethod};
 use crate::store::{self, FileSpec, StoreError};
 
 #[derive(Debug, thiserror::Error)]
