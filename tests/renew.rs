@@ -452,7 +452,11 @@ async fn dry_run_blocks_and_exits_1_where_once_does_for_an_order_renewed_elsewhe
         "{}",
         show(&o)
     );
-    assert_eq!(w.renew_calls(), calls_before, "only the other host's renewal");
+    assert_eq!(
+        w.renew_calls(),
+        calls_before,
+        "only the other host's renewal"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -476,7 +480,10 @@ async fn dry_run_blocks_where_the_quota_guard_would_and_exits_1() {
             .count()
     };
     assert_eq!(blocked(&out), 1, "one unit, one renewal: {}", show(&o));
-    assert!(out.contains("no units left in plan geotrust-dv-1-starter"), "{out}");
+    assert!(
+        out.contains("no units left in plan geotrust-dv-1-starter"),
+        "{out}"
+    );
     only_reads(&w);
     assert_eq!(tree(&w), before, "the dry run changed nothing on disk");
     // The real pass spends the one unit and blocks the other certificate.
@@ -484,7 +491,9 @@ async fn dry_run_blocks_where_the_quota_guard_would_and_exits_1() {
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert_eq!(w.calls("RenewCertificateOrderForPackageRequest"), 1);
     assert_eq!(
-        String::from_utf8_lossy(&o.stdout).matches("BLOCKED").count(),
+        String::from_utf8_lossy(&o.stdout)
+            .matches("BLOCKED")
+            .count(),
         1,
         "{}",
         show(&o)

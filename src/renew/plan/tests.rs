@@ -1,7 +1,6 @@
 //! Plans for hand-picked situations.
 
 use super::*;
-use crate::renew::plan::chain;
 use crate::store::Rejected;
 
 const NOW: i64 = 1_800_000_000_000;
@@ -42,7 +41,17 @@ fn run_mode(
     force: bool,
     mode: RenewalMode,
 ) -> Plan {
-    plan(&PlanInput {
+    plan(&input(orders, j, d, force, mode))
+}
+
+fn input<'a>(
+    orders: &'a [CertificateOrder],
+    j: &'a Journal,
+    d: Option<&'a CertInfo>,
+    force: bool,
+    mode: RenewalMode,
+) -> PlanInput<'a> {
+    PlanInput {
         cert: "www",
         domain: "www.example.com",
         orders,
@@ -52,7 +61,7 @@ fn run_mode(
         renew_before: Duration::from_secs(30 * 86_400),
         force,
         mode,
-    })
+    }
 }
 
 fn kind(mut o: CertificateOrder, cert_type: &str, product: &str, dt: &str) -> CertificateOrder {
@@ -475,18 +484,11 @@ fn chain_of(
     reload: &[String],
     look: &mut Ahead,
 ) -> chain::Chain {
-    let i = PlanInput {
-        cert: "www",
-        domain: "www.example.com",
-        orders,
-        journal: j,
-        disk: d,
-        now_ms: NOW,
-        renew_before: Duration::from_secs(30 * 86_400),
-        force: false,
-        mode: RenewalMode::Renew,
-    };
-    chain::chain(&i, reload, look)
+    chain::chain(
+        &input(orders, j, d, false, RenewalMode::Renew),
+        reload,
+        look,
+    )
 }
 
 fn actions(c: &chain::Chain) -> Vec<String> {
@@ -501,7 +503,11 @@ fn a_first_run_installs_then_renews_what_is_due() {
     assert_eq!(actions(&c), ["install (order 1)", "renew (order 1)"]);
     assert!(!c.blocked() && c.failure.is_none());
     assert_eq!(look.installs, [OrderId::new(1)]);
-    assert_eq!(look.paid.len(), 1, "the guard is asked before the paid call");
+    assert_eq!(
+        look.paid.len(),
+        1,
+        "the guard is asked before the paid call"
+    );
     assert!(
         c.reasons().contains("no certificate on disk") && c.reasons().contains("WILLEXPIRED"),
         "{}",
@@ -530,7 +536,13 @@ fn an_order_renewed_with_a_key_from_elsewhere_blocks() {
         order(2, OrderStatus::Issued, Some(365)),
     ];
     let mut look = Ahead::new(chain::Installable::ForeignKey);
-    let c = chain_of(&orders, &Journal::default(), Some(&disk(20)), &[], &mut look);
+    let c = chain_of(
+        &orders,
+        &Journal::default(),
+        Some(&disk(20)),
+        &[],
+        &mut look,
+    );
     assert_eq!(actions(&c), ["install (order 2)", "blocked"]);
     assert!(c.blocked());
     assert!(
@@ -546,7 +558,13 @@ fn the_quota_guard_and_a_failing_install_end_the_chain_as_the_pass_would() {
     let orders = vec![order(1, OrderStatus::Willexpired, Some(20))];
     let mut look = Ahead::new(chain::Installable::Yes(disk(20)));
     look.refuse = Some("no units left in plan p");
-    let c = chain_of(&orders, &Journal::default(), Some(&disk(20)), &[], &mut look);
+    let c = chain_of(
+        &orders,
+        &Journal::default(),
+        Some(&disk(20)),
+        &[],
+        &mut look,
+    );
     assert_eq!(actions(&c), ["renew (order 1)", "blocked"]);
     assert!(c.blocked());
     assert!(c.reasons().ends_with("then: no units left in plan p"));
