@@ -50,20 +50,6 @@ impl Chain {
             .is_some_and(|p| p.action == Action::Blocked)
     }
 
-    /// The actions as people read them: `install (order 1) -> renew (order 1)`.
-    pub fn actions(&self) -> String {
-        let mut s = self
-            .steps
-            .iter()
-            .map(|p| p.action.to_string())
-            .collect::<Vec<_>>()
-            .join(" -> ");
-        if self.failure.is_some() {
-            s.push_str(" -> FAILS");
-        }
-        s
-    }
-
     /// Each step's reason, then the failure, in order.
     pub fn reasons(&self) -> String {
         let mut parts: Vec<&str> = self.steps.iter().map(|p| p.reason.as_str()).collect();

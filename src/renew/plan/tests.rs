@@ -536,13 +536,8 @@ fn an_order_renewed_with_a_key_from_elsewhere_blocks() {
         order(2, OrderStatus::Issued, Some(365)),
     ];
     let mut look = Ahead::new(chain::Installable::ForeignKey);
-    let c = chain_of(
-        &orders,
-        &Journal::default(),
-        Some(&disk(20)),
-        &[],
-        &mut look,
-    );
+    let (idle, d20) = (Journal::default(), disk(20));
+    let c = chain_of(&orders, &idle, Some(&d20), &[], &mut look);
     assert_eq!(actions(&c), ["install (order 2)", "blocked"]);
     assert!(c.blocked());
     assert!(
@@ -558,13 +553,8 @@ fn the_quota_guard_and_a_failing_install_end_the_chain_as_the_pass_would() {
     let orders = vec![order(1, OrderStatus::Willexpired, Some(20))];
     let mut look = Ahead::new(chain::Installable::Yes(disk(20)));
     look.refuse = Some("no units left in plan p");
-    let c = chain_of(
-        &orders,
-        &Journal::default(),
-        Some(&disk(20)),
-        &[],
-        &mut look,
-    );
+    let (idle, d20) = (Journal::default(), disk(20));
+    let c = chain_of(&orders, &idle, Some(&d20), &[], &mut look);
     assert_eq!(actions(&c), ["renew (order 1)", "blocked"]);
     assert!(c.blocked());
     assert!(c.reasons().ends_with("then: no units left in plan p"));
