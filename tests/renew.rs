@@ -325,14 +325,178 @@ async fn dry_run_prints_the_plan_and_changes_nothing() {
             && out.contains("no order for gone.example.com"),
         "{out}"
     );
+    assert_eq!(o.status.code(), Some(1), "gone is blocked: {}", show(&o));
     assert!(!w.path("state").exists(), "no state directory created");
     assert!(!w.path("out").exists(), "no output written");
+    only_reads(&w);
+}
+
+/// The read calls a dry run may make: the listing, the order's certificate (to see
+/// whether its key is here) and the resource plans.
+const DRY_RUN_READS: [&str; 3] = [
+    "ListUserCertificateOrder",
+    "DescribeCertificateState",
+    "DescribePackageState",
+];
+
+/// Asserts the simulator received no call but the dry run's reads.
+fn only_reads(w: &TestEnv) {
     let calls = w.sim.state()["calls"].clone();
+    let names: Vec<String> = calls
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    assert!(
+        names.iter().all(|n| DRY_RUN_READS.contains(&n.as_str())),
+        "a dry run makes read calls only: {names:?}"
+    );
+}
+
+/// Every file and directory under the test's directory, with its size and
+/// modification time: what a dry run must leave as it was.
+fn tree(w: &TestEnv) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    fn walk(
+        dir: &std::path::Path,
+        out: &mut Vec<(std::path::PathBuf, u64, std::time::SystemTime)>,
+    ) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            out.push((
+                e.path(),
+                m.len(),
+                m.modified().expect("mtime on this platform"),
+            ));
+            if m.is_dir() {
+                walk(&e.path(), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(w.dir(), &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_of_a_first_run_shows_install_then_renew_as_once_does() {
+    let w = world(WWW_API, &[Cert::new("www", "www.example.com")], "").await;
+    let before = tree(&w);
+    let o = w.run(&["once", "--dry-run"]).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("install (order 100001) -> renew (order 100001)")
+            && out.contains("no certificate on disk")
+            && out.contains("then: order 100001 is WILLEXPIRED"),
+        "{}",
+        show(&o)
+    );
+    only_reads(&w);
+    assert_eq!(tree(&w), before, "the dry run changed nothing on disk");
+    // The real pass takes the same steps: the install, then one paid renewal.
+    let o = w.once().await;
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(w.renew_calls(), serde_json::json!({ "100001": 1 }));
+    assert!(w.installed("www").is_some_and(|i| i.days_left() >= 364));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_blocks_and_exits_1_where_once_does_for_an_order_renewed_elsewhere() {
+    let w = world(WWW_API, &[Cert::new("www", "www.example.com")], "").await;
+    // Another host renews with its own key: CAS holds no key for the new order.
+    let theirs = Key::generate(pki::KeyAlgorithm::EcdsaP256).expect("key");
+    let csr = theirs
+        .csr_pem("www.example.com", &["www.example.com".to_owned()])
+        .expect("csr");
+    let console = w.console();
+    let id = console
+        .renew_certificate_order(100_001, Some(&csr), &[])
+        .await
+        .expect("renew elsewhere")
+        .body
+        .order_id;
+    let mut issued = false;
+    for _ in 0..10 {
+        let s = console.describe_certificate_state(id).await.expect("state");
+        if s.body.state == cas_renewd::cas::api::CertificateState::Certificate {
+            issued = true;
+            break;
+        }
+    }
+    assert!(issued, "order {id} issued");
+    let before = tree(&w);
+    let calls_before = w.renew_calls();
+    let o = w.run(&["once", "--dry-run"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("install (order {id}) -> blocked"))
+            && out.contains("private key is not available here"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(tree(&w), before, "the dry run changed nothing on disk");
+    assert_eq!(w.renew_calls(), calls_before, "no paid call");
+    assert_eq!(w.calls("ApplyCertificate"), 0);
+    // The real pass blocks the same way, and exits 1 as well.
+    let o = w.once().await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("BLOCKED") && out.contains("private key is not available here"),
+        "{}",
+        show(&o)
+    );
     assert_eq!(
-        calls
-            .as_object()
-            .map(|m| m.keys().cloned().collect::<Vec<_>>()),
-        Some(vec!["ListUserCertificateOrder".to_owned()])
+        w.renew_calls(),
+        calls_before,
+        "only the other host's renewal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_blocks_where_the_quota_guard_would_and_exits_1() {
+    let w = world(
+        "orders:\n  - { domain: www.example.com, expires_in: 20d }\n  - { domain: api.example.com, expires_in: 20d }\npackages: { geotrust-dv-1-starter: 1 }\n",
+        &[
+            Cert::new("www", "www.example.com"),
+            Cert::new("api", "api.example.com"),
+        ],
+        "",
+    )
+    .await;
+    let before = tree(&w);
+    let o = w.run(&["once", "--dry-run"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let blocked = |s: &str| {
+        s.lines()
+            .filter(|l| l.contains("-> renew (order") && l.contains("-> blocked"))
+            .count()
+    };
+    assert_eq!(blocked(&out), 1, "one unit, one renewal: {}", show(&o));
+    assert!(
+        out.contains("no units left in plan geotrust-dv-1-starter"),
+        "{out}"
+    );
+    only_reads(&w);
+    assert_eq!(tree(&w), before, "the dry run changed nothing on disk");
+    // The real pass spends the one unit and blocks the other certificate.
+    let o = w.once().await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert_eq!(w.calls("RenewCertificateOrderForPackageRequest"), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout)
+            .matches("BLOCKED")
+            .count(),
+        1,
+        "{}",
+        show(&o)
     );
 }
 

@@ -88,6 +88,7 @@ pub(super) mod tests {
             files: vec![],
             renew_calls: 0,
             served_matches_disk: None,
+            steps: vec![],
         }
     }
 

@@ -127,13 +127,26 @@ impl Engine {
         journal: &Journal,
         force: bool,
     ) -> Plan {
+        self.with_plan_input(cert, orders, journal, force, plan::plan)
+    }
+
+    /// Calls `f` with what the plan for `cert` depends on: its orders among the
+    /// account's `orders`, its journal, what is on disk now, the clock.
+    pub(super) fn with_plan_input<R>(
+        &self,
+        cert: &CertificateConfig,
+        orders: &[CertificateOrder],
+        journal: &Journal,
+        force: bool,
+        f: impl FnOnce(&PlanInput<'_>) -> R,
+    ) -> R {
         let mine: Vec<CertificateOrder> = orders
             .iter()
             .filter(|o| o.is_for(&cert.domain))
             .cloned()
             .collect();
         let disk = installed_leaf(&cert.output);
-        plan::plan(&PlanInput {
+        f(&PlanInput {
             cert: &cert.name,
             domain: &cert.domain,
             orders: &mine,
@@ -186,27 +199,7 @@ impl Engine {
             blocked,
         } = self.plans(&orders, opts)?;
         if opts.dry_run {
-            let certs = plans
-                .into_iter()
-                .map(|(c, p)| CertReport {
-                    name: c.name.clone(),
-                    domain: c.domain.clone(),
-                    message: p.reason.clone(),
-                    plan: p,
-                    outcome: Outcome::Planned,
-                    order_id: None,
-                    not_after: installed_leaf(&c.output).map(|l| l.not_after_rfc3339()),
-                    previous_not_after: None,
-                    files: vec![],
-                    renew_calls: 0,
-                    served_matches_disk: None,
-                })
-                .chain(blocked.iter().map(|b| blocked_report(b, true)))
-                .collect();
-            return Ok(PassReport {
-                certs,
-                hooks: vec![],
-            });
+            return Ok(self.dry_pass(plans, &blocked, &orders, opts.force).await);
         }
         self.journals.prepare()?;
         let state = self.journals.clone();
@@ -253,7 +246,7 @@ impl Engine {
         self.verify_served(state.as_ref(), &certs, &mut report)
             .await;
         for b in &blocked {
-            report.certs.push(blocked_report(b, false));
+            report.certs.push(blocked_report(b));
             self.observer.blocked(&b.name);
         }
         self.observer.pass_done(&certs, &report);
@@ -282,6 +275,7 @@ impl Engine {
             files: vec![],
             renew_calls: 0,
             served_matches_disk: None,
+            steps: vec![],
         };
         let mut run = CertRun {
             e: self,

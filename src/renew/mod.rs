@@ -21,6 +21,7 @@
 
 mod apply;
 pub mod discover;
+mod dry;
 mod engine;
 mod follow;
 pub mod plan;

@@ -381,6 +381,8 @@ fn replace_order(
     }
 }
 
+pub mod chain;
+
 #[cfg(test)]
 mod tests;
 

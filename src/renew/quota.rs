@@ -115,20 +115,31 @@ impl QuotaCache {
         let Some(s) = &entry.state else {
             return Ok(());
         };
-        match units_left(s) {
-            Some(left) if left - entry.taken <= 0 => Err(EngineError::Blocked(no_units_message(
-                product_code,
-                s,
-                entry.taken,
-            ))),
-            _ => {
-                if take {
-                    entry.taken += 1;
-                }
-                Ok(())
-            }
+        if let Some(why) = refusal(product_code, s, entry.taken) {
+            return Err(EngineError::Blocked(why));
         }
+        if take {
+            entry.taken += 1;
+        }
+        Ok(())
     }
+
+    /// Every plan this pass read, by product code (`None`: the read failed).
+    pub(super) async fn snapshot(&self) -> BTreeMap<String, Option<PackageState>> {
+        let entries = self.entries.lock().await;
+        entries
+            .iter()
+            .map(|(code, e)| (code.clone(), e.state.clone()))
+            .collect()
+    }
+}
+
+/// Why the guard refuses a paid call from plan `product_code` read as `s`, with
+/// `taken` units already let through this pass; `None` when it lets it through.
+pub(super) fn refusal(product_code: &str, s: &PackageState, taken: i64) -> Option<String> {
+    units_left(s)
+        .filter(|left| left - taken <= 0)
+        .map(|_| no_units_message(product_code, s, taken))
 }
 
 /// The product code a paid call for this plan spends from, if the plan makes one

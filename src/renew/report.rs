@@ -104,6 +104,9 @@ pub struct CertReport {
     pub renew_calls: u32,
     /// Whether the served certificate matched the one on disk (when `verify` is set).
     pub served_matches_disk: Option<bool>,
+    /// Dry run: every step the real pass would take, the plan first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Plan>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -164,8 +167,9 @@ impl PassReport {
     }
 }
 
-/// The report line of a blocked discovered domain.
-pub(super) fn blocked_report(b: &BlockedTarget, dry_run: bool) -> CertReport {
+/// The report line of a blocked discovered domain (a dry run reports it blocked
+/// as well: the real pass would).
+pub(super) fn blocked_report(b: &BlockedTarget) -> CertReport {
     CertReport {
         name: b.name.clone(),
         domain: b.domain.clone(),
@@ -174,11 +178,7 @@ pub(super) fn blocked_report(b: &BlockedTarget, dry_run: bool) -> CertReport {
             action: Action::Blocked,
             reason: b.reason.clone(),
         },
-        outcome: if dry_run {
-            Outcome::Planned
-        } else {
-            Outcome::Blocked
-        },
+        outcome: Outcome::Blocked,
         message: b.reason.clone(),
         order_id: None,
         not_after: None,
@@ -186,7 +186,26 @@ pub(super) fn blocked_report(b: &BlockedTarget, dry_run: bool) -> CertReport {
         files: vec![],
         renew_calls: 0,
         served_matches_disk: None,
+        steps: vec![],
     }
+}
+
+/// A dry run's steps as people read them: `install (order 1) -> renew (order 1)`,
+/// ending in `FAILED` when the real pass would fail.
+fn chain_words(c: &CertReport) -> String {
+    let mut s = if c.steps.is_empty() {
+        c.plan.action.to_string()
+    } else {
+        c.steps
+            .iter()
+            .map(|p| p.action.to_string())
+            .collect::<Vec<_>>()
+            .join(" -> ")
+    };
+    if c.outcome == Outcome::Failed {
+        s.push_str(" -> FAILED");
+    }
+    s
 }
 
 impl PassReport {
@@ -202,7 +221,7 @@ impl PassReport {
         let mut s = String::new();
         for c in &self.certs {
             let what = if dry_run {
-                c.plan.action.to_string()
+                chain_words(c)
             } else {
                 match c.outcome {
                     Outcome::Unchanged => "unchanged",

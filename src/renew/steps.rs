@@ -226,16 +226,7 @@ impl CertRun<'_> {
     /// The checks before install: `key`'s certificate for our domain, valid now,
     /// and expiring later than what is installed.
     pub(super) fn check_against_disk(&self, chain: &Chain, key: &Key) -> Result<(), PkiError> {
-        let disk = installed_leaf(&self.cert.output);
-        pki::check(
-            chain,
-            &Expectations {
-                spki_sha256: &key.spki_sha256(),
-                domain: &self.cert.domain,
-                now: self.e.clock.now().timestamp(),
-                installed_not_after: disk.as_ref().map(|d| d.not_after),
-            },
-        )
+        check_pair(self.cert, self.e.clock.now().timestamp(), chain, key)
     }
 
     /// Installs the saved chain and key; the journal says `Installed` only after
@@ -309,29 +300,7 @@ impl CertRun<'_> {
     /// Installs the certificate an existing issued order holds (first install, or a
     /// renewal made elsewhere whose key CAS generated).
     async fn install_from_order(&mut self, order: OrderId) -> Result<(), EngineError> {
-        let resp = self.e.cas.describe_certificate_state(order.get()).await?;
-        let s = resp.body;
-        if s.state != CertificateState::Certificate {
-            return Err(EngineError::NotIssued {
-                order,
-                state: s.state.as_str(),
-            });
-        }
-        let pem = s
-            .certificate
-            .as_deref()
-            .ok_or(EngineError::NoCertificate { order })?;
-        let chain = Chain::parse(pem)?;
-        // The key: CAS's, when it made it; otherwise ours if the installed key fits.
-        let key = match s.private_key.as_ref() {
-            Some(k) => Some(Key::from_pem(k.expose())?),
-            None => store::read_output_text(&self.cert.output.dir.join(store::KEY_FILE))
-                .ok()
-                .flatten()
-                .and_then(|pem| Key::from_pem(&pem).ok())
-                .filter(|k| k.spki_sha256() == chain.leaf.spki_sha256),
-        };
-        let Some(key) = key else {
+        let Some((chain, key)) = order_pair(self.e, self.cert, order).await? else {
             self.journal.unusable_orders.push(order);
             let msg = format!(
                 "order {order} holds a certificate for a key this host does not have; not installed"
@@ -346,4 +315,56 @@ impl CertRun<'_> {
         self.report.order_id = Some(order);
         self.install_chain(&chain, &key, false)
     }
+}
+
+/// The certificate issued order `order` holds and its key: CAS's, when it made
+/// it; otherwise ours if the installed key fits. `None` when this host has no key
+/// for it. Reads only (the install and the dry run's look ahead share it).
+pub(super) async fn order_pair(
+    e: &Engine,
+    cert: &CertificateConfig,
+    order: OrderId,
+) -> Result<Option<(Chain, Key)>, EngineError> {
+    let resp = e.cas.describe_certificate_state(order.get()).await?;
+    let s = resp.body;
+    if s.state != CertificateState::Certificate {
+        return Err(EngineError::NotIssued {
+            order,
+            state: s.state.as_str(),
+        });
+    }
+    let pem = s
+        .certificate
+        .as_deref()
+        .ok_or(EngineError::NoCertificate { order })?;
+    let chain = Chain::parse(pem)?;
+    let key = match s.private_key.as_ref() {
+        Some(k) => Some(Key::from_pem(k.expose())?),
+        None => store::read_output_text(&cert.output.dir.join(store::KEY_FILE))
+            .ok()
+            .flatten()
+            .and_then(|pem| Key::from_pem(&pem).ok())
+            .filter(|k| k.spki_sha256() == chain.leaf.spki_sha256),
+    };
+    Ok(key.map(|k| (chain, k)))
+}
+
+/// The checks before install: `key`'s certificate for `cert`'s domain, valid at
+/// `now` (Unix seconds), and expiring later than what is installed.
+pub(super) fn check_pair(
+    cert: &CertificateConfig,
+    now: i64,
+    chain: &Chain,
+    key: &Key,
+) -> Result<(), PkiError> {
+    let disk = installed_leaf(&cert.output);
+    pki::check(
+        chain,
+        &Expectations {
+            spki_sha256: &key.spki_sha256(),
+            domain: &cert.domain,
+            now,
+            installed_not_after: disk.as_ref().map(|d| d.not_after),
+        },
+    )
 }

@@ -41,7 +41,17 @@ fn run_mode(
     force: bool,
     mode: RenewalMode,
 ) -> Plan {
-    plan(&PlanInput {
+    plan(&input(orders, j, d, force, mode))
+}
+
+fn input<'a>(
+    orders: &'a [CertificateOrder],
+    j: &'a Journal,
+    d: Option<&'a CertInfo>,
+    force: bool,
+    mode: RenewalMode,
+) -> PlanInput<'a> {
+    PlanInput {
         cert: "www",
         domain: "www.example.com",
         orders,
@@ -51,7 +61,7 @@ fn run_mode(
         renew_before: Duration::from_secs(30 * 86_400),
         force,
         mode,
-    })
+    }
 }
 
 fn kind(mut o: CertificateOrder, cert_type: &str, product: &str, dt: &str) -> CertificateOrder {
@@ -433,5 +443,137 @@ fn plans_read_as_words_not_debug_text() {
     ];
     for (action, words) in cases {
         assert_eq!(action.to_string(), words);
+    }
+}
+
+/// A look ahead that answers every install with `install` and refuses every paid
+/// call with `refuse`, recording what it was asked.
+struct Ahead {
+    install: chain::Installable,
+    refuse: Option<&'static str>,
+    installs: Vec<OrderId>,
+    paid: Vec<Action>,
+}
+
+impl Ahead {
+    fn new(install: chain::Installable) -> Ahead {
+        Ahead {
+            install,
+            refuse: None,
+            installs: vec![],
+            paid: vec![],
+        }
+    }
+}
+
+impl chain::Lookahead for Ahead {
+    fn install(&mut self, order: OrderId) -> chain::Installable {
+        self.installs.push(order);
+        self.install.clone()
+    }
+    fn paid(&mut self, action: &Action, _: &Journal) -> Result<(), String> {
+        self.paid.push(action.clone());
+        self.refuse.map_or(Ok(()), |r| Err(r.to_owned()))
+    }
+}
+
+fn chain_of(
+    orders: &[CertificateOrder],
+    j: &Journal,
+    d: Option<&CertInfo>,
+    reload: &[String],
+    look: &mut Ahead,
+) -> chain::Chain {
+    chain::chain(
+        &input(orders, j, d, false, RenewalMode::Renew),
+        reload,
+        look,
+    )
+}
+
+fn actions(c: &chain::Chain) -> Vec<String> {
+    c.steps.iter().map(|p| p.action.to_string()).collect()
+}
+
+#[test]
+fn a_first_run_installs_then_renews_what_is_due() {
+    let orders = vec![order(1, OrderStatus::Willexpired, Some(20))];
+    let mut look = Ahead::new(chain::Installable::Yes(disk(20)));
+    let c = chain_of(&orders, &Journal::default(), None, &[], &mut look);
+    assert_eq!(actions(&c), ["install (order 1)", "renew (order 1)"]);
+    assert!(!c.blocked() && c.failure.is_none());
+    assert_eq!(look.installs, [OrderId::new(1)]);
+    assert_eq!(
+        look.paid.len(),
+        1,
+        "the guard is asked before the paid call"
+    );
+    assert!(
+        c.reasons().contains("no certificate on disk") && c.reasons().contains("WILLEXPIRED"),
+        "{}",
+        c.reasons()
+    );
+    // Not due: the install only, then its reload when hooks are configured.
+    let calm = vec![order(1, OrderStatus::Issued, Some(200))];
+    let mut look = Ahead::new(chain::Installable::Yes(disk(200)));
+    let c = chain_of(&calm, &Journal::default(), None, &[], &mut look);
+    assert_eq!(actions(&c), ["install (order 1)"]);
+    let c = chain_of(
+        &calm,
+        &Journal::default(),
+        None,
+        &["nginx".into()],
+        &mut look,
+    );
+    assert_eq!(actions(&c), ["install (order 1)", "reload"]);
+    assert!(look.paid.is_empty(), "nothing paid when nothing is due");
+}
+
+#[test]
+fn an_order_renewed_with_a_key_from_elsewhere_blocks() {
+    let orders = vec![
+        order(1, OrderStatus::Willexpired, Some(20)),
+        order(2, OrderStatus::Issued, Some(365)),
+    ];
+    let mut look = Ahead::new(chain::Installable::ForeignKey);
+    let (idle, d20) = (Journal::default(), disk(20));
+    let c = chain_of(&orders, &idle, Some(&d20), &[], &mut look);
+    assert_eq!(actions(&c), ["install (order 2)", "blocked"]);
+    assert!(c.blocked());
+    assert!(
+        c.reasons().contains("private key is not available here"),
+        "{}",
+        c.reasons()
+    );
+    assert!(look.paid.is_empty(), "no paid call past a block");
+}
+
+#[test]
+fn the_quota_guard_and_a_failing_install_end_the_chain_as_the_pass_would() {
+    let orders = vec![order(1, OrderStatus::Willexpired, Some(20))];
+    let mut look = Ahead::new(chain::Installable::Yes(disk(20)));
+    look.refuse = Some("no units left in plan p");
+    let (idle, d20) = (Journal::default(), disk(20));
+    let c = chain_of(&orders, &idle, Some(&d20), &[], &mut look);
+    assert_eq!(actions(&c), ["renew (order 1)", "blocked"]);
+    assert!(c.blocked());
+    assert!(c.reasons().ends_with("then: no units left in plan p"));
+    // An install that would fail ends with the failure, not a renewal.
+    let mut look = Ahead::new(chain::Installable::Fails("order 1 not issued".into()));
+    let c = chain_of(&orders, &Journal::default(), None, &[], &mut look);
+    assert_eq!(actions(&c), ["install (order 1)"]);
+    assert_eq!(c.failure.as_deref(), Some("order 1 not issued"));
+    assert!(!c.blocked());
+    // A journal whose key is ready makes the paid call next: the guard is asked;
+    // one following an order is not.
+    for (phase, asked) in [(PhaseName::KeyReady, 1), (PhaseName::OrderCreated, 0)] {
+        let j = Journal {
+            phase: Phase::example(phase, OrderId::new(9)),
+            ..Default::default()
+        };
+        let mut look = Ahead::new(chain::Installable::ForeignKey);
+        let c = chain_of(&orders, &j, Some(&disk(20)), &[], &mut look);
+        assert_eq!(actions(&c), [format!("resume ({phase})")]);
+        assert_eq!(look.paid.len(), asked, "{phase}");
     }
 }
