@@ -17,7 +17,7 @@ use super::steps::{check_pair, order_pair};
 use super::{EngineError, installed_leaf};
 use crate::cas::api::CertificateOrder;
 use crate::cas::api_apply::PackageState;
-use crate::config::CertificateConfig;
+use crate::settings::CertificateConfig;
 use crate::ids::OrderId;
 use crate::store::Journal;
 
