@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use tokio::sync::Semaphore;
-use tracing::{Instrument as _, error, info};
+use tracing::{Instrument as _, error, info, warn};
 
 use super::discover::{self, BlockedTarget, Targets};
 use super::plan::{self, Plan, PlanInput};
@@ -192,8 +192,14 @@ impl Engine {
         let sem = Arc::new(Semaphore::new(self.cfg.renewal.concurrency));
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (cert, p)) in plans.into_iter().enumerate() {
+            // The permit before the task: at most `concurrency` certificates are
+            // in memory at once, however many the pass has.
+            let permit = sem
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the pass's semaphore is never closed");
             let engine = self.clone();
-            let sem = sem.clone();
             let orders = orders.clone();
             let state = state.clone();
             let force = opts.force;
@@ -201,16 +207,13 @@ impl Engine {
             // Every log line of this certificate's work, API calls included, carries
             // the certificate's name and domain.
             let span = tracing::info_span!("renewal", cert = %cert.name, domain = %cert.domain);
-            tasks.spawn(
-                async move {
-                    let _permit = sem.acquire_owned().await;
-                    let report = engine
-                        .run_cert(&state, &cert, p, &orders, force, deadline)
-                        .await;
-                    (i, cert, report)
-                }
-                .instrument(span),
-            );
+            let work = async move {
+                let report = engine
+                    .run_cert(&state, &cert, p, &orders, force, deadline)
+                    .await;
+                (i, cert, report)
+            };
+            tasks.spawn(super::permit::holding(sem.clone(), permit, work).instrument(span));
         }
         let mut results = Vec::new();
         while let Some(r) = tasks.join_next().await {
@@ -228,6 +231,10 @@ impl Engine {
         }
         self.run_hooks(&state, &certs, &mut report).await;
         self.verify_served(&state, &certs, &mut report).await;
+        // Keys and chains of finished attempts (the rule is in store::prune).
+        if let Err(e) = crate::store::prune::prune_state(&state) {
+            warn!(error = %e, "old keys and chains in the state directory not pruned");
+        }
         for b in &blocked {
             report.certs.push(blocked_report(b, false));
             self.observer.blocked(&b.name);

@@ -9,12 +9,14 @@
 //!
 //! Files: [`engine`] (the pass), `steps` (a certificate's journal transitions),
 //! `apply` (the paid call and the application), `reload` (hooks), `served` (the
-//! served-certificate check), [`report`] (outcomes and the observer), [`plan`],
+//! served-certificate check), `permit` (concurrency permits lent while waiting),
+//! [`report`] (outcomes and the observer), [`plan`],
 //! [`discover`] and [`validation`].
 
 mod apply;
 pub mod discover;
 mod engine;
+mod permit;
 pub mod plan;
 mod reload;
 pub mod report;

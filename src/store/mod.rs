@@ -1,12 +1,14 @@
 //! The only code that writes files: atomic, durable replacement (temp file in the
 //! same directory, fsync, rename, fsync of the directory). Submodules: the output
 //! layout with its history ([`install`]), the journal and state directory
-//! ([`journal`]), safe reads and directory creation ([`safe_fs`]), and the repair
-//! of what a crash left behind ([`repair`]).
+//! ([`journal`]), safe reads and directory creation ([`safe_fs`]), the repair
+//! of what a crash left behind ([`repair`]) and the pruning of finished attempts
+//! ([`prune`]).
 
 pub mod faults;
 mod install;
 mod journal;
+pub mod prune;
 pub mod repair;
 pub mod safe_fs;
 
@@ -373,7 +375,10 @@ mod tests {
             tokio::spawn(async move { tx.send(()) });
             blocked.await.expect("task")
         });
-        assert!(got.is_ok(), "the other task never ran while the disk work blocked");
+        assert!(
+            got.is_ok(),
+            "the other task never ran while the disk work blocked"
+        );
         // Outside a runtime it runs in place.
         assert_eq!(off_the_runtime(|| 7), 7);
     }

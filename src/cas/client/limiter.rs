@@ -149,8 +149,19 @@ mod tests {
         assert!(took >= Duration::from_millis(1900), "{took:?}");
         assert!(took <= Duration::from_millis(2100), "{took:?}");
         assert_eq!(l.rate_for("ListUserCertificateOrder"), 8.0);
-        assert_eq!(l.rate_for("DescribeCertificateState"), 95.0, "no documented limit");
-        assert_eq!(l.rate_for("GetUserCertificateDetail"), 150.0, "the operator's rate");
-        assert_eq!(RateLimiter::new(8.0).rate_for("ListUserCertificateOrder"), 8.0);
+        assert_eq!(
+            l.rate_for("DescribeCertificateState"),
+            95.0,
+            "no documented limit"
+        );
+        assert_eq!(
+            l.rate_for("GetUserCertificateDetail"),
+            150.0,
+            "the operator's rate"
+        );
+        assert_eq!(
+            RateLimiter::new(8.0).rate_for("ListUserCertificateOrder"),
+            8.0
+        );
     }
 }
