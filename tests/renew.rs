@@ -402,3 +402,42 @@ async fn key_reuse_keeps_the_installed_key() {
     );
     assert_eq!(w.renew_calls(), serde_json::json!({ "100001": 1 }));
 }
+
+/// Issue 18: without a reload hook, the keys and chains of finished attempts stayed
+/// in the state directory forever. After two renewals only the current attempt's
+/// key and chain remain, and they are the installed key's.
+#[tokio::test]
+async fn old_keys_and_chains_are_pruned_without_a_reload_hook() {
+    let w = world(
+        "orders:\n  - { domain: www.example.com, expires_in: 20d, algorithm: ECC }\nissuance: { polls_before_issued: 1 }\n",
+        &[Cert::new("www", "www.example.com")],
+        "",
+    )
+    .await;
+    let files = |sub: &str| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(w.path(&format!("state/{sub}")))
+            .expect("state subdirectory")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        v.sort();
+        v
+    };
+    for round in 0..2 {
+        let o = w.once().await;
+        assert!(o.status.success(), "round {round}: {}", show(&o));
+        // The next renewal is due 340 days later.
+        w.sim.advance(std::time::Duration::from_secs(340 * 86_400));
+    }
+    assert_eq!(w.calls("RenewCertificateOrderForPackageRequest"), 2);
+    let (keys, issued) = (files("keys"), files("issued"));
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    let kept = std::fs::read_to_string(&keys[0]).expect("kept key");
+    let installed = std::fs::read_to_string(w.path("out/www/privkey.pem")).expect("key");
+    assert_eq!(
+        Key::from_pem(&kept).expect("kept").spki_sha256(),
+        Key::from_pem(&installed).expect("installed").spki_sha256(),
+        "the key kept is the installed certificate's"
+    );
+}

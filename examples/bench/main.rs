@@ -224,8 +224,10 @@ async fn once(
 /// a describe per certificate installed from an empty disk; a renew and POLLS+1
 /// polls (payed, process, certificate) per renewal.
 fn needed(s: &Shape) -> BTreeMap<&'static str, u64> {
-    let pages = u64::from(s.orders.div_ceil(PAGE));
     let e = u64::from(s.expiring);
+    // After a first run the account also holds the renewal orders it made.
+    let listed = u64::from(s.orders) + if s.kind == Kind::Steady { e } else { 0 };
+    let pages = listed.div_ceil(u64::from(PAGE));
     let installs = match s.kind {
         Kind::RenewOnly => e,
         Kind::FirstRun => u64::from(s.orders),
