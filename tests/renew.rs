@@ -569,3 +569,44 @@ async fn key_reuse_keeps_the_installed_key() {
     );
     assert_eq!(w.renew_calls(), serde_json::json!({ "100001": 1 }));
 }
+
+/// Issue 18: without a reload hook, the keys and chains of finished attempts stayed
+/// in the state directory forever. After two renewals only the current attempt's
+/// key and chain remain, and they are the installed key's.
+#[tokio::test]
+async fn old_keys_and_chains_are_pruned_without_a_reload_hook() {
+    let w = world(
+        "orders:\n  - { domain: www.example.com, expires_in: 20d, algorithm: ECC }\nissuance: { polls_before_issued: 1 }\n",
+        &[Cert::new("www", "www.example.com")],
+        "",
+    )
+    .await;
+    let files = |sub: &str| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(w.path(&format!("state/{sub}")))
+            .expect("state subdirectory")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        v.sort();
+        v
+    };
+    for round in 0..2 {
+        let o = w.once().await;
+        assert!(o.status.success(), "round {round}: {}", show(&o));
+        // The next renewal is due 340 days later.
+        w.sim.advance(std::time::Duration::from_secs(340 * 86_400));
+    }
+    assert_eq!(w.calls("RenewCertificateOrderForPackageRequest"), 2);
+    // An idle journal names no attempt: every finished key and chain is gone
+    // from the state directory; the installed pair lives in the output directory.
+    let (keys, issued) = (files("keys"), files("issued"));
+    assert!(keys.is_empty(), "{keys:?}");
+    assert!(issued.is_empty(), "{issued:?}");
+    let installed = std::fs::read_to_string(w.path("out/www/privkey.pem")).expect("key");
+    Key::from_pem(&installed).expect("the installed key is intact");
+    let history: Vec<_> = std::fs::read_dir(w.path("out/www/.history"))
+        .expect("history")
+        .flatten()
+        .collect();
+    assert!(!history.is_empty(), "the previous pair is kept in .history");
+}

@@ -17,8 +17,8 @@ use super::steps::{check_pair, order_pair};
 use super::{EngineError, installed_leaf};
 use crate::cas::api::CertificateOrder;
 use crate::cas::api_apply::PackageState;
-use crate::settings::CertificateConfig;
 use crate::ids::OrderId;
+use crate::settings::CertificateConfig;
 use crate::store::Journal;
 
 /// What the dry run read ahead, and the units its planned paid calls take.

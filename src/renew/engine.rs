@@ -208,8 +208,14 @@ impl Engine {
         let sem = Arc::new(Semaphore::new(self.cfg.renewal.concurrency));
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (cert, p)) in plans.into_iter().enumerate() {
+            // The permit before the task: at most `concurrency` certificates are
+            // in memory at once, however many the pass has.
+            let permit = sem
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the pass's semaphore is never closed");
             let engine = self.clone();
-            let sem = sem.clone();
             let orders = orders.clone();
             let state = state.clone();
             let force = opts.force;
@@ -217,16 +223,13 @@ impl Engine {
             // Every log line of this certificate's work, API calls included, carries
             // the certificate's name and domain.
             let span = tracing::info_span!("renewal", cert = %cert.name, domain = %cert.domain);
-            tasks.spawn(
-                async move {
-                    let _permit = sem.acquire_owned().await;
-                    let report = engine
-                        .run_cert(state.as_ref(), &cert, p, &orders, force, deadline)
-                        .await;
-                    (i, cert, report)
-                }
-                .instrument(span),
-            );
+            let work = async move {
+                let report = engine
+                    .run_cert(state.as_ref(), &cert, p, &orders, force, deadline)
+                    .await;
+                (i, cert, report)
+            };
+            tasks.spawn(super::permit::holding(sem.clone(), permit, work).instrument(span));
         }
         let mut results = Vec::new();
         while let Some(r) = tasks.join_next().await {
@@ -245,6 +248,10 @@ impl Engine {
         self.run_hooks(state.as_ref(), &certs, &mut report).await;
         self.verify_served(state.as_ref(), &certs, &mut report)
             .await;
+        // Keys and chains of finished attempts (the rule is in store::prune).
+        if let Err(e) = state.prune_finished() {
+            warn!(error = %e, "old keys and chains in the state directory not pruned");
+        }
         for b in &blocked {
             report.certs.push(blocked_report(b));
             self.observer.blocked(&b.name);

@@ -95,7 +95,8 @@ impl CertRun<'_> {
                     state: s.state.as_str(),
                 });
             }
-            tokio::time::sleep(interval).await;
+            // Waiting only: another certificate may work meanwhile.
+            super::permit::sleep_without_permit(interval).await;
             interval = (interval * 2).min(r.poll_max_interval);
         };
         self.unpublish(&mut o.published).await;

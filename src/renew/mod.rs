@@ -10,10 +10,10 @@
 //! Files: [`engine`] (the pass), `steps` (a certificate's journal transitions),
 //! `follow` (an order until issued, its validation, the issued checks), `apply`
 //! (the paid call and the application), [`quota`] (the resource plans), `reload`
-//! (hooks), `served` (the
-//! served-certificate check), [`report`] (outcomes and the observer), [`plan`],
-//! [`discover`], [`validation`] and [`ports`] (the seams: certificate source, DNS,
-//! journal store, clock).
+//! (hooks), `served` (the served-certificate check), `permit` (concurrency permits
+//! lent while waiting), `dry` (the dry run), [`report`] (outcomes and the observer),
+//! [`plan`], [`discover`], [`validation`] and [`ports`] (the seams: certificate
+//! source, DNS, journal store, clock).
 //!
 //! The engine reads the wall clock only through its [`ports::Clock`] and waits
 //! with tokio's clock (clippy.toml's `disallowed-methods`, denied here).
@@ -24,6 +24,7 @@ pub mod discover;
 mod dry;
 mod engine;
 mod follow;
+mod permit;
 pub mod plan;
 pub mod ports;
 pub mod quota;

@@ -274,6 +274,10 @@ pub trait JournalStore: Send + Sync {
 
     /// Removes the keys and chains of `cert`'s attempts other than `keep`.
     fn prune_attempts(&self, cert: &str, keep: Option<&str>) -> Result<(), StoreError>;
+
+    /// Removes the keys and chains of finished attempts of every idle certificate
+    /// (the rule is in `store::prune`); how many went, for the log.
+    fn prune_finished(&self) -> Result<usize, StoreError>;
 }
 
 /// The journals as files of the state directory (`state_dir/journal/<name>.json`).
@@ -325,6 +329,10 @@ impl JournalStore for LocalJournals {
 
     fn prune_attempts(&self, cert: &str, keep: Option<&str>) -> Result<(), StoreError> {
         self.dir.prune_attempts(cert, keep)
+    }
+
+    fn prune_finished(&self) -> Result<usize, StoreError> {
+        crate::store::prune::prune_state(&self.dir).map(|p| p.files.len())
     }
 }
 

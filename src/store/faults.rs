@@ -1,6 +1,7 @@
-//! Fault injection for the crash and disk-full tests: named crash points and
-//! failing writes. The switches that arm them (`CAS_RENEWD_CRASH_AT`,
-//! `CAS_RENEWD_FAULT_WRITE`) exist only with the `fault-injection` cargo feature,
+//! Fault injection for the crash and disk-full tests and the slow-disk benchmark:
+//! named crash points, failing writes and slow fsyncs. The switches that arm them
+//! (`CAS_RENEWD_CRASH_AT`, `CAS_RENEWD_FAULT_WRITE`, `CAS_RENEWD_FAULT_FSYNC_MS`)
+//! exist only with the `fault-injection` cargo feature,
 //! so the shipped binary cannot be made to kill itself or fail its writes.
 
 use std::path::Path;
@@ -144,6 +145,27 @@ pub fn write_fails(path: &Path) -> bool {
 pub fn write_fails(_path: &Path) -> bool {
     false
 }
+
+/// Makes every fsync of a file or directory take this much longer, as on a slow or
+/// busy disk: `CAS_RENEWD_FAULT_FSYNC_MS=<milliseconds>` (the benchmark's slow-disk run).
+#[cfg(feature = "fault-injection")]
+pub fn slow_fsync() {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    let delay = DELAY.get_or_init(|| {
+        std::env::var("CAS_RENEWD_FAULT_FSYNC_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(std::time::Duration::from_millis)
+    });
+    if let Some(d) = delay {
+        std::thread::sleep(*d);
+    }
+}
+
+/// Without the `fault-injection` feature an fsync takes what the disk takes.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn slow_fsync() {}
 
 #[cfg(test)]
 mod tests {

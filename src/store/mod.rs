@@ -1,12 +1,14 @@
 //! The only code that writes files: atomic, durable replacement (temp file in the
 //! same directory, fsync, rename, fsync of the directory). Submodules: the output
 //! layout with its history ([`install`]), the journal and state directory
-//! ([`journal`]), safe reads and directory creation ([`safe_fs`]), and the repair
-//! of what a crash left behind ([`repair`]).
+//! ([`journal`]), safe reads and directory creation ([`safe_fs`]), the repair
+//! of what a crash left behind ([`repair`]) and the pruning of finished attempts
+//! ([`prune`]).
 
 pub mod faults;
 mod install;
 mod journal;
+pub mod prune;
 pub mod repair;
 pub mod safe_fs;
 
@@ -114,8 +116,24 @@ pub struct FileWrite<'a> {
 /// burst, then each directory is fsynced. A crash leaves each file old or new,
 /// never torn; the set as a whole is switched within a few microseconds, and a
 /// kill inside that burst is made whole at the next start ([`repair::at_start`]).
+///
+/// The disk work runs off the async runtime (see [`off_the_runtime`]), so writes
+/// of different certificates proceed in parallel.
 pub fn atomic_write(files: &[FileWrite<'_>]) -> Result<(), StoreError> {
-    atomic_write_crashing(files, None)
+    off_the_runtime(|| atomic_write_crashing(files, None))
+}
+
+/// Runs blocking disk work (writes, fsyncs) without holding up the async runtime:
+/// on a multi-thread runtime the calling worker hands its other tasks to a new
+/// worker for the duration, so as many writes and fsyncs proceed at once as
+/// certificates are being worked on (`renewal.concurrency`), instead of at most one
+/// per worker thread. Without a multi-thread runtime it just runs `f`.
+pub fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// The temporary name [`atomic_write`] writes `name` to before the rename.
@@ -170,6 +188,7 @@ fn atomic_write_crashing(
                     .map_err(io(&tmp, "set owner"))?;
             }
             file.write_all(f.data).map_err(io(&tmp, "write"))?;
+            faults::slow_fsync();
             file.sync_all().map_err(io(&tmp, "fsync"))?;
         }
         for (i, (tmp, target)) in temps.iter().enumerate() {
@@ -223,6 +242,7 @@ pub fn write_file(path: &Path, data: &[u8], spec: FileSpec) -> Result<(), StoreE
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    faults::slow_fsync();
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir, "fsync directory"))
@@ -230,11 +250,11 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// Removes a file and makes the removal durable; a missing file is fine.
 pub fn remove_file(path: &Path) -> Result<(), StoreError> {
-    match fs::remove_file(path) {
+    off_the_runtime(|| match fs::remove_file(path) {
         Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("/"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io(path, "remove")(e)),
-    }
+    })
 }
 
 /// Creates `dir` with `mode` (missing parents with 0755, whatever the umask) and
@@ -337,6 +357,33 @@ mod tests {
         assert!(err.to_string().contains("missing/"), "{err}");
         assert_eq!(fs::read(&p).expect("read"), b"old");
         assert_eq!(fs::read_dir(d.path()).expect("ls").count(), 1);
+    }
+
+    /// With one worker thread, disk work that blocks must not stop the other tasks:
+    /// the write waits for a task that can only run if the worker was handed off.
+    #[test]
+    fn disk_work_lets_the_runtime_run_other_tasks() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let got = rt.block_on(async move {
+            let blocked = tokio::spawn(async move {
+                off_the_runtime(|| rx.recv_timeout(std::time::Duration::from_secs(5)))
+            });
+            // Give the first task the only worker before the second is spawned.
+            tokio::task::yield_now().await;
+            tokio::spawn(async move { tx.send(()) });
+            blocked.await.expect("task")
+        });
+        assert!(
+            got.is_ok(),
+            "the other task never ran while the disk work blocked"
+        );
+        // Outside a runtime it runs in place.
+        assert_eq!(off_the_runtime(|| 7), 7);
     }
 
     #[test]

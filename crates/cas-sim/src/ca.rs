@@ -8,7 +8,10 @@ use rcgen::{
 use time::OffsetDateTime;
 
 use super::scenario::KeyFormat;
+use keys::KeyPool;
 use x509_parser::asn1_rs::{Any, Class, FromDer as _, Tag};
+
+pub mod keys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -34,6 +37,21 @@ pub struct Issued {
     pub names: Vec<String>,
 }
 
+/// Everything one issuance needs, so that the world can describe it under its lock
+/// and the CA can do it (key and signature) outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueJob {
+    /// The applicant's CSR; without one the CA makes the key.
+    pub csr: Option<String>,
+    pub names: Vec<String>,
+    pub algorithm: String,
+    pub not_before_ms: i64,
+    pub not_after_ms: i64,
+    pub twist: Twist,
+    /// A key the CA must not hand out (the order's current one).
+    pub avoid_key: Option<String>,
+}
+
 /// The misbehaviours a scenario can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Twist {
@@ -48,6 +66,7 @@ pub struct Ca {
     intermediate_pem: String,
     intermediate: Issuer<'static, KeyPair>,
     key_format: KeyFormat,
+    keys: KeyPool,
 }
 
 impl std::fmt::Debug for Ca {
@@ -90,6 +109,7 @@ impl Ca {
             intermediate_pem: int_cert.pem(),
             intermediate: Issuer::new(int_params, int_key),
             key_format: KeyFormat::default(),
+            keys: KeyPool::default(),
         })
     }
 
@@ -114,21 +134,38 @@ impl Ca {
         not_after: OffsetDateTime,
         twist: Twist,
     ) -> Result<Issued, CaError> {
-        let (public_key, mut cert_names, private_key_pem) = match csr_pem {
+        let ms =
+            |t: OffsetDateTime| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        self.issue_job(&IssueJob {
+            csr: csr_pem.map(str::to_owned),
+            names: names.to_vec(),
+            algorithm: algorithm.to_owned(),
+            not_before_ms: ms(not_before),
+            not_after_ms: ms(not_after),
+            twist,
+            avoid_key: None,
+        })
+    }
+
+    /// Does `job`: the CA's key (from the pool) when it has no CSR, and the leaf.
+    pub fn issue_job(&self, job: &IssueJob) -> Result<Issued, CaError> {
+        let (public_key, mut cert_names, private_key_pem) = match &job.csr {
             Some(pem) => csr_subject(pem)?,
             None => {
-                let key = if algorithm.eq_ignore_ascii_case("RSA") {
-                    KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?
-                } else {
-                    KeyPair::generate()?
-                };
-                let pem = key_pem(&key, self.key_format)?;
-                (PublicKey::Generated(key), names.to_vec(), Some(pem))
+                let rsa = job.algorithm.eq_ignore_ascii_case("RSA");
+                let k = self.keys.take(rsa, job.avoid_key.as_deref(), |k| {
+                    key_pem(k, self.key_format)
+                })?;
+                (
+                    PublicKey::Generated(k.key),
+                    job.names.clone(),
+                    Some(k.pem.to_string()),
+                )
             }
         };
-        let mut not_after = not_after;
-        let mut not_before = not_before;
-        match twist {
+        let mut not_after = ms_offset(job.not_after_ms);
+        let mut not_before = ms_offset(job.not_before_ms);
+        match job.twist {
             Twist::None => {}
             Twist::WrongName => cert_names = vec!["wrong-name.invalid".into()],
             Twist::Expired => {
@@ -138,13 +175,13 @@ impl Ca {
             Twist::WrongKey => {}
         }
         let (p, serial) = leaf_params(&cert_names, not_before, not_after)?;
-        let cert = if twist == Twist::WrongKey {
+        let cert = if job.twist == Twist::WrongKey {
             let other = KeyPair::generate()?;
             p.signed_by(&other, &self.intermediate)?
         } else {
             match &public_key {
                 PublicKey::Csr(k) => p.signed_by(k, &self.intermediate)?,
-                PublicKey::Generated(k) => p.signed_by(k, &self.intermediate)?,
+                PublicKey::Generated(k) => p.signed_by(&**k, &self.intermediate)?,
             }
         };
         Ok(Issued {
@@ -155,6 +192,11 @@ impl Ca {
             names: cert_names,
         })
     }
+}
+
+pub(crate) fn ms_offset(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// A key this CA made, as CAS would hand it out in `format`.
@@ -301,7 +343,7 @@ fn pem_text(label: &str, der: &[u8], eol: &str, final_eol: bool) -> String {
 
 enum PublicKey {
     Csr(rcgen::PublicKey),
-    Generated(KeyPair),
+    Generated(std::sync::Arc<KeyPair>),
 }
 
 fn dn_value(v: &rcgen::DnValue) -> Option<String> {

@@ -299,6 +299,7 @@ async fn respond(shared: &Arc<Shared>, req: Request) -> Response {
         return fail(refusal);
     }
     let params = incoming.all_params();
+    prepare_issuance(shared, &action, &params).await;
     let result = shared.world().call(&action, &params);
     let mut body = match result {
         Ok(v) => v,
@@ -309,6 +310,20 @@ async fn respond(shared: &Arc<Shared>, req: Request) -> Response {
         body["RequestId"] = json!(request_id);
     }
     answer(shared, &body).await
+}
+
+/// Makes the certificate (and key) the call is about to issue outside the world's
+/// lock, on the blocking pool, and hands it to the world: RSA key generation takes
+/// tens of milliseconds, and every other request would wait behind it. A failure
+/// here is left to the call itself, which then issues under the lock and answers it.
+async fn prepare_issuance(shared: &Arc<Shared>, action: &str, params: &HashMap<String, String>) {
+    let Some((order_id, job, ca)) = shared.world().issuance_ahead(action, params) else {
+        return;
+    };
+    let made = tokio::task::spawn_blocking(move || ca.issue_job(&job).map(|i| (job, i))).await;
+    if let Ok(Ok((job, issued))) = made {
+        shared.world().offer(order_id, job, issued);
+    }
 }
 
 /// The simulator's own endpoints under `/_sim/`, which need no signature.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::ca::{Ca, Issued};
+use super::ca::{Ca, IssueJob, Issued};
 use super::scenario::{IssueOutcome, Scenario, ValidationKind};
 
 mod dns;
@@ -20,6 +20,8 @@ mod listing;
 mod packages;
 mod reads;
 mod renew;
+#[cfg(test)]
+mod tests;
 
 pub use dns::DnsRecord;
 
@@ -148,7 +150,10 @@ impl Order {
 
 /// The whole simulated account.
 pub struct World {
-    ca: Ca,
+    ca: std::sync::Arc<Ca>,
+    /// Certificates made outside the lock for the issuance a request is about to
+    /// do, by order (see [`World::issuance_ahead`]).
+    prepared: HashMap<i64, (IssueJob, Issued)>,
     start: DateTime<Utc>,
     offset_ms: i64,
     orders: BTreeMap<i64, Order>,
@@ -224,11 +229,6 @@ fn new_token() -> String {
     )
 }
 
-fn ms_to_offset(ms: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-}
-
 fn ms_to_date(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .map(|d| d.format("%Y-%m-%d").to_string())
@@ -240,7 +240,8 @@ impl World {
         let start = Utc::now();
         let now_ms = start.timestamp_millis();
         let mut w = World {
-            ca: Ca::new()?.with_key_format(s.issuance.key_format),
+            ca: std::sync::Arc::new(Ca::new()?.with_key_format(s.issuance.key_format)),
+            prepared: HashMap::new(),
             start,
             offset_ms: 0,
             orders: BTreeMap::new(),

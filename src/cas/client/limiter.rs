@@ -5,10 +5,24 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The limits CAS documents, per user and action (calls per second); the other
+/// actions cas-renewd calls have none documented.
+const DOCUMENTED: [(&str, f64); 2] = [
+    ("ListUserCertificateOrder", 10.0),
+    ("GetUserCertificateDetail", 100.0),
+];
+
+/// The share of a documented limit the client uses by default: the limit is per
+/// user, so other tools of the account and the server's one-second windows (which
+/// do not line up with the client's) need room.
+pub const SAFETY_MARGIN: f64 = 0.9;
+
 /// Client-side rate limits, one token bucket per action (CAS limits each action
 /// separately: ListUserCertificateOrder 10/s, most others 100/s). Shared by every
-/// client of the process. Each bucket allows bursts of one second's worth; callers
-/// reserve a token and wait for its time, so waiters are served in order.
+/// client of the process. An action without its own rate gets the default rate,
+/// capped at [`SAFETY_MARGIN`] of its documented limit. Each bucket allows bursts
+/// of one second's worth; callers reserve a token and wait for its time, so
+/// waiters are served in order.
 #[derive(Debug)]
 pub struct RateLimiter {
     default_rate: f64,
@@ -80,16 +94,25 @@ impl RateLimiter {
         self
     }
 
+    /// The rate `action` is held to: its own, else the default capped by the
+    /// documented limit with the safety margin.
+    pub fn rate_for(&self, action: &str) -> f64 {
+        self.rates.get(action).copied().unwrap_or_else(|| {
+            DOCUMENTED
+                .iter()
+                .find(|(a, _)| *a == action)
+                .map_or(self.default_rate, |(_, limit)| {
+                    self.default_rate.min(limit * SAFETY_MARGIN)
+                })
+        })
+    }
+
     /// Takes one token of `action`'s bucket, waiting until it is available.
     pub async fn acquire(&self, action: &str) {
         let bucket = {
             let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
             b.entry(action.to_owned())
-                .or_insert_with(|| {
-                    Arc::new(TokenBucket::new(
-                        self.rates.get(action).copied().unwrap_or(self.default_rate),
-                    ))
-                })
+                .or_insert_with(|| Arc::new(TokenBucket::new(self.rate_for(action))))
                 .clone()
         };
         bucket.acquire().await;
@@ -113,5 +136,33 @@ mod tests {
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(1900), "{took:?}");
         assert!(took <= Duration::from_millis(2100), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn documented_limits_cap_the_default_rate_but_not_an_explicit_one() {
+        let l = RateLimiter::new(95.0).with_action("GetUserCertificateDetail", 150.0);
+        let start = tokio::time::Instant::now();
+        for _ in 0..27 {
+            l.acquire("ListUserCertificateOrder").await;
+        }
+        // 10/s documented, 9/s used: 9 tokens of burst, then 18 more at 9 per second.
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(1900), "{took:?}");
+        assert!(took <= Duration::from_millis(2100), "{took:?}");
+        assert_eq!(l.rate_for("ListUserCertificateOrder"), 9.0);
+        assert_eq!(
+            l.rate_for("DescribeCertificateState"),
+            95.0,
+            "no documented limit"
+        );
+        assert_eq!(
+            l.rate_for("GetUserCertificateDetail"),
+            150.0,
+            "the operator's rate"
+        );
+        assert_eq!(
+            RateLimiter::new(8.0).rate_for("ListUserCertificateOrder"),
+            8.0
+        );
     }
 }

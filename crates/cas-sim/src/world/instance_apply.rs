@@ -15,8 +15,7 @@ use super::instances::{Instance, InstanceCert, Review, Task, WILL_EXPIRE_MS};
 use super::issuance::twist_of;
 use super::packages::csr_common_name;
 use super::{
-    FILE_VALIDATION_URI, SimError, World, int_param, ms_to_offset, new_token, param, required,
-    validation_sim,
+    FILE_VALIDATION_URI, SimError, World, int_param, new_token, param, required, validation_sim,
 };
 use crate::ca::Twist;
 use crate::scenario::{IssueOutcome, ValidationKind};
@@ -257,8 +256,8 @@ impl World {
                 csr.as_deref(),
                 &i.names(),
                 i.ca_algorithm(),
-                ms_to_offset(now.min(wall) - 300_000),
-                ms_to_offset(end),
+                crate::ca::ms_offset(now.min(wall) - 300_000),
+                crate::ca::ms_offset(end),
                 twist,
             )
             .map_err(|e| SimError::new(500, "InternalError", e.to_string()))?;
@@ -323,8 +322,8 @@ impl World {
                 None,
                 &i.names(),
                 i.ca_algorithm(),
-                ms_to_offset(start),
-                ms_to_offset(c.end_ms),
+                crate::ca::ms_offset(start),
+                crate::ca::ms_offset(c.end_ms),
                 Twist::None,
             )
             .map_err(|e| SimError::new(500, "InternalError", e.to_string()))?;

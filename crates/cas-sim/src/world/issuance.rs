@@ -2,15 +2,16 @@
 //! payed, domain verification and processing to an issued certificate.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::{
     DNS_RECORD_HOST, FILE_VALIDATION_URI, Order, Phase, Renewal, SimError, World, int_param,
-    ms_to_offset, validation_sim,
+    validation_sim,
 };
-use crate::ca::Twist;
+use crate::ca::{Ca, IssueJob, Issued, Twist};
 use crate::scenario::{IssueOutcome, ValidationKind};
 
 impl World {
@@ -31,32 +32,77 @@ impl World {
     /// Makes the certificate of an order from the scenario on first request: CAS
     /// generated its key, so the answer carries the private key.
     pub(super) fn ensure_original_material(&mut self, order_id: i64) -> Result<(), SimError> {
-        let now_wall = Utc::now().timestamp_millis();
-        let Some(o) = self.orders.get(&order_id) else {
+        let Some(job) = self.original_job(order_id) else {
             return Ok(());
         };
-        if o.issued.is_some() || o.renewal.is_some() {
-            return Ok(());
-        }
-        let end = o.cert_end_ms.unwrap_or(now_wall);
-        // A not-before in the wall clock's past keeps the certificate usable even
-        // after the simulated clock was moved forward.
-        let start = (end - self.validity_ms).min(now_wall - 300_000);
-        let issued = self
-            .ca
-            .issue(
-                None,
-                &o.names(),
-                &o.algorithm,
-                ms_to_offset(start),
-                ms_to_offset(end),
-                Twist::None,
-            )
-            .map_err(|e| SimError::new(500, "InternalError", e.to_string()))?;
+        let (_, issued) = self.issued_for(order_id, job)?;
         if let Some(o) = self.orders.get_mut(&order_id) {
             o.issued = Some(issued);
         }
         Ok(())
+    }
+
+    /// The issuance an order from the scenario still needs for its certificate.
+    fn original_job(&self, order_id: i64) -> Option<IssueJob> {
+        let o = self.orders.get(&order_id)?;
+        if o.issued.is_some() || o.renewal.is_some() {
+            return None;
+        }
+        let now_wall = Utc::now().timestamp_millis();
+        let end = o.cert_end_ms.unwrap_or(now_wall);
+        // A not-before in the wall clock's past keeps the certificate usable even
+        // after the simulated clock was moved forward.
+        let start = (end - self.validity_ms).min(now_wall - 300_000);
+        Some(IssueJob {
+            csr: None,
+            names: o.names(),
+            algorithm: o.algorithm.clone(),
+            not_before_ms: start,
+            not_after_ms: end,
+            twist: Twist::None,
+            avoid_key: None,
+        })
+    }
+
+    /// The issuance `action` with `p` is about to do, if any, with the CA that does
+    /// it: the server does it outside the world's lock and hands the result over
+    /// with [`World::offer`], so no request waits behind key generation or signing.
+    pub fn issuance_ahead(
+        &self,
+        action: &str,
+        p: &HashMap<String, String>,
+    ) -> Option<(i64, IssueJob, Arc<Ca>)> {
+        let order_id = match action {
+            "DescribeCertificateState" => int_param(p, "OrderId").ok()??,
+            "GetUserCertificateDetail" => *self.by_cert.get(&int_param(p, "CertId").ok()??)?,
+            _ => return None,
+        };
+        let job = self.original_job(order_id).or_else(|| {
+            self.issues_on_next_poll(order_id)
+                .then(|| self.renewal_job(order_id, self.now_ms()))?
+        })?;
+        Some((order_id, job, self.ca.clone()))
+    }
+
+    /// Keeps a certificate made outside the lock for `order_id`'s coming issuance.
+    pub fn offer(&mut self, order_id: i64, job: IssueJob, issued: Issued) {
+        self.prepared.insert(order_id, (job, issued));
+    }
+
+    /// The certificate for `job`: the one prepared outside the lock when it was made
+    /// for the same issuance (its times within [`PREPARED_SLACK_MS`]), else made now.
+    /// Returns the job that was done (its times are the certificate's).
+    fn issued_for(&mut self, order_id: i64, job: IssueJob) -> Result<(IssueJob, Issued), SimError> {
+        if let Some((done, issued)) = self.prepared.remove(&order_id)
+            && same_issuance(&done, &job)
+        {
+            return Ok((done, issued));
+        }
+        let issued = self
+            .ca
+            .issue_job(&job)
+            .map_err(|e| SimError::new(500, "InternalError", e.to_string()))?;
+        Ok((job, issued))
     }
 
     pub(super) fn certificate_fields(o: &Order) -> (Option<String>, Option<String>) {
@@ -176,28 +222,57 @@ impl World {
         }
     }
 
+    /// Whether the next DescribeCertificateState of `order_id` issues its renewal
+    /// (what [`World::describe_state`] will decide, without changing anything).
+    fn issues_on_next_poll(&self, order_id: i64) -> bool {
+        let Some(o) = self.orders.get(&order_id) else {
+            return false;
+        };
+        let Some(r) = &o.renewal else {
+            return false;
+        };
+        if matches!(r.phase, Phase::Certificate | Phase::VerifyFail) {
+            return false;
+        }
+        let mut after = r.clone();
+        after.polls += 1;
+        let validated = r.validated || self.validation_done(o, &r.token);
+        self.next_phase(o, &after, validated) == Phase::Certificate
+    }
+
+    /// The issuance of `order_id`'s renewal at simulated time `now`.
+    fn renewal_job(&self, order_id: i64, now: i64) -> Option<IssueJob> {
+        let o = self.orders.get(&order_id)?;
+        let r = o.renewal.as_ref()?;
+        let validity = o.kind.validity_ms(self.validity_ms);
+        let wall = Utc::now().timestamp_millis();
+        Some(IssueJob {
+            csr: r.csr.clone(),
+            names: o.names(),
+            algorithm: o.algorithm.clone(),
+            not_before_ms: now.min(wall) - 300_000,
+            not_after_ms: now + validity,
+            twist: twist_of(o.issue),
+            // A key CAS makes for a renewal is a new one, never the source order's.
+            avoid_key: o
+                .source_order_id
+                .and_then(|s| self.orders.get(&s))
+                .and_then(|s| s.issued.as_ref())
+                .and_then(|i| i.private_key_pem.clone()),
+        })
+    }
+
     /// Issues a renewal's certificate (from its CSR when it has one) and records it
     /// on the order.
     fn issue_renewal(&mut self, order_id: i64, now: i64) -> Result<(), SimError> {
-        let o = &self.orders[&order_id];
-        let r = o
-            .renewal
-            .as_ref()
+        let job = self
+            .renewal_job(order_id, now)
             .ok_or_else(|| SimError::missing("OrderId"))?;
-        let validity = o.kind.validity_ms(self.validity_ms);
-        let wall = Utc::now().timestamp_millis();
-        let start = now.min(wall) - 300_000;
-        let issued = self
-            .ca
-            .issue(
-                r.csr.as_deref(),
-                &o.names(),
-                &o.algorithm,
-                ms_to_offset(start),
-                ms_to_offset(now + validity),
-                twist_of(o.issue),
-            )
-            .map_err(|e| SimError::new(500, "InternalError", e.to_string()))?;
+        let validity = job.not_after_ms - now;
+        let (done, issued) = self.issued_for(order_id, job)?;
+        // The prepared certificate's times are the order's: what the detail reports
+        // matches the certificate.
+        let (start, end) = (done.not_after_ms - validity, done.not_after_ms);
         let cert_id = self.next_cert_id;
         self.next_cert_id += 1;
         self.by_cert.insert(cert_id, order_id);
@@ -207,8 +282,8 @@ impl World {
             .ok_or_else(|| SimError::missing("OrderId"))?;
         o.issued = Some(issued);
         o.certificate_id = Some(cert_id);
-        o.cert_start_ms = Some(now);
-        o.cert_end_ms = Some(now + validity);
+        o.cert_start_ms = Some(start);
+        o.cert_end_ms = Some(end);
         Ok(())
     }
 
@@ -264,4 +339,21 @@ pub(super) fn twist_of(issue: IssueOutcome) -> Twist {
         IssueOutcome::Expired => Twist::Expired,
         IssueOutcome::Ok | IssueOutcome::VerifyFail => Twist::None,
     }
+}
+
+/// How far a prepared certificate's times may be from the issuance's: the few
+/// milliseconds between preparing it and taking the lock again. A larger gap (the
+/// simulated clock was moved meanwhile) means it was made for another moment.
+const PREPARED_SLACK_MS: i64 = 5_000;
+
+/// Whether `prepared` was made for the issuance `job` describes.
+fn same_issuance(prepared: &IssueJob, job: &IssueJob) -> bool {
+    let close = |a: i64, b: i64| (a - b).abs() <= PREPARED_SLACK_MS;
+    prepared.csr == job.csr
+        && prepared.names == job.names
+        && prepared.algorithm == job.algorithm
+        && prepared.twist == job.twist
+        && prepared.avoid_key == job.avoid_key
+        && close(prepared.not_before_ms, job.not_before_ms)
+        && close(prepared.not_after_ms, job.not_after_ms)
 }
