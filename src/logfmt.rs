@@ -37,23 +37,34 @@ struct Visitor<'w> {
     result: fmt::Result,
 }
 
-impl Visit for Visitor<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+impl Visitor<'_> {
+    fn write_field(&mut self, field: &Field, text: &str) {
         if self.result.is_err() || field.name().starts_with("log.") {
             return;
         }
-        let text = format!("{value:?}");
         let sep = if self.first { "" } else { " " };
         self.first = false;
         self.result = match field.name() {
-            "message" => write!(self.writer, "{sep}{}", ControlsEscaped(&text)),
+            "message" => write!(self.writer, "{sep}{}", ControlsEscaped(text)),
             name => write!(
                 self.writer,
                 "{sep}{}={}",
                 name.trim_start_matches("r#"),
-                ControlsEscaped(&text)
+                ControlsEscaped(text)
             ),
         };
+    }
+}
+
+impl Visit for Visitor<'_> {
+    /// A string field is written as it is (escaped), like a `%` field: the
+    /// default would quote it as Rust's `Debug` does (`action="ListInstances"`).
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.write_field(field, value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write_field(field, &format!("{value:?}"));
     }
 }
 
@@ -98,5 +109,22 @@ mod tests {
         assert!(out.contains("domain=a.example.com\\n2026"), "{out}");
         assert!(out.contains("skipped a.example.com\\n2026"), "{out}");
         assert!(out.contains("renewal{domain=a.example.com\\n"), "{out}");
+    }
+
+    #[test]
+    fn string_fields_are_plain_values_not_rust_debug_text() {
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .fmt_fields(EscapingFields)
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            let bad = "a\nb";
+            tracing::info!(action = "ListInstances", code = bad, n = 3, "call ok");
+        });
+        let out = String::from_utf8(buf.0.lock().expect("buffer lock").clone()).expect("utf8");
+        assert!(out.contains("call ok action=ListInstances code=a\\nb n=3"), "{out}");
     }
 }
