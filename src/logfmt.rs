@@ -125,6 +125,9 @@ mod tests {
             tracing::info!(action = "ListInstances", code = bad, n = 3, "call ok");
         });
         let out = String::from_utf8(buf.0.lock().expect("buffer lock").clone()).expect("utf8");
-        assert!(out.contains("call ok action=ListInstances code=a\\nb n=3"), "{out}");
+        assert!(
+            out.contains("call ok action=ListInstances code=a\\nb n=3"),
+            "{out}"
+        );
     }
 }

@@ -59,8 +59,16 @@ async fn a_wrong_secret_is_one_error_that_lists_the_likely_causes() {
         assert!(e.contains(want), "{want:?} missing in {e}");
     }
     // A refused signature is not tried again, so nothing warns of a retry.
-    assert!(lines(&o, " WARN ", "trying again").is_empty(), "{}", show(&o));
-    assert!(lines(&o, " INFO ", "call failed").is_empty(), "{}", show(&o));
+    assert!(
+        lines(&o, " WARN ", "trying again").is_empty(),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        lines(&o, " INFO ", "call failed").is_empty(),
+        "{}",
+        show(&o)
+    );
     assert!(!e.contains("not-the-secret"), "{e}");
     assert_plain(&o);
 }
@@ -159,5 +167,9 @@ async fn zone_probes_that_miss_are_debug_lines_not_failed_calls() {
             show(&o)
         );
     }
-    assert!(lines(&o, " INFO ", "call failed").is_empty(), "{}", show(&o));
+    assert!(
+        lines(&o, " INFO ", "call failed").is_empty(),
+        "{}",
+        show(&o)
+    );
 }

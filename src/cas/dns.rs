@@ -137,8 +137,9 @@ impl Dns {
         let mut tries = 1;
         loop {
             let busy_retried = |e: &ApiError| {
-                e.code()
-                    .is_some_and(|c| handled(c) || (c == "LastOperationNotFinished" && tries < BUSY_TRIES))
+                e.code().is_some_and(|c| {
+                    handled(c) || (c == "LastOperationNotFinished" && tries < BUSY_TRIES)
+                })
             };
             match self
                 .client

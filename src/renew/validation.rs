@@ -271,7 +271,11 @@ pub async fn publish(
                     ValidationMethod::File => "file",
                 },
                 "order waits for domain validation by {} and validation.method does not let cas-renewd publish it: create the {text} by hand; polling continues",
-                if request.method() == ValidationMethod::Dns { "DNS" } else { "FILE" },
+                if request.method() == ValidationMethod::Dns {
+                    "DNS"
+                } else {
+                    "FILE"
+                },
             );
         }
         return Ok(Published::Manual(text));

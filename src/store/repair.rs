@@ -39,7 +39,9 @@ impl std::fmt::Display for Repaired {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Repaired::FromJournal => f.write_str("from the journal"),
-            Repaired::FromTemporaries => f.write_str("from the interrupted install's temporary files"),
+            Repaired::FromTemporaries => {
+                f.write_str("from the interrupted install's temporary files")
+            }
             Repaired::FromHistory(p) => write!(f, "from {}", p.display()),
         }
     }

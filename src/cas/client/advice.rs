@@ -53,7 +53,10 @@ mod tests {
             "{ram}"
         );
         let key = a("InvalidAccessKeyId.NotFound");
-        assert!(key.contains("AccessKey id") && key.contains("region"), "{key}");
+        assert!(
+            key.contains("AccessKey id") && key.contains("region"),
+            "{key}"
+        );
         assert!(key.starts_with("; likely causes: (1) "), "{key}");
     }
 

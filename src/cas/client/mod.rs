@@ -22,8 +22,8 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::de::DeserializeOwned;
 use super::credentials::CredentialsProvider;
+use serde::de::DeserializeOwned;
 
 pub use error::{ApiError, ErrorBody, ServiceError, is_auth_code};
 pub use hints::{acs_retry_after, ratelimit_time_left, retry_after_header, server_wait_hint};

@@ -189,7 +189,9 @@ mod tests {
         let err = transport_error("ListUserCertificateOrder", &host, Duration::from_secs(5), e);
         let text = err.to_string();
         assert!(
-            text.starts_with(&format!("ListUserCertificateOrder: cannot connect to {host}: ")),
+            text.starts_with(&format!(
+                "ListUserCertificateOrder: cannot connect to {host}: "
+            )),
             "{text}"
         );
         assert!(text.contains("api.endpoint"), "{text}");
