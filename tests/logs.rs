@@ -93,6 +93,8 @@ async fn an_unreachable_endpoint_is_named_in_each_retry_and_in_one_error() {
     assert_eq!(retries.len(), 2, "attempts 1 and 2 warn\n{}", show(&o));
     for r in &retries {
         assert!(r.contains(&connect) && r.contains("code=transport"), "{r}");
+        // No answer, no RequestId: the field is left out rather than empty.
+        assert!(!r.contains("request_id="), "{r}");
     }
     let errors = lines(&o, " ERROR ", "call failed");
     assert_eq!(errors.len(), 1, "{}", show(&o));

@@ -42,7 +42,7 @@ impl ApiClient {
             Err(e) => {
                 debug!(
                     action,
-                    request_id = e.request_id(),
+                    request_id = known(e.request_id()),
                     attempt,
                     duration_ms = elapsed_ms,
                     code = e.label(),
@@ -60,7 +60,7 @@ pub(super) fn log_retry(action: &str, attempt: u32, e: &ApiError, wait: Duration
         action,
         attempt,
         code = e.label(),
-        request_id = e.request_id(),
+        request_id = known(e.request_id()),
         wait_ms = wait.as_millis() as u64,
         error = %e,
         "call failed; trying again"
@@ -70,12 +70,17 @@ pub(super) fn log_retry(action: &str, attempt: u32, e: &ApiError, wait: Duration
 /// The failure a call ends with after `attempts`: ERROR, or DEBUG when the caller
 /// `handled` it as a normal outcome.
 pub(super) fn log_final_failure(action: &str, attempts: u32, e: &ApiError, handled: bool) {
-    let (code, request_id) = (e.label(), e.request_id());
+    let (code, request_id) = (e.label(), known(e.request_id()));
     if handled {
         debug!(action, attempts, code, request_id, error = %e, "call answered an outcome the caller handles");
     } else {
         error!(action, attempts, code, request_id, error = %e, "call failed");
     }
+}
+
+/// A RequestId when the server sent one: an absent field rather than `request_id=`.
+fn known(request_id: &str) -> Option<&str> {
+    Some(request_id).filter(|id| !id.is_empty())
 }
 
 /// On a refused signature, both strings to sign at debug level, so the two can be
