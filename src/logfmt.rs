@@ -88,8 +88,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_newline_in_a_value_or_message_cannot_forge_a_line() {
+    /// What `log` writes through this formatter.
+    fn logged(log: impl FnOnce()) -> String {
         let buf = Buf::default();
         let w = buf.clone();
         let sub = tracing_subscriber::fmt()
@@ -97,13 +97,18 @@ mod tests {
             .with_ansi(false)
             .with_writer(move || w.clone())
             .finish();
+        tracing::subscriber::with_default(sub, log);
+        String::from_utf8(buf.0.lock().expect("buffer lock").clone()).expect("utf8")
+    }
+
+    #[test]
+    fn a_newline_in_a_value_or_message_cannot_forge_a_line() {
         let evil = "a.example.com\n2026-01-01T00:00:00Z  INFO forged=1 \x1b[2J";
-        tracing::subscriber::with_default(sub, || {
+        let out = logged(|| {
             let span = tracing::info_span!("renewal", domain = %evil);
             let _g = span.enter();
             tracing::warn!(domain = %evil, other = ?evil, "skipped {evil}");
         });
-        let out = String::from_utf8(buf.0.lock().expect("buffer lock").clone()).expect("utf8");
         assert_eq!(out.lines().count(), 1, "{out}");
         assert!(!out.contains('\x1b'), "{out}");
         assert!(out.contains("domain=a.example.com\\n2026"), "{out}");
@@ -113,18 +118,10 @@ mod tests {
 
     #[test]
     fn string_fields_are_plain_values_not_rust_debug_text() {
-        let buf = Buf::default();
-        let w = buf.clone();
-        let sub = tracing_subscriber::fmt()
-            .fmt_fields(EscapingFields)
-            .with_ansi(false)
-            .with_writer(move || w.clone())
-            .finish();
-        tracing::subscriber::with_default(sub, || {
+        let out = logged(|| {
             let bad = "a\nb";
             tracing::info!(action = "ListInstances", code = bad, n = 3, "call ok");
         });
-        let out = String::from_utf8(buf.0.lock().expect("buffer lock").clone()).expect("utf8");
         assert!(
             out.contains("call ok action=ListInstances code=a\\nb n=3"),
             "{out}"

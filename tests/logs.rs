@@ -20,6 +20,12 @@ fn lines<'a>(o: &'a Output, level: &str, text: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// No line of stderr at `level` contains `text`.
+fn assert_none(o: &Output, level: &str, text: &str) {
+    let found = lines(o, level, text);
+    assert!(found.is_empty(), "{level}{text:?} logged:\n{}", show(o));
+}
+
 /// No field printed as Rust `Debug` text (`Some(..)`, quoted strings, lists).
 fn assert_plain(o: &Output) {
     let log = String::from_utf8_lossy(&o.stderr);
@@ -59,16 +65,8 @@ async fn a_wrong_secret_is_one_error_that_lists_the_likely_causes() {
         assert!(e.contains(want), "{want:?} missing in {e}");
     }
     // A refused signature is not tried again, so nothing warns of a retry.
-    assert!(
-        lines(&o, " WARN ", "trying again").is_empty(),
-        "{}",
-        show(&o)
-    );
-    assert!(
-        lines(&o, " INFO ", "call failed").is_empty(),
-        "{}",
-        show(&o)
-    );
+    assert_none(&o, " WARN ", "trying again");
+    assert_none(&o, " INFO ", "call failed");
     assert!(!e.contains("not-the-secret"), "{e}");
     assert_plain(&o);
 }
@@ -137,7 +135,7 @@ async fn a_throttled_call_warns_then_succeeds_without_an_error() {
         "{}",
         show(&o)
     );
-    assert!(lines(&o, " ERROR ", "").is_empty(), "{}", show(&o));
+    assert_none(&o, " ERROR ", "");
     assert_plain(&o);
 }
 
@@ -162,16 +160,28 @@ async fn zone_probes_that_miss_are_debug_lines_not_failed_calls() {
         "the misses before example.com are told at debug level\n{}",
         show(&o)
     );
-    for level in [" ERROR ", " WARN "] {
-        assert!(
-            lines(&o, level, "DescribeDomainRecords").is_empty(),
-            "{}",
-            show(&o)
-        );
-    }
+    assert_none(&o, " ERROR ", "DescribeDomainRecords");
+    assert_none(&o, " WARN ", "DescribeDomainRecords");
+    assert_none(&o, " INFO ", "call failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_reports_a_denied_permission_as_a_check_not_as_an_error_line() {
+    let env = TestEnv::builder(&format!(
+        "{WWW}faults: {{ deny: [ListUserCertificateOrder] }}\n"
+    ))
+    .cert(Cert::new("www", "www.example.com"))
+    .config_mode(0o600)
+    .log_env(None)
+    .start()
+    .await;
+    let o = env.run(&["doctor"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        lines(&o, " INFO ", "call failed").is_empty(),
-        "{}",
+        out.contains("Forbidden.RAM"),
+        "the report names it\n{}",
         show(&o)
     );
+    assert_none(&o, " ERROR ", "");
 }
