@@ -37,23 +37,34 @@ struct Visitor<'w> {
     result: fmt::Result,
 }
 
-impl Visit for Visitor<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+impl Visitor<'_> {
+    fn write_field(&mut self, field: &Field, text: &str) {
         if self.result.is_err() || field.name().starts_with("log.") {
             return;
         }
-        let text = format!("{value:?}");
         let sep = if self.first { "" } else { " " };
         self.first = false;
         self.result = match field.name() {
-            "message" => write!(self.writer, "{sep}{}", ControlsEscaped(&text)),
+            "message" => write!(self.writer, "{sep}{}", ControlsEscaped(text)),
             name => write!(
                 self.writer,
                 "{sep}{}={}",
                 name.trim_start_matches("r#"),
-                ControlsEscaped(&text)
+                ControlsEscaped(text)
             ),
         };
+    }
+}
+
+impl Visit for Visitor<'_> {
+    /// A string field is written as it is (escaped), like a `%` field: the
+    /// default would quote it as Rust's `Debug` does (`action="ListInstances"`).
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.write_field(field, value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write_field(field, &format!("{value:?}"));
     }
 }
 
@@ -77,8 +88,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_newline_in_a_value_or_message_cannot_forge_a_line() {
+    /// What `log` writes through this formatter.
+    fn logged(log: impl FnOnce()) -> String {
         let buf = Buf::default();
         let w = buf.clone();
         let sub = tracing_subscriber::fmt()
@@ -86,17 +97,34 @@ mod tests {
             .with_ansi(false)
             .with_writer(move || w.clone())
             .finish();
+        tracing::subscriber::with_default(sub, log);
+        String::from_utf8(buf.0.lock().expect("buffer lock").clone()).expect("utf8")
+    }
+
+    #[test]
+    fn a_newline_in_a_value_or_message_cannot_forge_a_line() {
         let evil = "a.example.com\n2026-01-01T00:00:00Z  INFO forged=1 \x1b[2J";
-        tracing::subscriber::with_default(sub, || {
+        let out = logged(|| {
             let span = tracing::info_span!("renewal", domain = %evil);
             let _g = span.enter();
             tracing::warn!(domain = %evil, other = ?evil, "skipped {evil}");
         });
-        let out = String::from_utf8(buf.0.lock().expect("buffer lock").clone()).expect("utf8");
         assert_eq!(out.lines().count(), 1, "{out}");
         assert!(!out.contains('\x1b'), "{out}");
         assert!(out.contains("domain=a.example.com\\n2026"), "{out}");
         assert!(out.contains("skipped a.example.com\\n2026"), "{out}");
         assert!(out.contains("renewal{domain=a.example.com\\n"), "{out}");
+    }
+
+    #[test]
+    fn string_fields_are_plain_values_not_rust_debug_text() {
+        let out = logged(|| {
+            let bad = "a\nb";
+            tracing::info!(action = "ListInstances", code = bad, n = 3, "call ok");
+        });
+        assert!(
+            out.contains("call ok action=ListInstances code=a\\nb n=3"),
+            "{out}"
+        );
     }
 }

@@ -52,6 +52,15 @@ fn p(k: &str, v: &str) -> (String, String) {
     (k.to_owned(), v.to_owned())
 }
 
+/// Alidns's answers to a name that is not a zone of this account.
+fn is_zone_miss(e: &ApiError) -> bool {
+    e.code().is_some_and(|c| {
+        c.starts_with("InvalidDomainName")
+            || c == "DomainNotFound"
+            || c == "Forbidden.DomainNotBelongToUser"
+    })
+}
+
 /// The DNS operations validation needs.
 #[derive(Debug, Clone)]
 pub struct Dns {
@@ -65,22 +74,26 @@ impl Dns {
 
     /// The zone of `fqdn` hosted in this account: the longest suffix that
     /// DescribeDomainRecords accepts (as acme.sh finds it).
+    /// A candidate that is not a zone is the normal miss of this search: it is
+    /// logged at debug level, never as a failed call.
     pub async fn find_zone(&self, fqdn: &str) -> Result<Option<String>, ApiError> {
         let labels: Vec<&str> = fqdn.trim_end_matches('.').split('.').collect();
         for i in 0..labels.len().saturating_sub(1) {
             let candidate = labels[i..].join(".");
             let r = self
                 .client
-                .call::<RecordPage>(
+                .call_expecting::<RecordPage>(
                     "DescribeDomainRecords",
                     &[p("DomainName", &candidate), p("PageSize", "1")],
                     Idempotence::Idempotent,
+                    &is_zone_miss,
                 )
                 .await;
             match r {
                 Ok(_) => return Ok(Some(candidate)),
-                Err(e) if matches!(e.code(), Some(c) if c.starts_with("InvalidDomainName") || c == "DomainNotFound" || c == "Forbidden.DomainNotBelongToUser") =>
-                    {}
+                Err(e) if is_zone_miss(&e) => {
+                    tracing::debug!(candidate = %candidate, fqdn, "not a zone of this account; trying the parent");
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -112,22 +125,29 @@ impl Dns {
         Ok(r.body.domain_records.record)
     }
 
-    /// One zone change, repeated while Alidns says the previous one is unfinished.
+    /// One zone change, repeated while Alidns says the previous one is unfinished;
+    /// the codes `handled` picks are the caller's to act on (logged at debug level).
     async fn change<T: serde::de::DeserializeOwned>(
         &self,
         action: &str,
         params: &[(String, String)],
+        handled: fn(&str) -> bool,
     ) -> Result<T, ApiError> {
         let mut pause = BUSY_FIRST_PAUSE;
         let mut tries = 1;
         loop {
+            let busy_retried = |e: &ApiError| {
+                e.code().is_some_and(|c| {
+                    handled(c) || (c == "LastOperationNotFinished" && tries < BUSY_TRIES)
+                })
+            };
             match self
                 .client
-                .call::<T>(action, params, Idempotence::Idempotent)
+                .call_expecting::<T>(action, params, Idempotence::Idempotent, &busy_retried)
                 .await
             {
                 Err(e) if e.code() == Some("LastOperationNotFinished") && tries < BUSY_TRIES => {
-                    tracing::info!(
+                    tracing::warn!(
                         action,
                         pause_ms = pause.as_millis() as u64,
                         "Alidns is still applying an earlier change to the zone; trying again"
@@ -160,6 +180,7 @@ impl Dns {
                     p("Value", value),
                     p("TTL", "600"),
                 ],
+                |c| c == "DomainRecordDuplicate",
             )
             .await?;
         Ok(r.record_id)
@@ -167,7 +188,9 @@ impl Dns {
 
     pub async fn delete_record(&self, record_id: &str) -> Result<(), ApiError> {
         match self
-            .change::<RecordIdAnswer>("DeleteDomainRecord", &[p("RecordId", record_id)])
+            .change::<RecordIdAnswer>("DeleteDomainRecord", &[p("RecordId", record_id)], |c| {
+                c == "DomainRecordNotBelongToUser"
+            })
             .await
         {
             Ok(_) => Ok(()),

@@ -63,7 +63,7 @@ impl Schedule {
             .iter()
             .map(|t| t.to_rfc3339())
             .collect();
-        info!(cron = %cron, next = ?fires, jitter = %humantime::format_duration(jitter), "scheduled");
+        info!(cron = %cron, next = %fires.join(","), jitter = %humantime::format_duration(jitter), "scheduled");
         Ok((
             Schedule {
                 sched,

@@ -343,7 +343,11 @@ impl Engine {
 fn with_order_ids(mut orders: Vec<CertificateOrder>) -> Vec<CertificateOrder> {
     orders.retain(|o| {
         if o.order_id.is_none() {
-            warn!(domain = ?o.domain, status = ?o.status, "an order in the listing has no OrderId; left out");
+            warn!(
+                domain = o.domain.as_deref(),
+                status = o.status.map(|s| s.as_str()),
+                "an order in the listing has no OrderId; left out"
+            );
         }
         o.order_id.is_some()
     });

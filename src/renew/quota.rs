@@ -80,7 +80,7 @@ impl QuotaCache {
             let state = match cas.describe_package_state(code).await {
                 Ok(r) => {
                     let s = r.body;
-                    info!(product_code = %code, total = ?s.total_count, used = ?s.used_count, issued = ?s.issued_count, request_id = %r.request_id, "resource plan");
+                    info!(product_code = %code, total = s.total_count, used = s.used_count, issued = s.issued_count, request_id = %r.request_id, "resource plan");
                     Some(s)
                 }
                 Err(e) => {

@@ -162,7 +162,7 @@ impl CertRun<'_> {
                 Found::Several(ids) => {
                     self.set_unclear_metric(true);
                     let msg = self.several_candidates_message(call, requested, &ids);
-                    error!(cert = %self.cert.name, candidates = ?ids, "{msg}");
+                    error!(cert = %self.cert.name, candidates = %ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","), "{msg}");
                     return Err(EngineError::Blocked(msg));
                 }
                 Found::None => {}

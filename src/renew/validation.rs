@@ -265,9 +265,17 @@ pub async fn publish(
             tracing::warn!(
                 order_id,
                 domain,
-                validation_method = ?config.method,
+                validation_method = match config.method {
+                    ValidationMethod::None => "none",
+                    ValidationMethod::Dns => "dns",
+                    ValidationMethod::File => "file",
+                },
                 "order waits for domain validation by {} and validation.method does not let cas-renewd publish it: create the {text} by hand; polling continues",
-                if request.method() == ValidationMethod::Dns { "DNS" } else { "FILE" },
+                if request.method() == ValidationMethod::Dns {
+                    "DNS"
+                } else {
+                    "FILE"
+                },
             );
         }
         return Ok(Published::Manual(text));

@@ -35,6 +35,18 @@ pub enum Repaired {
     FromHistory(PathBuf),
 }
 
+impl std::fmt::Display for Repaired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Repaired::FromJournal => f.write_str("from the journal"),
+            Repaired::FromTemporaries => {
+                f.write_str("from the interrupted install's temporary files")
+            }
+            Repaired::FromHistory(p) => write!(f, "from {}", p.display()),
+        }
+    }
+}
+
 /// The leaf of a set whose files disagree (cert/fullchain/key), if they do.
 /// Files this program cannot parse are not judged: they may be an operator's.
 fn torn_leaf(dir: &Path) -> Result<Option<pki::CertInfo>, StoreError> {
@@ -208,7 +220,7 @@ pub fn at_start(state: &StateDir, certs: &[impl RepairTarget]) {
         match repair_set(state, cert) {
             Ok(None) => {}
             Ok(Some(how)) => {
-                tracing::warn!(cert = %cert.name(), dir = %cert.output().dir.display(), repaired = ?how, "the certificate and key on disk did not match (an install was interrupted); repaired")
+                tracing::warn!(cert = %cert.name(), dir = %cert.output().dir.display(), repaired = %how, "the certificate and key on disk did not match (an install was interrupted); repaired")
             }
             Err(e) => {
                 tracing::error!(cert = %cert.name(), error = %e, "the certificate and key on disk do not match and could not be repaired; its temporary files are kept (one may hold the only copy of the new key)");

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::MAX_BODY_BYTES;
+use super::advice::auth_advice;
 use crate::cas::credentials::CredentialsError;
 
 /// An error body in Alibaba's shape.
@@ -22,9 +23,10 @@ pub struct ErrorBody {
     pub recommend: Option<String>,
 }
 
-/// An error answer from the service: its Code, Message and RequestId.
+/// An error answer from the service: its Code, Message and RequestId; an
+/// authentication refusal adds its likely causes.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{action}: {code}: {message} (RequestId {request_id}, HTTP {status})")]
+#[error("{action}: {code}: {message} (RequestId {request_id}, HTTP {status}){}", auth_advice(.code, .action))]
 pub struct ServiceError {
     pub action: String,
     pub status: u16,
@@ -145,7 +147,12 @@ impl ApiError {
     pub(super) fn request_id(&self) -> &str {
         match self {
             ApiError::Service(s) => s.request_id.as_str(),
-            ApiError::Malformed { request_id, .. } => request_id.as_str(),
+            ApiError::Malformed { request_id, .. } | ApiError::Schema { request_id, .. } => {
+                request_id.as_str()
+            }
+            ApiError::Exhausted { last, .. } | ApiError::Ambiguous { cause: last, .. } => {
+                last.request_id()
+            }
             _ => "",
         }
     }

@@ -2,12 +2,14 @@
 //! classifying errors by `Code`, retrying with full-jitter backoff, and a
 //! client-side token bucket.
 //!
-//! One job per file: `error` (what a call fails with), `request` (signing one
+//! One job per file: `error` (what a call fails with), `advice` (the likely
+//! causes of an authentication refusal), `request` (signing one
 //! attempt), `transport` (one HTTP exchange), `retry` (what is tried again, and
 //! the backoff), `hints` (the server's wait headers), `limiter` (the token
 //! buckets), `observe` (the metrics hook and the log). This file holds the client
 //! and its call loop.
 
+mod advice;
 mod error;
 mod hints;
 mod limiter;
@@ -20,10 +22,8 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::de::DeserializeOwned;
-use tracing::warn;
-
 use super::credentials::CredentialsProvider;
+use serde::de::DeserializeOwned;
 
 pub use error::{ApiError, ErrorBody, ServiceError, is_auth_code};
 pub use hints::{acs_retry_after, ratelimit_time_left, retry_after_header, server_wait_hint};
@@ -64,6 +64,9 @@ pub struct ApiClient {
     limiter: Arc<RateLimiter>,
     observer: Option<Observer>,
     recorder: Option<Recorder>,
+    /// Every final failure goes to a caller that reports it (doctor's checks), so
+    /// the log tells it at debug level only.
+    failures_reported_by_caller: bool,
 }
 
 /// Receives every final answer (`doctor --record`): the action, its parameters
@@ -116,6 +119,7 @@ impl ApiClient {
             limiter,
             observer: None,
             recorder: None,
+            failures_reported_by_caller: false,
         })
     }
 
@@ -131,6 +135,13 @@ impl ApiClient {
         self
     }
 
+    /// Logs final failures at debug level: for a caller that reports every
+    /// failure itself (`doctor`, whose permission probes are expected to fail).
+    pub fn with_failures_reported_by_caller(mut self) -> Self {
+        self.failures_reported_by_caller = true;
+        self
+    }
+
     pub fn endpoint(&self) -> &reqwest::Url {
         &self.settings.endpoint
     }
@@ -141,6 +152,19 @@ impl ApiClient {
         action: &str,
         params: &[(String, String)],
         idem: Idempotence,
+    ) -> Result<Response<T>, ApiError> {
+        self.call_expecting(action, params, idem, &|_| false).await
+    }
+
+    /// As [`ApiClient::call`], for a caller that handles the failures `expected`
+    /// picks itself (a zone probe that misses, a repeat it recognises): those are
+    /// logged at debug level, as the normal outcomes they are, not as errors.
+    pub async fn call_expecting<T: DeserializeOwned>(
+        &self,
+        action: &str,
+        params: &[(String, String)],
+        idem: Idempotence,
+        expected: &(dyn Fn(&ApiError) -> bool + Sync),
     ) -> Result<Response<T>, ApiError> {
         let max = self.settings.max_attempts.max(1);
         let mut attempt = 0;
@@ -160,18 +184,14 @@ impl ApiClient {
                     if let Some(r) = &self.recorder {
                         r(action, params, Err(&last));
                     }
+                    let handled = self.failures_reported_by_caller || expected(&last);
+                    observe::log_final_failure(action, attempt, &last, handled);
                     return Err(last);
                 }
                 ControlFlow::Continue(err) => err,
             };
             let wait = backoff(attempt, err.retry_after());
-            warn!(
-                action,
-                attempt,
-                error = %err,
-                wait_ms = wait.as_millis() as u64,
-                "retrying"
-            );
+            observe::log_retry(action, attempt, &err, wait);
             tokio::time::sleep(wait).await;
         }
     }

@@ -16,25 +16,39 @@ impl ApiClient {
         let mut resp = req
             .send()
             .await
-            .map_err(|e| transport_error(action, timeout, e))?;
+            .map_err(|e| transport_error(action, &self.host, timeout, e))?;
         let status = resp.status().as_u16();
         refuse_redirect(action, &resp)?;
         let hint = server_wait_hint(resp.headers());
-        let body = read_body(action, timeout, &mut resp).await?;
+        let body = read_body(action, &self.host, timeout, &mut resp).await?;
         decode(action, status, hint, &body)
     }
 }
 
 /// A failure of the connection itself; `not_sent` when nothing reached the server.
-fn transport_error(action: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
+/// It names the endpoint's `host` (never the URL: its query holds the signature).
+fn transport_error(action: &str, host: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
+    let not_sent = e.is_connect();
+    let detail = if e.is_timeout() {
+        format!(
+            "no answer from {host} within {}",
+            humantime::format_duration(timeout)
+        )
+    } else if e.is_connect() {
+        format!(
+            "cannot connect to {host}: {}; check the endpoint in the configuration (api.endpoint, api.dns_endpoint), DNS, firewall and proxy",
+            error_chain(&e.without_url())
+        )
+    } else {
+        format!(
+            "exchange with {host} failed: {}",
+            error_chain(&e.without_url())
+        )
+    };
     ApiError::Transport {
         action: action.to_owned(),
-        not_sent: e.is_connect(),
-        detail: if e.is_timeout() {
-            format!("timed out after {timeout:?}")
-        } else {
-            error_chain(&e.without_url())
-        },
+        not_sent,
+        detail,
     }
 }
 
@@ -58,6 +72,7 @@ fn refuse_redirect(action: &str, resp: &reqwest::Response) -> Result<(), ApiErro
 /// (from Content-Length, or while reading when that is absent or wrong).
 async fn read_body(
     action: &str,
+    host: &str,
     timeout: Duration,
     resp: &mut reqwest::Response,
 ) -> Result<Vec<u8>, ApiError> {
@@ -74,7 +89,7 @@ async fn read_body(
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| transport_error(action, timeout, e))?
+        .map_err(|e| transport_error(action, host, timeout, e))?
     {
         if body.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(too_large());
@@ -153,4 +168,34 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_failure_names_the_host_but_not_the_signed_url() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let host = format!("127.0.0.1:{port}");
+        let e = reqwest::Client::new()
+            .get(format!("http://{host}/?Signature=SIGNATURE-VALUE"))
+            .send()
+            .await
+            .expect_err("nothing listens there");
+        let err = transport_error("ListUserCertificateOrder", &host, Duration::from_secs(5), e);
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "ListUserCertificateOrder: cannot connect to {host}: "
+            )),
+            "{text}"
+        );
+        assert!(text.contains("api.endpoint"), "{text}");
+        assert!(!text.contains("SIGNATURE-VALUE"), "{text}");
+        assert!(matches!(err, ApiError::Transport { not_sent: true, .. }));
+    }
 }
