@@ -9,7 +9,8 @@
 //!
 //! Files: [`engine`] (the pass), `steps` (a certificate's journal transitions),
 //! `follow` (an order until issued, its validation, the issued checks), `apply`
-//! (the paid call and the application), [`quota`] (the resource plans), `reload`
+//! (the paid call and the application), `import` (an order's certificate with
+//! the operator's key), [`quota`] (the resource plans), `reload`
 //! (hooks), `served` (the
 //! served-certificate check), [`report`] (outcomes and the observer), [`plan`],
 //! [`discover`], [`validation`] and [`ports`] (the seams: certificate source, DNS,
@@ -23,6 +24,7 @@ mod apply;
 pub mod discover;
 mod engine;
 mod follow;
+mod import;
 pub mod plan;
 pub mod ports;
 pub mod quota;
@@ -88,6 +90,10 @@ pub enum EngineError {
         "order {order} was issued for a key this host does not have (renewed elsewhere with its own CSR); not installed"
     )]
     ForeignKey { order: OrderId },
+    #[error(
+        "the key does not match the certificate of order {order} (another public key); give the private key the order's CSR was made with"
+    )]
+    ImportKeyMismatch { order: OrderId },
     #[error("certificate of order {order} refused: {source}; the installed files are unchanged")]
     CertificateRefused {
         order: OrderId,

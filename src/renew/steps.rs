@@ -257,7 +257,7 @@ impl CertRun<'_> {
         Ok(Next::Moved)
     }
 
-    fn install_chain(
+    pub(super) fn install_chain(
         &mut self,
         chain: &Chain,
         key: &Key,
