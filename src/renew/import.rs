@@ -19,7 +19,11 @@ impl Engine {
     /// Installs the certificate of `name`'s newest issued order with `key`, then
     /// runs its reload hooks and the served-certificate check, as a pass would.
     /// The order leaves the journal's unusable orders once installed.
-    pub async fn import(self: &Arc<Self>, name: &str, key: &Key) -> Result<PassReport, EngineError> {
+    pub async fn import(
+        self: &Arc<Self>,
+        name: &str,
+        key: &Key,
+    ) -> Result<PassReport, EngineError> {
         let orders = self.inventory().await?;
         let cert = self
             .targets(&orders)
@@ -97,7 +101,11 @@ fn newest_issued(
     if let Some(id) = issued {
         return Ok(OrderId::new(id));
     }
-    match mine.iter().filter_map(|o| Some((o.order_id?, o.status))).max() {
+    match mine
+        .iter()
+        .filter_map(|o| Some((o.order_id?, o.status)))
+        .max()
+    {
         Some((id, status)) => Err(EngineError::NotIssued {
             order: OrderId::new(id),
             state: status.map_or("of unknown status", |s| s.as_str()),
@@ -113,7 +121,12 @@ impl CertRun<'_> {
     /// The issued chain of `order`, checked against `key` and the installed
     /// certificate like any other, then installed.
     async fn import_order(&mut self, order: OrderId, key: &Key) -> Result<(), EngineError> {
-        let s = self.e.cas.describe_certificate_state(order.get()).await?.body;
+        let s = self
+            .e
+            .cas
+            .describe_certificate_state(order.get())
+            .await?
+            .body;
         if s.state != CertificateState::Certificate {
             return Err(EngineError::NotIssued {
                 order,

@@ -217,8 +217,13 @@ fn install_newer(
         return Some(out(
             Action::Blocked,
             format!(
-                "order {id} (valid until {}) was renewed elsewhere and its private key is not available here; install it with that host's key: `cas-renewd import --cert {cert} --key FILE`, or pay for a renewal made here: `cas-renewd renew --cert {cert} --force`",
+                "order {id} (valid until {}) was renewed elsewhere and its private key is not available here; install it with that host's key: `cas-renewd import --cert {cert} --key FILE`, or pay for a renewal made here: `cas-renewd renew --cert {cert} --force`{}",
                 date(end),
+                if n.status == Some(OrderStatus::Willexpired) {
+                    ""
+                } else {
+                    " (once CAS marks the order WILLEXPIRED: it renews no other)"
+                },
                 cert = i.cert
             ),
         ));
