@@ -352,7 +352,7 @@ mod tests {
         let r = Request::new(
             "www",
             What::Import {
-                key_pem: Secret::new("-----BEGIN PRIVATE KEY-----\nAAAA".into()),
+                key_pem: Secret::new("-----BEGIN PRIVATE KEY-----\nAAAA"),
             },
         );
         assert!(!format!("{r:?}").contains("AAAA"));
