@@ -737,7 +737,8 @@ async fn pass(cfg: Config, job: Job) -> anyhow::Result<ExitCode> {
         notifier.clone(),
     )?);
     let result = pass_locked(&engine, &job).await;
-    if let Err(e) = &result {
+    // A refused import is the operator's answer at the terminal, not a failed pass.
+    if let (Err(e), Job::Pass(_)) = (&result, &job) {
         notifier.pass_failed(&format!("{e:#}"));
     }
     notifier.finish(notify::FINISH_WITHIN).await;

@@ -136,6 +136,10 @@ pub(super) fn start_request(
             }
             Err(e) => {
                 error!(cert = %req.cert, error = %e, "request failed");
+                // As `renew` without a daemon; a refused import is only the operator's.
+                if matches!(req.what, requests::What::Renew { .. }) {
+                    engine.observer().pass_failed(&e.to_string());
+                }
                 requests::Outcome {
                     id: req.id.clone(),
                     text: String::new(),
