@@ -49,6 +49,12 @@ async fn renewed_elsewhere(w: &TestEnv) -> i64 {
     order
 }
 
+/// `import --cert www --key <tmp>/<file>`.
+async fn import(w: &TestEnv, file: &str) -> std::process::Output {
+    let key = w.path(file).display().to_string();
+    w.run(&["import", "--cert", "www", "--key", &key]).await
+}
+
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -86,15 +92,7 @@ async fn an_order_renewed_elsewhere_is_imported_with_that_hosts_key() {
     // Refused: another key, an unknown name, a missing file, a symlink.
     let wrong = Key::generate(KeyAlgorithm::EcdsaP256).expect("key");
     std::fs::write(w.path("wrong.pem"), wrong.pem().expose()).expect("write");
-    let o = w
-        .run(&[
-            "import",
-            "--cert",
-            "www",
-            "--key",
-            &w.path("wrong.pem").display().to_string(),
-        ])
-        .await;
+    let o = import(&w, "wrong.pem").await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(
         stderr(&o).contains(&format!(
@@ -111,30 +109,14 @@ async fn an_order_renewed_elsewhere_is_imported_with_that_hosts_key() {
         "{}",
         show(&o)
     );
-    let o = w
-        .run(&[
-            "import",
-            "--cert",
-            "www",
-            "--key",
-            &w.path("absent.pem").display().to_string(),
-        ])
-        .await;
+    let o = import(&w, "absent.pem").await;
     assert!(
         stderr(&o).contains("absent.pem: no such file"),
         "{}",
         show(&o)
     );
     std::os::unix::fs::symlink(w.path("other.pem"), w.path("link.pem")).expect("symlink");
-    let o = w
-        .run(&[
-            "import",
-            "--cert",
-            "www",
-            "--key",
-            &w.path("link.pem").display().to_string(),
-        ])
-        .await;
+    let o = import(&w, "link.pem").await;
     assert!(stderr(&o).contains("symbolic link"), "{}", show(&o));
     assert_eq!(
         w.installed("www").expect("installed").leaf.sha256,
@@ -142,7 +124,7 @@ async fn an_order_renewed_elsewhere_is_imported_with_that_hosts_key() {
     );
 
     // The right key: installed through the usual checks, the order usable again.
-    let o = w.run(&["import", "--cert", "www", "--key", &key]).await;
+    let o = import(&w, "other.pem").await;
     assert!(o.status.success(), "{}", show(&o));
     assert!(stdout(&o).contains("installed"), "{}", show(&o));
     let now = w.installed("www").expect("installed");
@@ -182,8 +164,7 @@ async fn renew_and_import_are_handed_to_the_running_daemon() {
         show(&o)
     );
 
-    let key = w.path("other.pem").display().to_string();
-    let o = w.run(&["import", "--cert", "www", "--key", &key]).await;
+    let o = import(&w, "other.pem").await;
     assert!(o.status.success(), "{}\n{}", show(&o), daemon.log());
     assert!(stderr(&o).contains("handing www to it"), "{}", show(&o));
     assert!(stdout(&o).contains("installed"), "{}", show(&o));

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use super::engine::Engine;
-use super::report::{CertReport, Outcome, PassReport};
+use super::engine::{Engine, unchanged_report};
+use super::report::PassReport;
 use super::steps::CertRun;
 use super::{EngineError, installed_leaf};
-use crate::cas::api::{CertificateOrder, CertificateState, OrderStatus};
+use crate::cas::api::{CertificateOrder, OrderStatus};
 use crate::config::CertificateConfig;
 use crate::ids::OrderId;
-use crate::pki::{Chain, Key};
+use crate::pki::Key;
 
 impl Engine {
     /// Installs the certificate of `name`'s newest issued order with `key`, then
@@ -43,20 +43,8 @@ impl Engine {
             )));
         }
         let plan = self.plan_one(&cert, &orders, &journal, false);
-        let previous = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
-        let mut report = CertReport {
-            name: cert.name.clone(),
-            domain: cert.domain.clone(),
-            message: String::new(),
-            plan,
-            outcome: Outcome::Unchanged,
-            order_id: Some(order),
-            not_after: previous.clone(),
-            previous_not_after: previous,
-            files: vec![],
-            renew_calls: 0,
-            served_matches_disk: None,
-        };
+        let mut report = unchanged_report(&cert, &plan);
+        report.order_id = Some(order);
         let mut run = CertRun {
             e: self,
             state: state.as_ref(),
@@ -121,23 +109,7 @@ impl CertRun<'_> {
     /// The issued chain of `order`, checked against `key` and the installed
     /// certificate like any other, then installed.
     async fn import_order(&mut self, order: OrderId, key: &Key) -> Result<(), EngineError> {
-        let s = self
-            .e
-            .cas
-            .describe_certificate_state(order.get())
-            .await?
-            .body;
-        if s.state != CertificateState::Certificate {
-            return Err(EngineError::NotIssued {
-                order,
-                state: s.state.as_str(),
-            });
-        }
-        let pem = s
-            .certificate
-            .as_deref()
-            .ok_or(EngineError::NoCertificate { order })?;
-        let chain = Chain::parse(pem)?;
+        let (chain, _) = self.issued_chain(order).await?;
         if chain.leaf.spki_sha256 != key.spki_sha256() {
             return Err(EngineError::ImportKeyMismatch { order });
         }

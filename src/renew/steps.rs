@@ -13,6 +13,7 @@ use crate::cas::api::{CertificateOrder, CertificateState};
 use crate::config::CertificateConfig;
 use crate::ids::OrderId;
 use crate::pki::{self, Chain, Expectations, Key, PkiError};
+use crate::secret::Secret;
 use crate::store::faults::{CrashPoint, crash_point};
 use crate::store::{
     self, Attempt, CertificateFiles, FileSpec, Following, Issued, Journal, KeyFile, PaidCall,
@@ -306,11 +307,17 @@ impl CertRun<'_> {
         Ok(())
     }
 
-    /// Installs the certificate an existing issued order holds (first install, or a
-    /// renewal made elsewhere whose key CAS generated).
-    async fn install_from_order(&mut self, order: OrderId) -> Result<(), EngineError> {
-        let resp = self.e.cas.describe_certificate_state(order.get()).await?;
-        let s = resp.body;
+    /// The chain an issued order holds, and the key when CAS made it.
+    pub(super) async fn issued_chain(
+        &self,
+        order: OrderId,
+    ) -> Result<(Chain, Option<Secret>), EngineError> {
+        let s = self
+            .e
+            .cas
+            .describe_certificate_state(order.get())
+            .await?
+            .body;
         if s.state != CertificateState::Certificate {
             return Err(EngineError::NotIssued {
                 order,
@@ -321,9 +328,15 @@ impl CertRun<'_> {
             .certificate
             .as_deref()
             .ok_or(EngineError::NoCertificate { order })?;
-        let chain = Chain::parse(pem)?;
+        Ok((Chain::parse(pem)?, s.private_key))
+    }
+
+    /// Installs the certificate an existing issued order holds (first install, or a
+    /// renewal made elsewhere whose key CAS generated).
+    async fn install_from_order(&mut self, order: OrderId) -> Result<(), EngineError> {
+        let (chain, cas_key) = self.issued_chain(order).await?;
         // The key: CAS's, when it made it; otherwise ours if the installed key fits.
-        let key = match s.private_key.as_ref() {
+        let key = match cas_key.as_ref() {
             Some(k) => Some(Key::from_pem(k.expose())?),
             None => store::read_output_text(&self.cert.output.dir.join(store::KEY_FILE))
                 .ok()
