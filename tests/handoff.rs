@@ -9,8 +9,16 @@ use common::{Cert, DaemonProcess, TestEnv, show};
 
 const RENEW: &str = "RenewCertificateOrderForPackageRequest";
 
-async fn www(scenario: &str, extra: &str) -> TestEnv {
-    TestEnv::builder(scenario)
+/// The daemon's own passes come at 03:17 only: what it does in a test is the
+/// requests'.
+const NO_SCHEDULED_PASS: &str =
+    "schedule: { cron: \"0 17 3 * * *\", jitter: 0s, run_at_start: false }\n";
+
+/// Order 100001 for www, 20 days left (WILLEXPIRED), with `extra` configuration.
+async fn www(extra: &str) -> TestEnv {
+    TestEnv::builder(
+        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 1 }\n",
+    )
         .api(", max_attempts: 6")
         // Not due here (20 days left): only the other host renews.
         .renewal(Some(
@@ -65,11 +73,7 @@ fn stderr(o: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_order_renewed_elsewhere_is_imported_with_that_hosts_key() {
-    let w = www(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 1 }\n",
-        "",
-    )
-    .await;
+    let w = www("").await;
     let order = renewed_elsewhere(&w).await;
     // Blocked, with the two commands that get past it.
     let o = w.once().await;
@@ -142,11 +146,7 @@ async fn an_order_renewed_elsewhere_is_imported_with_that_hosts_key() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn renew_and_import_are_handed_to_the_running_daemon() {
-    let w = www(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 1 }\n",
-        "schedule: { cron: \"0 17 3 * * *\", jitter: 0s, run_at_start: false }\n",
-    )
-    .await;
+    let w = www(NO_SCHEDULED_PASS).await;
     let order = renewed_elsewhere(&w).await;
     let mut daemon = DaemonProcess::spawn(&w, &[]);
     assert!(
@@ -198,11 +198,7 @@ async fn renew_and_import_are_handed_to_the_running_daemon() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forced_renewal_through_the_daemon_installs_and_pays_once() {
-    let w = www(
-        "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 1 }\n",
-        "schedule: { cron: \"0 17 3 * * *\", jitter: 0s, run_at_start: false }\n",
-    )
-    .await;
+    let w = www(NO_SCHEDULED_PASS).await;
     let mut daemon = DaemonProcess::spawn(&w, &[]);
     assert!(
         daemon

@@ -15,10 +15,11 @@
 //! shell finds it in the configuration, and it is the directory the lock guards.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::reload_status::poll_until;
 use crate::secret::Secret;
 use crate::store::{self, FileSpec, StoreError, safe_fs};
 
@@ -250,33 +251,33 @@ pub async fn submit(
         store::remove_file(&path)?;
         return Err(RequestError::Signal { pid, source });
     }
-    let started = Instant::now();
-    let mut claimed = false;
-    loop {
-        if let Some(o) = read_outcome(state_dir, &req.cert, &req.id) {
-            return Ok(o);
-        }
-        claimed = claimed || !path.exists();
-        if !claimed && started.elapsed() >= CLAIM_WITHIN.min(timeout) {
-            // Removed here, it cannot be claimed after: the request never runs.
-            match std::fs::remove_file(&path) {
-                Ok(()) => {
-                    return Err(RequestError::NotTaken {
-                        pid,
-                        waited: started.elapsed(),
-                    });
-                }
-                Err(_) => claimed = true,
+    let claim_within = CLAIM_WITHIN.min(timeout);
+    let first = poll_until(claim_within, || {
+        read_outcome(state_dir, &req.cert, &req.id)
+            .map(Some)
+            .or_else(|| (!path.exists()).then_some(None))
+    })
+    .await;
+    match first {
+        Some(Some(done)) => return Ok(done),
+        Some(None) => {}
+        // Removed here, it cannot be claimed after: the request never runs. When
+        // the removal fails the daemon claimed it just now.
+        None => {
+            if std::fs::remove_file(&path).is_ok() {
+                return Err(RequestError::NotTaken {
+                    pid,
+                    waited: claim_within,
+                });
             }
         }
-        if started.elapsed() >= timeout {
-            return Err(RequestError::NoOutcome {
-                pid,
-                waited: timeout,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    poll_until(timeout, || read_outcome(state_dir, &req.cert, &req.id))
+        .await
+        .ok_or(RequestError::NoOutcome {
+            pid,
+            waited: timeout,
+        })
 }
 
 #[cfg(test)]
@@ -361,6 +362,32 @@ mod tests {
             panic!("an import");
         };
         assert!(key_pem.expose().ends_with("AAAA"));
+    }
+
+    #[tokio::test]
+    async fn a_request_nobody_claims_is_withdrawn_and_never_runs() {
+        let d = tempfile::tempdir().expect("tempdir");
+        // A process that takes SIGUSR1 and does nothing with it.
+        let mut deaf = std::process::Command::new("sh")
+            .args(["-c", "trap '' USR1; sleep 10"])
+            .spawn()
+            .expect("sh");
+        std::thread::sleep(Duration::from_millis(200));
+        let r = Request::new(
+            "www",
+            What::Renew {
+                force: true,
+                wait_secs: 1,
+            },
+        );
+        let err = submit(d.path(), deaf.id(), &r, Duration::from_secs(1))
+            .await
+            .expect_err("not claimed");
+        let _ = deaf.kill();
+        let _ = deaf.wait();
+        assert!(matches!(err, RequestError::NotTaken { .. }), "{err}");
+        assert!(!request_path(d.path(), "www").exists(), "withdrawn");
+        assert!(claim_all(d.path()).is_empty(), "nothing left to run");
     }
 
     #[tokio::test]
