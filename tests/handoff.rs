@@ -63,6 +63,16 @@ async fn import(w: &TestEnv, file: &str) -> std::process::Output {
     w.run(&["import", "--cert", "www", "--key", &key]).await
 }
 
+/// `run`, once it listens (its pid file is written before).
+async fn daemon(w: &TestEnv) -> DaemonProcess {
+    let d = DaemonProcess::spawn(w, &[]);
+    let up = d
+        .wait_listening(100, std::time::Duration::from_millis(100))
+        .await;
+    assert!(up, "{}", d.log());
+    d
+}
+
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -148,14 +158,7 @@ async fn an_order_renewed_elsewhere_is_imported_with_that_hosts_key() {
 async fn renew_and_import_are_handed_to_the_running_daemon() {
     let w = www(NO_SCHEDULED_PASS).await;
     let order = renewed_elsewhere(&w).await;
-    let mut daemon = DaemonProcess::spawn(&w, &[]);
-    assert!(
-        daemon
-            .wait_listening(100, std::time::Duration::from_millis(100))
-            .await,
-        "{}",
-        daemon.log()
-    );
+    let mut daemon = daemon(&w).await;
     // The daemon holds the lock; a pass of its own would not start before 03:17.
     let o = w.once().await;
     assert!(
@@ -199,14 +202,7 @@ async fn renew_and_import_are_handed_to_the_running_daemon() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forced_renewal_through_the_daemon_installs_and_pays_once() {
     let w = www(NO_SCHEDULED_PASS).await;
-    let mut daemon = DaemonProcess::spawn(&w, &[]);
-    assert!(
-        daemon
-            .wait_listening(100, std::time::Duration::from_millis(100))
-            .await,
-        "{}",
-        daemon.log()
-    );
+    let mut daemon = daemon(&w).await;
     let o = w.run(&["renew", "--cert", "www", "--force"]).await;
     assert!(o.status.success(), "{}\n{}", show(&o), daemon.log());
     let i = w.installed("www").expect("installed");
