@@ -38,7 +38,7 @@
 //!
 //! The engine and what reports on it (none of them imports `config`):
 //! - [`listing`] (`cas`, `domain`): `cas-renewd list` rendering.
-//! - [`renew`] (`cas`, `domain`, `hooks`, `ids`, `pki`, `settings`, `store`, `verify`):
+//! - [`renew`] (`cas`, `domain`, `hooks`, `ids`, `pki`, `secret`, `settings`, `store`, `verify`):
 //!   the renewal engine; it reports through its own `PassObserver` trait.
 //! - [`metrics`] (`cas`, `renew`, `settings`): Prometheus metrics, the engine's
 //!   observer.
@@ -54,7 +54,7 @@
 //! - [`config`] (`accounts`, `cas`, `domain`, `notify`, `secret`, `settings`, `store`):
 //!   the YAML configuration: reads, validates and fills the [`settings`] types,
 //!   re-exported under the same names (`config::Config` is `settings::Config`).
-//! - [`daemon`] (`announce`, `cas`, `config`, `metrics`, `renew`, `status`, `store`):
+//! - [`daemon`] (`announce`, `cas`, `config`, `metrics`, `pki`, `renew`, `secret`, `status`, `store`):
 //!   `cas-renewd run`.
 //!
 //! Test machinery lives outside this library: the simulator is the workspace

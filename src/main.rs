@@ -29,6 +29,7 @@ use cas_sim::{Scenario, Simulator};
 mod assets;
 #[cfg(feature = "sim")]
 mod demo;
+mod handoff;
 use cas_renewd::status::{self, Health, Thresholds};
 use cas_renewd::store::StateDir;
 use serde::Serialize;
@@ -103,15 +104,34 @@ enum Command {
         wait: Duration,
     },
     /// Renew one certificate now (if due, or always with --force); exit codes as `once`.
+    /// While the daemon runs, it does the renewal (asked through the state directory
+    /// and SIGUSR1) and this prints its outcome.
     Renew {
         #[arg(long = "cert")]
         cert: String,
-        /// Renew even when not due, and past a refused certificate.
+        /// Renew even when not due, past a refused certificate, and past an order
+        /// renewed elsewhere whose key this host lacks (spends quota).
         #[arg(long)]
         force: bool,
         /// How long to follow the new order before returning, as for `once`.
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10m")]
         wait: Duration,
+        /// The running daemon's pid, when its pid file (state_dir/daemon.pid) is missing.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Install the certificate of NAME's newest issued order (one renewed on another
+    /// host, say) with the private key FILE, checked like any install; exit 0
+    /// installed, 1 not. Through the daemon while it runs, as `renew`.
+    Import {
+        #[arg(long = "cert")]
+        cert: String,
+        /// The private key (PEM) the order's CSR was made with.
+        #[arg(long)]
+        key: PathBuf,
+        /// The running daemon's pid, when its pid file (state_dir/daemon.pid) is missing.
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// The resource plans (DescribePackageState) the managed certificates spend
     /// from: units total, used, issued, left, and certificates due now. Read-only.
@@ -205,9 +225,6 @@ fn parse_status(s: &str) -> Result<OrderStatus, String> {
 
 /// Exit status for a configuration that cannot be used.
 const EXIT_BAD_CONFIG: u8 = 2;
-/// Exit status of `once` and `renew` when nothing failed but an order is still in
-/// progress (sysexits EX_TEMPFAIL: run again later).
-const EXIT_IN_PROGRESS: u8 = 75;
 
 /// An error that the CLI contract words and numbers itself; any other error is
 /// printed as "error: ..." with exit status 1.
@@ -264,7 +281,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             cert,
             wait,
         } => once(&path, dry_run, cert, wait),
-        Command::Renew { cert, force, wait } => renew(&path, cert, force, wait),
+        Command::Renew {
+            cert,
+            force,
+            wait,
+            pid,
+        } => renew(&path, cert, force, wait, pid),
+        Command::Import { cert, key, pid } => import(&path, cert, &key, pid),
         Command::Status {
             json,
             online,
@@ -375,18 +398,43 @@ fn once(
         follow_budget: Some(wait),
     };
     let (cfg, rt) = configured(path)?;
-    rt.block_on(pass(cfg, opts))
+    rt.block_on(pass(cfg, Job::Pass(opts)))
 }
 
-fn renew(path: &Path, cert: String, force: bool, wait: Duration) -> anyhow::Result<ExitCode> {
+fn renew(
+    path: &Path,
+    cert: String,
+    force: bool,
+    wait: Duration,
+    pid: Option<u32>,
+) -> anyhow::Result<ExitCode> {
+    let (cfg, rt) = configured(path)?;
+    if let Some(pid) = handoff::daemon_pid(&cfg, pid)? {
+        let what = handoff::What::Renew {
+            force,
+            wait_secs: wait.as_secs(),
+        };
+        return rt.block_on(handoff::submit(&cfg, pid, &cert, what, wait));
+    }
     let opts = PassOptions {
         dry_run: false,
         only: Some(cert),
         force,
         follow_budget: Some(wait),
     };
+    rt.block_on(pass(cfg, Job::Pass(opts)))
+}
+
+fn import(path: &Path, cert: String, key: &Path, pid: Option<u32>) -> anyhow::Result<ExitCode> {
     let (cfg, rt) = configured(path)?;
-    rt.block_on(pass(cfg, opts))
+    let key = handoff::read_key(key).map_err(Fatal::Plain)?;
+    if let Some(pid) = handoff::daemon_pid(&cfg, pid)? {
+        let what = handoff::What::Import {
+            key_pem: key.pem().clone(),
+        };
+        return rt.block_on(handoff::submit(&cfg, pid, &cert, what, Duration::ZERO));
+    }
+    rt.block_on(pass(cfg, Job::Import { cert, key }))
 }
 
 /// Status is a monitoring check: whatever stops it is UNKNOWN (3), a bad
@@ -666,15 +714,23 @@ fn notify_test(path: &Path, test: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `once` and `renew`: one pass under the state lock (none for a dry run); exit 1
-/// when a certificate failed, else 75 when an order is still in progress.
-/// Notifications go out before the command exits (none for a dry run).
-async fn pass(cfg: Config, opts: PassOptions) -> anyhow::Result<ExitCode> {
-    let channels = if opts.dry_run {
-        &[][..]
-    } else {
-        &cfg.notify[..]
-    };
+/// What `pass` does under the state lock.
+enum Job {
+    /// `once` and `renew`.
+    Pass(PassOptions),
+    /// `import`.
+    Import {
+        cert: String,
+        key: cas_renewd::pki::Key,
+    },
+}
+
+/// `once`, `renew` and `import`: one pass (or import) under the state lock (none
+/// for a dry run); exit 1 when a certificate failed, else 75 when an order is still
+/// in progress. Notifications go out before the command exits (none for a dry run).
+async fn pass(cfg: Config, job: Job) -> anyhow::Result<ExitCode> {
+    let dry_run = matches!(&job, Job::Pass(o) if o.dry_run);
+    let channels = if dry_run { &[][..] } else { &cfg.notify[..] };
     let notifier = Notifying::start(channels, &cfg.state_dir, Metrics::new());
     let creds = credentials(&cfg)?;
     let engine = Arc::new(Engine::with_observer(
@@ -682,24 +738,30 @@ async fn pass(cfg: Config, opts: PassOptions) -> anyhow::Result<ExitCode> {
         Arc::new(creds),
         notifier.clone(),
     )?);
-    let result = pass_locked(&engine, &opts).await;
-    if let Err(e) = &result {
+    let result = pass_locked(&engine, &job).await;
+    // A refused import is the operator's answer at the terminal, not a failed pass.
+    if let (Err(e), Job::Pass(_)) = (&result, &job) {
         notifier.pass_failed(&format!("{e:#}"));
     }
     notifier.finish(notify::FINISH_WITHIN).await;
     result
 }
 
-async fn pass_locked(engine: &Arc<Engine>, opts: &PassOptions) -> anyhow::Result<ExitCode> {
+async fn pass_locked(engine: &Arc<Engine>, job: &Job) -> anyhow::Result<ExitCode> {
+    let opts = match job {
+        Job::Pass(o) => o,
+        Job::Import { cert, key } => {
+            let _lock = lock_and_repair(engine)?;
+            let report = engine.import(cert, key).await?;
+            print!("{}", report.render(false));
+            return Ok(handoff::exit_code(!report.ok(), false));
+        }
+    };
     // A dry run changes nothing, so it needs no lock and may run beside the daemon.
     let _lock = if opts.dry_run {
         None
     } else {
-        let state = StateDir::open(&engine.config().state_dir)?;
-        let lock = state.lock()?;
-        // A set torn by a crash is whole again before the pass reads it.
-        cas_renewd::store::repair::at_start(&state, &engine.config().certificates);
-        Some(lock)
+        Some(lock_and_repair(engine)?)
     };
     let result = engine.pass(opts).await;
     if !opts.dry_run {
@@ -716,13 +778,15 @@ async fn pass_locked(engine: &Arc<Engine>, opts: &PassOptions) -> anyhow::Result
     if let Some(note) = &note {
         print!("{note}");
     }
-    Ok(if !report.ok() {
-        ExitCode::from(1)
-    } else if note.is_some() {
-        ExitCode::from(EXIT_IN_PROGRESS)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(handoff::exit_code(!report.ok(), note.is_some()))
+}
+
+/// The state lock, and a set torn by a crash made whole before anything reads it.
+fn lock_and_repair(engine: &Engine) -> anyhow::Result<std::fs::File> {
+    let state = StateDir::open(&engine.config().state_dir)?;
+    let lock = state.lock()?;
+    cas_renewd::store::repair::at_start(&state, &engine.config().certificates);
+    Ok(lock)
 }
 
 #[cfg(test)]

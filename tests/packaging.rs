@@ -33,6 +33,7 @@ fn man_pages_and_completions_are_generated_from_the_cli() {
         "list",
         "once",
         "renew",
+        "import",
         "status",
         "reload",
     ] {

@@ -8,11 +8,13 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
+use super::requests;
 use super::schedule::{Trigger, jitter_wait};
 use crate::announce::Notifying;
 use crate::cas::credentials::{CredentialsProvider, Environment};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::pki::Key;
 use crate::renew::{Engine, EngineError, Outcome, PassOptions, PassReport, installed_leaf};
 
 /// How long one pass follows unissued orders before it moves on; the daemon
@@ -86,4 +88,68 @@ pub(super) fn nearest_expiry(cfg: &Config) -> Option<(String, String)> {
         .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_default();
     Some((name, day))
+}
+
+/// A command's request (see [`super::requests`]) in a task of its own: a pass of
+/// that certificate only (`renew`), or its import; the outcome goes where the
+/// command waits for it.
+pub(super) fn start_request(
+    engine: Arc<Engine>,
+    req: requests::Request,
+) -> JoinHandle<Option<PassReport>> {
+    tokio::spawn(async move {
+        info!(cert = %req.cert, request = %req.id, "a request from the command line starts");
+        let (result, wait) = match &req.what {
+            requests::What::Renew { force, wait_secs } => {
+                let wait = Duration::from_secs(*wait_secs);
+                let opts = PassOptions {
+                    only: Some(req.cert.clone()),
+                    force: *force,
+                    follow_budget: Some(wait),
+                    dry_run: false,
+                };
+                let result = engine.pass(&opts).await;
+                crate::status::last_pass::record(
+                    &engine.config().state_dir,
+                    &crate::status::LastPass::of(result.as_ref()),
+                );
+                (result, Some(wait))
+            }
+            requests::What::Import { key_pem } => {
+                let result = match Key::from_pem(key_pem.expose()) {
+                    Ok(key) => engine.import(&req.cert, &key).await,
+                    Err(e) => Err(e.into()),
+                };
+                (result, None)
+            }
+        };
+        let outcome = match &result {
+            Ok(r) => {
+                let note = wait.and_then(|w| r.in_progress_note(w));
+                requests::Outcome {
+                    id: req.id.clone(),
+                    text: format!("{}{}", r.render(false), note.as_deref().unwrap_or("")),
+                    error: None,
+                    failed: !r.ok(),
+                    in_progress: note.is_some(),
+                }
+            }
+            Err(e) => {
+                error!(cert = %req.cert, error = %e, "request failed");
+                // As `renew` without a daemon; a refused import is only the operator's.
+                if matches!(req.what, requests::What::Renew { .. }) {
+                    engine.observer().pass_failed(&e.to_string());
+                }
+                requests::Outcome {
+                    id: req.id.clone(),
+                    text: String::new(),
+                    error: Some(e.to_string()),
+                    failed: true,
+                    in_progress: false,
+                }
+            }
+        };
+        requests::record(&engine.config().state_dir, &req.cert, &outcome);
+        result.ok()
+    })
 }

@@ -1,10 +1,11 @@
 //! `cas-renewd run`: passes on a cron schedule with jitter, signals (TERM/INT stop,
-//! HUP reload, USR1 pass now), systemd notifications and watchdog, and the
-//! metrics and health endpoint.
+//! HUP reload, USR1 pass now or a command's request), systemd notifications and
+//! watchdog, and the metrics and health endpoint.
 //!
 //! [`run`] owns the process-wide parts (signals, the state lock); a [`Daemon`]
 //! owns the rest and turns each event of its loop into one small method.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ mod engine;
 mod http;
 pub mod listener;
 pub mod reload_status;
+pub mod requests;
 mod schedule;
 mod signals;
 
@@ -57,12 +59,14 @@ pub async fn run(config_path: PathBuf, cfg: Config) -> Result<(), DaemonError> {
     let mut signals = signals::forward(serving.clone()).map_err(DaemonError::Signals)?;
     let state = StateDir::open(&cfg.state_dir)?;
     let _lock = state.lock()?;
+    requests::write_pid(state.root())?;
     crate::store::repair::at_start(&state, &cfg.certificates);
     let (mut daemon, mut triggers) = Daemon::start(config_path, cfg).await?;
     // From here on the loop reads TERM and INT and stops gracefully.
     serving.store(true, Ordering::SeqCst);
     daemon.serve(&mut signals, &mut triggers).await;
     daemon.shutdown().await;
+    requests::remove_pid(state.root());
     Ok(())
 }
 
@@ -79,6 +83,10 @@ struct Daemon {
     /// The next pass to start once none is running (several requests make one).
     pending: Option<Trigger>,
     pass: Option<JoinHandle<Option<PassReport>>>,
+    /// Commands' requests (`renew`, `import`) claimed and not yet run.
+    requests: VecDeque<requests::Request>,
+    /// The running pass is a request's: it leaves the schedule and backoff alone.
+    running_request: bool,
     /// Passes in a row that failed or left a certificate failed, blocked or a hook
     /// failing; 0 once one succeeds.
     failures: u32,
@@ -115,6 +123,8 @@ impl Daemon {
             schedule,
             server,
             pass: None,
+            requests: VecDeque::new(),
+            running_request: false,
             failures: 0,
             retry_at: None,
             reloads: reload_status::Recorder::new(reload_status::runtime_dir()),
@@ -152,9 +162,14 @@ impl Daemon {
     }
 
     fn start_pending_pass(&mut self) {
-        if self.pass.is_none()
-            && let Some(t) = self.pending.take()
-        {
+        if self.pass.is_some() {
+            return;
+        }
+        if let Some(r) = self.requests.pop_front() {
+            self.running_request = true;
+            self.pass = Some(engine::start_request(self.engine.clone(), r));
+            notify(&[NotifyState::Status(&self.status_line())]);
+        } else if let Some(t) = self.pending.take() {
             self.pass = Some(engine::start_pass(
                 self.engine.clone(),
                 t,
@@ -168,8 +183,15 @@ impl Daemon {
         match sig {
             Signal::Reload => self.reload().await,
             Signal::PassNow => {
-                info!("SIGUSR1: pass requested");
-                self.pending = Some(Trigger::Signal);
+                let claimed = requests::claim_all(&self.cfg.state_dir);
+                if claimed.is_empty() {
+                    info!("SIGUSR1: pass requested");
+                    self.pending = Some(Trigger::Signal);
+                }
+                for r in claimed {
+                    info!(cert = %r.cert, request = %r.id, "SIGUSR1: a request from the command line");
+                    self.requests.push_back(r);
+                }
             }
             Signal::Stop(s) => {
                 info!(signal = s, "stopping");
@@ -247,8 +269,17 @@ impl Daemon {
 
     fn on_pass_done(&mut self, done: Result<Option<PassReport>, JoinError>) {
         self.pass = None;
-        self.health.pass_ran.store(true, Ordering::Relaxed);
         let report = done.ok().flatten();
+        if std::mem::take(&mut self.running_request) {
+            // One certificate on an operator's word: not a pass whose result
+            // decides the schedule; an order it left in progress is followed.
+            if report.as_ref().is_some_and(engine::orders_in_progress) {
+                self.schedule.follow_up(self.cfg.renewal.poll_max_interval);
+            }
+            notify(&[NotifyState::Status(&self.status_line())]);
+            return;
+        }
+        self.health.pass_ran.store(true, Ordering::Relaxed);
         if let Some(report) = &report
             && engine::orders_in_progress(report)
         {

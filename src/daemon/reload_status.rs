@@ -124,16 +124,26 @@ pub async fn request(pid: u32, dir: &Path, timeout: Duration) -> Result<ReloadSt
             source: e.into(),
         }
     })?;
+    poll_until(timeout, || {
+        read(dir).filter(|s| s.pid == pid && s.generation > before)
+    })
+    .await
+    .ok_or(ReloadError::Timeout {
+        pid,
+        waited: timeout,
+    })
+}
+
+/// Calls `f` every 100 ms until it gives a value or `limit` has passed (a
+/// command waiting for the daemon's answer in a file).
+pub(super) async fn poll_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let started = Instant::now();
     loop {
-        if let Some(s) = read(dir).filter(|s| s.pid == pid && s.generation > before) {
-            return Ok(s);
+        if let Some(v) = f() {
+            return Some(v);
         }
-        if started.elapsed() >= timeout {
-            return Err(ReloadError::Timeout {
-                pid,
-                waited: timeout,
-            });
+        if started.elapsed() >= limit {
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

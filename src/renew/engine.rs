@@ -269,21 +269,7 @@ impl Engine {
         force: bool,
         deadline: Option<tokio::time::Instant>,
     ) -> CertReport {
-        let previous = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
-        let mut report = CertReport {
-            name: cert.name.clone(),
-            domain: cert.domain.clone(),
-            message: first.reason.clone(),
-            plan: first.clone(),
-            outcome: Outcome::Unchanged,
-            order_id: None,
-            not_after: previous.clone(),
-            previous_not_after: previous,
-            files: vec![],
-            renew_calls: 0,
-            served_matches_disk: None,
-            steps: vec![],
-        };
+        let mut report = unchanged_report(cert, &first);
         let mut run = CertRun {
             e: self,
             state,
@@ -336,6 +322,26 @@ impl Engine {
         }
         report.not_after = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
         report
+    }
+}
+
+/// A certificate's report before anything is done: `plan` and its reason, what
+/// is installed now.
+pub(super) fn unchanged_report(cert: &CertificateConfig, plan: &Plan) -> CertReport {
+    let previous = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
+    CertReport {
+        name: cert.name.clone(),
+        domain: cert.domain.clone(),
+        message: plan.reason.clone(),
+        plan: plan.clone(),
+        outcome: Outcome::Unchanged,
+        order_id: None,
+        not_after: previous.clone(),
+        previous_not_after: previous,
+        files: vec![],
+        renew_calls: 0,
+        served_matches_disk: None,
+        steps: vec![],
     }
 }
 

@@ -9,11 +9,12 @@
 //!
 //! Files: [`engine`] (the pass), `steps` (a certificate's journal transitions),
 //! `follow` (an order until issued, its validation, the issued checks), `apply`
-//! (the paid call and the application), [`quota`] (the resource plans), `reload`
-//! (hooks), `served` (the served-certificate check), `permit` (concurrency permits
-//! lent while waiting), `dry` (the dry run), [`report`] (outcomes and the observer),
-//! [`plan`], [`discover`], [`validation`] and [`ports`] (the seams: certificate
-//! source, DNS, journal store, clock).
+//! (the paid call and the application), `import` (an order's certificate with the
+//! operator's key), [`quota`] (the resource plans), `reload` (hooks), `served` (the
+//! served-certificate check), `permit` (concurrency permits lent while waiting),
+//! `dry` (the dry run), [`report`] (outcomes and the observer), [`plan`],
+//! [`discover`], [`validation`] and [`ports`] (the seams: certificate source, DNS,
+//! journal store, clock).
 //!
 //! The engine reads the wall clock only through its [`ports::Clock`] and waits
 //! with tokio's clock (clippy.toml's `disallowed-methods`, denied here).
@@ -24,6 +25,7 @@ pub mod discover;
 mod dry;
 mod engine;
 mod follow;
+mod import;
 mod permit;
 pub mod plan;
 pub mod ports;
@@ -90,6 +92,10 @@ pub enum EngineError {
         "order {order} was issued for a key this host does not have (renewed elsewhere with its own CSR); not installed"
     )]
     ForeignKey { order: OrderId },
+    #[error(
+        "the key does not match the certificate of order {order} (another public key); give the private key the order's CSR was made with"
+    )]
+    ImportKeyMismatch { order: OrderId },
     #[error("certificate of order {order} refused: {source}; the installed files are unchanged")]
     CertificateRefused {
         order: OrderId,

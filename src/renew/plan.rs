@@ -210,11 +210,21 @@ fn install_newer(
     };
     let newer = disk_end.is_none_or(|d| end > d + NEWER_SLACK_MS);
     if newer && i.journal.unusable_orders.contains(&id) {
+        // `renew --force` pays for a renewal of our own instead (the hint says so).
+        if i.force {
+            return None;
+        }
         return Some(out(
             Action::Blocked,
             format!(
-                "order {id} (valid until {}) was renewed elsewhere and its private key is not available here; install it by hand, or renew again with `renew --force`",
-                date(end)
+                "order {id} (valid until {}) was renewed elsewhere and its private key is not available here; install it with that host's key: `cas-renewd import --cert {cert} --key FILE`, or pay for a renewal made here: `cas-renewd renew --cert {cert} --force`{}",
+                date(end),
+                if n.status == Some(OrderStatus::Willexpired) {
+                    ""
+                } else {
+                    " (once CAS marks the order WILLEXPIRED: it renews no other)"
+                },
+                cert = i.cert
             ),
         ));
     }

@@ -12,6 +12,7 @@ use super::{EngineError, installed_leaf};
 use crate::cas::api::{CertificateOrder, CertificateState};
 use crate::ids::OrderId;
 use crate::pki::{self, Chain, Expectations, Key, PkiError};
+use crate::secret::Secret;
 use crate::settings::CertificateConfig;
 use crate::store::faults::{CrashPoint, crash_point};
 use crate::store::{
@@ -248,7 +249,7 @@ impl CertRun<'_> {
         Ok(Next::Moved)
     }
 
-    fn install_chain(
+    pub(super) fn install_chain(
         &mut self,
         chain: &Chain,
         key: &Key,
@@ -317,16 +318,12 @@ impl CertRun<'_> {
     }
 }
 
-/// The certificate issued order `order` holds and its key: CAS's, when it made
-/// it; otherwise ours if the installed key fits. `None` when this host has no key
-/// for it. Reads only (the install and the dry run's look ahead share it).
-pub(super) async fn order_pair(
+/// The chain an issued order holds, and the key when CAS made it (reads only).
+pub(super) async fn issued_chain(
     e: &Engine,
-    cert: &CertificateConfig,
     order: OrderId,
-) -> Result<Option<(Chain, Key)>, EngineError> {
-    let resp = e.cas.describe_certificate_state(order.get()).await?;
-    let s = resp.body;
+) -> Result<(Chain, Option<Secret>), EngineError> {
+    let s = e.cas.describe_certificate_state(order.get()).await?.body;
     if s.state != CertificateState::Certificate {
         return Err(EngineError::NotIssued {
             order,
@@ -337,8 +334,19 @@ pub(super) async fn order_pair(
         .certificate
         .as_deref()
         .ok_or(EngineError::NoCertificate { order })?;
-    let chain = Chain::parse(pem)?;
-    let key = match s.private_key.as_ref() {
+    Ok((Chain::parse(pem)?, s.private_key))
+}
+
+/// The certificate issued order `order` holds and its key: CAS's, when it made
+/// it; otherwise ours if the installed key fits. `None` when this host has no key
+/// for it. Reads only (the install and the dry run's look ahead share it).
+pub(super) async fn order_pair(
+    e: &Engine,
+    cert: &CertificateConfig,
+    order: OrderId,
+) -> Result<Option<(Chain, Key)>, EngineError> {
+    let (chain, cas_key) = issued_chain(e, order).await?;
+    let key = match cas_key.as_ref() {
         Some(k) => Some(Key::from_pem(k.expose())?),
         None => store::read_output_text(&cert.output.dir.join(store::KEY_FILE))
             .ok()

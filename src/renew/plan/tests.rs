@@ -390,6 +390,12 @@ fn unusable_orders_block_instead_of_spending_again() {
             source_order_id: OrderId::new(1)
         }
     );
+}
+
+/// An issued order that is unusable blocks; the block names the two commands that
+/// get past it, and `--force` does.
+#[test]
+fn a_certificate_renewed_elsewhere_names_import_and_force_which_gets_past_it() {
     let orders = vec![
         order(1, OrderStatus::Willexpired, Some(20)),
         order(3, OrderStatus::Issued, Some(380)),
@@ -401,6 +407,17 @@ fn unusable_orders_block_instead_of_spending_again() {
     let p = run(&orders, &j, Some(&disk(20)), false);
     assert_eq!(p.action, Action::Blocked);
     assert!(p.reason.contains("renewed elsewhere"), "{}", p.reason);
+    for hint in [
+        "cas-renewd import --cert www --key FILE",
+        "cas-renewd renew --cert www --force",
+    ] {
+        assert!(p.reason.contains(hint), "{}", p.reason);
+    }
+    assert!(!p.reason.contains("by hand"), "{}", p.reason);
+    assert!(matches!(
+        run(&orders, &j, Some(&disk(20)), true).action,
+        Action::Renew { .. }
+    ));
 }
 
 #[test]
