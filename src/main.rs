@@ -6,19 +6,16 @@
 //! message and a status (the contract: 2 for a configuration that cannot be used,
 //! 1 for anything else that failed).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser};
 
 use cas_renewd::announce::Notifying;
-use cas_renewd::cas::api::{InstanceFilter, OrderFilter, OrderStatus, OrderType};
 use cas_renewd::cas::credentials::{CredentialsProvider, Environment};
-use cas_renewd::cas::inventory::Inventory;
 use cas_renewd::config::{self, Config, LogFormat};
 use cas_renewd::metrics::Metrics;
 use cas_renewd::notify;
@@ -27,201 +24,14 @@ use cas_renewd::renew::{Engine, PassObserver as _, PassOptions};
 use cas_sim::{Scenario, Simulator};
 
 mod assets;
+mod cli;
 #[cfg(feature = "sim")]
 mod demo;
 mod handoff;
-use cas_renewd::status::{self, Health, Thresholds};
+mod inspect;
+use cas_renewd::status::{self, Thresholds};
 use cas_renewd::store::StateDir;
-use serde::Serialize;
-
-/// Keeps TLS certificates bought through Alibaba Cloud CAS renewed.
-#[derive(Debug, Parser)]
-#[command(name = "cas-renewd", version, about)]
-struct Cli {
-    /// Configuration file.
-    #[arg(long, global = true, env = "CAS_RENEWD_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
-    config: PathBuf,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// The daemon: passes on the schedule, signals, sd_notify, metrics endpoint.
-    Run,
-    /// Ask the running daemon to reload its configuration and wait for the
-    /// outcome: exit 0 applied, 2 refused (the previous one stays), 1 no answer.
-    /// The unit's ExecReload=.
-    Reload {
-        /// The daemon's process id (systemd: $MAINPID).
-        #[arg(long)]
-        pid: u32,
-        /// How long to wait for the outcome.
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        timeout: std::time::Duration,
-    },
-    /// Write the man pages and shell completions into DIR (for packagers).
-    #[command(hide = true)]
-    GenerateAssets {
-        #[arg(long)]
-        dir: PathBuf,
-    },
-    /// Validate the configuration and the credentials: exit 0 when valid, 2 when not.
-    CheckConfig {
-        /// Also make one read-only call to CAS and compare this host's clock with
-        /// the endpoint's (exit 1 when either fails).
-        #[arg(long)]
-        online: bool,
-    },
-    /// List the orders (or certificates) and the V2.0 instances in the account.
-    List {
-        /// Only entries with this status (PAYED, ISSUED, WILLEXPIRED, EXPIRED, ...).
-        #[arg(long, value_parser = parse_status)]
-        status: Option<OrderStatus>,
-        /// What to list: orders (cpack, the default, also lists the V2.0 instances;
-        /// buy), certificates (cert, upload), or V2.0 instances only (instance).
-        #[arg(long = "type", value_enum, default_value_t = ListType::Cpack)]
-        order_type: ListType,
-        /// Only entries whose domain or id matches this keyword.
-        #[arg(long)]
-        keyword: Option<String>,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// One pass over every certificate: exit 0 all good, 1 a certificate failed,
-    /// 75 nothing failed but an order is still in progress after --wait.
-    Once {
-        /// Print the plan with reasons; change nothing, make no write call to CAS.
-        #[arg(long)]
-        dry_run: bool,
-        /// Only this certificate.
-        #[arg(long = "cert")]
-        cert: Option<String>,
-        /// How long to follow an order CAS has not issued yet before returning
-        /// (the journal keeps it; the next `once` or the daemon continues it).
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10m")]
-        wait: Duration,
-    },
-    /// Renew one certificate now (if due, or always with --force); exit codes as `once`.
-    /// While the daemon runs, it does the renewal (asked through the state directory
-    /// and SIGUSR1) and this prints its outcome.
-    Renew {
-        #[arg(long = "cert")]
-        cert: String,
-        /// Renew even when not due, past a refused certificate, and past an order
-        /// renewed elsewhere whose key this host lacks (spends quota).
-        #[arg(long)]
-        force: bool,
-        /// How long to follow the new order before returning, as for `once`.
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10m")]
-        wait: Duration,
-        /// The running daemon's pid, when its pid file (state_dir/daemon.pid) is missing.
-        #[arg(long)]
-        pid: Option<u32>,
-    },
-    /// Install the certificate of NAME's newest issued order (one renewed on another
-    /// host, say) with the private key FILE, checked like any install; exit 0
-    /// installed, 1 not. Through the daemon while it runs, as `renew`.
-    Import {
-        #[arg(long = "cert")]
-        cert: String,
-        /// The private key (PEM) the order's CSR was made with.
-        #[arg(long)]
-        key: PathBuf,
-        /// The running daemon's pid, when its pid file (state_dir/daemon.pid) is missing.
-        #[arg(long)]
-        pid: Option<u32>,
-    },
-    /// The resource plans (DescribePackageState) the managed certificates spend
-    /// from: units total, used, issued, left, and certificates due now. Read-only.
-    Quota {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Check the setup without changing anything or spending: configuration,
-    /// credentials, endpoint and clock, each API permission, the inventory, output
-    /// directories, hooks, verify targets, state directory. Exit 0 when no check failed.
-    Doctor {
-        /// Print a JSON array of {check, status, message}.
-        #[arg(long)]
-        json: bool,
-        /// Save every API answer in this directory (secrets and private keys
-        /// removed, request ids kept), for a support report or `sim --recording`.
-        #[arg(long)]
-        record: Option<PathBuf>,
-    },
-    /// Managed certificates from disk and journal: expiry, order, phase, next
-    /// action, last error, health. Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
-    Status {
-        #[arg(long)]
-        json: bool,
-        /// Also ask CAS for each certificate's next action (needs the credentials).
-        #[arg(long)]
-        online: bool,
-        /// WARNING when a certificate expires within this.
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "21d")]
-        warning: Duration,
-        /// CRITICAL when a certificate expires within this.
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "7d")]
-        critical: Duration,
-    },
-    /// Notifications: `--test` sends a test message to every configured channel
-    /// and prints each channel's result (exit 1 when one failed).
-    Notify {
-        /// Send the test message (required: the command sends nothing else).
-        #[arg(long)]
-        test: bool,
-    },
-    /// A full renewal against an in-process simulator, in a scratch directory.
-    #[cfg(feature = "sim")]
-    Demo {
-        /// Directory to work in (default: a new one under the temp directory, kept).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-    /// Run the CAS simulator (loopback only) until interrupted.
-    #[cfg(feature = "sim")]
-    Sim {
-        /// Address to listen on, e.g. 127.0.0.1:8443 (port 0 picks a free one).
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: String,
-        /// Scenario file; without it, the built-in demo scenario.
-        #[arg(long)]
-        scenario: Option<PathBuf>,
-        /// A `doctor --record` directory: its real answers are given for the
-        /// actions it recorded, the scenario's account answers the rest.
-        #[arg(long)]
-        recording: Option<PathBuf>,
-    },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ListType {
-    Cpack,
-    Buy,
-    Cert,
-    Upload,
-    /// SSL Certificate Management V2.0 instances only.
-    Instance,
-}
-
-impl ListType {
-    /// The ListUserCertificateOrder type, when this lists V1 entries.
-    fn order_type(self) -> Option<OrderType> {
-        match self {
-            ListType::Cpack => Some(OrderType::Cpack),
-            ListType::Buy => Some(OrderType::Buy),
-            ListType::Cert => Some(OrderType::Cert),
-            ListType::Upload => Some(OrderType::Upload),
-            ListType::Instance => None,
-        }
-    }
-}
-
-fn parse_status(s: &str) -> Result<OrderStatus, String> {
-    s.parse()
-}
+use cli::{Cli, Command};
 
 /// Exit status for a configuration that cannot be used.
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -293,16 +103,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             online,
             warning,
             critical,
-        } => status(&path, json, online, Thresholds { warning, critical }),
-        Command::Notify { test } => notify_test(&path, test),
-        Command::Quota { json } => quota(&path, json),
-        Command::Doctor { json, record } => doctor(&path, json, record.as_deref()),
+        } => inspect::status(&path, json, online, Thresholds { warning, critical }),
+        Command::Notify { test } => inspect::notify_test(&path, test),
+        Command::Quota { json } => inspect::quota(&path, json),
+        Command::Doctor { json, record } => inspect::doctor(&path, json, record.as_deref()),
         Command::List {
             status,
             order_type,
             keyword,
             json,
-        } => list(&path, status, order_type, keyword, json),
+        } => inspect::list(&path, status, order_type, keyword, json),
     }
 }
 
@@ -437,141 +247,6 @@ fn import(path: &Path, cert: String, key: &Path, pid: Option<u32>) -> anyhow::Re
     rt.block_on(pass(cfg, Job::Import { cert, key }))
 }
 
-/// Status is a monitoring check: whatever stops it is UNKNOWN (3), a bad
-/// configuration included, not the other commands' 1 or 2.
-fn status(path: &Path, json: bool, online: bool, t: Thresholds) -> anyhow::Result<ExitCode> {
-    status_report(path, json, online, t).or_else(|e| {
-        eprintln!("{}", failure(&e).1);
-        Ok(ExitCode::from(Health::Unknown.exit_code()))
-    })
-}
-
-fn status_report(path: &Path, json: bool, online: bool, t: Thresholds) -> anyhow::Result<ExitCode> {
-    let (cfg, rt) = configured(path)?;
-    let report = if online {
-        rt.block_on(async {
-            match engine(cfg.clone()) {
-                Ok(engine) => status::online(&engine, t).await,
-                // No credentials to ask CAS with: what the disk says, and why.
-                Err(e) => status::Report {
-                    cas_error: Some(status::CasError {
-                        message: format!("{e:#}"),
-                        auth: true,
-                    }),
-                    ..offline_status(&cfg, t)
-                },
-            }
-        })
-    } else {
-        offline_status(&cfg, t)
-    };
-    if !json {
-        print!("{}", report.summary());
-    }
-    print_rows(&report.rows, json, status::table)?;
-    Ok(ExitCode::from(report.health().0.exit_code()))
-}
-
-/// `status` from disk and journals: the configured certificates and the
-/// discovered ones installed under `discover.output_root`.
-fn offline_status(cfg: &Config, t: Thresholds) -> status::Report {
-    let mut certs = cfg.certificates.clone();
-    certs.extend(cas_renewd::renew::installed_discovered(cfg));
-    status::offline(&certs, &cfg.state_dir, cfg.renewal.renew_before, t)
-}
-
-fn doctor(path: &Path, json: bool, record: Option<&Path>) -> anyhow::Result<ExitCode> {
-    // Logs only for warnings and worse: the report is the output.
-    let loaded = Config::load(path);
-    if let Ok(cfg) = &loaded {
-        let mut quiet = cfg.clone();
-        if std::env::var_os("CAS_RENEWD_LOG").is_none() {
-            quiet.log.level = "error".into();
-        }
-        init_logging(&quiet);
-    }
-    let checks = runtime()?.block_on(cas_renewd::doctor::run(
-        path,
-        loaded,
-        &Environment::from_process(),
-        record,
-    ));
-    let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, &checks)?;
-        writeln!(out)?;
-    } else {
-        out.write_all(cas_renewd::doctor::render(&checks).as_bytes())?;
-    }
-    Ok(if cas_renewd::doctor::passed(&checks) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-fn quota(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let (cfg, rt) = configured(path)?;
-    let rows = rt.block_on(async {
-        let engine = engine(cfg)?;
-        anyhow::Ok(engine.quota().await?)
-    })?;
-    print_rows(&rows, json, cas_renewd::renew::quota::table)
-}
-
-fn list(
-    path: &Path,
-    status: Option<OrderStatus>,
-    order_type: ListType,
-    keyword: Option<String>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let (cfg, rt) = configured(path)?;
-    if status.is_some() && matches!(order_type, ListType::Instance) {
-        anyhow::bail!(
-            "--status takes the statuses of V1 orders; V2.0 instances have their own (see the STATUS column without --status)"
-        );
-    }
-    let orders = order_type.order_type().map(|t| OrderFilter {
-        keyword: keyword.clone(),
-        status,
-        order_type: Some(t),
-        resource_group_id: None,
-    });
-    // Instance statuses are not the V1 names, so a --status filter lists orders only.
-    let instances = (matches!(order_type, ListType::Cpack | ListType::Instance)
-        && status.is_none())
-    .then(|| InstanceFilter {
-        keyword,
-        ..Default::default()
-    });
-    let inventory = rt.block_on(async {
-        let limiter = Arc::new(cfg.api.limiter());
-        let cas =
-            cas_renewd::cas::cas_client(&cfg.api, Arc::new(credentials(&cfg)?), limiter, None)?;
-        let inv = Inventory::fetch(&cas, orders, instances.as_ref(), cfg.api.page_size).await?;
-        anyhow::Ok(inv)
-    })?;
-    let rows = cas_renewd::listing::inventory_rows(&inventory, chrono::Utc::now());
-    print_rows(&rows, json, cas_renewd::listing::table)
-}
-
-/// `list` and `status` print alike: pretty JSON with `--json`, else the table.
-fn print_rows<T: Serialize>(
-    rows: &[T],
-    json: bool,
-    table: fn(&[T]) -> String,
-) -> anyhow::Result<ExitCode> {
-    let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, rows)?;
-        writeln!(out)?;
-    } else {
-        out.write_all(table(rows).as_bytes())?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Text logs on stderr for commands that run without a configuration file.
 #[cfg(feature = "sim")]
 fn init_plain_logging(default_level: &str) {
@@ -621,7 +296,7 @@ fn sim(
     runtime()?.block_on(async {
         let sim = Simulator::start(&scenario, listen).await?;
         println!("listening on {}", sim.url());
-        std::io::stdout().flush()?;
+        std::io::Write::flush(&mut std::io::stdout())?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -653,65 +328,6 @@ fn credentials(cfg: &Config) -> anyhow::Result<CredentialsProvider> {
 fn engine(cfg: Config) -> anyhow::Result<Arc<Engine>> {
     let creds = credentials(&cfg)?;
     Ok(Arc::new(Engine::new(cfg, Arc::new(creds))?))
-}
-
-/// `notify --test`: one test message per channel, one line per channel.
-fn notify_test(path: &Path, test: bool) -> anyhow::Result<ExitCode> {
-    if !test {
-        return Err(Fatal::Plain(anyhow::anyhow!(
-            "notify: say --test to send a test message to every channel"
-        ))
-        .into());
-    }
-    let (cfg, rt) = configured(path)?;
-    if cfg.notify.is_empty() {
-        return Err(Fatal::Plain(anyhow::anyhow!(
-            "{}: no notification channel is configured (notify:)",
-            path.display()
-        ))
-        .into());
-    }
-    let lines = rt.block_on(async {
-        let (open, failed) = notify::open_channels(&cfg.notify);
-        let event = notify::Event::new(
-            notify::EventKind::Test,
-            "",
-            "",
-            "a test message from cas-renewd: this channel works",
-            chrono::Utc::now(),
-        );
-        let sent = notify::send_test(&open, &event).await;
-        let mut lines: Vec<(String, String, Option<String>)> = failed
-            .into_iter()
-            .map(|(name, e)| (name, String::new(), Some(e.to_string())))
-            .collect();
-        for d in sent {
-            let err = d.result.err().map(|e| e.to_string());
-            lines.push((d.channel, d.channel_type.to_owned(), err));
-        }
-        lines
-    });
-    let mut out = std::io::stdout().lock();
-    let mut ok = true;
-    for (name, ty, err) in &lines {
-        let ty = if ty.is_empty() {
-            String::new()
-        } else {
-            format!(" ({ty})")
-        };
-        match err {
-            None => writeln!(out, "{name}{ty}: ok")?,
-            Some(e) => {
-                ok = false;
-                writeln!(out, "{name}{ty}: FAILED: {e}")?;
-            }
-        }
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }
 
 /// What `pass` does under the state lock.
