@@ -289,9 +289,9 @@ async fn a_kill_between_renames_is_repaired_at_start() {
         child.signal("-TERM");
         child.wait_exit(Duration::from_secs(10), "run after SIGTERM");
         let how = if first_install {
-            "FromTemporaries"
+            "repaired=from the interrupted install's temporary files"
         } else {
-            "FromJournal"
+            "repaired=from the journal"
         };
         assert!(text.contains("repaired") && text.contains(how), "{text}");
         assert!(pair_matches(&out), "{text}");
