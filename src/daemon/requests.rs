@@ -128,6 +128,20 @@ pub enum RequestError {
         humantime::format_duration(*.waited)
     )]
     NoOutcome { pid: u32, waited: Duration },
+    #[error(
+        "process {pid} is not cas-renewd (a pid file left by a daemon that was killed, and the number reused?); nothing was sent: give the daemon's pid with --pid"
+    )]
+    NotTheDaemon { pid: u32 },
+}
+
+/// The command name the kernel gives the daemon (the binary's file name).
+const DAEMON_COMM: &str = "cas-renewd";
+
+/// Whether `pid` runs this program. A pid file left by a daemon that was killed
+/// can name a process that reused the number, and SIGUSR1 ends most programs.
+fn runs_cas_renewd(pid: u32) -> bool {
+    // /proc is the kernel's, not a file anyone can plant.
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == DAEMON_COMM)
 }
 
 fn request_path(state_dir: &Path, cert: &str) -> PathBuf {
@@ -163,7 +177,7 @@ pub fn read_pid(state_dir: &Path) -> Option<u32> {
         .ok()
         .and_then(rustix::process::Pid::from_raw)
         .is_some_and(|p| rustix::process::test_kill_process(p).is_ok());
-    alive.then_some(pid)
+    (alive && runs_cas_renewd(pid)).then_some(pid)
 }
 
 /// The daemon's side, on SIGUSR1: every request waiting, each claimed by
@@ -237,6 +251,9 @@ pub async fn submit(
     req: &Request,
     timeout: Duration,
 ) -> Result<Outcome, RequestError> {
+    if !runs_cas_renewd(pid) {
+        return Err(RequestError::NotTheDaemon { pid });
+    }
     safe_fs::make_dir(&state_dir.join(DIR), 0o700)?;
     let path = request_path(state_dir, &req.cert);
     store::write_file(&path, &req.encode(), FileSpec::private())?;
@@ -367,8 +384,11 @@ mod tests {
     #[tokio::test]
     async fn a_request_nobody_claims_is_withdrawn_and_never_runs() {
         let d = tempfile::tempdir().expect("tempdir");
-        // A process that takes SIGUSR1 and does nothing with it.
-        let mut deaf = std::process::Command::new("sh")
+        // A process named cas-renewd (the kernel names it after the link it was
+        // started through) that takes SIGUSR1 and does nothing with it.
+        let shell = d.path().join(DAEMON_COMM);
+        std::os::unix::fs::symlink("/bin/sh", &shell).expect("link");
+        let mut deaf = std::process::Command::new(&shell)
             .args(["-c", "trap '' USR1; sleep 10"])
             .spawn()
             .expect("sh");
@@ -403,7 +423,43 @@ mod tests {
         let err = submit(d.path(), i32::MAX as u32, &r, Duration::from_secs(1))
             .await
             .expect_err("no such process");
-        assert!(matches!(err, RequestError::Signal { .. }), "{err}");
+        assert!(matches!(err, RequestError::NotTheDaemon { .. }), "{err}");
         assert!(!request_path(d.path(), "www").exists(), "withdrawn");
+    }
+
+    /// A stale pid file naming a process that reused the number: that process is
+    /// never signalled (SIGUSR1 would end it) and nothing is left to run.
+    #[tokio::test]
+    async fn another_program_behind_a_stale_pid_is_never_signalled() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let mut other = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .expect("sleep");
+        store::write_file(
+            &d.path().join(PID_FILE),
+            other.id().to_string().as_bytes(),
+            FileSpec::private(),
+        )
+        .expect("pid file");
+        assert_eq!(read_pid(d.path()), None, "not a cas-renewd pid");
+        let r = Request::new(
+            "www",
+            What::Renew {
+                force: true,
+                wait_secs: 1,
+            },
+        );
+        let err = submit(d.path(), other.id(), &r, Duration::from_secs(1))
+            .await
+            .expect_err("not the daemon");
+        assert!(matches!(err, RequestError::NotTheDaemon { .. }), "{err}");
+        assert!(
+            other.try_wait().expect("wait").is_none(),
+            "the other program still runs"
+        );
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(claim_all(d.path()).is_empty(), "nothing left to run");
     }
 }

@@ -115,6 +115,9 @@ impl CertRun<'_> {
         }
         self.check_against_disk(&chain, key)
             .map_err(|source| EngineError::CertificateRefused { order, source })?;
+        // A refused renewal's validation record or file goes before the journal
+        // moves on (it would be forgotten otherwise).
+        self.remove_journal_publication().await;
         self.journal.unusable_orders.retain(|o| *o != order);
         self.journal.last_order_id = Some(order);
         self.install_chain(&chain, key, false)?;

@@ -301,13 +301,9 @@ impl JournalStore for LocalJournals {
     }
 
     fn load_journal(&self, cert: &str) -> Result<Journal, StoreError> {
-        // Without creating the state directory, so dry runs change nothing.
-        if !self.dir.journal_path(cert).exists() {
-            return Ok(Journal {
-                cert: cert.to_owned(),
-                ..Journal::default()
-            });
-        }
+        // Creates nothing (dry runs change nothing) and answers a fresh journal only
+        // when there is none: a journal that cannot be read (a stat error, a link)
+        // is an error, never "no renewal in flight", which could pay twice.
         self.dir.load_journal(cert)
     }
 

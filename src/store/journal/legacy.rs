@@ -117,15 +117,17 @@ impl LegacyJournal {
                     },
                     None,
                 ),
-                // The paid call returned, but its order was not written: look for it.
-                None => self.reconcile(published),
+                // These phases are written only after the paid call returned its
+                // order, so the call certainly succeeded; without the order's id a
+                // reconciliation could miss it and pay again: the operator decides.
+                None => self.lost_order(published),
             },
             PhaseName::Issued => match (self.issued(), self.following(published.clone())) {
                 (Some(i), _) => (Phase::Issued(i), None),
                 // The chain or key is not recorded: fetch the issued order again
                 // (no call is paid for that).
                 (None, Some(o)) => (Phase::OrderCreated(o), None),
-                (None, None) => self.reconcile(published),
+                (None, None) => self.lost_order(published),
             },
         }
     }
@@ -173,6 +175,20 @@ impl LegacyJournal {
                 )),
             ),
         }
+    }
+
+    /// A phase written after the paid call returned, but without the order it
+    /// returned: never reconciled (which could pay again), `rejected` instead. The
+    /// record or file it published stays in the phase, removed when the journal
+    /// starts afresh (`renew --force`, or an import).
+    fn lost_order(&self, published: Publication) -> (Phase, Option<String>) {
+        (
+            Phase::Rejected(Rejected { published }),
+            Some(format!(
+                "the journal (written by an earlier version) is at {} but does not name the order its paid call returned",
+                self.phase
+            )),
+        )
     }
 
     fn following(&self, published: Publication) -> Option<Following> {
@@ -481,9 +497,23 @@ mod tests {
             let why = j.last_error.unwrap_or_default();
             assert!(why.contains("renew --cert www --force"), "{why}");
         }
-        // Complete enough to look for the order: a reconciliation, as before.
+        // After the paid call returned, but without its order: never a
+        // reconciliation (it could miss the order and pay again), even when the
+        // journal has everything else; the record it published is kept for removal.
+        for phase in ["order-created", "application-requested", "issued"] {
+            let j = load(&format!(
+                r#"{{"cert":"www","phase":"{phase}","attempt":"ab","source_order_id":1001,"key_path":"/k","csr_sha256":"cd","dns_record":["example.com","rec-1"]}}"#
+            ));
+            let Phase::Rejected(r) = &j.phase else {
+                panic!("{phase}: {:?}", j.phase)
+            };
+            assert!(r.published.dns_record.is_some(), "{phase}: {r:?}");
+            let why = j.last_error.unwrap_or_default();
+            assert!(why.contains("renew --cert www --force"), "{why}");
+        }
+        // Before its answer, a paid call may be out: a reconciliation, as before.
         let j = load(
-            r#"{"cert":"www","phase":"order-created","attempt":"ab","source_order_id":1001,"key_path":"/k","csr_sha256":"cd"}"#,
+            r#"{"cert":"www","phase":"renew-requested","attempt":"ab","source_order_id":1001,"key_path":"/k","csr_sha256":"cd"}"#,
         );
         let Phase::RenewRequested(r) = &j.phase else {
             panic!("{:?}", j.phase)
