@@ -191,11 +191,7 @@ impl CertRun<'_> {
     }
 
     pub(super) fn load_key(&self, k: &KeyFile) -> Result<Key, EngineError> {
-        let pem = std::fs::read_to_string(&k.key_path).map_err(|source| StoreError::Io {
-            path: k.key_path.clone(),
-            op: "read key",
-            source,
-        })?;
+        let pem = read_state_text(&k.key_path, "read key")?;
         Ok(Key::from_pem(&pem)?)
     }
 
@@ -234,11 +230,7 @@ impl CertRun<'_> {
     /// every file and the directory are synced.
     fn install_issued(&mut self, issued: Issued) -> Result<Next, EngineError> {
         let path = &issued.issued_path;
-        let pem = std::fs::read_to_string(path).map_err(|source| StoreError::Io {
-            path: path.clone(),
-            op: "read issued certificate",
-            source,
-        })?;
+        let pem = read_state_text(path, "read issued certificate")?;
         let key = self.load_key(&issued.key)?;
         let chain = Chain::parse(&pem)?;
         if chain.leaf.spki_sha256 != key.spki_sha256() {
@@ -318,6 +310,22 @@ impl CertRun<'_> {
     }
 }
 
+/// A key or chain the journal names under the state directory: a regular file
+/// only (no link followed, no FIFO blocked on), bounded, text.
+fn read_state_text(path: &std::path::Path, op: &'static str) -> Result<String, StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    };
+    let data = store::safe_fs::read_regular(path, MAX_STATE_FILE)?
+        .ok_or_else(|| io(std::io::Error::from(std::io::ErrorKind::NotFound)))?;
+    String::from_utf8(data).map_err(|_| io(std::io::Error::from(std::io::ErrorKind::InvalidData)))
+}
+
+/// More than any key or chain CAS issues.
+const MAX_STATE_FILE: u64 = 1 << 20;
+
 /// The chain an issued order holds, and the key when CAS made it (reads only).
 pub(super) async fn issued_chain(
     e: &Engine,
@@ -375,4 +383,34 @@ pub(super) fn check_pair(
             installed_not_after: disk.as_ref().map(|d| d.not_after),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key path the journal names is read as a regular file only: a link planted
+    /// there is refused, a FIFO is refused without blocking.
+    #[test]
+    fn state_files_are_read_without_following_links_or_blocking() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let real = d.path().join("real.key");
+        std::fs::write(&real, "-----BEGIN PRIVATE KEY-----\n").expect("write");
+        assert!(read_state_text(&real, "read key").is_ok());
+        let link = d.path().join("link.key");
+        std::os::unix::fs::symlink(&real, &link).expect("link");
+        assert!(read_state_text(&link, "read key").is_err());
+        let fifo = d.path().join("fifo.key");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("fifo");
+        assert!(read_state_text(&fifo, "read key").is_err());
+        let missing = read_state_text(&d.path().join("gone.key"), "read key");
+        assert!(missing.is_err());
+    }
 }
