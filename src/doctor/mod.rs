@@ -100,6 +100,9 @@ pub fn render(checks: &[Check]) -> String {
 /// this module); one that did not load ends the report there. Credentials that cannot
 /// be found skip the API checks. With `record`, every API answer is saved there
 /// (secrets removed).
+///
+/// Longer than the usual ~80 lines on purpose: it is the report's table of contents,
+/// one call per check in the order printed, and reads best in one place.
 pub async fn run(
     config_path: &Path,
     loaded: Result<Config, impl std::fmt::Display>,
