@@ -373,7 +373,7 @@ pub fn read_secret_file(path: &Path, env: &Environment) -> Result<Secret, Creden
 
 /// The file's text without surrounding white space; `None` when that is empty.
 fn read_trimmed(path: &Path) -> std::io::Result<Option<Secret>> {
-    let text = std::fs::read_to_string(path)?;
+    let text = crate::secret::read_secret_text(path)?;
     let value = text.trim();
     Ok((!value.is_empty()).then(|| Secret::new(value)))
 }
@@ -422,7 +422,7 @@ fn from_credentials_file(
     let Some(path) = env.credentials_file() else {
         return Ok(None);
     };
-    let text = match std::fs::read_to_string(&path) {
+    let text = match crate::secret::read_secret_text(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
