@@ -42,7 +42,7 @@
 //!   the renewal engine; it reports through its own `PassObserver` trait.
 //! - [`metrics`] (`cas`, `renew`, `settings`): Prometheus metrics, the engine's
 //!   observer.
-//! - [`status`] (`domain`, `ids`, `renew`, `settings`, `store`): `cas-renewd status`,
+//! - [`status`] (`domain`, `ids`, `pki`, `renew`, `settings`, `store`): `cas-renewd status`,
 //!   its Nagios health and the last pass's record.
 //! - [`announce`] (`cas`, `notify`, `renew`, `settings`): the observer that turns
 //!   passes into notification events, wrapping the metrics.

@@ -16,6 +16,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::domain::{ControlsEscaped, Escaped};
+use crate::pki::CertInfo;
 use crate::renew::plan::Plan;
 use crate::renew::{
     BlockedTarget, Engine, PassOptions, Plans, installed_discovered, installed_leaf,
@@ -85,13 +86,15 @@ pub fn offline(
         .iter()
         .map(|c| {
             let j = sd.load_journal(&c.name).unwrap_or_default();
-            let days_left = installed_leaf(&c.output)
-                .map(|l| (l.not_after - Utc::now().timestamp()).div_euclid(86_400));
+            let leaf = installed_leaf(&c.output);
+            let days_left = leaf
+                .as_ref()
+                .map(|l| whole_days(l.not_after - Utc::now().timestamp()));
             let (action, reason) = match last.as_ref().and_then(|l| l.blocked_reason(&c.name)) {
                 Some(why) => ("blocked".to_owned(), why.to_owned()),
                 None => offline_plan(&j, days_left, renew_before),
             };
-            cert_row(c, &j, action, reason, "disk", t)
+            cert_row(c, &j, leaf, action, reason, "disk", t)
         })
         .collect::<Vec<_>>();
     // Blocked discovered domains have no configuration and no journal: the last
@@ -210,7 +213,7 @@ pub async fn online(engine: &Engine, t: Thresholds) -> Report {
                 || ("unknown".into(), "not in this pass's plan".into()),
                 |p| (action_name(p), p.reason.clone()),
             );
-            cert_row(c, &j, action, reason, "cas", t)
+            cert_row(c, &j, installed_leaf(&c.output), action, reason, "cas", t)
         })
         .chain(blocked.into_iter().map(blocked_row))
         .collect();
@@ -243,26 +246,29 @@ fn action_name(p: &Plan) -> String {
         .unwrap_or_default()
 }
 
+/// Whole days in `secs` (rounded down, so a certificate with 23 hours left has 0).
+fn whole_days(secs: i64) -> i64 {
+    secs.div_euclid(86_400)
+}
+
 /// The row of a managed certificate: its installed leaf and journal, and the
 /// next action with its reason.
 fn cert_row(
     c: &CertificateConfig,
     j: &Journal,
+    leaf: Option<CertInfo>,
     next_action: String,
     reason: String,
     source: &'static str,
     t: Thresholds,
 ) -> StatusRow {
-    let leaf = installed_leaf(&c.output);
     let now = Utc::now().timestamp();
     let mut row = StatusRow {
         name: c.name.clone(),
         domain: c.domain.clone(),
         dir: c.output.dir.display().to_string(),
         not_after: leaf.as_ref().map(|l| l.not_after_rfc3339()),
-        days_left: leaf
-            .as_ref()
-            .map(|l| (l.not_after - now).div_euclid(86_400)),
+        days_left: leaf.as_ref().map(|l| whole_days(l.not_after - now)),
         serial: leaf.as_ref().map(|l| l.serial_hex.clone()),
         sha256: leaf.as_ref().map(|l| l.sha256.clone()),
         served_matches_disk: c

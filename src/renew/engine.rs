@@ -245,13 +245,8 @@ impl Engine {
             certs.push(c);
             report.certs.push(r);
         }
-        self.run_hooks(state.as_ref(), &certs, &mut report).await;
-        self.verify_served(state.as_ref(), &certs, &mut report)
+        self.after_installs(state.as_ref(), &certs, &mut report)
             .await;
-        // Keys and chains of finished attempts (the rule is in store::prune).
-        if let Err(e) = state.prune_finished() {
-            warn!(error = %e, "old keys and chains in the state directory not pruned");
-        }
         for b in &blocked {
             report.certs.push(blocked_report(b));
             self.observer.blocked(&b.name);
@@ -327,6 +322,24 @@ impl Engine {
 
 /// A certificate's report before anything is done: `plan` and its reason, what
 /// is installed now.
+impl Engine {
+    /// What follows the installs of a pass (or an import): the reload hooks, the
+    /// served-certificate check, then the keys and chains of finished attempts
+    /// (the rule is in `store::prune`), once every hook had its chance.
+    pub(super) async fn after_installs(
+        &self,
+        state: &dyn JournalStore,
+        certs: &[CertificateConfig],
+        report: &mut PassReport,
+    ) {
+        self.run_hooks(state, certs, report).await;
+        self.verify_served(state, certs, report).await;
+        if let Err(e) = state.prune_finished() {
+            warn!(error = %e, "old keys and chains in the state directory not pruned");
+        }
+    }
+}
+
 pub(super) fn unchanged_report(cert: &CertificateConfig, plan: &Plan) -> CertReport {
     let previous = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
     CertReport {

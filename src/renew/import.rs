@@ -62,8 +62,7 @@ impl Engine {
             certs: vec![report],
             hooks: vec![],
         };
-        self.run_hooks(state.as_ref(), &certs, &mut pass).await;
-        self.verify_served(state.as_ref(), &certs, &mut pass).await;
+        self.after_installs(state.as_ref(), &certs, &mut pass).await;
         self.observer.pass_done(&certs, &pass);
         Ok(pass)
     }

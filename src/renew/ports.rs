@@ -272,9 +272,6 @@ pub trait JournalStore: Send + Sync {
     /// Where the issued chain of `cert`'s `attempt` is kept on this host.
     fn issued_path(&self, cert: &str, attempt: &str) -> PathBuf;
 
-    /// Removes the keys and chains of `cert`'s attempts other than `keep`.
-    fn prune_attempts(&self, cert: &str, keep: Option<&str>) -> Result<(), StoreError>;
-
     /// Removes the keys and chains of finished attempts of every idle certificate
     /// (the rule is in `store::prune`); how many went, for the log.
     fn prune_finished(&self) -> Result<usize, StoreError>;
@@ -321,10 +318,6 @@ impl JournalStore for LocalJournals {
 
     fn issued_path(&self, cert: &str, attempt: &str) -> PathBuf {
         self.dir.issued_path(cert, attempt)
-    }
-
-    fn prune_attempts(&self, cert: &str, keep: Option<&str>) -> Result<(), StoreError> {
-        self.dir.prune_attempts(cert, keep)
     }
 
     fn prune_finished(&self) -> Result<usize, StoreError> {

@@ -193,7 +193,6 @@ fn apply_hook_result(
     }
     if ok && j.phase == Phase::Idle {
         crash_point(CrashPoint::AfterReload);
-        let _ = state.prune_attempts(&cert.name, j.phase.attempt());
         if let Some(r) = report.certs.iter_mut().find(|r| r.name == cert.name)
             && r.outcome == Outcome::Unchanged
         {

@@ -310,21 +310,16 @@ impl CertRun<'_> {
     }
 }
 
-/// A key or chain the journal names under the state directory: a regular file
-/// only (no link followed, no FIFO blocked on), bounded, text.
+/// A key or chain the journal names under the state directory, read like the
+/// output files (a regular file only, no link followed, no FIFO blocked on,
+/// bounded); a missing one is an error here.
 fn read_state_text(path: &std::path::Path, op: &'static str) -> Result<String, StoreError> {
-    let io = |source| StoreError::Io {
+    store::read_output_text(path)?.ok_or_else(|| StoreError::Io {
         path: path.to_path_buf(),
         op,
-        source,
-    };
-    let data = store::safe_fs::read_regular(path, MAX_STATE_FILE)?
-        .ok_or_else(|| io(std::io::Error::from(std::io::ErrorKind::NotFound)))?;
-    String::from_utf8(data).map_err(|_| io(std::io::Error::from(std::io::ErrorKind::InvalidData)))
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })
 }
-
-/// More than any key or chain CAS issues.
-const MAX_STATE_FILE: u64 = 1 << 20;
 
 /// The chain an issued order holds, and the key when CAS made it (reads only).
 pub(super) async fn issued_chain(

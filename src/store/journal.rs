@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{FileSpec, StoreError, ensure_dir, io, remove_file, write_file};
+use super::{FileSpec, StoreError, ensure_dir, io, write_file};
 
 mod legacy;
 mod phase;
@@ -117,7 +117,7 @@ impl Journal {
     }
 }
 
-/// A fresh random attempt id (12 hex digits, no `-`: `prune_attempts` relies on it).
+/// A fresh random attempt id (12 hex digits, no `-`: `store::prune` relies on it).
 pub fn new_attempt_id() -> String {
     hex::encode(rand::random::<[u8; 6]>())
 }
@@ -274,25 +274,6 @@ impl StateDir {
             Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked(self.root.clone())),
             Err(fs::TryLockError::Error(e)) => Err(io(&path, "lock")(e)),
         }
-    }
-
-    /// Removes key and issued files of attempts other than `keep`.
-    pub fn prune_attempts(&self, cert: &str, keep: Option<&str>) -> Result<(), StoreError> {
-        for sub in ["keys", "issued"] {
-            let dir = self.root.join(sub);
-            let entries = fs::read_dir(&dir).map_err(io(&dir, "list"))?;
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let Some(rest) = name.strip_prefix(&format!("{cert}-")) else {
-                    continue;
-                };
-                let attempt = rest.split('.').next().unwrap_or_default();
-                if Some(attempt) != keep && !attempt.contains('-') {
-                    remove_file(&e.path())?;
-                }
-            }
-        }
-        Ok(())
     }
 }
 

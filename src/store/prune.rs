@@ -1,7 +1,7 @@
 //! Pruning of the state directory: the keys and issued chains of a certificate's
 //! finished attempts, which would otherwise pile up under `state_dir/keys` and
-//! `state_dir/issued` (the hooks' success prunes them too, but not every
-//! certificate has a hook).
+//! `state_dir/issued`. The one pruning there is: run at the end of every pass and
+//! import, after the reload hooks.
 //!
 //! The rule: a file `<name>-<attempt>.key` or `<name>-<attempt>.pem` is removed only
 //! when the journal of `<name>` is idle (no renewal in progress, no hook pending, no

@@ -102,7 +102,8 @@ pub fn read_file(
     Ok(Some((data, meta)))
 }
 
-/// [`read_regular`] of a text file in an output directory.
+/// [`read_regular`] of a text file cas-renewd wrote: in an output directory, or a
+/// key or chain under the state directory.
 pub fn read_output_text(path: &Path) -> Result<Option<String>, StoreError> {
     read_regular(path, MAX_OUTPUT_FILE_BYTES)?
         .map(|d| {
