@@ -103,7 +103,7 @@ pub(super) fn problem_from_yaml(
         )
         .unwrap_or(first)
         .to_owned();
-    let snippet: Vec<&str> = lines.collect();
+    let snippet: Vec<String> = lines.map(redact_snippet_line).collect();
     let key = match path.as_deref() {
         None | Some("" | ".") => "(document)".to_owned(),
         // `Spanned` wraps its value in a `value` field; no key of ours is so named.
@@ -113,6 +113,12 @@ pub(super) fn problem_from_yaml(
             .trim_end_matches(".value")
             .to_owned(),
     };
+    // A value the parser quotes in its message is dropped when the key holds a secret.
+    let message = if is_sensitive(&key) {
+        without_quoted_values(&message)
+    } else {
+        message
+    };
     Problem {
         file: source.to_owned(),
         line,
@@ -121,6 +127,54 @@ pub(super) fn problem_from_yaml(
         message,
         snippet: (!snippet.is_empty()).then(|| snippet.join("\n")),
     }
+}
+
+/// Words in a key that may hold a secret inline (a `*_file` key holds only a path).
+const SENSITIVE: [&str; 4] = ["secret", "token", "password", "url"];
+
+fn is_sensitive(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    SENSITIVE.iter().any(|word| {
+        lower
+            .match_indices(word)
+            .any(|(at, w)| !lower[at + w.len()..].starts_with("_file"))
+    })
+}
+
+/// A snippet line (`  3 |   access_key_secret: value`) with everything after the
+/// key's colon hidden when the line names a key that may hold a secret: the parser
+/// shows the lines around a mistake, and a secret beside it would reach
+/// `check-config`, `reload.json` and the log.
+fn redact_snippet_line(line: &str) -> String {
+    let Some((gutter, content)) = line.split_once('|') else {
+        return line.to_owned();
+    };
+    // Only source lines (a line number in the gutter), not the parser's marker lines.
+    if gutter.trim().is_empty() || !is_sensitive(content) {
+        return line.to_owned();
+    }
+    match content.split_once(':') {
+        Some((key, _)) => format!("{gutter}|{key}: <redacted>"),
+        None => format!("{gutter}| <redacted>"),
+    }
+}
+
+/// `message` with every quoted or back-quoted part replaced by `<redacted>`.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut open: Option<char> = None;
+    for c in message.chars() {
+        match open {
+            Some(q) if c == q => open = None,
+            Some(_) => {}
+            None if matches!(c, '"' | '`' | '\'') => {
+                open = Some(c);
+                out.push_str("<redacted>");
+            }
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 /// Collects located problems during validation.

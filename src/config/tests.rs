@@ -582,3 +582,25 @@ fn where_reading_cannot_go_on_the_message_says_so() {
     );
     assert!(!p.message.contains("not checked"), "{p}");
 }
+
+#[test]
+fn parser_errors_never_quote_an_inline_secret() {
+    // The parser's snippet shows the lines around the error: a secret on the line
+    // of (or beside) a mistake must not reach check-config, reload.json or the log.
+    let cases = [
+        // the wrong type on the secret's own line
+        "credentials:\n  access_key_id: LTAIexample\n  access_key_secret: [s3cr3t-value-xyz]\n",
+        // an unknown key right under the secret
+        "credentials:\n  access_key_id: LTAIexample\n  access_key_secret: s3cr3t-value-xyz\n  security_token: sts-token-abc\n  bogus: 1\n",
+        // a syntax error on the secret's line
+        "credentials:\n  access_key_id: LTAIexample\n  access_key_secret: \"s3cr3t-value-xyz\n  security_token: sts-token-abc\n",
+    ];
+    for case in cases {
+        let yaml = format!("{case}{MINIMAL}");
+        let e = parse(&yaml).expect_err("invalid config accepted");
+        let shown = e.to_string();
+        assert!(!shown.contains("s3cr3t-value-xyz"), "{shown}");
+        assert!(!shown.contains("sts-token-abc"), "{shown}");
+        assert!(!format!("{e:?}").contains("s3cr3t-value-xyz"), "{e:?}");
+    }
+}
