@@ -392,3 +392,39 @@ async fn a_local_relay_without_tls_gets_the_mail_when_configured_so() {
     assert!(!mails[0].tls && mails[0].auth.is_none());
     assert_eq!(mails[0].to, ["<a@example.com>", "<b@example.com>"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notification_being_retried_goes_out_before_the_daemon_stops() {
+    let robots = Robots::start(Expect::default()).await;
+    // Two failures: the message is sent at once, then retried after 0.5 s and 1 s.
+    robots.fail_webhook(2);
+    let w = TestEnv::builder(ORDERS)
+        .extra(&format!(
+            "schedule: {{ cron: \"0 17 3 * * *\", jitter: 0s, run_at_start: true }}\nnotify:\n  - {{ type: webhook, url: \"{}\", secret_file: {{d}}/webhook.secret, events: [renewed] }}\n",
+            robots.url("/webhook")
+        ))
+        .cert(Cert::new("www", "www.example.com"))
+        .start()
+        .await;
+    write_secret(&w, "webhook.secret", &Expect::default().webhook_secret);
+    let mut child = common::DaemonProcess::spawn(&w, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while robots.received().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no notification within 30 s:\n{}",
+            child.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // SIGTERM while the first attempt has failed and the retries are still ahead.
+    assert!(child.stop().success(), "{}", child.log());
+    let got = robots.received();
+    assert_eq!(
+        got.len(),
+        3,
+        "the retries must go out before the daemon exits:\n{}",
+        child.log()
+    );
+    assert_eq!(got[2].body["event"].as_str(), Some("renewed"));
+}

@@ -21,16 +21,24 @@ use crate::renew::{Engine, EngineError, Outcome, PassOptions, PassReport, instal
 /// comes back for them after `poll_max_interval`.
 const FOLLOW_BUDGET: Duration = Duration::from_secs(600);
 
+/// An engine and the notifier it reports to (kept apart so that stopping can let
+/// the notifications go out).
+pub(super) struct Built {
+    pub(super) engine: Arc<Engine>,
+    pub(super) notifier: Arc<Notifying>,
+}
+
 /// The engine for `cfg`, reporting into `metrics` and to the notification channels.
-pub(super) fn build(cfg: Config, metrics: Arc<Metrics>) -> Result<Arc<Engine>, EngineError> {
+pub(super) fn build(cfg: Config, metrics: Arc<Metrics>) -> Result<Built, EngineError> {
     let creds =
         CredentialsProvider::resolve(cfg.credentials.as_ref(), &Environment::from_process())?;
-    let observer = Notifying::start(&cfg.notify, &cfg.state_dir, metrics);
-    Ok(Arc::new(Engine::with_observer(
+    let notifier = Notifying::start(&cfg.notify, &cfg.state_dir, metrics);
+    let engine = Arc::new(Engine::with_observer(
         cfg,
         Arc::new(creds),
-        observer,
-    )?))
+        notifier.clone(),
+    )?);
+    Ok(Built { engine, notifier })
 }
 
 /// One pass in a task of its own, after the jitter a scheduled pass waits. The

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinHandle};
 use tracing::{error, info, warn};
 
+use crate::announce::Notifying;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::renew::{Engine, PassReport};
@@ -72,10 +73,16 @@ pub async fn run(config_path: PathBuf, cfg: Config) -> Result<(), DaemonError> {
 
 /// The running daemon: its configuration, engine, endpoints, schedule, and the
 /// one pass that may be running with the one that waits for it.
+/// How long stopping waits for unsent notifications: well inside the unit's
+/// `TimeoutStopSec=15s`, long enough for the retries' backoff (0.5 s, 1 s, 2 s).
+const NOTIFY_AT_STOP: Duration = Duration::from_secs(8);
+
 struct Daemon {
     config_path: PathBuf,
     cfg: Config,
     engine: Arc<Engine>,
+    /// The engine's notifier: stopping waits (bounded) for its queue to empty.
+    notifier: Arc<Notifying>,
     metrics: Arc<Metrics>,
     health: Arc<http::Health>,
     schedule: Schedule,
@@ -102,7 +109,7 @@ impl Daemon {
         cfg: Config,
     ) -> Result<(Daemon, mpsc::Receiver<Trigger>), DaemonError> {
         let metrics = Metrics::new();
-        let engine = engine::build(cfg.clone(), metrics.clone())?;
+        let engine::Built { engine, notifier } = engine::build(cfg.clone(), metrics.clone())?;
         let health = http::Health::new(metrics.clone());
         let server = http::start(cfg.metrics.listen, health.clone())
             .await
@@ -118,6 +125,7 @@ impl Daemon {
             config_path,
             cfg,
             engine,
+            notifier,
             metrics,
             health,
             schedule,
@@ -207,8 +215,8 @@ impl Daemon {
         let usec = NotifyState::monotonic_usec_now().unwrap_or(NotifyState::MonotonicUsec(0));
         notify(&[NotifyState::Reloading, usec]);
         let outcome = match self.load_new() {
-            Ok((new, engine)) => {
-                self.take_over(new, engine).await;
+            Ok((new, built)) => {
+                self.take_over(new, built).await;
                 Ok(())
             }
             Err(e) => {
@@ -221,7 +229,7 @@ impl Daemon {
     }
 
     /// The new configuration and its engine, or why they cannot be used.
-    fn load_new(&self) -> Result<(Config, Arc<Engine>), String> {
+    fn load_new(&self) -> Result<(Config, engine::Built), String> {
         let new = match Config::load(&self.config_path) {
             Ok(c) => c,
             Err(e) => {
@@ -230,7 +238,7 @@ impl Daemon {
             }
         };
         match engine::build(new.clone(), self.metrics.clone()) {
-            Ok(engine) => Ok((new, engine)),
+            Ok(built) => Ok((new, built)),
             Err(e) => {
                 error!(error = %e, "reloaded configuration cannot be used; the previous one stays in force");
                 Err(format!("the configuration cannot be used: {e}"))
@@ -238,7 +246,7 @@ impl Daemon {
         }
     }
 
-    async fn take_over(&mut self, new: Config, engine: Arc<Engine>) {
+    async fn take_over(&mut self, new: Config, built: engine::Built) {
         if new.schedule.cron != self.cfg.schedule.cron
             && let Err(e) = self.schedule.replace(&new.schedule.cron).await
         {
@@ -254,7 +262,10 @@ impl Daemon {
         self.metrics.refresh_disk(&new.certificates);
         self.metrics
             .init_hooks(new.hooks.keys().map(String::as_str));
-        self.engine = engine;
+        // The old notifier's queue still drains: its sender lives while a running
+        // pass holds the old engine, and its task ends once the queue is empty.
+        self.engine = built.engine;
+        self.notifier = built.notifier;
         self.cfg = new;
         self.metrics.config_reload_ok.set(1.0);
         info!(path = %self.config_path.display(), "configuration reloaded");
@@ -349,6 +360,9 @@ impl Daemon {
             let _ = p.await;
         }
         self.schedule.shutdown().await;
+        // A notification still queued or between retries goes out first (bounded):
+        // exiting would drop it, and it may be the one that tells of a failure.
+        self.notifier.finish(NOTIFY_AT_STOP).await;
         self.server.abort();
         info!("stopped");
     }
