@@ -133,6 +133,7 @@ async fn official_python_sdk_talks_to_the_simulator() {
         "one ApplyCertificate took effect: {}",
         state["v2"]
     );
+    instances_switched(&csr_file, dir.path()).await;
     for action in [
         "ListInstances",
         "GetInstanceDetail",
@@ -146,4 +147,55 @@ async fn official_python_sdk_talks_to_the_simulator() {
             "{action} was called"
         );
     }
+}
+
+/// The other readings of the open V2.0 questions (README, simulator assumptions
+/// 19, 24, 29) through the SDK: ApplyCertificate's RequestId as the TaskId,
+/// instances in ListUserCertificateOrder (the V1 renew on one refused), an
+/// absolute TXT key with a quoted value, an HTTP key as a URL with three lines.
+async fn instances_switched(www_csr: &Path, dir: &Path) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params =
+        rcgen::CertificateParams::new(vec!["api.example.com".to_owned()]).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "api.example.com");
+    let csr = params
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem");
+    std::fs::write(dir.join("api.csr"), csr).expect("write csr");
+    let webroot = dir.join("webroot");
+    std::fs::create_dir_all(&webroot).expect("webroot");
+    let sim = start_sim(
+        "sdk-key-id",
+        "sdk-key-secret",
+        &format!(
+            "instances:\n  - {{ domain: www.example.com, service_period: 730d, certificate_expires_in: 20d }}\n  - {{ domain: api.example.com, service_period: 730d, certificate_expires_in: 20d }}\nissuance: {{ validation: dns, polls_before_issued: 1, webroot: {} }}\nv2: {{ task_id: request_id, listed_in_orders: true, validation_key: fqdn_dot, validation_value: quoted, file_key: url, file_value: multi_line }}\n",
+            webroot.display()
+        ),
+    )
+    .await;
+    let python = sdk_python().expect("checked by the caller");
+    let out = conformance(
+        python,
+        sim.addr().to_string(),
+        www_csr,
+        &["instances-switched", &webroot.display().to_string()],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "SDK switched-instances run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = sim.state();
+    for id in ["cas-ivauto-000001", "cas-ivauto-000002"] {
+        assert_eq!(state["v2"]["apply_certificate_calls"][id], 1, "{id}");
+    }
+    assert_eq!(state["v2"]["v1_order_calls"]["cas-ivauto-000001"], 1);
+    assert!(common::no_renew_calls(&state), "{}", state["renew_calls"]);
 }

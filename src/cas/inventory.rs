@@ -143,12 +143,35 @@ impl Inventory {
     }
 }
 
+/// Every matching V1 order and nothing else: ListUserCertificateOrder, then (when
+/// it listed anything) ListInstances, so an instance the V1 listing also shows is
+/// left out (see [`Inventory::new`]). The V1 path lists through this, so it never
+/// calls a V1 operation, the paid renew above all, on a V2.0 certificate.
+pub async fn v1_orders(
+    cas: &Cas,
+    filter: OrderFilter,
+    page_size: u32,
+) -> Result<Vec<CertificateOrder>, ApiError> {
+    let orders = cas.list_all_orders(filter, page_size).await?;
+    if orders.is_empty() {
+        return Ok(orders);
+    }
+    let instances = cas
+        .list_all_instances(&InstanceFilter::default(), page_size)
+        .await?;
+    Ok(Inventory::new(orders, instances).orders)
+}
+
 /// Whether `o`, an entry of ListUserCertificateOrder, is one of `instances` (a
 /// V2.0 certificate the V1 listing shows too): it carries an instance's InstanceId
 /// or CertificateId. The V1 operations are not supported for such a certificate,
 /// and RenewCertificateOrderForPackageRequest on it would fail or spend.
 pub fn lists_an_instance(o: &CertificateOrder, instances: &[Instance]) -> bool {
-    let id = o.instance_id.as_deref().map(str::trim).filter(|i| !i.is_empty());
+    let id = o
+        .instance_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|i| !i.is_empty());
     let cert = o.certificate_id.filter(|c| *c > 0);
     instances.iter().any(|i| {
         id.is_some_and(|id| i.instance_id.as_deref().map(str::trim) == Some(id))
@@ -207,7 +230,10 @@ mod tests {
         };
         for (order, why) in [
             (listed(Some("cas-ivauto-1"), None), "same InstanceId"),
-            (listed(Some(" cas-ivauto-1 "), Some(5)), "InstanceId, spaces"),
+            (
+                listed(Some(" cas-ivauto-1 "), Some(5)),
+                "InstanceId, spaces",
+            ),
             (listed(None, Some(77)), "same CertificateId"),
             (listed(Some("cas-other"), Some(77)), "CertificateId alone"),
         ] {
@@ -216,7 +242,11 @@ mod tests {
                 vec![with_cert.clone()],
             );
             assert_eq!(inv.orders.len(), 1, "{why}");
-            assert_eq!(inv.orders[0].order_id, Some(1), "{why}: the real order stays");
+            assert_eq!(
+                inv.orders[0].order_id,
+                Some(1),
+                "{why}: the real order stays"
+            );
             let shop = inv.for_domain("shop.example.com");
             assert_eq!(shop.len(), 1, "{why}");
             assert_eq!(shop[0].kind(), Kind::Instance, "{why}");

@@ -43,6 +43,28 @@ pub struct V2Behaviour {
     /// What an HTTP `ValidationValue` (the file's content) holds.
     #[serde(default)]
     pub file_value: FileValueForm,
+    /// An instance or its certificate is `willExpire` from this many days before
+    /// its end (the console's 30; the API's threshold is undocumented).
+    #[serde(default = "default_will_expire_days")]
+    pub will_expire_days: u32,
+    /// The key of a certificate CAS re-issues by itself (AutoReissue).
+    #[serde(default)]
+    pub auto_reissue_key: AutoReissueKey,
+}
+
+fn default_will_expire_days() -> u32 {
+    30
+}
+
+/// Which key CAS's managed re-issue (AutoReissue) certifies: a new one CAS makes
+/// and sends as `Key`, or, when the last application uploaded a CSR, that CSR's
+/// key again (no `Key`: only its holder has it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoReissueKey {
+    #[default]
+    Cas,
+    LastCsr,
 }
 
 fn default_true() -> bool {
@@ -65,6 +87,8 @@ impl Default for V2Behaviour {
             validation_value: ValidationValueForm::default(),
             file_key: FileKeyForm::default(),
             file_value: FileValueForm::default(),
+            will_expire_days: default_will_expire_days(),
+            auto_reissue_key: AutoReissueKey::default(),
         }
     }
 }

@@ -114,7 +114,9 @@ fn unquote(value: &str) -> String {
 fn file_uri(key: &str, domain: &str) -> String {
     let k = key.trim();
     let path = match k.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => {
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+        {
             match rest.split_once('/') {
                 Some((host, path)) if host.eq_ignore_ascii_case(domain) => format!("/{path}"),
                 _ => return key.to_owned(),
@@ -218,10 +220,17 @@ mod tests {
         ] {
             assert_eq!(file_uri(key, "shop.example.com"), key);
         }
-        let dns = request(&entry("TXT", "_dnsauth.shop.example.com.attacker.net.", "t"));
+        let dns = request(&entry(
+            "TXT",
+            "_dnsauth.shop.example.com.attacker.net.",
+            "t",
+        ));
         assert!(matches!(dns, Err(ValidationError::Refused(_))), "{dns:?}");
         let odd = request(&entry("EMAIL", "admin@example.com", "t"));
-        assert!(matches!(odd, Err(ValidationError::UnknownMethod(_))), "{odd:?}");
+        assert!(
+            matches!(odd, Err(ValidationError::UnknownMethod(_))),
+            "{odd:?}"
+        );
     }
 
     #[test]
@@ -232,10 +241,16 @@ mod tests {
         let list = vec![other.clone(), mine.clone()];
         assert_eq!(validation_for(&list, "SHOP.example.com."), Some(&mine));
         assert_eq!(validation_for(&list, "www.example.com"), None);
-        assert_eq!(validation_for(&[other.clone()], "www.example.com"), Some(&other));
+        assert_eq!(
+            validation_for(&[other.clone()], "www.example.com"),
+            Some(&other)
+        );
         let mut base = entry("TXT", "_dnsauth", "w");
         base.domain = Some("example.com".into());
-        assert_eq!(validation_for(&[mine, base.clone()], "*.example.com"), Some(&base));
+        assert_eq!(
+            validation_for(&[mine, base.clone()], "*.example.com"),
+            Some(&base)
+        );
         assert!(validation_state(&[], "shop.example.com").is_none());
     }
 }

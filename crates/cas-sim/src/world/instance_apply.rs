@@ -11,13 +11,13 @@ use std::collections::HashMap;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::instances::{Instance, InstanceCert, Review, Task, WILL_EXPIRE_MS};
+use super::instances::{Instance, InstanceCert, Review, Task};
 use super::issuance::twist_of;
 use super::packages::csr_common_name;
 use super::{SimError, World, int_param, new_token, param, required, validation_sim};
 use crate::ca::Twist;
 use crate::scenario::{IssueOutcome, ValidationKind};
-use crate::v2::TaskIdForm;
+use crate::v2::{AutoReissueKey, TaskIdForm};
 
 const KEY_ALGORITHMS: [&str; 5] = ["RSA_2048", "RSA_3072", "RSA_4096", "ECC_256", "SM2"];
 
@@ -261,10 +261,16 @@ impl World {
     }
 
     /// Issues the instance's next certificate: from its CSR when the application
-    /// uploaded one (never for CAS's managed re-issue), else with a key CAS makes.
+    /// uploaded one (for CAS's managed re-issue only with `v2.auto_reissue_key:
+    /// last_csr`), else with a key CAS makes.
     fn issue_instance_cert(&mut self, id: &str, now: i64, auto: bool) -> Result<(), SimError> {
         let i = &self.instances.map[id];
-        let csr = if auto { None } else { i.app.csr.clone() };
+        let reuse = self.instances.forms.auto_reissue_key == AutoReissueKey::LastCsr;
+        let csr = if auto && !reuse {
+            None
+        } else {
+            i.app.csr.clone()
+        };
         let mut end = now + i.validity_ms;
         if self.instances.cert_within_service {
             end = end.min(i.end_ms);
@@ -310,7 +316,7 @@ impl World {
             .filter(|i| now < i.end_ms)
             .filter(|i| {
                 i.latest().is_some_and(|c| {
-                    c.end_ms - now <= WILL_EXPIRE_MS && (!within || c.end_ms < i.end_ms)
+                    c.end_ms - now <= i.will_expire_ms && (!within || c.end_ms < i.end_ms)
                 })
             })
             .map(|i| i.id.clone())

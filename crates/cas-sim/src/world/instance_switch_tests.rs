@@ -203,3 +203,46 @@ fn file_validation_forms_name_one_file_holding_the_whole_value() {
         assert_eq!(issued["CertificateStatus"], "issued", "{v2}");
     }
 }
+
+#[test]
+fn will_expire_begins_as_many_days_before_the_end_as_switched() {
+    let spec = "instances:\n  - { domain: shop.example.com, service_period: 730d, certificate_expires_in: 20d }\n";
+    let mut w = world(spec);
+    assert_eq!(
+        poll_once(&mut w)["CertificateStatus"],
+        "willExpire",
+        "30 days"
+    );
+    let mut w = world(&format!("{spec}v2: {{ will_expire_days: 15 }}\n"));
+    assert_eq!(poll_once(&mut w)["CertificateStatus"], "issued");
+    w.advance(6 * DAY);
+    assert_eq!(
+        poll_once(&mut w)["CertificateStatus"],
+        "willExpire",
+        "14 days left"
+    );
+}
+
+#[test]
+fn auto_reissue_certifies_cas_key_or_the_last_csr_as_switched() {
+    let spec = "instances:\n  - { domain: shop.example.com, service_period: 730d, certificate_expires_in: 40d, auto_reissue: true }\n";
+    for (v2, cas_key) in [("{}", true), ("{ auto_reissue_key: last_csr }", false)] {
+        let mut w = world(&format!("{spec}v2: {v2}\n"));
+        let c = csr("shop.example.com");
+        ok(
+            &mut w,
+            "UpdateInstance",
+            &[
+                ("InstanceId", ID),
+                ("GenerateCsrMethod", "upload"),
+                ("Csr", &c),
+            ],
+        );
+        w.advance(11 * DAY);
+        let d = poll_once(&mut w);
+        let id = d["CertificateId"].as_i64().expect("id").to_string();
+        let detail = ok(&mut w, "GetUserCertificateDetail", &[("CertId", &id)]);
+        assert_eq!(detail.get("Key").is_some(), cas_key, "{v2}");
+        assert_eq!(w.snapshot()["v2"]["auto_reissues"][ID], 1, "{v2}");
+    }
+}

@@ -16,9 +16,6 @@ use crate::ca::Issued;
 use crate::scenario::{InstanceSpec, IssueOutcome, PinnedStatus, Scenario};
 use crate::v2::V2Behaviour;
 
-/// A certificate (or an instance) this close to its end is `willExpire`. ASSUMED:
-/// the docs give the status but not the threshold; the console's 30 days.
-pub(super) const WILL_EXPIRE_MS: i64 = 30 * DAY_MS;
 /// OrderIds of instances in the V1 listing: apart from the simulator's orders.
 const LISTED_ORDER_BASE: i64 = 900_000;
 /// ListInstances' documented maximum ShowSize.
@@ -82,6 +79,10 @@ pub struct Instance {
     pub pending_result: Option<String>,
     /// The OrderId ListUserCertificateOrder shows it under (`v2.listed_in_orders`).
     pub listed_order_id: i64,
+    /// A certificate (or the instance) this close to its end is `willExpire`.
+    /// ASSUMED: the docs give the status but not the threshold; the console's 30
+    /// days (`v2.will_expire_days`).
+    pub will_expire_ms: i64,
 }
 
 impl Instance {
@@ -99,7 +100,7 @@ impl Instance {
             "pending"
         } else if self.certs.is_empty() {
             "inactive"
-        } else if self.end_ms - now <= WILL_EXPIRE_MS {
+        } else if self.end_ms - now <= self.will_expire_ms {
             "willExpire"
         } else {
             "normal"
@@ -110,7 +111,7 @@ impl Instance {
         self.latest().map(|c| {
             if c.end_ms <= now {
                 "expired"
-            } else if c.end_ms - now <= WILL_EXPIRE_MS {
+            } else if c.end_ms - now <= self.will_expire_ms {
                 "willExpire"
             } else {
                 "issued"
@@ -216,6 +217,7 @@ impl World {
             task: None,
             pending_result: None,
             listed_order_id: LISTED_ORDER_BASE + i64::try_from(n).unwrap_or(0),
+            will_expire_ms: i64::from(self.instances.forms.will_expire_days) * DAY_MS,
         }
     }
 
