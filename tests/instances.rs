@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use cas_renewd::cas::api::{
-    Cas, CertificateStatus, DomainValidation, InstanceFilter, InstanceStatus, TASK_TYPE_APPLY,
-    TaskStatus, validation_state,
+    Cas, CertificateStatus, DomainValidation, Instance, InstanceFilter, InstanceStatus,
+    TASK_TYPE_APPLY, TaskStatus, validation_state,
 };
 use cas_renewd::cas::api_apply::InstanceApplication;
 use cas_renewd::cas::client::ApiError;
@@ -24,10 +24,23 @@ fn cas(sim: &Simulator) -> Cas {
 }
 
 fn csr(domain: &str) -> String {
+    key_and_csr(domain).1
+}
+
+/// The listed instance of `domain`.
+fn by_domain<'a>(all: &'a [Instance], domain: &str) -> &'a Instance {
+    all.iter()
+        .find(|i| i.domain.as_deref() == Some(domain))
+        .unwrap_or_else(|| panic!("{domain} is listed"))
+}
+
+/// A key made here and a CSR of it for `domain`.
+fn key_and_csr(domain: &str) -> (KeyPair, String) {
     let key = KeyPair::generate().expect("key");
     let mut p = CertificateParams::new(vec![domain.to_owned()]).expect("params");
     p.distinguished_name.push(DnType::CommonName, domain);
-    p.serialize_request(&key).expect("csr").pem().expect("pem")
+    let csr = p.serialize_request(&key).expect("csr").pem().expect("pem");
+    (key, csr)
 }
 
 fn application(domain: &str) -> InstanceApplication {
@@ -149,10 +162,7 @@ async fn empty_strings_in_instance_answers_are_absent() {
         .list_all_instances(&InstanceFilter::default(), 100)
         .await
         .expect("\"\" parses as absent");
-    let new = all
-        .iter()
-        .find(|i| i.domain.as_deref() == Some("new.example.com"))
-        .expect("new");
+    let new = by_domain(&all, "new.example.com");
     assert_eq!(new.status, Some(InstanceStatus::Inactive));
     assert!(new.certificate_id.is_none() && new.certificate_not_after.is_none());
     assert!(new.certificate_status.is_none() && new.pending_result.is_none());
@@ -538,11 +548,7 @@ async fn managed_reissue_key_and_will_expire_readings_as_the_client_sees_them() 
     ] {
         let sim = start_sim(KEY_ID, SECRET, &format!("{two}v2: {v2}\n")).await;
         let cas = cas(&sim);
-        let key = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(vec!["shop.example.com".to_owned()]).expect("params");
-        p.distinguished_name
-            .push(DnType::CommonName, "shop.example.com");
-        let our_csr = p.serialize_request(&key).expect("csr").pem().expect("pem");
+        let (key, our_csr) = key_and_csr("shop.example.com");
         cas.update_instance_with(&InstanceApplication {
             instance_id: SHOP.into(),
             csr: Some(our_csr),
@@ -554,10 +560,7 @@ async fn managed_reissue_key_and_will_expire_readings_as_the_client_sees_them() 
             .list_all_instances(&InstanceFilter::default(), 10)
             .await
             .expect("list");
-        let plain = all
-            .iter()
-            .find(|i| i.domain.as_deref() == Some("plain.example.com"))
-            .expect("plain");
+        let plain = by_domain(&all, "plain.example.com");
         assert_eq!(plain.certificate_status, Some(plain_status), "{v2}");
         let state = sim.state();
         assert_eq!(

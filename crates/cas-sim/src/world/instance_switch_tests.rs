@@ -15,16 +15,7 @@ fn task_id_is_the_instance_id_or_the_request_id_as_switched() {
     let mut w = world(&format!(
         "{ONE}v2: {{ task_processing_polls: 0, task_id: request_id }}\n"
     ));
-    let c = csr("shop.example.com");
-    ok(
-        &mut w,
-        "UpdateInstance",
-        &[
-            ("InstanceId", ID),
-            ("GenerateCsrMethod", "upload"),
-            ("Csr", &c),
-        ],
-    );
+    upload_csr(&mut w, &[]);
     let answer = ok(&mut w, "ApplyCertificate", &[("InstanceId", ID)]);
     let rid = answer["RequestId"]
         .as_str()
@@ -39,6 +30,18 @@ fn task_id_is_the_instance_id_or_the_request_id_as_switched() {
     );
     // The instance itself is followed the same way under both readings.
     assert_eq!(poll_until_issued(&mut w)["CertificateStatus"], "issued");
+}
+
+/// UpdateInstance with our CSR for the instance's domain and `extra` fields.
+fn upload_csr(w: &mut World, extra: &[(&str, &str)]) {
+    let c = csr("shop.example.com");
+    let mut p = vec![
+        ("InstanceId", ID),
+        ("GenerateCsrMethod", "upload"),
+        ("Csr", c.as_str()),
+    ];
+    p.extend_from_slice(extra);
+    ok(w, "UpdateInstance", &p);
 }
 
 fn listing(w: &mut World, params: &[(&str, &str)]) -> Vec<Value> {
@@ -91,17 +94,7 @@ fn instances_show_in_the_v1_listing_only_when_switched_and_v1_calls_are_refused(
 
 /// Applies with `method`, then returns the one DomainValidationList entry.
 fn validation_entry(w: &mut World, method: &str) -> Value {
-    let c = csr("shop.example.com");
-    ok(
-        w,
-        "UpdateInstance",
-        &[
-            ("InstanceId", ID),
-            ("GenerateCsrMethod", "upload"),
-            ("Csr", &c),
-            ("ValidationMethod", method),
-        ],
-    );
+    upload_csr(w, &[("ValidationMethod", method)]);
     ok(w, "ApplyCertificate", &[("InstanceId", ID)]);
     poll_once(w)["DomainValidationList"][0].clone()
 }
@@ -228,16 +221,7 @@ fn auto_reissue_certifies_cas_key_or_the_last_csr_as_switched() {
     let spec = "instances:\n  - { domain: shop.example.com, service_period: 730d, certificate_expires_in: 40d, auto_reissue: true }\n";
     for (v2, cas_key) in [("{}", true), ("{ auto_reissue_key: last_csr }", false)] {
         let mut w = world(&format!("{spec}v2: {v2}\n"));
-        let c = csr("shop.example.com");
-        ok(
-            &mut w,
-            "UpdateInstance",
-            &[
-                ("InstanceId", ID),
-                ("GenerateCsrMethod", "upload"),
-                ("Csr", &c),
-            ],
-        );
+        upload_csr(&mut w, &[]);
         w.advance(11 * DAY);
         let d = poll_once(&mut w);
         let id = d["CertificateId"].as_i64().expect("id").to_string();
