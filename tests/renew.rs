@@ -331,10 +331,12 @@ async fn dry_run_prints_the_plan_and_changes_nothing() {
     only_reads(&w);
 }
 
-/// The read calls a dry run may make: the listing, the order's certificate (to see
+/// The read calls a dry run may make: the listings (orders, and instances to
+/// leave out of them), the order's certificate (to see
 /// whether its key is here) and the resource plans.
-const DRY_RUN_READS: [&str; 3] = [
+const DRY_RUN_READS: [&str; 4] = [
     "ListUserCertificateOrder",
+    "ListInstances",
     "DescribeCertificateState",
     "DescribePackageState",
 ];

@@ -27,22 +27,49 @@ fn sdk_python() -> Option<PathBuf> {
     ok.then_some(p)
 }
 
-/// tests/sdk/conformance.py with `python` against the simulator at `endpoint`.
-async fn conformance(python: PathBuf, endpoint: String, csr_file: &Path, extra: &[&str]) -> Output {
+/// A CSR for `domain` (CN and SAN), of a key made here and dropped.
+fn csr_pem(domain: &str) -> String {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec![domain.to_owned()]).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, domain);
+    params
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem")
+}
+
+/// tests/sdk/conformance.py (mode `extra`, none for the main run) against `sim`;
+/// prints its checks and asserts that every one passed.
+async fn conformance(sim: &common::Simulator, csr_file: &Path, extra: &[&str]) {
+    let python = sdk_python().expect("checked by the test");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/conformance.py");
     let mut c = Command::new(python);
     c.arg(script)
-        .args([endpoint.as_str(), "sdk-key-id", "sdk-key-secret"])
+        .args([
+            sim.addr().to_string().as_str(),
+            "sdk-key-id",
+            "sdk-key-secret",
+        ])
         .arg(csr_file)
         .args(extra);
-    tokio::task::spawn_blocking(move || c.output().expect("python runs"))
+    let out: Output = tokio::task::spawn_blocking(move || c.output().expect("python runs"))
         .await
-        .expect("join")
+        .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains(" passed, 0 failed"),
+        "SDK run {extra:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn official_python_sdk_talks_to_the_simulator() {
-    let Some(python) = sdk_python() else {
+    if sdk_python().is_none() {
         if std::env::var("CAS_RENEWD_E2E").as_deref() == Ok("1") {
             panic!("CAS_RENEWD_E2E=1 but the SDK venv is missing; run scripts/test.sh");
         }
@@ -50,36 +77,18 @@ async fn official_python_sdk_talks_to_the_simulator() {
             "skipped: the official Alibaba Python SDK is not installed (scripts/test.sh installs it into target/sdk-venv)"
         );
         return;
-    };
+    }
     let sim = start_sim(
         "sdk-key-id",
         "sdk-key-secret",
         "orders:\n  - { domain: www.example.com, expires_in: 20d }\n  - { domain: api.example.com, expires_in: 200d }\n",
     )
     .await;
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut params =
-        rcgen::CertificateParams::new(vec!["www.example.com".to_owned()]).expect("params");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "www.example.com");
-    let csr = params
-        .serialize_request(&key)
-        .expect("csr")
-        .pem()
-        .expect("pem");
+    let csr = csr_pem("www.example.com");
     let dir = tempfile::tempdir().expect("tempdir");
     let csr_file = dir.path().join("www.csr");
     std::fs::write(&csr_file, csr).expect("write csr");
-    let out = conformance(python, sim.addr().to_string(), &csr_file, &[]).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "SDK conformance failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains(" passed, 0 failed"));
+    conformance(&sim, &csr_file, &[]).await;
     let state = sim.state();
     assert_eq!(state["renew_calls"]["100001"], 1);
     assert_eq!(
@@ -99,15 +108,7 @@ async fn official_python_sdk_talks_to_the_simulator() {
         "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { renewal_needs_application: true }\n",
     )
     .await;
-    let python = sdk_python().expect("checked above");
-    let out = conformance(python, sim.addr().to_string(), &csr_file, &["pending"]).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "SDK pending-application run failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    conformance(&sim, &csr_file, &["pending"]).await;
     assert_eq!(sim.state()["packages"]["applications"]["100002"], 1);
 
     // SSL Certificate Management V2.0 instances: every new operation, with DNS
@@ -118,21 +119,14 @@ async fn official_python_sdk_talks_to_the_simulator() {
         "instances:\n  - { domain: www.example.com, service_period: 730d, certificate_expires_in: 20d }\n  - { domain: new.example.com, service_period: 365d }\nissuance: { validation: dns, polls_before_issued: 1 }\n",
     )
     .await;
-    let python = sdk_python().expect("checked above");
-    let out = conformance(python, sim.addr().to_string(), &csr_file, &["instances"]).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "SDK instances run failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    conformance(&sim, &csr_file, &["instances"]).await;
     let state = sim.state();
     assert_eq!(
         state["v2"]["apply_certificate_calls"]["cas-ivauto-000001"], 1,
         "one ApplyCertificate took effect: {}",
         state["v2"]
     );
+    instances_switched(&csr_file, dir.path()).await;
     for action in [
         "ListInstances",
         "GetInstanceDetail",
@@ -146,4 +140,31 @@ async fn official_python_sdk_talks_to_the_simulator() {
             "{action} was called"
         );
     }
+}
+
+/// The other readings of the open V2.0 questions (README, simulator assumptions
+/// 19, 24, 29) through the SDK: ApplyCertificate's RequestId as the TaskId,
+/// instances in ListUserCertificateOrder (the V1 renew on one refused), an
+/// absolute TXT key with a quoted value, an HTTP key as a URL with three lines.
+async fn instances_switched(www_csr: &Path, dir: &Path) {
+    std::fs::write(dir.join("api.csr"), csr_pem("api.example.com")).expect("write csr");
+    let webroot = dir.join("webroot");
+    std::fs::create_dir_all(&webroot).expect("webroot");
+    let sim = start_sim(
+        "sdk-key-id",
+        "sdk-key-secret",
+        &format!(
+            "instances:\n  - {{ domain: www.example.com, service_period: 730d, certificate_expires_in: 20d }}\n  - {{ domain: api.example.com, service_period: 730d, certificate_expires_in: 20d }}\nissuance: {{ validation: dns, polls_before_issued: 1, webroot: {} }}\nv2: {{ task_id: request_id, listed_in_orders: true, validation_key: fqdn_dot, validation_value: quoted, file_key: url, file_value: multi_line }}\n",
+            webroot.display()
+        ),
+    )
+    .await;
+    let webroot_arg = webroot.display().to_string();
+    conformance(&sim, www_csr, &["instances-switched", &webroot_arg]).await;
+    let state = sim.state();
+    for id in ["cas-ivauto-000001", "cas-ivauto-000002"] {
+        assert_eq!(state["v2"]["apply_certificate_calls"][id], 1, "{id}");
+    }
+    assert_eq!(state["v2"]["v1_order_calls"]["cas-ivauto-000001"], 1);
+    assert!(common::no_renew_calls(&state), "{}", state["renew_calls"]);
 }

@@ -101,7 +101,22 @@ impl Inventory {
             Some(f) => cas.list_all_instances(f, page_size).await?,
             None => Vec::new(),
         };
-        Ok(Inventory { orders, instances })
+        Ok(Inventory::new(orders, instances))
+    }
+
+    /// Orders and instances of one pass, each certificate once: an instance that
+    /// ListUserCertificateOrder also shows (README, simulator assumption 29) stays
+    /// only as the instance, so it is never renewed as a V1 order.
+    pub fn new(mut orders: Vec<CertificateOrder>, instances: Vec<Instance>) -> Inventory {
+        let before = orders.len();
+        orders.retain(|o| !lists_an_instance(o, &instances));
+        if orders.len() < before {
+            tracing::debug!(
+                dropped = before - orders.len(),
+                "V2.0 instances also listed as V1 orders are kept as instances only"
+            );
+        }
+        Inventory { orders, instances }
     }
 
     /// Orders first, then instances.
@@ -126,6 +141,42 @@ impl Inventory {
             Entry::Instance(i) => i.domain_name(),
         })
     }
+}
+
+/// Every matching V1 order and nothing else: ListUserCertificateOrder, then (when
+/// it listed anything) ListInstances, so an instance the V1 listing also shows is
+/// left out (see [`Inventory::new`]). The V1 path lists through this, so it never
+/// calls a V1 operation, the paid renew above all, on a V2.0 certificate.
+pub async fn v1_orders(
+    cas: &Cas,
+    filter: OrderFilter,
+    page_size: u32,
+) -> Result<Vec<CertificateOrder>, ApiError> {
+    let orders = cas.list_all_orders(filter, page_size).await?;
+    if orders.is_empty() {
+        return Ok(orders);
+    }
+    let instances = cas
+        .list_all_instances(&InstanceFilter::default(), page_size)
+        .await?;
+    Ok(Inventory::new(orders, instances).orders)
+}
+
+/// Whether `o`, an entry of ListUserCertificateOrder, is one of `instances` (a
+/// V2.0 certificate the V1 listing shows too): it carries an instance's InstanceId
+/// or CertificateId. The V1 operations are not supported for such a certificate,
+/// and RenewCertificateOrderForPackageRequest on it would fail or spend.
+pub fn lists_an_instance(o: &CertificateOrder, instances: &[Instance]) -> bool {
+    let id = o
+        .instance_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|i| !i.is_empty());
+    let cert = o.certificate_id.filter(|c| *c > 0);
+    instances.iter().any(|i| {
+        id.is_some_and(|id| i.instance_id.as_deref().map(str::trim) == Some(id))
+            || cert.is_some_and(|c| i.certificate_id == Some(c))
+    })
 }
 
 #[cfg(test)]
@@ -161,6 +212,61 @@ mod tests {
         assert!(inv.for_domain("api.example.com").is_empty());
         let domains: Vec<&str> = inv.domains().collect();
         assert_eq!(domains, ["www.example.com", "Shop.example.com"]);
+    }
+
+    #[test]
+    fn an_instance_also_listed_as_an_order_is_kept_once_as_the_instance() {
+        let instance = inventory().instances[0].clone();
+        let listed = |instance_id: Option<&str>, certificate_id: Option<i64>| CertificateOrder {
+            domain: Some("shop.example.com".into()),
+            order_id: Some(900_001),
+            instance_id: instance_id.map(str::to_owned),
+            certificate_id,
+            ..Default::default()
+        };
+        let with_cert = Instance {
+            certificate_id: Some(77),
+            ..instance.clone()
+        };
+        for (order, why) in [
+            (listed(Some("cas-ivauto-1"), None), "same InstanceId"),
+            (
+                listed(Some(" cas-ivauto-1 "), Some(5)),
+                "InstanceId, spaces",
+            ),
+            (listed(None, Some(77)), "same CertificateId"),
+            (listed(Some("cas-other"), Some(77)), "CertificateId alone"),
+        ] {
+            let inv = Inventory::new(
+                vec![inventory().orders[0].clone(), order],
+                vec![with_cert.clone()],
+            );
+            assert_eq!(inv.orders.len(), 1, "{why}");
+            assert_eq!(
+                inv.orders[0].order_id,
+                Some(1),
+                "{why}: the real order stays"
+            );
+            let shop = inv.for_domain("shop.example.com");
+            assert_eq!(shop.len(), 1, "{why}");
+            assert_eq!(shop[0].kind(), Kind::Instance, "{why}");
+        }
+        // Nothing in common (or only empty ids): both stay.
+        for order in [
+            listed(Some("cas-other"), Some(78)),
+            listed(Some(""), Some(0)),
+            listed(None, None),
+        ] {
+            let no_cert = Instance {
+                certificate_id: None,
+                instance_id: Some(String::new()),
+                ..instance.clone()
+            };
+            let inv = Inventory::new(vec![order.clone()], vec![with_cert.clone()]);
+            assert_eq!(inv.orders.len(), 1, "{order:?}");
+            let inv = Inventory::new(vec![order.clone()], vec![no_cert]);
+            assert_eq!(inv.orders.len(), 1, "{order:?}");
+        }
     }
 
     #[test]

@@ -24,7 +24,8 @@ from alibabacloud_alidns20150109 import models as dns
 
 endpoint, key_id, secret, csr_file = sys.argv[1:5]
 # "pending": the simulator leaves renewals pending application (a second run);
-# "instances": V2.0 instances (a third).
+# "instances": V2.0 instances (a third); "instances-switched WEBROOT": the other
+# readings of the open V2.0 questions (a fourth).
 mode = sys.argv[5] if len(sys.argv) > 5 else "main"
 csr = open(csr_file).read()
 checks = 0
@@ -153,10 +154,80 @@ def instances_run():
     sys.exit(0)
 
 
+def follow(client, instance_id):
+    """GetInstanceDetail until the instance is no longer pending."""
+    for _ in range(10):
+        d = client.get_instance_detail(cas.GetInstanceDetailRequest(instance_id=instance_id)).body
+        if d.status != "pending":
+            return d
+    return d
+
+
+def refused(call, what):
+    try:
+        call()
+        check(False, what)
+    except Exception as e:  # the SDK raises its ClientException with .code
+        check(getattr(e, "code", None), f"{what} ({getattr(e, 'code', None)})")
+
+
+def instances_switched_run(webroot):
+    """The other readings of the open V2.0 questions, as the SDK sees them: the
+    RequestId of ApplyCertificate as the TaskId, instances in the V1 listing, a
+    TXT key as an absolute name with a quoted value, an HTTP key as a URL with a
+    content of several lines."""
+    import os
+    client = CasClient(config(secret))
+    orders = client.list_user_certificate_order(cas.ListUserCertificateOrderRequest(show_size=50)).body
+    listed = [o for o in orders.certificate_order_list if (o.instance_id or "").startswith("cas-ivauto-")]
+    check(len(listed) == 2 and all(isinstance(o.order_id, int) and isinstance(o.certificate_id, int) for o in listed),
+          f"ListUserCertificateOrder lists {len(listed)} instances with OrderId and CertificateId")
+    certs = client.list_user_certificate_order(cas.ListUserCertificateOrderRequest(order_type="CERT", show_size=50)).body
+    check(sorted(c.certificate_id for c in certs.certificate_order_list if c.instance_id in {o.instance_id for o in listed})
+          == sorted(o.certificate_id for o in listed), "the CERT list shows the instances' certificates")
+    www_order = next(o for o in listed if o.domain == "www.example.com")
+    refused(lambda: client.renew_certificate_order_for_package_request(
+        cas.RenewCertificateOrderForPackageRequestRequest(order_id=www_order.order_id, csr=csr)),
+        "RenewCertificateOrderForPackageRequest on an instance's OrderId is refused")
+    www, api = www_order.instance_id, next(o for o in listed if o.domain == "api.example.com").instance_id
+
+    client.update_instance(cas.UpdateInstanceRequest(instance_id=www, csr=csr, generate_csr_method="upload", validation_method="DNS"))
+    rid = client.apply_certificate(cas.ApplyCertificateRequest(instance_id=www)).body.request_id
+    tasks = [client.get_task_attribute(cas.GetTaskAttributeRequest(task_id=rid)).body.task_status for _ in range(2)]
+    check(tasks == ["processing", "success"], f"GetTaskAttribute by ApplyCertificate's RequestId goes {tasks}")
+    refused(lambda: client.get_task_attribute(cas.GetTaskAttributeRequest(task_id=www)), "GetTaskAttribute by InstanceId is refused")
+    v = client.get_instance_detail(cas.GetInstanceDetailRequest(instance_id=www)).body.domain_validation_list[0]
+    check(v.validation_key == "_dnsauth.www.example.com." and v.validation_value.startswith('"'),
+          f"TXT key {v.validation_key} value {v.validation_value}")
+    rr = v.validation_key.rstrip(".")[: -len("." + v.root_domain)]
+    DnsClient(config(secret)).add_domain_record(dns.AddDomainRecordRequest(
+        domain_name=v.root_domain, rr=rr, type="TXT", value=v.validation_value.strip('"')))
+    d = follow(client, www)
+    check(d.certificate_status == "issued" and d.certificate_id != www_order.certificate_id, f"www re-issued: {d.status}")
+
+    csr_api = open(csr_file.replace("www.csr", "api.csr")).read()
+    client.update_instance(cas.UpdateInstanceRequest(instance_id=api, csr=csr_api, generate_csr_method="upload", validation_method="HTTP"))
+    client.apply_certificate(cas.ApplyCertificateRequest(instance_id=api))
+    v = client.get_instance_detail(cas.GetInstanceDetailRequest(instance_id=api)).body.domain_validation_list[0]
+    prefix = "http://api.example.com/"
+    check(v.validation_type == "HTTP" and v.validation_key.startswith(prefix) and len(v.validation_value.splitlines()) == 3,
+          f"HTTP key {v.validation_key}, {len(v.validation_value.splitlines())} lines")
+    path = os.path.join(webroot, v.validation_key[len(prefix):])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(v.validation_value)
+    d = follow(client, api)
+    check(d.certificate_status == "issued", f"api re-issued: {d.status}")
+    print(f"{checks} passed, 0 failed")
+    sys.exit(0)
+
+
 if mode == "pending":
     pending_application_run()
 if mode == "instances":
     instances_run()
+if mode == "instances-switched":
+    instances_switched_run(sys.argv[6])
 
 for algorithm, orders in ((None, 2), ("v2", 3)):  # the first pass renews one
     label = "ACS3-HMAC-SHA256" if algorithm is None else "HMAC-SHA1 (v2)"

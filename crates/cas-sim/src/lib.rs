@@ -9,6 +9,7 @@ pub mod ca;
 pub mod recording;
 pub mod scenario;
 pub mod server;
+pub mod v2;
 pub mod validation;
 pub mod world;
 

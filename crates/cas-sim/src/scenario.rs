@@ -63,7 +63,7 @@ pub struct Scenario {
     pub instances: Vec<InstanceSpec>,
     /// How V2.0 instances behave where the docs are silent.
     #[serde(default)]
-    pub v2: V2Behaviour,
+    pub v2: super::v2::V2Behaviour,
     /// Real answers (`sim --recording DIR`) given before the simulated account's.
     #[serde(skip)]
     pub recording: Option<super::recording::Recording>,
@@ -113,36 +113,6 @@ impl PinnedStatus {
         match self {
             PinnedStatus::Refund => "refund",
             PinnedStatus::Closed => "closed",
-        }
-    }
-}
-
-/// ASSUMPTION switches of V2.0 instances (the docs do not settle these).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct V2Behaviour {
-    /// true (default): a certificate ends no later than its instance's service
-    /// period; false: it gets its full validity even past the service end.
-    #[serde(default = "default_true")]
-    pub cert_within_service: bool,
-    /// GetTaskAttribute answers `processing` this many times before `success`.
-    #[serde(default = "default_task_polls")]
-    pub task_processing_polls: u32,
-    /// GetInstanceDetail polls an application stays `pending` (after validation)
-    /// before its certificate is issued (default `issuance.polls_before_issued`).
-    pub polls_before_issued: Option<u32>,
-}
-
-fn default_task_polls() -> u32 {
-    1
-}
-
-impl Default for V2Behaviour {
-    fn default() -> Self {
-        V2Behaviour {
-            cert_within_service: true,
-            task_processing_polls: default_task_polls(),
-            polls_before_issued: None,
         }
     }
 }

@@ -131,17 +131,7 @@ impl Shared {
     }
 
     fn request_id(&self) -> String {
-        // Not from the seeded generator: ids differ between runs, faults do not.
-        let b: [u8; 16] = rand::random();
-        let h = hex::encode_upper(b);
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..]
-        )
+        crate::world::new_request_id()
     }
 
     /// [`error_body`], with `faults.error_message` in place of the Message.

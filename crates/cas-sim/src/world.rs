@@ -14,6 +14,7 @@ use super::scenario::{IssueOutcome, Scenario, ValidationKind};
 mod dns;
 mod inspect;
 mod instance_apply;
+mod instance_listing;
 mod instances;
 mod issuance;
 mod listing;
@@ -28,9 +29,9 @@ pub use dns::DnsRecord;
 const DAY_MS: i64 = 86_400_000;
 /// Orders within this much of expiry are `WILLEXPIRED`, as the CAS console says.
 const WILL_EXPIRE_MS: i64 = 30 * DAY_MS;
+pub use super::v2::FILE_VALIDATION_URI;
 pub use super::validation::DNS_RECORD_HOST;
 use super::validation::{self as validation_sim, HostileRecord, RecordDomainForm};
-pub const FILE_VALIDATION_URI: &str = "/.well-known/pki-validation/fileauth.txt";
 
 /// An error answer: HTTP status, Alibaba `Code` and `Message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +230,21 @@ fn new_token() -> String {
     )
 }
 
+/// A RequestId in Alibaba's form (a UUID in capitals). Not from the seeded
+/// generator: ids differ between runs, faults do not.
+pub fn new_request_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let h = hex::encode_upper(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 fn ms_to_date(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .map(|d| d.format("%Y-%m-%d").to_string())
@@ -402,6 +418,9 @@ impl World {
         }
         if let Some(answer) = self.recording.as_ref().and_then(|r| r.answer(action, p)) {
             return answer;
+        }
+        if let Some(e) = self.refuse_v1_on_instance(action, p) {
+            return Err(e);
         }
         let result = self.act(action, p);
         let mut out = match self.plans.fail_after_acting(action) {

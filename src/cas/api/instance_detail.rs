@@ -177,6 +177,38 @@ impl Cas {
             .call("GetTaskAttribute", &p, Idempotence::Idempotent)
             .await
     }
+
+    /// Where the ApplyCertificate of `instance_id` stands, whichever id its task
+    /// has: the docs call the TaskId the instance's id, but ApplyCertificate
+    /// answers only a RequestId, which may be the task's id instead (README,
+    /// simulator assumption 19). The InstanceId is asked first; when the service
+    /// refuses it outright (a 4xx answer that is not an authentication failure)
+    /// and `apply_request_id` is known, that is asked too. No error code is
+    /// interpreted. The task only says whether the application was submitted:
+    /// the issued certificate is followed through GetInstanceDetail, which works
+    /// under both readings.
+    pub async fn apply_task(
+        &self,
+        instance_id: &str,
+        apply_request_id: Option<&str>,
+    ) -> Result<Response<TaskAttribute>, ApiError> {
+        let first = self
+            .get_task_attribute(instance_id, Some(TASK_TYPE_APPLY))
+            .await;
+        match (first, apply_request_id.filter(|r| !r.is_empty())) {
+            (Err(e), Some(rid)) if refused_outright(&e) => {
+                self.get_task_attribute(rid, Some(TASK_TYPE_APPLY)).await
+            }
+            (r, _) => r,
+        }
+    }
+}
+
+/// A definite answer that the request was wrong (HTTP 4xx, not throttling and not
+/// an authentication failure), as opposed to a failure of the call itself.
+fn refused_outright(e: &ApiError) -> bool {
+    matches!(e, ApiError::Service(s) if (400..500).contains(&s.status) && s.retry_after.is_none())
+        && !e.is_auth_failure()
 }
 
 #[cfg(test)]
@@ -233,6 +265,33 @@ mod tests {
             let err = serde_json::from_str::<InstanceDetail>(json).expect_err(json);
             assert!(err.to_string().contains(want), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn only_a_definite_refusal_asks_the_task_again_by_request_id() {
+        use crate::cas::client::ServiceError;
+        let service = |status: u16, code: &str, retry: Option<u64>| {
+            ApiError::Service(Box::new(ServiceError {
+                action: "GetTaskAttribute".into(),
+                status,
+                code: code.into(),
+                message: "m".into(),
+                request_id: "R".into(),
+                host_id: None,
+                retry_after: retry.map(std::time::Duration::from_secs),
+            }))
+        };
+        assert!(refused_outright(&service(400, "AnyCode", None)));
+        assert!(refused_outright(&service(404, "Other.NotFound", None)));
+        assert!(!refused_outright(&service(403, "Forbidden.RAM", None)));
+        assert!(!refused_outright(&service(400, "Throttling.User", Some(1))));
+        assert!(!refused_outright(&service(503, "ServiceUnavailable", None)));
+        let transport = ApiError::Transport {
+            action: "GetTaskAttribute".into(),
+            detail: "reset".into(),
+            not_sent: false,
+        };
+        assert!(!refused_outright(&transport));
     }
 
     #[test]

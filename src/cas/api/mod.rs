@@ -5,7 +5,8 @@
 //! `order` (an entry of the order list), `listing` (ListUserCertificateOrder and
 //! its pager), `state` (DescribeCertificateState), `detail`
 //! (GetUserCertificateDetail), `instance` (V2.0 ListInstances and its pager),
-//! `instance_detail` (V2.0 GetInstanceDetail, GetTaskAttribute); the paid renewal
+//! `instance_detail` (V2.0 GetInstanceDetail, GetTaskAttribute), `instance_validation`
+//! (its DomainValidationList as a `domain_verify` answer); the paid renewal
 //! is here. The V2.0 application calls (UpdateInstance, ApplyCertificate) are in
 //! `cas::api_apply`.
 
@@ -13,6 +14,7 @@ mod de;
 mod detail;
 mod instance;
 mod instance_detail;
+mod instance_validation;
 mod listing;
 mod order;
 mod state;
@@ -32,6 +34,7 @@ pub use instance_detail::{
     DingGroup, DomainValidation, InstanceDetail, InstanceTag, TASK_TYPE_APPLY, TaskAttribute,
     TaskStatus,
 };
+pub use instance_validation::{validation_for, validation_state};
 pub use listing::{DEFAULT_PAGE_SIZE, OrderFilter, OrderPage, OrderPager};
 pub use order::{CertificateOrder, OrderStatus, OrderType};
 pub use state::{CertificateState, CertificateStateResponse};

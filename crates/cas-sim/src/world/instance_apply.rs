@@ -11,15 +11,13 @@ use std::collections::HashMap;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::instances::{Instance, InstanceCert, Review, Task, WILL_EXPIRE_MS};
+use super::instances::{Instance, InstanceCert, Review, Task};
 use super::issuance::twist_of;
 use super::packages::csr_common_name;
-use super::{
-    FILE_VALIDATION_URI, SimError, World, int_param, new_token, param, required, validation_sim,
-};
+use super::{SimError, World, int_param, new_token, param, required, validation_sim};
 use crate::ca::Twist;
 use crate::scenario::{IssueOutcome, ValidationKind};
-use crate::validation::RecordDomainForm;
+use crate::v2::{AutoReissueKey, TaskIdForm};
 
 const KEY_ALGORITHMS: [&str; 5] = ["RSA_2048", "RSA_3072", "RSA_4096", "ECC_256", "SM2"];
 
@@ -141,13 +139,27 @@ impl World {
                 validated: false,
             });
         }
-        i.task = Some(Task { polls: 0, failure });
-        Ok(json!({}))
+        // Under `v2.task_id: request_id` the answer's RequestId is the task's id,
+        // so this call writes it (the server keeps a RequestId it finds).
+        let (task_id, answer) = match self.instances.forms.task_id {
+            TaskIdForm::InstanceId => (id.clone(), json!({})),
+            TaskIdForm::RequestId => {
+                let rid = super::new_request_id();
+                (rid.clone(), json!({ "RequestId": rid }))
+            }
+        };
+        let i = self.instance_mut(&id)?;
+        i.task = Some(Task {
+            id: task_id,
+            polls: 0,
+            failure,
+        });
+        Ok(answer)
     }
 
-    /// GetTaskAttribute: ASSUMED, the TaskId of an ApplyCertificate is the
+    /// GetTaskAttribute. ASSUMED: the TaskId of an ApplyCertificate is the
     /// instance's id (the Chinese doc says "实例 id"; ApplyCertificate answers only a
-    /// RequestId).
+    /// RequestId), or with `v2.task_id: request_id` that RequestId.
     pub(super) fn task_attribute(
         &mut self,
         p: &HashMap<String, String>,
@@ -158,8 +170,9 @@ impl World {
         let task = self
             .instances
             .map
-            .get_mut(&task_id)
-            .and_then(|i| i.task.as_mut())
+            .values_mut()
+            .filter_map(|i| i.task.as_mut())
+            .find(|t| t.id == task_id)
             // ASSUMED: the code is not documented.
             .ok_or_else(|| {
                 SimError::new(
@@ -192,23 +205,26 @@ impl World {
             return Vec::new();
         };
         let root = validation_sim::zone_hosting(i.domain.trim_start_matches("*."), &self.zones);
+        let forms = &self.instances.forms;
         match self.instance_validation(&i.app.validation_method) {
             ValidationKind::None => Vec::new(),
             ValidationKind::Dns => vec![json!({
                 "Domain": i.domain,
                 "RootDomain": root,
                 "ValidationType": "TXT",
-                // ASSUMED: the host record relative to the root domain.
-                "ValidationKey": validation_sim::record_domain(RecordDomainForm::RelativeToZone, &i.domain, &self.zones),
-                "ValidationValue": r.token,
+                // ASSUMED: the host record relative to the root domain
+                // (`v2.validation_key`, `v2.validation_value` for the others).
+                "ValidationKey": forms.txt_key(&i.domain, &self.zones),
+                "ValidationValue": forms.txt_value(&r.token),
             })],
             ValidationKind::File => vec![json!({
                 "Domain": i.domain,
                 "RootDomain": root,
                 "ValidationType": "HTTP",
-                // ASSUMED: the file's path on the domain's web server.
-                "ValidationKey": FILE_VALIDATION_URI,
-                "ValidationValue": r.token,
+                // ASSUMED: the file's path on the domain's web server, its
+                // content the token (`v2.file_key`, `v2.file_value`).
+                "ValidationKey": forms.file_key(&i.domain),
+                "ValidationValue": forms.file_content(&r.token),
             })],
         }
     }
@@ -221,7 +237,12 @@ impl World {
             return Ok(());
         };
         let kind = self.instance_validation(&i.app.validation_method);
-        let validated = r.validated || self.validated(&i.domain, &r.token, kind);
+        // What must be published: the bare token in DNS, the whole content in a file.
+        let want = match kind {
+            ValidationKind::File => self.instances.forms.file_content(&r.token),
+            _ => r.token.clone(),
+        };
+        let validated = r.validated || self.validated(&i.domain, &want, kind);
         let polls = r.polls + 1;
         let needed = self.instances.polls_before_issued;
         if let Some(r) = self
@@ -240,10 +261,16 @@ impl World {
     }
 
     /// Issues the instance's next certificate: from its CSR when the application
-    /// uploaded one (never for CAS's managed re-issue), else with a key CAS makes.
+    /// uploaded one (for CAS's managed re-issue only with `v2.auto_reissue_key:
+    /// last_csr`), else with a key CAS makes.
     fn issue_instance_cert(&mut self, id: &str, now: i64, auto: bool) -> Result<(), SimError> {
         let i = &self.instances.map[id];
-        let csr = if auto { None } else { i.app.csr.clone() };
+        let reuse = self.instances.forms.auto_reissue_key == AutoReissueKey::LastCsr;
+        let csr = if auto && !reuse {
+            None
+        } else {
+            i.app.csr.clone()
+        };
         let mut end = now + i.validity_ms;
         if self.instances.cert_within_service {
             end = end.min(i.end_ms);
@@ -289,7 +316,7 @@ impl World {
             .filter(|i| now < i.end_ms)
             .filter(|i| {
                 i.latest().is_some_and(|c| {
-                    c.end_ms - now <= WILL_EXPIRE_MS && (!within || c.end_ms < i.end_ms)
+                    c.end_ms - now <= i.will_expire_ms && (!within || c.end_ms < i.end_ms)
                 })
             })
             .map(|i| i.id.clone())

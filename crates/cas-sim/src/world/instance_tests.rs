@@ -335,13 +335,16 @@ fn http_validation_reads_the_file_under_the_webroot() {
     let v = &d["DomainValidationList"][0];
     assert_eq!(
         (v["ValidationType"].as_str(), v["ValidationKey"].as_str()),
-        (Some("HTTP"), Some(super::FILE_VALIDATION_URI))
+        (Some("HTTP"), Some(crate::v2::FILE_VALIDATION_URI))
     );
     assert_eq!(poll_once(&mut w)["Status"], "pending", "no file yet");
-    let file = root.join(super::FILE_VALIDATION_URI.trim_start_matches('/'));
+    let file = root.join(crate::v2::FILE_VALIDATION_URI.trim_start_matches('/'));
     std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
     std::fs::write(&file, v["ValidationValue"].as_str().expect("token")).expect("write");
     let issued = poll_until_issued(&mut w);
     let _ = std::fs::remove_dir_all(&root);
     assert_eq!(issued["CertificateStatus"], "issued");
 }
+
+#[path = "instance_switch_tests.rs"]
+mod switches;

@@ -14,10 +14,10 @@ use serde_json::{Value, json};
 use super::{DAY_MS, SimError, World, int_param, ms_to_date, param, required};
 use crate::ca::Issued;
 use crate::scenario::{InstanceSpec, IssueOutcome, PinnedStatus, Scenario};
+use crate::v2::V2Behaviour;
 
-/// A certificate (or an instance) this close to its end is `willExpire`. ASSUMED:
-/// the docs give the status but not the threshold; the console's 30 days.
-pub(super) const WILL_EXPIRE_MS: i64 = 30 * DAY_MS;
+/// OrderIds of instances in the V1 listing: apart from the simulator's orders.
+const LISTED_ORDER_BASE: i64 = 900_000;
 /// ListInstances' documented maximum ShowSize.
 const MAX_SHOW_SIZE: i64 = 100;
 
@@ -54,6 +54,8 @@ pub struct Review {
 /// The last ApplyCertificate task, as GetTaskAttribute reports it.
 #[derive(Debug, Clone)]
 pub struct Task {
+    /// Its TaskId: the InstanceId or the ApplyCertificate's RequestId (`v2.task_id`).
+    pub id: String,
     pub polls: u32,
     /// The CA refused the application (scenario `issue: verify_fail`).
     pub failure: Option<String>,
@@ -75,6 +77,12 @@ pub struct Instance {
     pub review: Option<Review>,
     pub task: Option<Task>,
     pub pending_result: Option<String>,
+    /// The OrderId ListUserCertificateOrder shows it under (`v2.listed_in_orders`).
+    pub listed_order_id: i64,
+    /// A certificate (or the instance) this close to its end is `willExpire`.
+    /// ASSUMED: the docs give the status but not the threshold; the console's 30
+    /// days (`v2.will_expire_days`).
+    pub will_expire_ms: i64,
 }
 
 impl Instance {
@@ -92,7 +100,7 @@ impl Instance {
             "pending"
         } else if self.certs.is_empty() {
             "inactive"
-        } else if self.end_ms - now <= WILL_EXPIRE_MS {
+        } else if self.end_ms - now <= self.will_expire_ms {
             "willExpire"
         } else {
             "normal"
@@ -103,7 +111,7 @@ impl Instance {
         self.latest().map(|c| {
             if c.end_ms <= now {
                 "expired"
-            } else if c.end_ms - now <= WILL_EXPIRE_MS {
+            } else if c.end_ms - now <= self.will_expire_ms {
                 "willExpire"
             } else {
                 "issued"
@@ -139,6 +147,11 @@ pub struct Instances {
     pub cert_within_service: bool,
     pub task_processing_polls: u32,
     pub polls_before_issued: u32,
+    /// V1 calls (renew, state) made on an instance's listed OrderId, per instance:
+    /// the oracle that the V1 path never treats an instance as an order.
+    pub v1_order_calls: BTreeMap<String, u64>,
+    /// The readings of the open questions (`v2:`).
+    pub forms: V2Behaviour,
 }
 
 fn secs(ms: i64) -> i64 {
@@ -157,6 +170,7 @@ impl World {
         self.instances.polls_before_issued =
             s.v2.polls_before_issued
                 .unwrap_or(s.issuance.polls_before_issued);
+        self.instances.forms = s.v2.clone();
         for (n, spec) in s.instances.iter().enumerate() {
             let inst = self.instance_from(spec, n + 1, now_ms);
             self.instances.map.insert(inst.id.clone(), inst);
@@ -202,6 +216,8 @@ impl World {
             review: None,
             task: None,
             pending_result: None,
+            listed_order_id: LISTED_ORDER_BASE + i64::try_from(n).unwrap_or(0),
+            will_expire_ms: i64::from(self.instances.forms.will_expire_days) * DAY_MS,
         }
     }
 
@@ -405,6 +421,7 @@ impl World {
         json!({
             "instances": list,
             "apply_certificate_calls": self.instances.apply_calls,
+            "v1_order_calls": self.instances.v1_order_calls,
             "auto_reissues": self.instances.auto_reissues,
         })
     }

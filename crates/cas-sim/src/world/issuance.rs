@@ -136,7 +136,7 @@ impl World {
             }
             ValidationKind::File => self.webroot.as_ref().is_some_and(|root| {
                 std::fs::read_to_string(root.join(FILE_VALIDATION_URI.trim_start_matches('/')))
-                    .is_ok_and(|c| c.trim() == token)
+                    .is_ok_and(|c| c.trim() == token.trim())
             }),
         }
     }

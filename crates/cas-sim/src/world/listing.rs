@@ -65,18 +65,18 @@ impl World {
             .filter(|_| source_matches)
             .filter(|o| is_listed(o, certs, status, keyword.as_deref(), now))
             .collect();
-        let total = matching.len();
+        // Instances listed here too (`v2.listed_in_orders`) come after the orders.
+        let listed = self.instances_as_orders(order_type, status, keyword.as_deref(), now);
+        let total = matching.len() + listed.len();
         let from = usize::try_from((page - 1) * size).unwrap_or(usize::MAX);
-        let items: Vec<Value> = matching
-            .iter()
-            .skip(from)
-            .take(usize::try_from(size).unwrap_or(0))
-            .map(|o| {
-                if certs {
-                    self.cert_json(o, now)
-                } else {
-                    self.order_json(o, now)
-                }
+        let to = from
+            .saturating_add(usize::try_from(size).unwrap_or(0))
+            .min(total);
+        let items: Vec<Value> = (from.min(to)..to)
+            .map(|k| match matching.get(k) {
+                Some(o) if certs => self.cert_json(o, now),
+                Some(o) => self.order_json(o, now),
+                None => listed[k - matching.len()].clone(),
             })
             .collect();
         Ok(json!({
