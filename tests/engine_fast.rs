@@ -13,6 +13,10 @@
 mod common;
 #[path = "engine_fast/fake.rs"]
 mod fake;
+#[path = "engine_fast/fake_instances.rs"]
+mod fake_instances;
+#[path = "engine_fast/instances.rs"]
+mod instances;
 #[path = "engine_fast/world.rs"]
 mod world;
 

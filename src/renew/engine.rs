@@ -15,6 +15,7 @@ use super::{EngineError, PassOptions, installed_leaf};
 use crate::cas::api::{CertificateOrder, OrderFilter};
 use crate::cas::client::ApiError;
 use crate::cas::credentials::CredentialsProvider;
+use crate::cas::inventory::Inventory;
 use crate::settings::{CertificateConfig, Config};
 use crate::store::{Journal, StoreError};
 
@@ -108,10 +109,18 @@ impl Engine {
         Ok(with_order_ids(orders))
     }
 
-    /// Configured certificates, then the usable discovered ones; and the
-    /// discovered domains that are blocked.
-    pub fn targets(&self, orders: &[CertificateOrder]) -> Targets {
-        discover::targets(&self.cfg, orders)
+    /// The account's V1 orders (as [`Engine::inventory`]) and its V2.0 instances,
+    /// each kind listed page by page: one pass handles a mixed account.
+    pub async fn inventory_all(&self) -> Result<Inventory, ApiError> {
+        let orders = self.inventory().await?;
+        let instances = self.cas.list_all_instances(self.cfg.api.page_size).await?;
+        Ok(Inventory { orders, instances })
+    }
+
+    /// Configured certificates, then the usable discovered ones (from orders and
+    /// instances); and the discovered domains that are blocked.
+    pub fn targets(&self, inv: &Inventory) -> Targets {
+        discover::inventory_targets(&self.cfg, inv)
     }
 
     pub(super) fn read_journal(&self, name: &str) -> Result<Journal, StoreError> {
@@ -123,33 +132,44 @@ impl Engine {
     pub(super) fn plan_one(
         &self,
         cert: &CertificateConfig,
-        orders: &[CertificateOrder],
+        inv: &Inventory,
         journal: &Journal,
         force: bool,
     ) -> Plan {
-        self.with_plan_input(cert, orders, journal, force, plan::plan)
+        self.with_plan_input(cert, inv, journal, force, plan::plan)
     }
 
-    /// Calls `f` with what the plan for `cert` depends on: its orders among the
-    /// account's `orders`, its journal, what is on disk now, the clock.
+    /// Calls `f` with what the plan for `cert` depends on: its orders and
+    /// instances in the account's inventory `inv`, its journal, what is on disk
+    /// now, the clock.
     pub(super) fn with_plan_input<R>(
         &self,
         cert: &CertificateConfig,
-        orders: &[CertificateOrder],
+        inv: &Inventory,
         journal: &Journal,
         force: bool,
         f: impl FnOnce(&PlanInput<'_>) -> R,
     ) -> R {
-        let mine: Vec<CertificateOrder> = orders
+        let mine: Vec<CertificateOrder> = inv
+            .orders
             .iter()
             .filter(|o| o.is_for(&cert.domain))
             .cloned()
+            .collect();
+        let instances: Vec<_> = inv
+            .for_domain(&cert.domain)
+            .into_iter()
+            .filter_map(|e| match e {
+                crate::cas::inventory::Entry::Instance(i) => Some(i.clone()),
+                crate::cas::inventory::Entry::Order(_) => None,
+            })
             .collect();
         let disk = installed_leaf(&cert.output);
         f(&PlanInput {
             cert: &cert.name,
             domain: &cert.domain,
             orders: &mine,
+            instances: &instances,
             journal,
             disk: disk.as_ref(),
             now_ms: self.clock.now().timestamp_millis(),
@@ -159,21 +179,32 @@ impl Engine {
         })
     }
 
-    /// The plan for every target, without acting, and the blocked discoveries.
+    /// The plan for every target of the V1 `orders` alone (no instances), without
+    /// acting, and the blocked discoveries.
     pub fn plans(
         &self,
         orders: &[CertificateOrder],
         opts: &PassOptions,
     ) -> Result<Plans, EngineError> {
+        let inv = Inventory {
+            orders: orders.to_vec(),
+            instances: vec![],
+        };
+        self.plans_for(&inv, opts)
+    }
+
+    /// The plan for every target of the inventory `inv`, without acting, and the
+    /// blocked discoveries.
+    pub fn plans_for(&self, inv: &Inventory, opts: &PassOptions) -> Result<Plans, EngineError> {
         let wanted = |name: &str| opts.only.as_deref().is_none_or(|o| o == name);
-        let targets = self.targets(orders);
+        let targets = self.targets(inv);
         let mut out = Plans::default();
         for cert in targets.certs {
             if !wanted(&cert.name) {
                 continue;
             }
             let journal = self.read_journal(&cert.name)?;
-            let p = self.plan_one(&cert, orders, &journal, opts.force);
+            let p = self.plan_one(&cert, inv, &journal, opts.force);
             out.certs.push((cert, p));
         }
         out.blocked = targets
@@ -193,18 +224,18 @@ impl Engine {
     /// One pass: inventory, plan, act on every certificate (bounded concurrency),
     /// then the reload hooks once each, then the served-certificate checks.
     pub async fn pass(self: &Arc<Self>, opts: &PassOptions) -> Result<PassReport, EngineError> {
-        let orders = self.inventory().await?;
+        let inv = self.inventory_all().await?;
         let Plans {
             certs: plans,
             blocked,
-        } = self.plans(&orders, opts)?;
+        } = self.plans_for(&inv, opts)?;
         if opts.dry_run {
-            return Ok(self.dry_pass(plans, &blocked, &orders, opts.force).await);
+            return Ok(self.dry_pass(plans, &blocked, &inv, opts.force).await);
         }
         self.journals.prepare()?;
         let state = self.journals.clone();
-        self.read_quota(&self.journaled(&plans), &orders).await;
-        let orders = Arc::new(orders);
+        self.read_quota(&self.journaled(&plans), &inv.orders).await;
+        let orders = Arc::new(inv);
         let sem = Arc::new(Semaphore::new(self.cfg.renewal.concurrency));
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (cert, p)) in plans.into_iter().enumerate() {
@@ -260,7 +291,7 @@ impl Engine {
         state: &dyn JournalStore,
         cert: &CertificateConfig,
         first: Plan,
-        orders: &[CertificateOrder],
+        inv: &Inventory,
         force: bool,
         deadline: Option<tokio::time::Instant>,
     ) -> CertReport {
@@ -280,7 +311,7 @@ impl Engine {
             report: &mut report,
             deadline,
             force,
-            orders,
+            orders: &inv.orders,
         };
         let mut p = first;
         // A pass may take several steps for one certificate: install what is issued,
@@ -290,9 +321,9 @@ impl Engine {
             let result = run.act(&p, force && step == 0).await;
             match result {
                 Ok(Step::Done) => break,
-                Ok(Step::Replan) => p = self.plan_one(cert, orders, &run.journal, false),
+                Ok(Step::Replan) => p = self.plan_one(cert, inv, &run.journal, false),
                 Ok(Step::Pending { order, state }) => {
-                    let msg = format!("order {order} is {state}; followed again on the next poll");
+                    let msg = format!("{order} is {state}; followed again on the next poll");
                     info!(cert = %cert.name, "{msg}");
                     run.report.outcome = Outcome::Waiting;
                     run.report.message = msg;

@@ -37,16 +37,23 @@ impl CertRun<'_> {
         mut o: Following,
     ) -> Result<Next, EngineError> {
         let order = o.new_order_id;
-        self.report.order_id = Some(order);
+        if o.instance.is_none() {
+            self.report.order_id = Some(order);
+        }
         let started = o.requested_at;
         let r = &self.e.cfg.renewal;
         let mut interval = r.poll_interval;
         let mut shown = published(&o.published);
         let mut payed_polls = 0u32;
         let state = loop {
-            let resp = self.e.cas.describe_certificate_state(order.get()).await?;
-            let s = resp.body;
-            info!(cert = %self.cert.name, order_id = order.get(), request_id = %resp.request_id, state = s.state.as_str(), "order state");
+            let (s, request_id) = match o.instance.clone() {
+                Some(inst) => self.instance_state(&inst).await?,
+                None => {
+                    let resp = self.e.cas.describe_certificate_state(order.get()).await?;
+                    (resp.body, resp.request_id)
+                }
+            };
+            info!(cert = %self.cert.name, followed = %o.subject(), request_id = %request_id, state = s.state.as_str(), "order state");
             self.e
                 .observer
                 .order_state(&self.cert.name, s.state.as_str());
@@ -91,7 +98,7 @@ impl CertRun<'_> {
                 .is_some_and(|d| tokio::time::Instant::now() + interval > d)
             {
                 return Ok(Next::Pending {
-                    order,
+                    order: o.subject(),
                     state: s.state.as_str(),
                 });
             }
@@ -222,6 +229,7 @@ impl CertRun<'_> {
             FileSpec::private(),
         )?;
         self.commit(Phase::Issued(Issued {
+            instance: o.instance.clone(),
             renewed: o.csr_sha256.is_some(),
             attempt: o.attempt,
             new_order_id: order,

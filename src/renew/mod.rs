@@ -26,6 +26,7 @@ mod dry;
 mod engine;
 mod follow;
 mod import;
+mod instance;
 mod permit;
 pub mod plan;
 pub mod ports;

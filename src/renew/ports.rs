@@ -16,7 +16,8 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 
 use crate::cas::api::{
-    Cas, CertificateOrder, CertificateStateResponse, OrderFilter, RenewResponse, Tag,
+    Cas, CertificateDetail, CertificateOrder, CertificateStateResponse, Instance, InstanceDetail,
+    InstanceFilter, OrderFilter, RenewResponse, Tag,
 };
 use crate::cas::api_apply::{
     Acknowledged, CreateCertificateParams, CreateCertificateResponse, PackageState,
@@ -30,19 +31,15 @@ use crate::store::{Journal, StateDir, StoreError};
 pub type ApiFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'a>>;
 
 /// The certificate source: the CAS operations the engine makes (inventory,
-/// following an order, the paid calls, the application of a pending order).
+/// following an order, the paid calls, the application of a pending order, and
+/// the SSL Certificate Management V2.0 instances).
 ///
-/// The methods bear the names of the V1 (order) operations they stand for, so
-/// the steps read like the API documentation. A second kind of source (SSL
-/// Certificate Management V2.0 instances: UpdateInstance, ApplyCertificate,
-/// GetTaskAttribute, GetInstanceDetail) is added as a second implementation of
-/// this trait beside [`Cas`]: its `list_all_orders` lists instances as
-/// [`CertificateOrder`]s, `describe_certificate_state` maps the task and
-/// instance state to [`CertificateStateResponse`], and `renew_certificate_order`
-/// fills in and submits the instance. The steps see only this trait and the
-/// journal, so they do not change; the engine is given the source by its
-/// constructor. Ids are `i64` order ids for now; a source whose ids are strings
-/// keeps its own id table until the id becomes a newtype (issue 14, item 6).
+/// The methods bear the names of the operations they stand for, so the steps read
+/// like the API documentation. Orders and instances are two kinds of source of
+/// the same engine: an instance's re-issue goes through the same journal phases
+/// and steps as a V1 order's application (UpdateInstance, ApplyCertificate), is
+/// followed by GetInstanceDetail in the step that follows an order, and its
+/// certificate (GetUserCertificateDetail) through the same checks and install.
 pub trait CertificateSource: Send + Sync {
     /// Every matching order, page after page (ListUserCertificateOrder).
     fn list_all_orders(
@@ -83,11 +80,27 @@ pub trait CertificateSource: Send + Sync {
         params: &'a UpdateInstanceParams,
     ) -> ApiFuture<'a, Response<Acknowledged>>;
 
-    /// Submits a pending order's application (never repeated).
+    /// Submits a pending order's or an instance's application (never repeated
+    /// blindly).
     fn apply_certificate<'a>(
         &'a self,
         instance_id: &'a str,
     ) -> ApiFuture<'a, Response<Acknowledged>>;
+
+    /// Every V2.0 instance, page after page (ListInstances).
+    fn list_all_instances(&self, page_size: u32) -> ApiFuture<'_, Vec<Instance>>;
+
+    /// Where an instance stands: its application, validation and certificate.
+    fn get_instance_detail<'a>(
+        &'a self,
+        instance_id: &'a str,
+    ) -> ApiFuture<'a, Response<InstanceDetail>>;
+
+    /// A certificate with its chain (`Cert`) and CAS's key when CAS made it.
+    fn get_user_certificate_detail(
+        &self,
+        cert_id: i64,
+    ) -> ApiFuture<'_, Response<CertificateDetail>>;
 }
 
 impl CertificateSource for Cas {
@@ -141,6 +154,27 @@ impl CertificateSource for Cas {
         instance_id: &'a str,
     ) -> ApiFuture<'a, Response<Acknowledged>> {
         Box::pin(Cas::apply_certificate(self, instance_id))
+    }
+
+    fn list_all_instances(&self, page_size: u32) -> ApiFuture<'_, Vec<Instance>> {
+        Box::pin(async move {
+            Cas::list_all_instances(self, &InstanceFilter::default(), page_size).await
+        })
+    }
+
+    fn get_instance_detail<'a>(
+        &'a self,
+        instance_id: &'a str,
+    ) -> ApiFuture<'a, Response<InstanceDetail>> {
+        Box::pin(Cas::get_instance_detail(self, instance_id))
+    }
+
+    fn get_user_certificate_detail(
+        &self,
+        cert_id: i64,
+    ) -> ApiFuture<'_, Response<CertificateDetail>> {
+        // Not filtered: the answer carries the certificate and CAS's key.
+        Box::pin(Cas::get_user_certificate_detail(self, cert_id, false))
     }
 }
 

@@ -16,8 +16,8 @@ use crate::secret::Secret;
 use crate::settings::CertificateConfig;
 use crate::store::faults::{CrashPoint, crash_point};
 use crate::store::{
-    self, Attempt, CertificateFiles, FileSpec, Following, Issued, Journal, KeyFile, PaidCall,
-    Phase, Stage, StoreError, new_attempt_id,
+    self, Attempt, CertificateFiles, FileSpec, Following, InstanceRef, Issued, Journal, KeyFile,
+    PaidCall, Phase, Stage, StoreError, new_attempt_id,
 };
 
 pub(super) enum Step {
@@ -25,8 +25,9 @@ pub(super) enum Step {
     Done,
     /// The disk changed but no order did: plan again from the same listing.
     Replan,
-    /// CAS still processes the order; the pass's follow budget ran out.
-    Pending { order: OrderId, state: &'static str },
+    /// CAS still processes the order (or instance: `order` says which, in words);
+    /// the pass's follow budget ran out.
+    Pending { order: String, state: &'static str },
 }
 
 /// What a transition of the journal led to.
@@ -37,7 +38,7 @@ pub(super) enum Next {
     Moved,
     /// CAS still processes the order; following it again is a later pass's job.
     /// A success, not an error: nothing went wrong.
-    Pending { order: OrderId, state: &'static str },
+    Pending { order: String, state: &'static str },
 }
 
 /// One certificate's work within a pass.
@@ -98,8 +99,46 @@ impl CertRun<'_> {
                 if matches!(self.journal.phase, Phase::Rejected(_)) && !force {
                     return Ok(Step::Done);
                 }
-                self.start_renewal(*source_order_id, PaidCall::Renew, None)
+                self.start_renewal(*source_order_id, PaidCall::Renew, None, None)
                     .await?;
+                self.resume().await
+            }
+            Action::Reissue {
+                instance_id,
+                certificate_id,
+            } => {
+                if matches!(self.journal.phase, Phase::Rejected(_)) && !force {
+                    return Ok(Step::Done);
+                }
+                let inst = InstanceRef {
+                    instance_id: instance_id.clone(),
+                    previous_certificate_id: *certificate_id,
+                };
+                self.start_renewal(OrderId::NONE, PaidCall::Reissue, None, Some(inst))
+                    .await?;
+                self.resume().await
+            }
+            Action::InstallInstance {
+                instance_id,
+                certificate_id,
+            } => {
+                self.install_from_instance(instance_id, *certificate_id)
+                    .await?;
+                Ok(Step::Replan)
+            }
+            Action::AdoptInstance {
+                instance_id,
+                certificate_id,
+            } => {
+                self.remove_journal_publication().await;
+                let inst = InstanceRef {
+                    instance_id: instance_id.clone(),
+                    previous_certificate_id: *certificate_id,
+                };
+                let o = Following::adopted_instance(new_attempt_id(), inst, self.e.clock.now());
+                self.journal.last_error = None;
+                self.commit(Phase::ApplicationSubmitted(o))?;
+                info!(cert = %self.cert.name, instance_id = %instance_id, "adopted an application under review made elsewhere");
                 self.resume().await
             }
             Action::Reapply {
@@ -114,6 +153,7 @@ impl CertRun<'_> {
                     *source_order_id,
                     PaidCall::Create,
                     Some(product_code.clone()),
+                    None,
                 )
                 .await?;
                 self.resume().await
@@ -128,6 +168,7 @@ impl CertRun<'_> {
         source_order_id: OrderId,
         paid_call: PaidCall,
         product_code: Option<String>,
+        instance: Option<InstanceRef>,
     ) -> Result<(), EngineError> {
         // The journal is about to start afresh (`renew --force` after a refusal):
         // anything an earlier order left published goes first.
@@ -159,6 +200,7 @@ impl CertRun<'_> {
                 key_spki_sha256: key.spki_sha256(),
             },
             csr_sha256: crate::cas::sign::sha256_hex(csr.as_bytes()),
+            instance,
         };
         self.journal.last_error = None;
         self.commit(Phase::KeyReady(ready))?;

@@ -55,6 +55,7 @@ fn input<'a>(
         cert: "www",
         domain: "www.example.com",
         orders,
+        instances: &[],
         journal: j,
         disk: d,
         now_ms: NOW,
