@@ -16,6 +16,7 @@ use crate::cas::api::{CertificateOrder, OrderFilter};
 use crate::cas::client::ApiError;
 use crate::cas::credentials::CredentialsProvider;
 use crate::cas::inventory::Inventory;
+use crate::ids::InstanceId;
 use crate::settings::{CertificateConfig, Config};
 use crate::store::{Journal, StoreError};
 
@@ -24,6 +25,17 @@ use crate::store::{Journal, StoreError};
 pub struct Plans {
     pub certs: Vec<(CertificateConfig, Plan)>,
     pub blocked: Vec<BlockedTarget>,
+}
+
+/// What `status` and the metrics show of the V2.0 instance a certificate comes
+/// from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceFacts {
+    pub instance_id: Option<InstanceId>,
+    /// The end of its service period (InstanceEndTime).
+    pub service_end: Option<chrono::DateTime<chrono::Utc>>,
+    /// CAS re-issues it itself (AutoReissue).
+    pub auto_reissue: bool,
 }
 
 /// What the engine talks to: the certificate source, DNS, the journal store and
@@ -234,6 +246,7 @@ impl Engine {
         }
         self.journals.prepare()?;
         let state = self.journals.clone();
+        self.observe_instances(&plans, &inv);
         self.read_quota(&self.journaled(&plans), &inv.orders).await;
         let orders = Arc::new(inv);
         let sem = Arc::new(Semaphore::new(self.cfg.renewal.concurrency));
@@ -351,9 +364,39 @@ impl Engine {
     }
 }
 
-/// A certificate's report before anything is done: `plan` and its reason, what
-/// is installed now.
 impl Engine {
+    /// The V2.0 instance `cert` comes from in `inv` (the one its plan reads).
+    pub fn source_instance(
+        &self,
+        cert: &CertificateConfig,
+        inv: &Inventory,
+    ) -> Option<InstanceFacts> {
+        let j = crate::store::Journal::new(&cert.name);
+        self.with_plan_input(cert, inv, &j, false, |i| {
+            plan::instance::source(i).map(|x| InstanceFacts {
+                instance_id: x.instance_id.clone().map(InstanceId::new),
+                service_end: x.service_end(),
+                auto_reissue: x.auto_reissue_enabled(),
+            })
+        })
+    }
+
+    /// Tells the observer each certificate's instance service end and AutoReissue.
+    fn observe_instances(&self, plans: &[(CertificateConfig, Plan)], inv: &Inventory) {
+        if inv.instances.is_empty() {
+            return;
+        }
+        for (cert, _) in plans {
+            if let Some(i) = self.source_instance(cert, inv) {
+                self.observer.instance_service(
+                    &cert.name,
+                    i.service_end.map(|t| t.timestamp()),
+                    i.auto_reissue,
+                );
+            }
+        }
+    }
+
     /// What follows the installs of a pass (or an import): the reload hooks, the
     /// served-certificate check, then the keys and chains of finished attempts
     /// (the rule is in `store::prune`), once every hook had its chance.

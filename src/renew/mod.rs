@@ -41,13 +41,14 @@ pub mod validation;
 use std::time::Duration;
 
 use crate::cas::client::ApiError;
+pub use crate::cas::inventory::Inventory;
 use crate::hooks;
 use crate::ids::OrderId;
 use crate::pki::{self, CertInfo, PkiError};
 use crate::settings::OutputConfig;
 use crate::store::{self, StoreError};
 pub use discover::{BlockedTarget, Targets, child_dir, discovered_names, installed_discovered};
-pub use engine::{Engine, Plans, Ports};
+pub use engine::{Engine, InstanceFacts, Plans, Ports};
 pub use report::{CertReport, HookReport, NoObserver, Outcome, PassObserver, PassReport};
 
 /// How long after an unclear renew call the account must show no new order before

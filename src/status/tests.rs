@@ -23,6 +23,10 @@ fn row(name: &str, reason: &str) -> StatusRow {
         health: Health::Ok,
         problem: String::new(),
         source: "disk",
+        kind: "order",
+        instance_id: None,
+        service_end: None,
+        auto_reissue: None,
     }
 }
 
@@ -153,4 +157,22 @@ fn an_authentication_failure_is_not_called_unreachable() {
         summary.starts_with("cas-renewd WARNING: 1 certificate; 1 problem\n"),
         "{summary}"
     );
+}
+
+#[test]
+fn an_instance_row_names_its_instance_in_the_order_column() {
+    let mut r = row("www", "managed by CAS (AutoReissue)");
+    r.order_id = None;
+    r.kind = "instance";
+    r.instance_id = Some(crate::ids::InstanceId::new("cas-ivauto-www1"));
+    let t = table(&[r.clone()]);
+    assert!(
+        t.lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("cas-ivauto-www1")),
+        "{t}"
+    );
+    let json = serde_json::to_value(&r).expect("json");
+    assert_eq!(json["kind"], "instance");
+    assert_eq!(json["instance_id"], "cas-ivauto-www1");
 }
