@@ -8,7 +8,7 @@ use tracing::{Instrument as _, error, info, warn};
 
 use super::discover::{self, BlockedTarget, Targets};
 use super::plan::{self, Plan, PlanInput};
-use super::ports::{CertificateSource, Clock, DnsApi, JournalStore, LocalJournals, SystemClock};
+use super::ports::{CertificateSource, Clock, DnsApi, JournalStore, LocalJournals};
 use super::report::{CertReport, Outcome, PassObserver, PassReport, blocked_report};
 use super::steps::{CertRun, Step};
 use super::{EngineError, PassOptions, installed_leaf};
@@ -83,7 +83,7 @@ impl Engine {
             source: Arc::new(cas),
             dns: Arc::new(dns),
             journals: Arc::new(LocalJournals::at(&cfg.state_dir)),
-            clock: Arc::new(SystemClock),
+            clock: super::ports::production_clock(),
         };
         Ok(Engine::with_ports(cfg, ports, observer))
     }

@@ -253,6 +253,38 @@ impl Clock for SystemClock {
     }
 }
 
+/// The clock a production engine reads: the system's. With the `fault-injection`
+/// feature (tests only), `CAS_RENEWD_CLOCK_OFFSET_FILE` names a file whose number
+/// of milliseconds is added to it at every reading, so the binary keeps time with
+/// the simulator's `/_sim/clock` (the test rewrites the file as it advances it).
+pub fn production_clock() -> std::sync::Arc<dyn Clock> {
+    #[cfg(feature = "fault-injection")]
+    if let Some(path) = std::env::var_os("CAS_RENEWD_CLOCK_OFFSET_FILE") {
+        return std::sync::Arc::new(OffsetClock { path: path.into() });
+    }
+    std::sync::Arc::new(SystemClock)
+}
+
+/// The system clock moved by the offset a test keeps in a file (see
+/// [`production_clock`]); an unreadable file counts as no offset.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone)]
+pub struct OffsetClock {
+    path: PathBuf,
+}
+
+#[cfg(feature = "fault-injection")]
+impl Clock for OffsetClock {
+    fn now(&self) -> DateTime<Utc> {
+        let ms = crate::store::read_output_text(&self.path)
+            .ok()
+            .flatten()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        SystemClock.now() + chrono::TimeDelta::milliseconds(ms)
+    }
+}
+
 /// A wall clock that moves with tokio's clock: `base` plus the tokio time elapsed
 /// since it was made, so paused-time tests advance it with their sleeps.
 #[derive(Debug, Clone, Copy)]
@@ -370,6 +402,25 @@ mod tests {
         assert_eq!(clock.now(), base);
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
         assert_eq!(clock.now(), base + chrono::TimeDelta::hours(1));
+    }
+
+    #[cfg(feature = "fault-injection")]
+    #[test]
+    fn the_offset_clock_adds_the_file_s_milliseconds() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("offset");
+        let clock = OffsetClock { path: path.clone() };
+        let before = SystemClock.now();
+        assert!(
+            (clock.now() - before).num_seconds() < 5,
+            "no file: no offset"
+        );
+        std::fs::write(&path, "86400000\n").expect("write");
+        let moved = clock.now() - SystemClock.now();
+        assert!(
+            (86_395..=86_400).contains(&moved.num_seconds()),
+            "{moved:?}"
+        );
     }
 
     #[test]
