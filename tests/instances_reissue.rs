@@ -10,11 +10,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use cas_renewd::pki;
+use common::nginx::{Site, nginx_available, on_disk, reload_hook, served_settled, start_on};
 use common::{Cert, TestEnv, free_port, show};
 use serde_json::Value;
 
@@ -97,10 +96,6 @@ fn words(before: &[u64], after: &[u64]) -> String {
         .map(|(n, (b, a))| format!("{n}={}", a - b))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn on_disk(dir: &Path) -> pki::CertInfo {
-    pki::read_leaf(&std::fs::read_to_string(dir.join("cert.pem")).expect("cert.pem")).expect("leaf")
 }
 
 /// The crash points a re-issue passes, from its key to the reload.
@@ -202,93 +197,6 @@ async fn a_mixed_account_is_handled_in_one_pass() {
     assert!(kinds.contains(&("shop", "instance")), "{status}");
 }
 
-fn nginx_available() -> bool {
-    if Command::new("nginx").arg("-v").output().is_ok() {
-        return true;
-    }
-    if std::env::var("CAS_RENEWD_E2E").as_deref() == Ok("1") {
-        panic!("CAS_RENEWD_E2E=1 but nginx is missing; run scripts/test.sh");
-    }
-    eprintln!("skipped: nginx is not installed (scripts/test.sh installs it)");
-    false
-}
-
-/// One nginx serving `dir` for www.example.com on `port`, stopped on drop.
-struct Server {
-    prefix: PathBuf,
-}
-
-impl Server {
-    fn nginx(prefix: &Path, args: &[&str]) -> Output {
-        Command::new("nginx")
-            .arg("-p")
-            .arg(prefix)
-            .arg("-c")
-            .arg(prefix.join("nginx.conf"))
-            .args(args)
-            .output()
-            .expect("nginx runs")
-    }
-
-    fn start(prefix: &Path, port: u16, dir: &Path) -> Server {
-        let p = prefix.display();
-        let d = dir.display();
-        let temp: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
-            .iter()
-            .map(|t| format!(" {t}_temp_path {p}/{t};"))
-            .collect();
-        std::fs::write(
-            prefix.join("nginx.conf"),
-            format!(
-                "pid {p}/nginx.pid; error_log {p}/error.log; events {{}}\nhttp {{ access_log off;{temp}\n  server {{ listen 127.0.0.1:{port} ssl; server_name www.example.com; ssl_certificate {d}/fullchain.pem; ssl_certificate_key {d}/privkey.pem; return 200; }}\n}}\n"
-            ),
-        )
-        .expect("nginx.conf");
-        let o = Self::nginx(prefix, &[]);
-        assert!(o.status.success(), "nginx: {}", show(&o));
-        Server {
-            prefix: prefix.to_owned(),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let pid = std::fs::read_to_string(self.prefix.join("nginx.pid")).unwrap_or_default();
-        let _ = Self::nginx(&self.prefix, &["-s", "stop"]);
-        for _ in 0..50 {
-            if pid.trim().is_empty() || !Path::new(&format!("/proc/{}", pid.trim())).exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
-    }
-}
-
-/// The serial nginx serves once a reload has settled on `want` (up to 5 s).
-async fn served_serial(addr: &str, want: &str) -> String {
-    let mut last = String::new();
-    for _ in 0..50 {
-        let der = cas_renewd::verify::served_leaf(addr, "www.example.com", Duration::from_secs(5))
-            .await
-            .expect("TLS handshake with nginx");
-        use base64::Engine as _;
-        let pem = format!(
-            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-            base64::engine::general_purpose::STANDARD.encode(&der)
-        );
-        last = pki::read_leaf(&pem)
-            .map(|l| l.serial_hex)
-            .unwrap_or_default();
-        if last == want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    last
-}
-
 /// Issue 12's "done when": a 2-year instance with 90-day certificates, the
 /// clock moved 40 days at a time: left alone while its certificate has more than
 /// `renew_before` (30 days) left, re-issued once it has less, nginx serving each new certificate, and
@@ -301,10 +209,7 @@ async fn an_instance_is_reissued_on_schedule_until_its_service_period_ends() {
     let nginx_dir = tempfile::tempdir().expect("tempdir");
     let prefix = nginx_dir.path().to_owned();
     let port = free_port();
-    let hook = format!(
-        "[\"nginx\", \"-p\", \"{0}\", \"-c\", \"{0}/nginx.conf\", \"-s\", \"reload\"]",
-        prefix.display()
-    );
+    let hook = reload_hook(&prefix, &prefix.join("nginx.conf"));
     let w = TestEnv::builder(
         "instances:\n  - { domain: www.example.com, service_period: 730d, certificate_expires_in: 90d, certificate_validity: 90d }\nv2: { polls_before_issued: 1 }\n",
     )
@@ -322,12 +227,24 @@ async fn an_instance_is_reissued_on_schedule_until_its_service_period_ends() {
     // yet, so that reload fails (and is run again by the next pass).
     let _ = once(&w).await;
     let out = w.path("out/www");
-    let server = Server::start(&prefix, port, &out);
-    let addr = format!("127.0.0.1:{port}");
+    let server = start_on(
+        &prefix,
+        port,
+        &[Site {
+            server_name: "www.example.com",
+            dir: out.clone(),
+        }],
+    );
+    let addr = server.addr();
     let o = once(&w).await;
     assert!(o.status.success(), "the reload run again: {}", show(&o));
     let mut serial = on_disk(&out).serial_hex;
-    assert_eq!(served_serial(&addr, &serial).await, serial);
+    assert_eq!(
+        served_settled(&addr, "www.example.com", &serial)
+            .await
+            .serial_hex,
+        serial
+    );
     let mut reissues = 0;
     let mut blocked = None;
     for round in 1..=20 {
@@ -352,9 +269,9 @@ async fn an_instance_is_reissued_on_schedule_until_its_service_period_ends() {
                 clock.offset.as_secs() / DAY,
                 words(&before, &calls(&w))
             );
+            let live = served_settled(&addr, "www.example.com", &serial).await;
             assert_eq!(
-                served_serial(&addr, &serial).await,
-                serial,
+                live.serial_hex, serial,
                 "round {round}: nginx serves the re-issued certificate"
             );
             assert!(

@@ -7,7 +7,8 @@
 use tracing::{error, info, warn};
 
 use super::EngineError;
-use super::steps::{CertRun, Next};
+use super::plan::Action;
+use super::steps::{CertRun, Next, Step};
 use crate::cas::api::InstanceStatus;
 use crate::cas::api::{CertificateState, CertificateStateResponse, DomainValidation};
 use crate::cas::api_apply::UpdateInstanceParams;
@@ -15,7 +16,9 @@ use crate::cas::client::ApiError;
 use crate::ids::{InstanceId, OrderId};
 use crate::pki::{Chain, Key, KeyAlgorithm};
 use crate::settings::ValidationMethod;
-use crate::store::{self, Attempt, Following, InstanceRef, PaidCall, Phase, Rejected, Stage};
+use crate::store::{
+    self, Attempt, Following, InstanceRef, PaidCall, Phase, Rejected, Stage, new_attempt_id,
+};
 
 /// UpdateInstance's KeyAlgorithm for our key (none where CAS names no such key).
 fn key_algorithm(alg: KeyAlgorithm) -> Option<&'static str> {
@@ -66,6 +69,50 @@ fn state(state: CertificateState) -> CertificateStateResponse {
 }
 
 impl CertRun<'_> {
+    /// Acts on a plan about an instance: re-issue, install its certificate, or
+    /// follow an application made elsewhere.
+    pub(super) async fn act_on_instance(
+        &mut self,
+        action: &Action,
+        force: bool,
+    ) -> Result<Step, EngineError> {
+        match action {
+            Action::Reissue {
+                instance_id,
+                certificate_id,
+            } => {
+                if matches!(self.journal.phase, Phase::Rejected(_)) && !force {
+                    return Ok(Step::Done);
+                }
+                let inst = InstanceRef::new(instance_id, *certificate_id);
+                self.start_renewal(OrderId::NONE, PaidCall::Reissue, None, Some(inst))
+                    .await?;
+                self.resume().await
+            }
+            Action::InstallInstance {
+                instance_id,
+                certificate_id,
+            } => {
+                self.install_from_instance(instance_id, *certificate_id)
+                    .await?;
+                Ok(Step::Replan)
+            }
+            Action::AdoptInstance {
+                instance_id,
+                certificate_id,
+            } => {
+                self.remove_journal_publication().await;
+                let inst = InstanceRef::new(instance_id, *certificate_id);
+                let o = Following::adopted_instance(new_attempt_id(), inst, self.e.clock.now());
+                self.journal.last_error = None;
+                self.commit(Phase::ApplicationSubmitted(o))?;
+                info!(cert = %self.cert.name, instance_id = %instance_id, "adopted an application under review made elsewhere");
+                self.resume().await
+            }
+            _ => Ok(Step::Done),
+        }
+    }
+
     /// The application of `instance` for our `key`: its CSR (GenerateCsrMethod
     /// `upload`), the domain, the validation method and the key's algorithm.
     pub(super) fn application(

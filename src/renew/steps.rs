@@ -103,44 +103,9 @@ impl CertRun<'_> {
                     .await?;
                 self.resume().await
             }
-            Action::Reissue {
-                instance_id,
-                certificate_id,
-            } => {
-                if matches!(self.journal.phase, Phase::Rejected(_)) && !force {
-                    return Ok(Step::Done);
-                }
-                let inst = InstanceRef {
-                    instance_id: instance_id.clone(),
-                    previous_certificate_id: *certificate_id,
-                };
-                self.start_renewal(OrderId::NONE, PaidCall::Reissue, None, Some(inst))
-                    .await?;
-                self.resume().await
-            }
-            Action::InstallInstance {
-                instance_id,
-                certificate_id,
-            } => {
-                self.install_from_instance(instance_id, *certificate_id)
-                    .await?;
-                Ok(Step::Replan)
-            }
-            Action::AdoptInstance {
-                instance_id,
-                certificate_id,
-            } => {
-                self.remove_journal_publication().await;
-                let inst = InstanceRef {
-                    instance_id: instance_id.clone(),
-                    previous_certificate_id: *certificate_id,
-                };
-                let o = Following::adopted_instance(new_attempt_id(), inst, self.e.clock.now());
-                self.journal.last_error = None;
-                self.commit(Phase::ApplicationSubmitted(o))?;
-                info!(cert = %self.cert.name, instance_id = %instance_id, "adopted an application under review made elsewhere");
-                self.resume().await
-            }
+            Action::Reissue { .. }
+            | Action::InstallInstance { .. }
+            | Action::AdoptInstance { .. } => self.act_on_instance(&p.action, force).await,
             Action::Reapply {
                 source_order_id,
                 product_code,
@@ -240,7 +205,7 @@ impl CertRun<'_> {
     /// Carries the journal forward from wherever it stands to `Installed`. Each
     /// step takes its phase's data (a copy: on an error the journal keeps the
     /// phase last committed) and says what comes next.
-    async fn resume(&mut self) -> Result<Step, EngineError> {
+    pub(super) async fn resume(&mut self) -> Result<Step, EngineError> {
         loop {
             let next = match self.journal.phase.clone() {
                 Phase::KeyReady(a) => self.call_renew(a).await?,

@@ -53,6 +53,15 @@ pub struct InstanceRef {
     pub previous_certificate_id: Option<i64>,
 }
 
+impl InstanceRef {
+    pub fn new(instance_id: &InstanceId, previous_certificate_id: Option<i64>) -> InstanceRef {
+        InstanceRef {
+            instance_id: instance_id.clone(),
+            previous_certificate_id,
+        }
+    }
+}
+
 /// A renewal attempt of ours before its order is known: its id, the order it
 /// replaces, the paid call it makes and the key its CSR carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

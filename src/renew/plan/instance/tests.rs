@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
+use super::super::tests::{NOW, disk};
 use super::super::{Action, CertInfo, PlanInput, RenewalMode, plan};
 use super::*;
 use crate::cas::api::CertificateOrder;
 use crate::store::Journal;
 
-const NOW: i64 = 1_800_000_000_000;
 const ID: &str = "cas-ivauto-www1";
 
 fn instance(service_days: i64, cert_days: Option<i64>, status: &str, auto: bool) -> Instance {
@@ -21,21 +21,6 @@ fn instance(service_days: i64, cert_days: Option<i64>, status: &str, auto: bool)
         "CertificateNotAfter": cert_days.map(|d| (NOW + d * DAY_MS) / 1000),
     }))
     .expect("an instance")
-}
-
-fn disk(end_days: i64) -> CertInfo {
-    CertInfo {
-        der: vec![],
-        subject: String::new(),
-        issuer: String::new(),
-        serial_hex: String::new(),
-        not_before: 0,
-        not_after: (NOW + end_days * DAY_MS) / 1000,
-        dns_names: vec![],
-        spki_sha256: String::new(),
-        key_type: String::new(),
-        sha256: String::new(),
-    }
 }
 
 fn run(instances: &[Instance], orders: &[CertificateOrder], d: Option<&CertInfo>) -> Plan {
