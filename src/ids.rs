@@ -77,6 +77,29 @@ impl fmt::Display for InstanceId {
     }
 }
 
+/// What a renewal follows: a V1 order or a V2.0 instance. Written `order N` or
+/// `instance ID`, as messages name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Order(OrderId),
+    Instance(InstanceId),
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Order(o) => write!(f, "order {o}"),
+            Subject::Instance(i) => write!(f, "instance {i}"),
+        }
+    }
+}
+
+impl From<OrderId> for Subject {
+    fn from(o: OrderId) -> Subject {
+        Subject::Order(o)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +128,7 @@ mod tests {
         assert_eq!(id.to_string(), "cas-ivauto-abc");
         assert_eq!(id.as_str(), "cas-ivauto-abc");
         assert!(serde_json::from_str::<InstanceId>("7").is_err());
+        assert_eq!(Subject::Instance(id).to_string(), "instance cas-ivauto-abc");
+        assert_eq!(Subject::from(OrderId::new(5)).to_string(), "order 5");
     }
 }

@@ -62,7 +62,7 @@ impl CertRun<'_> {
                 CertificateState::VerifyFail => {
                     self.unpublish(&mut o.published).await;
                     o.published.validation_told = None;
-                    let err = EngineError::CaRejected { order };
+                    let err = EngineError::CaRejected { order: o.subject() };
                     self.journal.last_error = Some(err.to_string());
                     self.commit(Phase::Rejected(Rejected {
                         published: o.published,
@@ -85,7 +85,7 @@ impl CertRun<'_> {
             }
             if elapsed >= r.issuance_timeout {
                 let err = EngineError::IssuanceTimeout {
-                    order,
+                    order: o.subject(),
                     after: r.issuance_timeout,
                     state: s.state.as_str(),
                 };
@@ -200,20 +200,23 @@ impl CertRun<'_> {
             }
             (None, None) => {
                 self.journal.unusable_orders.push(order);
-                let err = EngineError::ForeignKey { order };
+                let err = EngineError::ForeignKey { order: o.subject() };
                 self.journal.last_error = Some(err.to_string());
                 self.commit(Phase::Idle)?;
                 return Err(err);
             }
         };
-        let pem = cert_pem.ok_or(EngineError::NoCertificate { order })?;
+        let pem = cert_pem.ok_or(EngineError::NoCertificate { order: o.subject() })?;
         let checked = Chain::parse(pem)
             .and_then(|chain| self.check_against_disk(&chain, &key).map(|()| chain));
         let chain = match checked {
             Ok(c) => c,
             Err(e) => {
                 error!(cert = %self.cert.name, order_id = order.get(), reason = %e, "issued certificate refused; old files kept; no new order is placed automatically");
-                let err = EngineError::CertificateRefused { order, source: e };
+                let err = EngineError::CertificateRefused {
+                    order: o.subject(),
+                    source: e,
+                };
                 self.journal.last_error = Some(err.to_string());
                 self.commit(Phase::Rejected(Rejected {
                     published: o.published,

@@ -114,7 +114,10 @@ impl CertRun<'_> {
             return Err(EngineError::ImportKeyMismatch { order });
         }
         self.check_against_disk(&chain, key)
-            .map_err(|source| EngineError::CertificateRefused { order, source })?;
+            .map_err(|source| EngineError::CertificateRefused {
+                order: order.into(),
+                source,
+            })?;
         // A refused renewal's validation record or file goes before the journal
         // moves on (it would be forgotten otherwise).
         self.remove_journal_publication().await;

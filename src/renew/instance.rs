@@ -13,7 +13,7 @@ use crate::cas::api::InstanceStatus;
 use crate::cas::api::{CertificateState, CertificateStateResponse, DomainValidation};
 use crate::cas::api_apply::UpdateInstanceParams;
 use crate::cas::client::ApiError;
-use crate::ids::{InstanceId, OrderId};
+use crate::ids::{InstanceId, OrderId, Subject};
 use crate::pki::{Chain, Key, KeyAlgorithm};
 use crate::settings::ValidationMethod;
 use crate::store::{
@@ -281,7 +281,7 @@ impl CertRun<'_> {
     ) -> Result<(), EngineError> {
         let c = self.e.cas.get_user_certificate_detail(cert_id).await?.body;
         let pem = c.cert.ok_or(EngineError::NoCertificate {
-            order: OrderId::NONE,
+            order: Subject::Instance(instance.clone()),
         })?;
         let chain = Chain::parse(&pem)?;
         let key = match c.key.as_ref() {

@@ -43,7 +43,7 @@ use std::time::Duration;
 use crate::cas::client::ApiError;
 pub use crate::cas::inventory::Inventory;
 use crate::hooks;
-use crate::ids::OrderId;
+use crate::ids::{OrderId, Subject};
 use crate::pki::{self, CertInfo, PkiError};
 use crate::settings::OutputConfig;
 use crate::store::{self, StoreError};
@@ -75,32 +75,32 @@ pub enum EngineError {
     NoSuchCertificate { name: String },
     #[error("order {order} is {state} and holds no certificate yet")]
     NotIssued { order: OrderId, state: &'static str },
-    #[error("order {order} is issued but the answer has no Certificate")]
-    NoCertificate { order: OrderId },
+    #[error("{order} is issued but the answer has no Certificate")]
+    NoCertificate { order: Subject },
     #[error(
-        "order {order} not issued after {} (state {state}); its validation record or file is removed; it stays in the journal and is followed again next pass",
+        "{order} not issued after {} (state {state}); its validation record or file is removed; it stays in the journal and is followed again next pass",
         humantime::format_duration(*.after)
     )]
     IssuanceTimeout {
-        order: OrderId,
+        order: Subject,
         after: Duration,
         state: &'static str,
     },
     #[error(
-        "order {order} failed the CA's review (verify_fail); CAS suggests deleting the order (DeleteCertificateRequest returns the quota) and applying again"
+        "{order} failed the CA's review (verify_fail); CAS suggests deleting the order (DeleteCertificateRequest returns the quota) and applying again"
     )]
-    CaRejected { order: OrderId },
+    CaRejected { order: Subject },
     #[error(
-        "order {order} was issued for a key this host does not have (renewed elsewhere with its own CSR); not installed"
+        "{order} was issued for a key this host does not have (renewed elsewhere with its own CSR); not installed"
     )]
-    ForeignKey { order: OrderId },
+    ForeignKey { order: Subject },
     #[error(
         "the key does not match the certificate of order {order} (another public key); give the private key the order's CSR was made with"
     )]
     ImportKeyMismatch { order: OrderId },
-    #[error("certificate of order {order} refused: {source}; the installed files are unchanged")]
+    #[error("certificate of {order} refused: {source}; the installed files are unchanged")]
     CertificateRefused {
-        order: OrderId,
+        order: Subject,
         #[source]
         source: PkiError,
     },

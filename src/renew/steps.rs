@@ -10,7 +10,7 @@ use super::ports::JournalStore;
 use super::report::{CertReport, Outcome};
 use super::{EngineError, installed_leaf};
 use crate::cas::api::{CertificateOrder, CertificateState};
-use crate::ids::OrderId;
+use crate::ids::{OrderId, Subject};
 use crate::pki::{self, Chain, Expectations, Key, PkiError};
 use crate::secret::Secret;
 use crate::settings::CertificateConfig;
@@ -27,7 +27,7 @@ pub(super) enum Step {
     Replan,
     /// CAS still processes the order (or instance: `order` says which, in words);
     /// the pass's follow budget ran out.
-    Pending { order: String, state: &'static str },
+    Pending { order: Subject, state: &'static str },
 }
 
 /// What a transition of the journal led to.
@@ -38,7 +38,7 @@ pub(super) enum Next {
     Moved,
     /// CAS still processes the order; following it again is a later pass's job.
     /// A success, not an error: nothing went wrong.
-    Pending { order: String, state: &'static str },
+    Pending { order: Subject, state: &'static str },
 }
 
 /// One certificate's work within a pass.
@@ -340,10 +340,9 @@ pub(super) async fn issued_chain(
             state: s.state.as_str(),
         });
     }
-    let pem = s
-        .certificate
-        .as_deref()
-        .ok_or(EngineError::NoCertificate { order })?;
+    let pem = s.certificate.as_deref().ok_or(EngineError::NoCertificate {
+        order: order.into(),
+    })?;
     Ok((Chain::parse(pem)?, s.private_key))
 }
 

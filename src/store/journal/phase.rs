@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::stamp;
-use crate::ids::{InstanceId, OrderId};
+use crate::ids::{InstanceId, OrderId, Subject};
 
 /// Which paid call a renewal attempt makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -316,11 +316,11 @@ impl Following {
         }
     }
 
-    /// What is followed, in words: `order N` or `instance ID`.
-    pub fn subject(&self) -> String {
+    /// What is followed: the order, or the instance.
+    pub fn subject(&self) -> Subject {
         match &self.instance {
-            Some(i) => format!("instance {}", i.instance_id),
-            None => format!("order {}", self.new_order_id),
+            Some(i) => Subject::Instance(i.instance_id.clone()),
+            None => Subject::Order(self.new_order_id),
         }
     }
 }
