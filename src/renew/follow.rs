@@ -199,7 +199,11 @@ impl CertRun<'_> {
                 (k, f)
             }
             (None, None) => {
-                self.journal.unusable_orders.push(order);
+                // An instance's certificate is judged afresh by the next plan (its
+                // install finds no key for it and says so); an order is never again.
+                if o.instance.is_none() {
+                    self.journal.unusable_orders.push(order);
+                }
                 let err = EngineError::ForeignKey { order: o.subject() };
                 self.journal.last_error = Some(err.to_string());
                 self.commit(Phase::Idle)?;

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use cas_renewd::pki::{Key, KeyAlgorithm};
 use cas_renewd::renew::{Outcome, PassOptions};
 use cas_renewd::store::faults::{CrashPoint, in_process};
 
@@ -104,6 +105,41 @@ fn an_application_under_review_made_elsewhere_is_adopted_not_applied_again() {
         assert_eq!(w.cas.calls("UpdateInstance"), 0);
         let (days, matches) = w.installed().expect("installed");
         assert!(matches && days > 80, "{days}");
+    });
+}
+
+#[test]
+fn an_adopted_review_for_a_key_held_elsewhere_is_not_installed_and_says_why() {
+    run(async {
+        let w = instance_world(Setup::default(), 700, 20, false);
+        // Applied for in the console with another host's CSR: CAS holds no key.
+        let other = Key::generate(KeyAlgorithm::EcdsaP256).expect("a key");
+        let csr = other.csr_pem(DOMAIN, &[DOMAIN.to_owned()]).expect("a CSR");
+        w.cas.instances.update(INSTANCE, Some(&csr), None);
+        w.cas.instances.start_review(INSTANCE, 1);
+        let r = w.pass(PassOptions::default()).await.expect("a pass");
+        assert_eq!(r.certs[0].outcome, Outcome::Failed, "{}", r.render(false));
+        assert!(
+            r.certs[0]
+                .message
+                .contains(&format!("instance {INSTANCE} was issued for a key")),
+            "{}",
+            r.certs[0].message
+        );
+        let j = w.journal();
+        assert!(
+            j.contains("\"phase\": \"idle\"") && j.contains("\"unusable_orders\": []"),
+            "no order is listed for an instance: {j}"
+        );
+        let r = w.pass(PassOptions::default()).await.expect("a pass");
+        let c = &r.certs[0];
+        assert_eq!(c.outcome, Outcome::Blocked, "{}", r.render(false));
+        assert!(
+            c.message.contains("a key this host does not have"),
+            "{}",
+            c.message
+        );
+        assert_eq!(w.cas.calls("ApplyCertificate"), 0);
     });
 }
 
