@@ -331,10 +331,11 @@ async fn dry_run_prints_the_plan_and_changes_nothing() {
     only_reads(&w);
 }
 
-/// The read calls a dry run may make: the listing, the order's certificate (to see
-/// whether its key is here) and the resource plans.
-const DRY_RUN_READS: [&str; 3] = [
+/// The read calls a dry run may make: the listings (orders and V2.0 instances), the
+/// order's certificate (to see whether its key is here) and the resource plans.
+const DRY_RUN_READS: [&str; 4] = [
     "ListUserCertificateOrder",
+    "ListInstances",
     "DescribeCertificateState",
     "DescribePackageState",
 ];

@@ -9,7 +9,8 @@
 //!
 //! Files: [`engine`] (the pass), `steps` (a certificate's journal transitions),
 //! `follow` (an order until issued, its validation, the issued checks), `apply`
-//! (the paid call and the application), `import` (an order's certificate with the
+//! (the paid call and the application), `instance` (a V2.0 instance's re-issue and
+//! install on the same phases), `import` (an order's certificate with the
 //! operator's key), [`quota`] (the resource plans), `reload` (hooks), `served` (the
 //! served-certificate check), `permit` (concurrency permits lent while waiting),
 //! `dry` (the dry run), [`report`] (outcomes and the observer), [`plan`],
