@@ -138,6 +138,11 @@ fn offline_plan(j: &Journal, days_left: Option<i64>, renew_before: Duration) -> 
         .phase
         .new_order_id()
         .map(|o| format!(" (order {o})"))
+        .or_else(|| {
+            j.phase
+                .instance()
+                .map(|i| format!(" (instance {})", i.instance_id))
+        })
         .unwrap_or_default();
     let phase = j.phase.name();
     match &j.phase {

@@ -147,6 +147,9 @@ pub fn plan(i: &PlanInput<'_>) -> Plan {
                     phase
                         .new_order_id()
                         .map(|o| format!(" (order {o})"))
+                        .or_else(|| phase
+                            .instance()
+                            .map(|x| format!(" (instance {})", x.instance_id)))
                         .unwrap_or_default(),
                     phase
                         .unclear_since()

@@ -176,3 +176,23 @@ fn an_instance_row_names_its_instance_in_the_order_column() {
     assert_eq!(json["kind"], "instance");
     assert_eq!(json["instance_id"], "cas-ivauto-www1");
 }
+
+#[test]
+fn offline_an_instance_in_flight_is_named_without_a_placeholder_order() {
+    let month = Duration::from_secs(30 * 86_400);
+    let mut j = journal(PhaseName::ApplicationSubmitted);
+    if let Phase::ApplicationSubmitted(o) = &mut j.phase {
+        o.new_order_id = crate::ids::OrderId::NONE;
+        o.instance = Some(crate::store::InstanceRef::new(
+            &crate::ids::InstanceId::new("cas-ivauto-www1"),
+            Some(7),
+        ));
+    }
+    let (a, why) = offline_plan(&j, Some(20), month);
+    assert_eq!(a, "resume");
+    assert!(
+        why.contains("application-submitted (instance cas-ivauto-www1)"),
+        "{why}"
+    );
+    assert_eq!(j.order_id(), None, "no placeholder order in the ORDER column");
+}
