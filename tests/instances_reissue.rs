@@ -197,6 +197,41 @@ async fn a_mixed_account_is_handled_in_one_pass() {
     assert!(kinds.contains(&("shop", "instance")), "{status}");
 }
 
+/// A re-issue whose application waits for domain validation, through the
+/// simulator's DomainValidationList: DNS (a TXT record published through Alibaba
+/// Cloud DNS, removed once issued) and file (written under the web root, removed).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reissue_publishes_its_validation_through_the_same_step_as_orders() {
+    for method in ["dns", "file"] {
+        let webroot = tempfile::tempdir().expect("webroot");
+        let wr = webroot.path().display().to_string();
+        let w = TestEnv::builder(&format!(
+            "instances:\n  - {{ domain: www.example.com, service_period: 730d, certificate_expires_in: 20d, certificate_validity: 90d }}\nissuance: {{ polls_before_issued: 1, validation: {method}, webroot: {wr} }}\n"
+        ))
+        .certs([Cert::new("www", "www.example.com").extra(&format!(
+            ", validation: {{ method: {method}, webroot: {wr} }}"
+        ))])
+        .start()
+        .await;
+        Clock::start(&w);
+        let o = once(&w).await;
+        assert!(o.status.success(), "{method}: {}", show(&o));
+        let i = w.installed("www").expect("installed");
+        assert!(i.key_matches && i.days_left() > 80, "{method}: re-issued");
+        assert_eq!(applied(&w, INSTANCE), 1, "{method}");
+        let state = w.sim_state();
+        if method == "dns" {
+            assert_eq!(state["calls"]["AddDomainRecord"], 1, "{method}");
+            assert_eq!(state["dns_records"].as_array().map(Vec::len), Some(0));
+        } else {
+            let file = webroot
+                .path()
+                .join(".well-known/pki-validation/fileauth.txt");
+            assert!(!file.exists(), "validation file removed");
+        }
+    }
+}
+
 /// Issue 12's "done when": a 2-year instance with 90-day certificates, the
 /// clock moved 40 days at a time: left alone while its certificate has more than
 /// `renew_before` (30 days) left, re-issued once it has less, nginx serving each new certificate, and

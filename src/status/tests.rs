@@ -194,5 +194,9 @@ fn offline_an_instance_in_flight_is_named_without_a_placeholder_order() {
         why.contains("application-submitted (instance cas-ivauto-www1)"),
         "{why}"
     );
-    assert_eq!(j.order_id(), None, "no placeholder order in the ORDER column");
+    assert_eq!(
+        j.order_id(),
+        None,
+        "no placeholder order in the ORDER column"
+    );
 }
