@@ -247,19 +247,30 @@ impl CertRun<'_> {
         inst: InstanceRef,
     ) -> Result<(), EngineError> {
         let id = inst.instance_id.clone();
+        // Made again once at most: a second call that does not clearly succeed
+        // (refused, say, because the first one was taken after all) is left to the
+        // operator, with the instance still followed.
+        let first_retry = o.pending_application.is_none();
         match (*stage, o.key.clone()) {
-            (Stage::ApplicationRequested, Some(key_file)) => {
+            (Stage::ApplicationRequested, Some(key_file)) if first_retry => {
                 info!(cert = %self.cert.name, instance_id = %id, "the journaled ApplyCertificate was not taken (no application under review, no new certificate); applying now");
                 let key = self.load_key(&key_file)?;
                 self.e
                     .cas
                     .update_instance(&self.application(id.as_str(), &key)?)
                     .await?;
-                let r = self.apply_journaled(stage, o, id.as_str()).await?;
-                match self.after_apply(o.clone(), &id, r)? {
-                    Next::Moved | Next::Pending { .. } => Ok(()),
+                match self.apply_journaled(stage, o, id.as_str()).await? {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        let what = format!(
+                            "instance {id}: ApplyCertificate was not taken the first time and the second call did not clearly succeed ({e}); it is not made again: check the instance in the CAS console (cas-renewd keeps following it), or run `cas-renewd renew --cert {} --force`",
+                            self.cert.name
+                        );
+                        self.pending(*stage, o, what)
+                    }
                 }
             }
+            (Stage::ApplicationRequested, _) if !first_retry => Ok(()),
             _ => {
                 let what = format!(
                     "instance {id} shows no application under review and no new certificate after its application ({}); it is not applied again: check the instance in the CAS console, then run `cas-renewd renew --cert {} --force`",

@@ -27,6 +27,8 @@ pub enum Apply {
     UnclearTaken,
     /// The call never reached CAS, and the caller cannot tell (a 5xx).
     UnclearLost,
+    /// Refused without taking it (an error code).
+    Refused,
 }
 
 /// One certificate of an instance.
@@ -297,6 +299,19 @@ impl FakeInstances {
                 },
             ))));
         }
+        if answer == Apply::Refused {
+            return Some(Err(ApiError::Service(Box::new(
+                cas_renewd::cas::client::ServiceError {
+                    action: "ApplyCertificate".into(),
+                    status: 400,
+                    code: "Refused".into(),
+                    message: "refused (fake)".into(),
+                    request_id: "fake".into(),
+                    host_id: None,
+                    retry_after: None,
+                },
+            ))));
+        }
         if answer != Apply::UnclearLost {
             i.review = Some(Review {
                 token: format!("itoken-{id}-{}", i.certs.len()),
@@ -305,6 +320,7 @@ impl FakeInstances {
         }
         Some(match answer {
             Apply::Ok => Ok(()),
+            Apply::Refused => unreachable!("answered above"),
             Apply::UnclearTaken | Apply::UnclearLost => Err(ApiError::Ambiguous {
                 action: "ApplyCertificate".into(),
                 cause: Box::new(ApiError::Transport {

@@ -173,6 +173,39 @@ fn an_unclear_apply_that_was_lost_is_made_again_only_after_the_instance_shows_no
 }
 
 #[test]
+fn an_apply_made_again_that_fails_too_is_left_to_the_operator_not_repeated() {
+    run(async {
+        for second in [Apply::UnclearLost, Apply::Refused] {
+            let w = instance_world(Setup::default(), 700, 20, false);
+            w.cas.instances.script_apply(&[Apply::UnclearLost, second]);
+            let r = w.pass(PassOptions::default()).await.expect("a pass");
+            let c = &r.certs[0];
+            assert_eq!(
+                c.outcome,
+                Outcome::Failed,
+                "{second:?}: {}",
+                r.render(false)
+            );
+            assert_eq!(
+                w.cas.calls("ApplyCertificate"),
+                2,
+                "{second:?}: {}",
+                calls(&w)
+            );
+            let j = w.journal();
+            assert!(
+                j.contains("\"phase\": \"application-requested\"")
+                    && j.contains("it is not made again"),
+                "{second:?}: {j}"
+            );
+            let r = w.pass(PassOptions::default()).await.expect("a pass");
+            assert_ne!(r.certs[0].outcome, Outcome::Renewed, "{second:?}");
+            assert_eq!(w.cas.calls("ApplyCertificate"), 2, "{second:?}: not again");
+        }
+    });
+}
+
+#[test]
 fn an_autoreissue_instance_is_never_reissued_and_gets_cas_certificate_installed() {
     run(async {
         let w = instance_world(Setup::default(), 700, 20, true);
