@@ -30,6 +30,9 @@ pub struct Metrics {
     pub served_matches: GaugeVec,
     pub pending_application: GaugeVec,
     pub unclear_paid_call: GaugeVec,
+    /// The service end of each certificate's V2.0 instance.
+    pub instance_service_end: GaugeVec,
+    pub instance_auto_reissue: GaugeVec,
     pub package: PackageGauges,
     pub last_pass: Gauge,
     pub config_reload_ok: Gauge,
@@ -150,6 +153,8 @@ impl Metrics {
             served_matches: gauge_vec(&r, SERVED_MATCHES),
             pending_application: gauge_vec(&r, PENDING_APPLICATION),
             unclear_paid_call: gauge_vec(&r, UNCLEAR_PAID_CALL),
+            instance_service_end: gauge_vec(&r, INSTANCE_SERVICE_END),
+            instance_auto_reissue: gauge_vec(&r, INSTANCE_AUTO_REISSUE),
             package: PackageGauges::new(&r),
             last_pass,
             config_reload_ok,
@@ -325,6 +330,25 @@ impl PassObserver for Metrics {
 
     fn blocked(&self, cert: &str) {
         self.ready.with_label_values(&[cert]).set(0.0);
+    }
+
+    fn instance_service(&self, cert: &str, service_end: Option<i64>, auto_reissue: bool) {
+        match service_end {
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "Unix seconds fit an f64 exactly"
+            )]
+            Some(end) => self
+                .instance_service_end
+                .with_label_values(&[cert])
+                .set(end as f64),
+            None => {
+                let _ = self.instance_service_end.remove_label_values(&[cert]);
+            }
+        }
+        self.instance_auto_reissue
+            .with_label_values(&[cert])
+            .set(if auto_reissue { 1.0 } else { 0.0 });
     }
 
     fn pass_done(&self, certs: &[CertificateConfig], report: &PassReport) {

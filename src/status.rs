@@ -19,7 +19,8 @@ use crate::domain::{ControlsEscaped, Escaped};
 use crate::pki::CertInfo;
 use crate::renew::plan::Plan;
 use crate::renew::{
-    BlockedTarget, Engine, PassOptions, Plans, installed_discovered, installed_leaf,
+    BlockedTarget, Engine, InstanceFacts, Inventory, PassOptions, Plans, installed_discovered,
+    installed_leaf,
 };
 use crate::settings::CertificateConfig;
 use crate::store::{Journal, Phase, StateDir};
@@ -55,6 +56,14 @@ pub struct StatusRow {
     /// Where `next_action` comes from: `cas` (asked this time) or `disk` (the
     /// journal and installed files only).
     pub source: &'static str,
+    /// Where the certificate comes from: `order` (V1) or `instance` (V2.0).
+    pub kind: &'static str,
+    /// The V2.0 instance, for `kind: instance`.
+    pub instance_id: Option<crate::ids::InstanceId>,
+    /// The end of the instance's service period, RFC 3339 (`cas` rows only).
+    pub service_end: Option<String>,
+    /// Whether CAS re-issues the instance itself (AutoReissue; `cas` rows only).
+    pub auto_reissue: Option<bool>,
 }
 
 /// What the rows and the last pass say as a whole.
@@ -129,6 +138,11 @@ fn offline_plan(j: &Journal, days_left: Option<i64>, renew_before: Duration) -> 
         .phase
         .new_order_id()
         .map(|o| format!(" (order {o})"))
+        .or_else(|| {
+            j.phase
+                .instance()
+                .map(|i| format!(" (instance {})", i.instance_id))
+        })
         .unwrap_or_default();
     let phase = j.phase.name();
     match &j.phase {
@@ -186,6 +200,7 @@ pub async fn online(engine: &Engine, t: Thresholds) -> Report {
             certs: plans,
             blocked,
         },
+        inv,
         cas_error,
     ) = plans_or_error(engine).await;
     if let Some(err) = cas_error {
@@ -213,7 +228,8 @@ pub async fn online(engine: &Engine, t: Thresholds) -> Report {
                 || ("unknown".into(), "not in this pass's plan".into()),
                 |p| (action_name(p), p.reason.clone()),
             );
-            cert_row(c, &j, installed_leaf(&c.output), action, reason, "cas", t)
+            let row = cert_row(c, &j, installed_leaf(&c.output), action, reason, "cas", t);
+            with_instance(row, engine.source_instance(c, &inv))
         })
         .chain(blocked.into_iter().map(blocked_row))
         .collect();
@@ -224,18 +240,19 @@ pub async fn online(engine: &Engine, t: Thresholds) -> Report {
     }
 }
 
-/// This pass's plans, or none and why CAS could not be asked.
-async fn plans_or_error(engine: &Engine) -> (Plans, Option<CasError>) {
+/// This pass's plans and the inventory they come from, or none and why CAS
+/// could not be asked.
+async fn plans_or_error(engine: &Engine) -> (Plans, Inventory, Option<CasError>) {
     let err = |e: crate::renew::EngineError| CasError {
         auth: last_pass::is_auth_failure(&e),
         message: e.to_string(),
     };
-    match engine.inventory().await {
-        Ok(orders) => match engine.plans(&orders, &PassOptions::default()) {
-            Ok(p) => (p, None),
-            Err(e) => (Plans::default(), Some(err(e))),
+    match engine.inventory_all().await {
+        Ok(inv) => match engine.plans_for(&inv, &PassOptions::default()) {
+            Ok(p) => (p, inv, None),
+            Err(e) => (Plans::default(), inv, Some(err(e))),
         },
-        Err(e) => (Plans::default(), Some(err(e.into()))),
+        Err(e) => (Plans::default(), Inventory::default(), Some(err(e.into()))),
     }
 }
 
@@ -286,8 +303,32 @@ fn cert_row(
         health: Health::Ok,
         problem: String::new(),
         source,
+        kind: "order",
+        instance_id: None,
+        service_end: None,
+        auto_reissue: None,
     };
+    if let Some(i) = j
+        .phase
+        .instance()
+        .map(|i| &i.instance_id)
+        .or(j.last_instance_id.as_ref())
+    {
+        row.kind = "instance";
+        row.instance_id = Some(i.clone());
+    }
     (row.health, row.problem) = health::of_row(&row, leaf.map(|l| l.not_after), now, t);
+    row
+}
+
+/// What CAS says of the instance `row` comes from (`online`).
+fn with_instance(mut row: StatusRow, inst: Option<InstanceFacts>) -> StatusRow {
+    if let Some(i) = inst {
+        row.kind = "instance";
+        row.instance_id = i.instance_id;
+        row.service_end = i.service_end.map(|t| t.to_rfc3339());
+        row.auto_reissue = Some(i.auto_reissue);
+    }
     row
 }
 
@@ -312,6 +353,10 @@ fn blocked_row(b: BlockedTarget) -> StatusRow {
         health: Health::Critical,
         problem: "blocked: needs the operator (see NEXT)".into(),
         source: "cas",
+        kind: "order",
+        instance_id: None,
+        service_end: None,
+        auto_reissue: None,
     }
 }
 
@@ -409,7 +454,11 @@ pub fn table(rows: &[StatusRow]) -> String {
             r.health.as_str(),
             r.not_after.as_deref().unwrap_or("-"),
             r.days_left.map_or("-".into(), |d| d.to_string()),
-            r.order_id.map_or("-".into(), |o| o.to_string()),
+            match (&r.instance_id, r.order_id) {
+                (Some(i), _) => i.to_string(),
+                (None, Some(o)) => o.to_string(),
+                (None, None) => "-".into(),
+            },
             r.phase,
             r.next_action,
             ControlsEscaped(&r.reason)

@@ -5,7 +5,8 @@
 //! at every crash point, each asserting one paid call and a matching pair. The
 //! whole file runs in seconds; tests/engine.rs keeps the same crash matrix over
 //! the real HTTP client and simulator, and tests/renew.rs and
-//! tests/reliability.rs the SIGKILL campaign of the real binary.
+//! tests/reliability.rs the SIGKILL campaign of the real binary. The V2.0
+//! instance re-issue (same steps, another source) is in `engine_fast/instances.rs`.
 //!
 //! Needs the `fault-injection` feature (crash points): the crate's
 //! dev-dependency on itself turns it on for every `cargo test`.
@@ -13,6 +14,10 @@
 mod common;
 #[path = "engine_fast/fake.rs"]
 mod fake;
+#[path = "engine_fast/fake_instances.rs"]
+mod fake_instances;
+#[path = "engine_fast/instances.rs"]
+mod instances;
 #[path = "engine_fast/world.rs"]
 mod world;
 

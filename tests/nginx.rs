@@ -5,136 +5,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use cas_renewd::pki;
+use common::nginx::{
+    Nginx, Site, nginx_available, on_disk, reload_hook, served, served_settled, start_on,
+};
 use common::{Cert, DaemonProcess, TestEnv, free_port, show};
-
-fn nginx_available() -> bool {
-    if Command::new("nginx").arg("-v").output().is_ok() {
-        return true;
-    }
-    if std::env::var("CAS_RENEWD_E2E").as_deref() == Ok("1") {
-        panic!("CAS_RENEWD_E2E=1 but nginx is missing; run scripts/test.sh");
-    }
-    eprintln!("skipped: nginx is not installed (scripts/test.sh installs it)");
-    false
-}
-
-/// One server block: a name and the cas-renewd output directory it serves from.
-struct Site<'a> {
-    server_name: &'a str,
-    dir: PathBuf,
-}
-
-/// An nginx of our own, stopped on drop.
-struct Nginx {
-    prefix: PathBuf,
-    conf: PathBuf,
-    port: u16,
-}
-
-impl Nginx {
-    fn conf_text(prefix: &Path, port: u16, sites: &[Site<'_>], broken: bool) -> String {
-        let p = prefix.display();
-        let mut servers = String::new();
-        for s in sites {
-            servers.push_str(&format!(
-                "    server {{\n        listen 127.0.0.1:{port} ssl;\n        server_name {};\n        ssl_certificate {}/fullchain.pem;\n        ssl_certificate_key {}/privkey.pem;\n        return 200 \"{}\\n\";\n    }}\n",
-                s.server_name,
-                s.dir.display(),
-                s.dir.display(),
-                s.server_name
-            ));
-        }
-        format!(
-            "daemon on;\nmaster_process on;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n    access_log off;\n    client_body_temp_path {p}/tmp/body;\n    proxy_temp_path {p}/tmp/proxy;\n    fastcgi_temp_path {p}/tmp/fastcgi;\n    uwsgi_temp_path {p}/tmp/uwsgi;\n    scgi_temp_path {p}/tmp/scgi;\n{servers}{}}}\n",
-            if broken {
-                "    this_directive_does_not_exist on;\n"
-            } else {
-                ""
-            }
-        )
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new("nginx")
-            .arg("-p")
-            .arg(&self.prefix)
-            .arg("-c")
-            .arg(&self.conf)
-            .args(args)
-            .output()
-            .expect("nginx runs")
-    }
-
-    fn pid_file(&self) -> PathBuf {
-        self.prefix.join("nginx.pid")
-    }
-
-    fn rewrite(&self, sites: &[Site<'_>], broken: bool) {
-        std::fs::write(
-            &self.conf,
-            Self::conf_text(&self.prefix, self.port, sites, broken),
-        )
-        .expect("rewrite conf");
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let pid = std::fs::read_to_string(self.pid_file()).unwrap_or_default();
-        let pid = pid.trim().to_owned();
-        let _ = self.cmd(&["-s", "stop"]);
-        let alive = || !pid.is_empty() && Path::new(&format!("/proc/{pid}")).exists();
-        for _ in 0..50 {
-            if !alive() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // The graceful stop failed (a broken config, say): kill workers, then master.
-        let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();
-        let _ = Command::new("kill").args(["-KILL", &pid]).status();
-    }
-}
-
-async fn served(addr: &str, sni: &str) -> pki::CertInfo {
-    let der = cas_renewd::verify::served_leaf(addr, sni, Duration::from_secs(5))
-        .await
-        .expect("TLS handshake with nginx");
-    use base64::Engine as _;
-    let pem = format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        base64::engine::general_purpose::STANDARD.encode(&der)
-    );
-    pki::read_leaf(&pem).expect("served leaf parses")
-}
-
-/// What nginx serves once its reload has settled: right after a reload, an old
-/// worker can still accept a connection or two with the old certificate, so look
-/// again (for up to 5 s) until the expected serial shows.
-async fn served_settled(addr: &str, sni: &str, expected_serial: &str) -> pki::CertInfo {
-    let mut leaf = served(addr, sni).await;
-    for _ in 0..50 {
-        if leaf.serial_hex == expected_serial {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        leaf = served(addr, sni).await;
-    }
-    leaf
-}
-
-fn on_disk(dir: &Path) -> pki::CertInfo {
-    pki::read_leaf(&std::fs::read_to_string(dir.join("cert.pem")).expect("cert.pem")).expect("leaf")
-}
 
 /// Orders expiring in 40 days (installed by the first pass, not yet renewed), an
 /// nginx reload hook and a metrics listener.
@@ -180,14 +59,6 @@ async fn setup_with_sim(
 
 fn out(s: &TestEnv, name: &str) -> PathBuf {
     s.path("out").join(name)
-}
-
-fn reload_hook(n_prefix: &Path, conf: &Path) -> String {
-    format!(
-        "[\"nginx\", \"-p\", \"{}\", \"-c\", \"{}\", \"-s\", \"reload\"]",
-        n_prefix.display(),
-        conf.display()
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -276,23 +147,6 @@ async fn nginx_serves_the_renewed_certificate() {
 }
 
 /// Starts nginx on a port chosen before the configuration was written.
-fn start_on(prefix: &Path, port: u16, sites: &[Site<'_>]) -> Nginx {
-    std::fs::create_dir_all(prefix.join("tmp")).expect("prefix");
-    let conf = prefix.join("nginx.conf");
-    std::fs::write(&conf, Nginx::conf_text(prefix, port, sites, false)).expect("conf");
-    let n = Nginx {
-        prefix: prefix.to_owned(),
-        conf,
-        port,
-    };
-    let out = n.cmd(&[]);
-    assert!(
-        out.status.success(),
-        "nginx start: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    n
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_nginx_reload_is_detected_and_retried() {

@@ -331,9 +331,8 @@ async fn dry_run_prints_the_plan_and_changes_nothing() {
     only_reads(&w);
 }
 
-/// The read calls a dry run may make: the listings (orders, and instances to
-/// leave out of them), the order's certificate (to see
-/// whether its key is here) and the resource plans.
+/// The read calls a dry run may make: the listings (orders and V2.0 instances), the
+/// order's certificate (to see whether its key is here) and the resource plans.
 const DRY_RUN_READS: [&str; 4] = [
     "ListUserCertificateOrder",
     "ListInstances",

@@ -118,6 +118,9 @@ impl PassObserver for Notifying {
     fn blocked(&self, cert: &str) {
         self.inner.blocked(cert);
     }
+    fn instance_service(&self, cert: &str, service_end: Option<i64>, auto_reissue: bool) {
+        self.inner.instance_service(cert, service_end, auto_reissue);
+    }
 
     fn package_state(&self, product_code: &str, state: Option<&PackageState>, due: u32) {
         self.inner.package_state(product_code, state, due);

@@ -164,6 +164,8 @@ pub struct UpdateInstanceParams {
     pub domain: Option<String>,
     /// `DNS` or `HTTP` (V2.0 spelling of file validation).
     pub validation_method: Option<String>,
+    /// The CSR's key (`RSA_2048`, `ECC_256`…), for a V2.0 instance's re-issue.
+    pub key_algorithm: Option<String>,
 }
 
 /// Every request field of UpdateInstance (the official SDK model), for a V2.0
@@ -201,6 +203,7 @@ impl From<&UpdateInstanceParams> for InstanceApplication {
             csr: u.csr.clone(),
             domain: u.domain.clone(),
             validation_method: u.validation_method.clone(),
+            key_algorithm: u.key_algorithm.clone(),
             ..Default::default()
         }
     }

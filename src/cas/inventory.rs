@@ -143,25 +143,6 @@ impl Inventory {
     }
 }
 
-/// Every matching V1 order and nothing else: ListUserCertificateOrder, then (when
-/// it listed anything) ListInstances, so an instance the V1 listing also shows is
-/// left out (see [`Inventory::new`]). The V1 path lists through this, so it never
-/// calls a V1 operation, the paid renew above all, on a V2.0 certificate.
-pub async fn v1_orders(
-    cas: &Cas,
-    filter: OrderFilter,
-    page_size: u32,
-) -> Result<Vec<CertificateOrder>, ApiError> {
-    let orders = cas.list_all_orders(filter, page_size).await?;
-    if orders.is_empty() {
-        return Ok(orders);
-    }
-    let instances = cas
-        .list_all_instances(&InstanceFilter::default(), page_size)
-        .await?;
-    Ok(Inventory::new(orders, instances).orders)
-}
-
 /// Whether `o`, an entry of ListUserCertificateOrder, is one of `instances` (a
 /// V2.0 certificate the V1 listing shows too): it carries an instance's InstanceId
 /// or CertificateId. The V1 operations are not supported for such a certificate,

@@ -70,6 +70,16 @@ pub(super) const PASSES: Def = (
     "Daemon passes by result: ok, or failed (the pass itself failed, or left a certificate failed or blocked, or a hook failed).",
     &["result"],
 );
+pub(super) const INSTANCE_SERVICE_END: Def = (
+    "instance_service_end_timestamp_seconds",
+    "End of the service period of the V2.0 instance a certificate comes from (InstanceEndTime, Unix time); no certificate is re-issued past it.",
+    &["cert"],
+);
+pub(super) const INSTANCE_AUTO_REISSUE: Def = (
+    "instance_auto_reissue",
+    "1 if CAS re-issues the certificate's V2.0 instance itself (AutoReissue): cas-renewd only installs its certificates.",
+    &["cert"],
+);
 /// The values `renewals_total{result}` takes; every one starts at 0 per certificate.
 pub(super) const RENEWAL_RESULTS: [&str; 4] = ["renewed", "installed", "failed", "blocked"];
 pub(super) const PACKAGE_TOTAL: Def = (

@@ -92,6 +92,7 @@ fn renders_every_documented_metric() {
     m.last_success.with_label_values(&["www"]).set(1.0);
     m.hook_runs.with_label_values(&["nginx", "ok"]).inc();
     m.served_matches.with_label_values(&["www"]).set(1.0);
+    m.instance_service("www", Some(1_900_000_000), true);
     let plan = PackageState {
         total_count: Some(5),
         used_count: Some(4),
@@ -112,6 +113,8 @@ fn renders_every_documented_metric() {
         "cas_renewd_api_request_duration_seconds_bucket{action=\"ListUserCertificateOrder\"",
         "cas_renewd_hook_runs_total{hook=\"nginx\",result=\"ok\"}",
         "cas_renewd_served_matches_disk{cert=\"www\"}",
+        "cas_renewd_instance_service_end_timestamp_seconds{cert=\"www\"} 1900000000",
+        "cas_renewd_instance_auto_reissue{cert=\"www\"} 1",
         "cas_renewd_last_pass_timestamp_seconds ",
         "cas_renewd_config_last_reload_successful 1",
         "cas_renewd_build_info{version=\"",

@@ -14,7 +14,7 @@ use super::steps::{CertRun, Next};
 use super::{EngineError, TAG_KEY};
 use crate::cas::api::CertificateState;
 use crate::cas::api::{OrderFilter, Tag};
-use crate::cas::api_apply::{CreateCertificateParams, UpdateInstanceParams, is_free_product};
+use crate::cas::api_apply::{CreateCertificateParams, is_free_product};
 use crate::cas::client::{ApiError, ServiceError};
 use crate::ids::OrderId;
 use crate::settings::ValidationMethod;
@@ -114,6 +114,7 @@ impl CertRun<'_> {
                 .create_certificate_for_package(&self.paid_call_params(a, csr))
                 .await
                 .map(|r| (OrderId::new(r.body.order_id), r.request_id)),
+            PaidCall::Reissue => unreachable!("call_renew hands a re-issue to apply_reissue"),
         }
     }
 
@@ -132,6 +133,9 @@ impl CertRun<'_> {
     /// `RenewRequested` transition is committed here, before the call, not by the
     /// caller after it.
     pub(super) async fn call_renew(&mut self, mut a: Attempt) -> Result<Next, EngineError> {
+        if a.paid_call == PaidCall::Reissue {
+            return self.apply_reissue(a).await;
+        }
         let key = self.load_key(&a.key)?;
         let csr = key.csr_pem(&self.cert.domain, &self.names_for_csr())?;
         let source = a.source_order_id;
@@ -193,7 +197,7 @@ impl CertRun<'_> {
     }
 
     /// Records what the operator must do for an order stuck in `payed`.
-    fn pending(
+    pub(super) fn pending(
         &mut self,
         stage: Stage,
         o: &mut Following,
@@ -217,6 +221,9 @@ impl CertRun<'_> {
     ) -> Result<(), EngineError> {
         if payed_polls < APPLY_AFTER_PAYED_POLLS {
             return Ok(());
+        }
+        if let Some(inst) = o.instance.clone() {
+            return self.on_instance_idle(stage, o, inst).await;
         }
         let order = o.new_order_id;
         let what = match *stage {
@@ -277,17 +284,7 @@ impl CertRun<'_> {
             return self.pending(*stage, o, what);
         };
         let key = self.load_key(&key_file)?;
-        let csr = key.csr_pem(&self.cert.domain, &self.names_for_csr())?;
-        let update = UpdateInstanceParams {
-            instance_id: instance.clone(),
-            csr: Some(csr),
-            domain: Some(self.cert.domain.clone()),
-            validation_method: match self.cert.validation.method {
-                ValidationMethod::Dns => Some("DNS".into()),
-                ValidationMethod::File => Some("HTTP".into()),
-                ValidationMethod::None => None,
-            },
-        };
+        let update = self.application(&instance, &key)?;
         if let Err(e) = self.e.cas.update_instance(&update).await {
             // Nothing submitted yet: the next payed answer tries again.
             let what = format!(
@@ -295,25 +292,41 @@ impl CertRun<'_> {
             );
             return self.pending(*stage, o, what);
         }
+        if let Err(e) = self.apply_journaled(stage, o, &instance).await? {
+            let what = format!(
+                "order {order} is pending application (payed); ApplyCertificate of {instance} did not clearly succeed ({e}) and is not repeated: check the order in the CAS console and submit its application there if it is still pending"
+            );
+            return self.pending(*stage, o, what);
+        }
+        info!(cert = %self.cert.name, order_id = order.get(), instance_id = %instance, "application submitted for the pending renewal order");
+        Ok(())
+    }
+
+    /// ApplyCertificate on `instance` (a V1 renewal order's, or a V2.0 instance's
+    /// re-issue), journaled first: the journal says `ApplicationRequested` before the
+    /// call and `ApplicationSubmitted` once it is accepted. The call's own error is
+    /// the inner result: the journal then stays at `ApplicationRequested`, and the
+    /// caller decides (never a blind second call).
+    pub(super) async fn apply_journaled(
+        &mut self,
+        stage: &mut Stage,
+        o: &mut Following,
+        instance: &str,
+    ) -> Result<Result<(), ApiError>, EngineError> {
         *stage = Stage::ApplicationRequested;
         self.commit(Phase::following(*stage, o.clone()))?;
         crash_point(CrashPoint::AfterApplicationRequested);
-        match self.e.cas.apply_certificate(&instance).await {
+        match self.e.cas.apply_certificate(instance).await {
             Ok(r) => {
-                info!(cert = %self.cert.name, order_id = order.get(), instance_id = %instance, request_id = %r.request_id, "application submitted for the pending renewal order");
+                info!(cert = %self.cert.name, instance_id = %instance, request_id = %r.request_id, "ApplyCertificate accepted");
                 *stage = Stage::ApplicationSubmitted;
                 o.pending_application = None;
                 self.commit(Phase::following(*stage, o.clone()))?;
                 self.e.observer.pending_application(&self.cert.name, false);
                 crash_point(CrashPoint::AfterApplicationSubmitted);
-                Ok(())
+                Ok(Ok(()))
             }
-            Err(e) => {
-                let what = format!(
-                    "order {order} is pending application (payed); ApplyCertificate of {instance} did not clearly succeed ({e}) and is not repeated: check the order in the CAS console and submit its application there if it is still pending"
-                );
-                self.pending(*stage, o, what)
-            }
+            Err(e) => Ok(Err(e)),
         }
     }
 
@@ -327,12 +340,15 @@ impl CertRun<'_> {
         self.unpublish(&mut o.published).await;
         let order = o.new_order_id;
         let msg = format!(
-            "order {order} (made elsewhere, adopted) is still {} after {}; cas-renewd gives it up and renews the expiring order itself when due",
+            "{} (made elsewhere, adopted) is still {} after {}; cas-renewd gives it up and renews the expiring certificate itself when due",
+            o.subject(),
             state.as_str(),
             humantime::format_duration(self.e.cfg.renewal.issuance_timeout)
         );
         warn!(cert = %self.cert.name, order_id = order.get(), "decision: {msg}");
-        self.journal.unusable_orders.push(order);
+        if o.instance.is_none() {
+            self.journal.unusable_orders.push(order);
+        }
         self.journal.last_error = Some(msg);
         self.commit(Phase::Idle)?;
         self.e.observer.pending_application(&self.cert.name, false);

@@ -15,8 +15,8 @@ use super::quota;
 use super::report::{CertReport, Outcome, PassReport, blocked_report};
 use super::steps::{check_pair, order_pair};
 use super::{EngineError, installed_leaf};
-use crate::cas::api::CertificateOrder;
 use crate::cas::api_apply::PackageState;
+use crate::cas::inventory::Inventory;
 use crate::ids::OrderId;
 use crate::settings::CertificateConfig;
 use crate::store::Journal;
@@ -30,7 +30,7 @@ struct Look<'a> {
     /// Units the planned paid calls take, by product code, as the guard counts them
     /// (two certificates of one product cannot both take its last unit).
     taken: BTreeMap<String, i64>,
-    orders: &'a [CertificateOrder],
+    inv: &'a Inventory,
 }
 
 impl Lookahead for Look<'_> {
@@ -42,7 +42,8 @@ impl Lookahead for Look<'_> {
 
     fn paid(&mut self, action: &Action, journal: &Journal) -> Result<(), String> {
         // `i64::MIN`: only the paid call itself counts here, not an install due later.
-        let Some(code) = quota::paid_product_code(action, journal, self.orders, i64::MIN) else {
+        let Some(code) = quota::paid_product_code(action, journal, &self.inv.orders, i64::MIN)
+        else {
             return Ok(());
         };
         // A plan not read, or not readable, never blocks (as in the real guard).
@@ -64,16 +65,16 @@ impl Engine {
         &self,
         plans: Vec<(CertificateConfig, Plan)>,
         blocked: &[BlockedTarget],
-        orders: &[CertificateOrder],
+        inv: &Inventory,
         force: bool,
     ) -> PassReport {
         // The guard's view: the plans the real pass reads at its start (read-only).
-        self.read_quota(&self.journaled(&plans), orders).await;
+        self.read_quota(&self.journaled(&plans), &inv.orders).await;
         let mut look = Look {
             installs: BTreeMap::new(),
             plans: self.quota.snapshot().await,
             taken: BTreeMap::new(),
-            orders,
+            inv,
         };
         let mut certs = Vec::new();
         for (cert, first) in plans {
@@ -121,8 +122,8 @@ impl Engine {
             let seen = self.foresee_install(cert, order_id).await;
             look.installs.insert(order_id, seen);
         }
-        let orders = look.orders;
-        let c = self.with_plan_input(cert, orders, &journal, force, |i: &PlanInput<'_>| {
+        let inv = look.inv;
+        let c = self.with_plan_input(cert, inv, &journal, force, |i: &PlanInput<'_>| {
             chain::chain(i, &cert.reload, look)
         });
         report.outcome = if c.failure.is_some() {

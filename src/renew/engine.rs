@@ -8,13 +8,15 @@ use tracing::{Instrument as _, error, info, warn};
 
 use super::discover::{self, BlockedTarget, Targets};
 use super::plan::{self, Plan, PlanInput};
-use super::ports::{CertificateSource, Clock, DnsApi, JournalStore, LocalJournals, SystemClock};
+use super::ports::{CertificateSource, Clock, DnsApi, JournalStore, LocalJournals};
 use super::report::{CertReport, Outcome, PassObserver, PassReport, blocked_report};
 use super::steps::{CertRun, Step};
 use super::{EngineError, PassOptions, installed_leaf};
 use crate::cas::api::{CertificateOrder, OrderFilter};
 use crate::cas::client::ApiError;
 use crate::cas::credentials::CredentialsProvider;
+use crate::cas::inventory::Inventory;
+use crate::ids::InstanceId;
 use crate::settings::{CertificateConfig, Config};
 use crate::store::{Journal, StoreError};
 
@@ -23,6 +25,17 @@ use crate::store::{Journal, StoreError};
 pub struct Plans {
     pub certs: Vec<(CertificateConfig, Plan)>,
     pub blocked: Vec<BlockedTarget>,
+}
+
+/// What `status` and the metrics show of the V2.0 instance a certificate comes
+/// from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceFacts {
+    pub instance_id: Option<InstanceId>,
+    /// The end of its service period (InstanceEndTime).
+    pub service_end: Option<chrono::DateTime<chrono::Utc>>,
+    /// CAS re-issues it itself (AutoReissue).
+    pub auto_reissue: bool,
 }
 
 /// What the engine talks to: the certificate source, DNS, the journal store and
@@ -70,7 +83,7 @@ impl Engine {
             source: Arc::new(cas),
             dns: Arc::new(dns),
             journals: Arc::new(LocalJournals::at(&cfg.state_dir)),
-            clock: Arc::new(SystemClock),
+            clock: super::ports::production_clock(),
         };
         Ok(Engine::with_ports(cfg, ports, observer))
     }
@@ -97,21 +110,31 @@ impl Engine {
         &self.cfg
     }
 
-    /// Every order in the account (CPACK, all statuses), page by page. An entry
-    /// without an OrderId names nothing cas-renewd could renew, install or follow:
-    /// it is left out here, with a warning, so the plan meets only orders with one.
+    /// Every V1 order in the account (CPACK, all statuses), page by page, without
+    /// the V2.0 instances the V1 listing may also show (see [`Engine::inventory_all`]).
     pub async fn inventory(&self) -> Result<Vec<CertificateOrder>, ApiError> {
+        Ok(self.inventory_all().await?.orders)
+    }
+
+    /// The account's V1 orders and its V2.0 instances, each kind listed page by
+    /// page (one listing of each per call): one pass handles a mixed account. An
+    /// order without an OrderId names nothing cas-renewd could renew, install or
+    /// follow: it is left out, with a warning. An instance that
+    /// ListUserCertificateOrder also shows stays only as the instance, so no V1
+    /// operation (the paid renew above all) is ever called on it.
+    pub async fn inventory_all(&self) -> Result<Inventory, ApiError> {
         let orders = self
             .cas
             .list_all_orders(OrderFilter::default(), self.cfg.api.page_size)
             .await?;
-        Ok(with_order_ids(orders))
+        let instances = self.cas.list_all_instances(self.cfg.api.page_size).await?;
+        Ok(Inventory::new(with_order_ids(orders), instances))
     }
 
-    /// Configured certificates, then the usable discovered ones; and the
-    /// discovered domains that are blocked.
-    pub fn targets(&self, orders: &[CertificateOrder]) -> Targets {
-        discover::targets(&self.cfg, orders)
+    /// Configured certificates, then the usable discovered ones (from orders and
+    /// instances); and the discovered domains that are blocked.
+    pub fn targets(&self, inv: &Inventory) -> Targets {
+        discover::inventory_targets(&self.cfg, inv)
     }
 
     pub(super) fn read_journal(&self, name: &str) -> Result<Journal, StoreError> {
@@ -123,33 +146,44 @@ impl Engine {
     pub(super) fn plan_one(
         &self,
         cert: &CertificateConfig,
-        orders: &[CertificateOrder],
+        inv: &Inventory,
         journal: &Journal,
         force: bool,
     ) -> Plan {
-        self.with_plan_input(cert, orders, journal, force, plan::plan)
+        self.with_plan_input(cert, inv, journal, force, plan::plan)
     }
 
-    /// Calls `f` with what the plan for `cert` depends on: its orders among the
-    /// account's `orders`, its journal, what is on disk now, the clock.
+    /// Calls `f` with what the plan for `cert` depends on: its orders and
+    /// instances in the account's inventory `inv`, its journal, what is on disk
+    /// now, the clock.
     pub(super) fn with_plan_input<R>(
         &self,
         cert: &CertificateConfig,
-        orders: &[CertificateOrder],
+        inv: &Inventory,
         journal: &Journal,
         force: bool,
         f: impl FnOnce(&PlanInput<'_>) -> R,
     ) -> R {
-        let mine: Vec<CertificateOrder> = orders
+        let mine: Vec<CertificateOrder> = inv
+            .orders
             .iter()
             .filter(|o| o.is_for(&cert.domain))
             .cloned()
+            .collect();
+        let instances: Vec<_> = inv
+            .for_domain(&cert.domain)
+            .into_iter()
+            .filter_map(|e| match e {
+                crate::cas::inventory::Entry::Instance(i) => Some(i.clone()),
+                crate::cas::inventory::Entry::Order(_) => None,
+            })
             .collect();
         let disk = installed_leaf(&cert.output);
         f(&PlanInput {
             cert: &cert.name,
             domain: &cert.domain,
             orders: &mine,
+            instances: &instances,
             journal,
             disk: disk.as_ref(),
             now_ms: self.clock.now().timestamp_millis(),
@@ -159,21 +193,32 @@ impl Engine {
         })
     }
 
-    /// The plan for every target, without acting, and the blocked discoveries.
+    /// The plan for every target of the V1 `orders` alone (no instances), without
+    /// acting, and the blocked discoveries.
     pub fn plans(
         &self,
         orders: &[CertificateOrder],
         opts: &PassOptions,
     ) -> Result<Plans, EngineError> {
+        let inv = Inventory {
+            orders: orders.to_vec(),
+            instances: vec![],
+        };
+        self.plans_for(&inv, opts)
+    }
+
+    /// The plan for every target of the inventory `inv`, without acting, and the
+    /// blocked discoveries.
+    pub fn plans_for(&self, inv: &Inventory, opts: &PassOptions) -> Result<Plans, EngineError> {
         let wanted = |name: &str| opts.only.as_deref().is_none_or(|o| o == name);
-        let targets = self.targets(orders);
+        let targets = self.targets(inv);
         let mut out = Plans::default();
         for cert in targets.certs {
             if !wanted(&cert.name) {
                 continue;
             }
             let journal = self.read_journal(&cert.name)?;
-            let p = self.plan_one(&cert, orders, &journal, opts.force);
+            let p = self.plan_one(&cert, inv, &journal, opts.force);
             out.certs.push((cert, p));
         }
         out.blocked = targets
@@ -193,18 +238,19 @@ impl Engine {
     /// One pass: inventory, plan, act on every certificate (bounded concurrency),
     /// then the reload hooks once each, then the served-certificate checks.
     pub async fn pass(self: &Arc<Self>, opts: &PassOptions) -> Result<PassReport, EngineError> {
-        let orders = self.inventory().await?;
+        let inv = self.inventory_all().await?;
         let Plans {
             certs: plans,
             blocked,
-        } = self.plans(&orders, opts)?;
+        } = self.plans_for(&inv, opts)?;
         if opts.dry_run {
-            return Ok(self.dry_pass(plans, &blocked, &orders, opts.force).await);
+            return Ok(self.dry_pass(plans, &blocked, &inv, opts.force).await);
         }
         self.journals.prepare()?;
         let state = self.journals.clone();
-        self.read_quota(&self.journaled(&plans), &orders).await;
-        let orders = Arc::new(orders);
+        self.observe_instances(&plans, &inv);
+        self.read_quota(&self.journaled(&plans), &inv.orders).await;
+        let orders = Arc::new(inv);
         let sem = Arc::new(Semaphore::new(self.cfg.renewal.concurrency));
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (cert, p)) in plans.into_iter().enumerate() {
@@ -260,7 +306,7 @@ impl Engine {
         state: &dyn JournalStore,
         cert: &CertificateConfig,
         first: Plan,
-        orders: &[CertificateOrder],
+        inv: &Inventory,
         force: bool,
         deadline: Option<tokio::time::Instant>,
     ) -> CertReport {
@@ -280,7 +326,7 @@ impl Engine {
             report: &mut report,
             deadline,
             force,
-            orders,
+            orders: &inv.orders,
         };
         let mut p = first;
         // A pass may take several steps for one certificate: install what is issued,
@@ -290,9 +336,9 @@ impl Engine {
             let result = run.act(&p, force && step == 0).await;
             match result {
                 Ok(Step::Done) => break,
-                Ok(Step::Replan) => p = self.plan_one(cert, orders, &run.journal, false),
+                Ok(Step::Replan) => p = self.plan_one(cert, inv, &run.journal, false),
                 Ok(Step::Pending { order, state }) => {
-                    let msg = format!("order {order} is {state}; followed again on the next poll");
+                    let msg = format!("{order} is {state}; followed again on the next poll");
                     info!(cert = %cert.name, "{msg}");
                     run.report.outcome = Outcome::Waiting;
                     run.report.message = msg;
@@ -320,9 +366,39 @@ impl Engine {
     }
 }
 
-/// A certificate's report before anything is done: `plan` and its reason, what
-/// is installed now.
 impl Engine {
+    /// The V2.0 instance `cert` comes from in `inv` (the one its plan reads).
+    pub fn source_instance(
+        &self,
+        cert: &CertificateConfig,
+        inv: &Inventory,
+    ) -> Option<InstanceFacts> {
+        let j = crate::store::Journal::new(&cert.name);
+        self.with_plan_input(cert, inv, &j, false, |i| {
+            plan::instance::source(i).map(|x| InstanceFacts {
+                instance_id: x.instance_id.clone().map(InstanceId::new),
+                service_end: x.service_end(),
+                auto_reissue: x.auto_reissue_enabled(),
+            })
+        })
+    }
+
+    /// Tells the observer each certificate's instance service end and AutoReissue.
+    fn observe_instances(&self, plans: &[(CertificateConfig, Plan)], inv: &Inventory) {
+        if inv.instances.is_empty() {
+            return;
+        }
+        for (cert, _) in plans {
+            if let Some(i) = self.source_instance(cert, inv) {
+                self.observer.instance_service(
+                    &cert.name,
+                    i.service_end.map(|t| t.timestamp()),
+                    i.auto_reissue,
+                );
+            }
+        }
+    }
+
     /// What follows the installs of a pass (or an import): the reload hooks, the
     /// served-certificate check, then the keys and chains of finished attempts
     /// (the rule is in `store::prune`), once every hook had its chance.

@@ -37,16 +37,23 @@ impl CertRun<'_> {
         mut o: Following,
     ) -> Result<Next, EngineError> {
         let order = o.new_order_id;
-        self.report.order_id = Some(order);
+        if o.instance.is_none() {
+            self.report.order_id = Some(order);
+        }
         let started = o.requested_at;
         let r = &self.e.cfg.renewal;
         let mut interval = r.poll_interval;
         let mut shown = published(&o.published);
         let mut payed_polls = 0u32;
         let state = loop {
-            let resp = self.e.cas.describe_certificate_state(order.get()).await?;
-            let s = resp.body;
-            info!(cert = %self.cert.name, order_id = order.get(), request_id = %resp.request_id, state = s.state.as_str(), "order state");
+            let (s, request_id) = match o.instance.clone() {
+                Some(inst) => self.instance_state(&inst).await?,
+                None => {
+                    let resp = self.e.cas.describe_certificate_state(order.get()).await?;
+                    (resp.body, resp.request_id)
+                }
+            };
+            info!(cert = %self.cert.name, followed = %o.subject(), request_id = %request_id, state = s.state.as_str(), "order state");
             self.e
                 .observer
                 .order_state(&self.cert.name, s.state.as_str());
@@ -55,7 +62,7 @@ impl CertRun<'_> {
                 CertificateState::VerifyFail => {
                     self.unpublish(&mut o.published).await;
                     o.published.validation_told = None;
-                    let err = EngineError::CaRejected { order };
+                    let err = EngineError::CaRejected { order: o.subject() };
                     self.journal.last_error = Some(err.to_string());
                     self.commit(Phase::Rejected(Rejected {
                         published: o.published,
@@ -78,7 +85,7 @@ impl CertRun<'_> {
             }
             if elapsed >= r.issuance_timeout {
                 let err = EngineError::IssuanceTimeout {
-                    order,
+                    order: o.subject(),
                     after: r.issuance_timeout,
                     state: s.state.as_str(),
                 };
@@ -91,7 +98,7 @@ impl CertRun<'_> {
                 .is_some_and(|d| tokio::time::Instant::now() + interval > d)
             {
                 return Ok(Next::Pending {
-                    order,
+                    order: o.subject(),
                     state: s.state.as_str(),
                 });
             }
@@ -192,21 +199,28 @@ impl CertRun<'_> {
                 (k, f)
             }
             (None, None) => {
-                self.journal.unusable_orders.push(order);
-                let err = EngineError::ForeignKey { order };
+                // An instance's certificate is judged afresh by the next plan (its
+                // install finds no key for it and says so); an order is never again.
+                if o.instance.is_none() {
+                    self.journal.unusable_orders.push(order);
+                }
+                let err = EngineError::ForeignKey { order: o.subject() };
                 self.journal.last_error = Some(err.to_string());
                 self.commit(Phase::Idle)?;
                 return Err(err);
             }
         };
-        let pem = cert_pem.ok_or(EngineError::NoCertificate { order })?;
+        let pem = cert_pem.ok_or(EngineError::NoCertificate { order: o.subject() })?;
         let checked = Chain::parse(pem)
             .and_then(|chain| self.check_against_disk(&chain, &key).map(|()| chain));
         let chain = match checked {
             Ok(c) => c,
             Err(e) => {
                 error!(cert = %self.cert.name, order_id = order.get(), reason = %e, "issued certificate refused; old files kept; no new order is placed automatically");
-                let err = EngineError::CertificateRefused { order, source: e };
+                let err = EngineError::CertificateRefused {
+                    order: o.subject(),
+                    source: e,
+                };
                 self.journal.last_error = Some(err.to_string());
                 self.commit(Phase::Rejected(Rejected {
                     published: o.published,
@@ -222,6 +236,7 @@ impl CertRun<'_> {
             FileSpec::private(),
         )?;
         self.commit(Phase::Issued(Issued {
+            instance: o.instance.clone(),
             renewed: o.csr_sha256.is_some(),
             attempt: o.attempt,
             new_order_id: order,

@@ -24,14 +24,15 @@ impl Engine {
         name: &str,
         key: &Key,
     ) -> Result<PassReport, EngineError> {
-        let orders = self.inventory().await?;
+        let inv = self.inventory_all().await?;
+        let orders = &inv.orders;
         let cert = self
-            .targets(&orders)
+            .targets(&inv)
             .certs
             .into_iter()
             .find(|c| c.name == name)
             .ok_or_else(|| EngineError::NoSuchCertificate { name: name.into() })?;
-        let order = newest_issued(&cert, &orders)?;
+        let order = newest_issued(&cert, orders)?;
         self.journals.prepare()?;
         let state = self.journals.clone();
         let journal = self.read_journal(&cert.name)?;
@@ -42,7 +43,7 @@ impl Engine {
                 journal.phase.name()
             )));
         }
-        let plan = self.plan_one(&cert, &orders, &journal, false);
+        let plan = self.plan_one(&cert, &inv, &journal, false);
         let mut report = unchanged_report(&cert, &plan);
         report.order_id = Some(order);
         let mut run = CertRun {
@@ -53,7 +54,7 @@ impl Engine {
             report: &mut report,
             deadline: None,
             force: false,
-            orders: &orders,
+            orders,
         };
         run.import_order(order, key).await?;
         report.not_after = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
@@ -113,7 +114,10 @@ impl CertRun<'_> {
             return Err(EngineError::ImportKeyMismatch { order });
         }
         self.check_against_disk(&chain, key)
-            .map_err(|source| EngineError::CertificateRefused { order, source })?;
+            .map_err(|source| EngineError::CertificateRefused {
+                order: order.into(),
+                source,
+            })?;
         // A refused renewal's validation record or file goes before the journal
         // moves on (it would be forgotten otherwise).
         self.remove_journal_publication().await;

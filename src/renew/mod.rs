@@ -9,7 +9,8 @@
 //!
 //! Files: [`engine`] (the pass), `steps` (a certificate's journal transitions),
 //! `follow` (an order until issued, its validation, the issued checks), `apply`
-//! (the paid call and the application), `import` (an order's certificate with the
+//! (the paid call and the application), `instance` (a V2.0 instance's re-issue and
+//! install on the same phases), `import` (an order's certificate with the
 //! operator's key), [`quota`] (the resource plans), `reload` (hooks), `served` (the
 //! served-certificate check), `permit` (concurrency permits lent while waiting),
 //! `dry` (the dry run), [`report`] (outcomes and the observer), [`plan`],
@@ -26,6 +27,7 @@ mod dry;
 mod engine;
 mod follow;
 mod import;
+mod instance;
 mod permit;
 pub mod plan;
 pub mod ports;
@@ -40,13 +42,14 @@ pub mod validation;
 use std::time::Duration;
 
 use crate::cas::client::ApiError;
+pub use crate::cas::inventory::Inventory;
 use crate::hooks;
-use crate::ids::OrderId;
+use crate::ids::{OrderId, Subject};
 use crate::pki::{self, CertInfo, PkiError};
 use crate::settings::OutputConfig;
 use crate::store::{self, StoreError};
 pub use discover::{BlockedTarget, Targets, child_dir, discovered_names, installed_discovered};
-pub use engine::{Engine, Plans, Ports};
+pub use engine::{Engine, InstanceFacts, Plans, Ports};
 pub use report::{CertReport, HookReport, NoObserver, Outcome, PassObserver, PassReport};
 
 /// How long after an unclear renew call the account must show no new order before
@@ -73,32 +76,32 @@ pub enum EngineError {
     NoSuchCertificate { name: String },
     #[error("order {order} is {state} and holds no certificate yet")]
     NotIssued { order: OrderId, state: &'static str },
-    #[error("order {order} is issued but the answer has no Certificate")]
-    NoCertificate { order: OrderId },
+    #[error("{order} is issued but the answer has no Certificate")]
+    NoCertificate { order: Subject },
     #[error(
-        "order {order} not issued after {} (state {state}); its validation record or file is removed; it stays in the journal and is followed again next pass",
+        "{order} not issued after {} (state {state}); its validation record or file is removed; it stays in the journal and is followed again next pass",
         humantime::format_duration(*.after)
     )]
     IssuanceTimeout {
-        order: OrderId,
+        order: Subject,
         after: Duration,
         state: &'static str,
     },
     #[error(
-        "order {order} failed the CA's review (verify_fail); CAS suggests deleting the order (DeleteCertificateRequest returns the quota) and applying again"
+        "{order} failed the CA's review (verify_fail); CAS suggests deleting the order (DeleteCertificateRequest returns the quota) and applying again"
     )]
-    CaRejected { order: OrderId },
+    CaRejected { order: Subject },
     #[error(
-        "order {order} was issued for a key this host does not have (renewed elsewhere with its own CSR); not installed"
+        "{order} was issued for a key this host does not have (renewed elsewhere with its own CSR); not installed"
     )]
-    ForeignKey { order: OrderId },
+    ForeignKey { order: Subject },
     #[error(
         "the key does not match the certificate of order {order} (another public key); give the private key the order's CSR was made with"
     )]
     ImportKeyMismatch { order: OrderId },
-    #[error("certificate of order {order} refused: {source}; the installed files are unchanged")]
+    #[error("certificate of {order} refused: {source}; the installed files are unchanged")]
     CertificateRefused {
-        order: OrderId,
+        order: Subject,
         #[source]
         source: PkiError,
     },

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cas::api::{CertificateOrder, OrderStatus};
+use crate::cas::api::{CertificateOrder, Instance, OrderStatus};
 use crate::cas::api_apply::{NotRenewable, not_renewable};
-use crate::ids::OrderId;
+use crate::ids::{InstanceId, OrderId};
 use crate::pki::CertInfo;
 use crate::settings::RenewalMode;
 use crate::store::{Journal, Phase, PhaseName};
@@ -38,6 +38,24 @@ pub enum Action {
         source_order_id: OrderId,
         product_code: String,
     },
+    /// Re-issue the certificate of a V2.0 instance within its service period
+    /// (UpdateInstance with our CSR, then ApplyCertificate).
+    Reissue {
+        instance_id: InstanceId,
+        /// The instance's certificate before the re-issue.
+        certificate_id: Option<i64>,
+    },
+    /// A V2.0 instance holds a newer certificate than the one on disk (CAS's
+    /// managed re-issue, the console, or the first install).
+    InstallInstance {
+        instance_id: InstanceId,
+        certificate_id: i64,
+    },
+    /// A V2.0 instance has an application under review made elsewhere: follow it.
+    AdoptInstance {
+        instance_id: InstanceId,
+        certificate_id: Option<i64>,
+    },
     /// Cannot proceed without the operator.
     Blocked,
 }
@@ -56,6 +74,17 @@ impl std::fmt::Display for Action {
                 source_order_id,
                 product_code,
             } => write!(f, "reapply ({product_code}, for order {source_order_id})"),
+            Action::Reissue { instance_id, .. } => write!(f, "reissue (instance {instance_id})"),
+            Action::InstallInstance {
+                instance_id,
+                certificate_id,
+            } => write!(
+                f,
+                "install (instance {instance_id}, certificate {certificate_id})"
+            ),
+            Action::AdoptInstance { instance_id, .. } => {
+                write!(f, "adopt (instance {instance_id})")
+            }
             Action::Blocked => f.write_str("blocked"),
         }
     }
@@ -75,6 +104,8 @@ pub struct PlanInput<'a> {
     pub domain: &'a str,
     /// The account's orders for this domain.
     pub orders: &'a [CertificateOrder],
+    /// The account's V2.0 instances for this domain.
+    pub instances: &'a [Instance],
     pub journal: &'a Journal,
     /// The installed leaf, if any.
     pub disk: Option<&'a CertInfo>,
@@ -116,6 +147,9 @@ pub fn plan(i: &PlanInput<'_>) -> Plan {
                     phase
                         .new_order_id()
                         .map(|o| format!(" (order {o})"))
+                        .or_else(|| phase
+                            .instance()
+                            .map(|x| format!(" (instance {})", x.instance_id)))
                         .unwrap_or_default(),
                     phase
                         .unclear_since()
@@ -161,6 +195,9 @@ pub fn plan(i: &PlanInput<'_>) -> Plan {
 /// What to do when no renewal is in flight and nothing was refused: install a
 /// newer issued order, follow a renewal made elsewhere, or renew when due.
 fn decide(i: &PlanInput<'_>, out: &dyn Fn(Action, String) -> Plan) -> Plan {
+    if let Some(inst) = instance::source(i) {
+        return instance::decide(i, out, inst);
+    }
     let disk_end = i.disk.map(|d| d.not_after * 1000);
     let is_issued = |o: &&CertificateOrder| {
         matches!(
@@ -392,6 +429,7 @@ fn replace_order(
 }
 
 pub mod chain;
+pub mod instance;
 
 #[cfg(test)]
 mod tests;

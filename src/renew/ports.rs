@@ -16,7 +16,8 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 
 use crate::cas::api::{
-    Cas, CertificateOrder, CertificateStateResponse, OrderFilter, RenewResponse, Tag,
+    Cas, CertificateDetail, CertificateOrder, CertificateStateResponse, Instance, InstanceDetail,
+    InstanceFilter, OrderFilter, RenewResponse, Tag,
 };
 use crate::cas::api_apply::{
     Acknowledged, CreateCertificateParams, CreateCertificateResponse, PackageState,
@@ -30,19 +31,15 @@ use crate::store::{Journal, StateDir, StoreError};
 pub type ApiFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'a>>;
 
 /// The certificate source: the CAS operations the engine makes (inventory,
-/// following an order, the paid calls, the application of a pending order).
+/// following an order, the paid calls, the application of a pending order, and
+/// the SSL Certificate Management V2.0 instances).
 ///
-/// The methods bear the names of the V1 (order) operations they stand for, so
-/// the steps read like the API documentation. A second kind of source (SSL
-/// Certificate Management V2.0 instances: UpdateInstance, ApplyCertificate,
-/// GetTaskAttribute, GetInstanceDetail) is added as a second implementation of
-/// this trait beside [`Cas`]: its `list_all_orders` lists instances as
-/// [`CertificateOrder`]s, `describe_certificate_state` maps the task and
-/// instance state to [`CertificateStateResponse`], and `renew_certificate_order`
-/// fills in and submits the instance. The steps see only this trait and the
-/// journal, so they do not change; the engine is given the source by its
-/// constructor. Ids are `i64` order ids for now; a source whose ids are strings
-/// keeps its own id table until the id becomes a newtype (issue 14, item 6).
+/// The methods bear the names of the operations they stand for, so the steps read
+/// like the API documentation. Orders and instances are two kinds of source of
+/// the same engine: an instance's re-issue goes through the same journal phases
+/// and steps as a V1 order's application (UpdateInstance, ApplyCertificate), is
+/// followed by GetInstanceDetail in the step that follows an order, and its
+/// certificate (GetUserCertificateDetail) through the same checks and install.
 pub trait CertificateSource: Send + Sync {
     /// Every matching order, page after page (ListUserCertificateOrder).
     fn list_all_orders(
@@ -83,11 +80,27 @@ pub trait CertificateSource: Send + Sync {
         params: &'a UpdateInstanceParams,
     ) -> ApiFuture<'a, Response<Acknowledged>>;
 
-    /// Submits a pending order's application (never repeated).
+    /// Submits a pending order's or an instance's application (never repeated
+    /// blindly).
     fn apply_certificate<'a>(
         &'a self,
         instance_id: &'a str,
     ) -> ApiFuture<'a, Response<Acknowledged>>;
+
+    /// Every V2.0 instance, page after page (ListInstances).
+    fn list_all_instances(&self, page_size: u32) -> ApiFuture<'_, Vec<Instance>>;
+
+    /// Where an instance stands: its application, validation and certificate.
+    fn get_instance_detail<'a>(
+        &'a self,
+        instance_id: &'a str,
+    ) -> ApiFuture<'a, Response<InstanceDetail>>;
+
+    /// A certificate with its chain (`Cert`) and CAS's key when CAS made it.
+    fn get_user_certificate_detail(
+        &self,
+        cert_id: i64,
+    ) -> ApiFuture<'_, Response<CertificateDetail>>;
 }
 
 impl CertificateSource for Cas {
@@ -96,9 +109,9 @@ impl CertificateSource for Cas {
         filter: OrderFilter,
         page_size: u32,
     ) -> ApiFuture<'_, Vec<CertificateOrder>> {
-        // Without the V2.0 instances the V1 listing may also show (simulator
-        // assumption 29): they are never V1 orders.
-        Box::pin(crate::cas::inventory::v1_orders(self, filter, page_size))
+        // As listed: the engine leaves out the V2.0 instances the V1 listing may
+        // also show (simulator assumption 29) where it matters (Engine::inventory_all).
+        Box::pin(Cas::list_all_orders(self, filter, page_size))
     }
 
     fn describe_certificate_state(
@@ -143,6 +156,27 @@ impl CertificateSource for Cas {
         instance_id: &'a str,
     ) -> ApiFuture<'a, Response<Acknowledged>> {
         Box::pin(Cas::apply_certificate(self, instance_id))
+    }
+
+    fn list_all_instances(&self, page_size: u32) -> ApiFuture<'_, Vec<Instance>> {
+        Box::pin(async move {
+            Cas::list_all_instances(self, &InstanceFilter::default(), page_size).await
+        })
+    }
+
+    fn get_instance_detail<'a>(
+        &'a self,
+        instance_id: &'a str,
+    ) -> ApiFuture<'a, Response<InstanceDetail>> {
+        Box::pin(Cas::get_instance_detail(self, instance_id))
+    }
+
+    fn get_user_certificate_detail(
+        &self,
+        cert_id: i64,
+    ) -> ApiFuture<'_, Response<CertificateDetail>> {
+        // Not filtered: the answer carries the certificate and CAS's key.
+        Box::pin(Cas::get_user_certificate_detail(self, cert_id, false))
     }
 }
 
@@ -218,6 +252,38 @@ impl Clock for SystemClock {
     )]
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+}
+
+/// The clock a production engine reads: the system's. With the `fault-injection`
+/// feature (tests only), `CAS_RENEWD_CLOCK_OFFSET_FILE` names a file whose number
+/// of milliseconds is added to it at every reading, so the binary keeps time with
+/// the simulator's `/_sim/clock` (the test rewrites the file as it advances it).
+pub fn production_clock() -> std::sync::Arc<dyn Clock> {
+    #[cfg(feature = "fault-injection")]
+    if let Some(path) = std::env::var_os("CAS_RENEWD_CLOCK_OFFSET_FILE") {
+        return std::sync::Arc::new(OffsetClock { path: path.into() });
+    }
+    std::sync::Arc::new(SystemClock)
+}
+
+/// The system clock moved by the offset a test keeps in a file (see
+/// [`production_clock`]); an unreadable file counts as no offset.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone)]
+pub struct OffsetClock {
+    path: PathBuf,
+}
+
+#[cfg(feature = "fault-injection")]
+impl Clock for OffsetClock {
+    fn now(&self) -> DateTime<Utc> {
+        let ms = crate::store::read_output_text(&self.path)
+            .ok()
+            .flatten()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        SystemClock.now() + chrono::TimeDelta::milliseconds(ms)
     }
 }
 
@@ -338,6 +404,25 @@ mod tests {
         assert_eq!(clock.now(), base);
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
         assert_eq!(clock.now(), base + chrono::TimeDelta::hours(1));
+    }
+
+    #[cfg(feature = "fault-injection")]
+    #[test]
+    fn the_offset_clock_adds_the_file_s_milliseconds() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("offset");
+        let clock = OffsetClock { path: path.clone() };
+        let before = SystemClock.now();
+        assert!(
+            (clock.now() - before).num_seconds() < 5,
+            "no file: no offset"
+        );
+        std::fs::write(&path, "86400000\n").expect("write");
+        let moved = clock.now() - SystemClock.now();
+        assert!(
+            (86_395..=86_400).contains(&moved.num_seconds()),
+            "{moved:?}"
+        );
     }
 
     #[test]

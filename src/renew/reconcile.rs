@@ -6,7 +6,7 @@ use tracing::{error, info, warn};
 
 use super::steps::{CertRun, Next};
 use super::{EngineError, RECONCILE_GRACE};
-use crate::cas::api::{CertificateOrder, OrderFilter, OrderStatus};
+use crate::cas::api::{CertificateOrder, OrderStatus};
 use crate::ids::OrderId;
 use crate::store::faults::{CrashPoint, crash_point};
 use crate::store::{Phase, RenewRequested};
@@ -140,12 +140,9 @@ impl CertRun<'_> {
         let ceiling = r.unclear_retry_after.max(grace);
         let call = req.attempt.paid_call.action();
         loop {
-            // Every order, not a Keyword search: a new order's Domain may be empty.
-            let orders = self
-                .e
-                .cas
-                .list_all_orders(OrderFilter::default(), self.e.cfg.api.page_size)
-                .await?;
+            // Every order, not a Keyword search: a new order's Domain may be empty;
+            // never a V2.0 instance the V1 listing also shows.
+            let orders = self.e.inventory().await?;
             let waited = (self.e.clock.now() - requested)
                 .to_std()
                 .unwrap_or_default();

@@ -38,6 +38,9 @@ pub trait PassObserver: Send + Sync + 'static {
     }
     /// A discovered domain the engine cannot act on.
     fn blocked(&self, _cert: &str) {}
+    /// `cert` comes from a V2.0 instance whose service period ends at `service_end`
+    /// (Unix seconds, if CAS gives it) and whose re-issue CAS makes (`auto_reissue`).
+    fn instance_service(&self, _cert: &str, _service_end: Option<i64>, _auto_reissue: bool) {}
     /// DescribePackageState answered for `product_code` while acting on `cert`.
     fn package_seen(
         &self,

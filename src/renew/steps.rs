@@ -10,14 +10,14 @@ use super::ports::JournalStore;
 use super::report::{CertReport, Outcome};
 use super::{EngineError, installed_leaf};
 use crate::cas::api::{CertificateOrder, CertificateState};
-use crate::ids::OrderId;
+use crate::ids::{OrderId, Subject};
 use crate::pki::{self, Chain, Expectations, Key, PkiError};
 use crate::secret::Secret;
 use crate::settings::CertificateConfig;
 use crate::store::faults::{CrashPoint, crash_point};
 use crate::store::{
-    self, Attempt, CertificateFiles, FileSpec, Following, Issued, Journal, KeyFile, PaidCall,
-    Phase, Stage, StoreError, new_attempt_id,
+    self, Attempt, CertificateFiles, FileSpec, Following, InstanceRef, Issued, Journal, KeyFile,
+    PaidCall, Phase, Stage, StoreError, new_attempt_id,
 };
 
 pub(super) enum Step {
@@ -25,8 +25,9 @@ pub(super) enum Step {
     Done,
     /// The disk changed but no order did: plan again from the same listing.
     Replan,
-    /// CAS still processes the order; the pass's follow budget ran out.
-    Pending { order: OrderId, state: &'static str },
+    /// CAS still processes the order (or instance: `order` says which, in words);
+    /// the pass's follow budget ran out.
+    Pending { order: Subject, state: &'static str },
 }
 
 /// What a transition of the journal led to.
@@ -37,7 +38,7 @@ pub(super) enum Next {
     Moved,
     /// CAS still processes the order; following it again is a later pass's job.
     /// A success, not an error: nothing went wrong.
-    Pending { order: OrderId, state: &'static str },
+    Pending { order: Subject, state: &'static str },
 }
 
 /// One certificate's work within a pass.
@@ -98,10 +99,13 @@ impl CertRun<'_> {
                 if matches!(self.journal.phase, Phase::Rejected(_)) && !force {
                     return Ok(Step::Done);
                 }
-                self.start_renewal(*source_order_id, PaidCall::Renew, None)
+                self.start_renewal(*source_order_id, PaidCall::Renew, None, None)
                     .await?;
                 self.resume().await
             }
+            Action::Reissue { .. }
+            | Action::InstallInstance { .. }
+            | Action::AdoptInstance { .. } => self.act_on_instance(&p.action, force).await,
             Action::Reapply {
                 source_order_id,
                 product_code,
@@ -114,6 +118,7 @@ impl CertRun<'_> {
                     *source_order_id,
                     PaidCall::Create,
                     Some(product_code.clone()),
+                    None,
                 )
                 .await?;
                 self.resume().await
@@ -128,6 +133,7 @@ impl CertRun<'_> {
         source_order_id: OrderId,
         paid_call: PaidCall,
         product_code: Option<String>,
+        instance: Option<InstanceRef>,
     ) -> Result<(), EngineError> {
         // The journal is about to start afresh (`renew --force` after a refusal):
         // anything an earlier order left published goes first.
@@ -159,6 +165,7 @@ impl CertRun<'_> {
                 key_spki_sha256: key.spki_sha256(),
             },
             csr_sha256: crate::cas::sign::sha256_hex(csr.as_bytes()),
+            instance,
         };
         self.journal.last_error = None;
         self.commit(Phase::KeyReady(ready))?;
@@ -198,7 +205,7 @@ impl CertRun<'_> {
     /// Carries the journal forward from wherever it stands to `Installed`. Each
     /// step takes its phase's data (a copy: on an error the journal keeps the
     /// phase last committed) and says what comes next.
-    async fn resume(&mut self) -> Result<Step, EngineError> {
+    pub(super) async fn resume(&mut self) -> Result<Step, EngineError> {
         loop {
             let next = match self.journal.phase.clone() {
                 Phase::KeyReady(a) => self.call_renew(a).await?,
@@ -333,10 +340,9 @@ pub(super) async fn issued_chain(
             state: s.state.as_str(),
         });
     }
-    let pem = s
-        .certificate
-        .as_deref()
-        .ok_or(EngineError::NoCertificate { order })?;
+    let pem = s.certificate.as_deref().ok_or(EngineError::NoCertificate {
+        order: order.into(),
+    })?;
     Ok((Chain::parse(pem)?, s.private_key))
 }
 

@@ -23,6 +23,10 @@ fn row(name: &str, reason: &str) -> StatusRow {
         health: Health::Ok,
         problem: String::new(),
         source: "disk",
+        kind: "order",
+        instance_id: None,
+        service_end: None,
+        auto_reissue: None,
     }
 }
 
@@ -152,5 +156,47 @@ fn an_authentication_failure_is_not_called_unreachable() {
     assert!(
         summary.starts_with("cas-renewd WARNING: 1 certificate; 1 problem\n"),
         "{summary}"
+    );
+}
+
+#[test]
+fn an_instance_row_names_its_instance_in_the_order_column() {
+    let mut r = row("www", "managed by CAS (AutoReissue)");
+    r.order_id = None;
+    r.kind = "instance";
+    r.instance_id = Some(crate::ids::InstanceId::new("cas-ivauto-www1"));
+    let t = table(&[r.clone()]);
+    assert!(
+        t.lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("cas-ivauto-www1")),
+        "{t}"
+    );
+    let json = serde_json::to_value(&r).expect("json");
+    assert_eq!(json["kind"], "instance");
+    assert_eq!(json["instance_id"], "cas-ivauto-www1");
+}
+
+#[test]
+fn offline_an_instance_in_flight_is_named_without_a_placeholder_order() {
+    let month = Duration::from_secs(30 * 86_400);
+    let mut j = journal(PhaseName::ApplicationSubmitted);
+    if let Phase::ApplicationSubmitted(o) = &mut j.phase {
+        o.new_order_id = crate::ids::OrderId::NONE;
+        o.instance = Some(crate::store::InstanceRef::new(
+            &crate::ids::InstanceId::new("cas-ivauto-www1"),
+            Some(7),
+        ));
+    }
+    let (a, why) = offline_plan(&j, Some(20), month);
+    assert_eq!(a, "resume");
+    assert!(
+        why.contains("application-submitted (instance cas-ivauto-www1)"),
+        "{why}"
+    );
+    assert_eq!(
+        j.order_id(),
+        None,
+        "no placeholder order in the ORDER column"
     );
 }

@@ -14,11 +14,11 @@ mod legacy;
 mod phase;
 
 pub use phase::{
-    Attempt, Following, Issued, KeyFile, PaidCall, Phase, PhaseName, Publication, Rejected,
-    RenewRequested, Stage,
+    Attempt, Following, InstanceRef, Issued, KeyFile, PaidCall, Phase, PhaseName, Publication,
+    Rejected, RenewRequested, Stage,
 };
 
-use crate::ids::OrderId;
+use crate::ids::{InstanceId, OrderId};
 
 /// The journal of one certificate (`state_dir/journal/<name>.json`): where its
 /// renewal stands ([`Phase`], with that phase's data) and the facts about the
@@ -43,6 +43,9 @@ pub struct Journal {
     /// attempt is over), for `status` and the hooks' environment.
     #[serde(default)]
     pub last_order_id: Option<OrderId>,
+    /// The V2.0 instance the journal last named (as `last_order_id` for an order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_instance_id: Option<InstanceId>,
     /// SHA-256 of the installed leaf (DER), hex.
     #[serde(default)]
     pub installed_sha256: Option<String>,
@@ -107,6 +110,9 @@ impl Journal {
     pub fn set_phase(&mut self, next: Phase) {
         if let Some(order) = next.order_id().or(self.phase.order_id()) {
             self.last_order_id = Some(order);
+        }
+        if let Some(i) = next.instance().or(self.phase.instance()) {
+            self.last_instance_id = Some(i.instance_id.clone());
         }
         self.phase = next;
     }

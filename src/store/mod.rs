@@ -24,8 +24,8 @@ pub use install::{
     check_output_dir, install,
 };
 pub use journal::{
-    Attempt, Following, Issued, Journal, KeyFile, PaidCall, Phase, PhaseName, Publication,
-    Rejected, RenewRequested, Stage, StateDir, new_attempt_id,
+    Attempt, Following, InstanceRef, Issued, Journal, KeyFile, PaidCall, Phase, PhaseName,
+    Publication, Rejected, RenewRequested, Stage, StateDir, new_attempt_id,
 };
 pub use safe_fs::{
     LastLink, MAX_OUTPUT_FILE_BYTES, read_file, read_output_text, read_regular, resolve_under,

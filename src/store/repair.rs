@@ -465,6 +465,7 @@ mod tests {
             },
             issued_path,
             renewed: true,
+            instance: None,
         });
         state.save_journal(&mut j).expect("save");
         fs::write(c.output.dir.join(CERT_FILE), &new.cert_pem).expect("tear");

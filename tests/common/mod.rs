@@ -11,6 +11,7 @@
 pub mod crash;
 pub mod env;
 pub mod fake;
+pub mod nginx;
 pub mod process;
 
 pub use env::{

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cas_renewd::cas::api::{
-    CertificateOrder, CertificateStateResponse, OrderFilter, RenewResponse, Tag,
+    CertificateDetail, CertificateOrder, CertificateStateResponse, Instance, InstanceDetail,
+    OrderFilter, RenewResponse, Tag,
 };
 use cas_renewd::cas::api_apply::{
     Acknowledged, CreateCertificateParams, CreateCertificateResponse, PackageState,
@@ -19,6 +20,8 @@ use cas_renewd::renew::ports::{ApiFuture, CertificateSource, DnsApi};
 use cas_sim::ca::{Ca, Twist};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+
+use super::fake_instances::FakeInstances;
 
 pub const RENEW: &str = "RenewCertificateOrderForPackageRequest";
 pub const CREATE: &str = "CreateCertificateForPackageRequest";
@@ -97,6 +100,8 @@ pub struct FakeCas {
     ca: Ca,
     dns: Arc<FakeDns>,
     webroot: PathBuf,
+    /// The account's V2.0 instances (none unless a test adds them).
+    pub instances: FakeInstances,
 }
 
 impl FakeCas {
@@ -111,6 +116,7 @@ impl FakeCas {
             }),
             script: Mutex::new(script),
             ca,
+            instances: FakeInstances::new(dns.clone(), webroot.clone()),
             dns,
             webroot,
         };
@@ -137,6 +143,11 @@ impl FakeCas {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An account of V2.0 instances only: the source order goes.
+    pub fn drop_orders(&self) {
+        self.lock().orders.clear();
     }
 
     /// How many times `action` was called.
@@ -331,7 +342,7 @@ impl FakeCas {
     }
 }
 
-fn not_found(id: i64) -> ApiError {
+pub fn not_found(id: i64) -> ApiError {
     ApiError::Service(Box::new(cas_renewd::cas::client::ServiceError {
         action: "fake".into(),
         status: 404,
@@ -417,6 +428,11 @@ impl CertificateSource for FakeCas {
         params: &'a UpdateInstanceParams,
     ) -> ApiFuture<'a, Response<Acknowledged>> {
         self.count("UpdateInstance");
+        self.instances.update(
+            &params.instance_id,
+            params.csr.as_deref(),
+            params.validation_method.as_deref(),
+        );
         let mut inner = self.lock();
         if let Some(o) = inner
             .orders
@@ -434,6 +450,10 @@ impl CertificateSource for FakeCas {
         instance_id: &'a str,
     ) -> ApiFuture<'a, Response<Acknowledged>> {
         self.count("ApplyCertificate");
+        if let Some(r) = self.instances.apply(instance_id) {
+            let r = r.map(|()| ok(Acknowledged::default()));
+            return Box::pin(async move { r });
+        }
         let mut inner = self.lock();
         if let Some(o) = inner
             .orders
@@ -443,6 +463,34 @@ impl CertificateSource for FakeCas {
             o.awaiting_application = false;
         }
         Box::pin(async move { Ok(ok(Acknowledged::default())) })
+    }
+
+    fn list_all_instances(&self, _page_size: u32) -> ApiFuture<'_, Vec<Instance>> {
+        self.count("ListInstances");
+        let all = self.instances.listing().into_iter().map(parse).collect();
+        Box::pin(async move { Ok(all) })
+    }
+
+    fn get_instance_detail<'a>(
+        &'a self,
+        instance_id: &'a str,
+    ) -> ApiFuture<'a, Response<InstanceDetail>> {
+        self.count("GetInstanceDetail");
+        let r = self.instances.detail(instance_id).map(|v| ok(parse(v)));
+        Box::pin(async move { r })
+    }
+
+    fn get_user_certificate_detail(
+        &self,
+        cert_id: i64,
+    ) -> ApiFuture<'_, Response<CertificateDetail>> {
+        self.count("GetUserCertificateDetail");
+        let r = self
+            .instances
+            .certificate(cert_id)
+            .map(|v| ok(parse(v)))
+            .ok_or_else(|| not_found(cert_id));
+        Box::pin(async move { r })
     }
 }
 

@@ -103,6 +103,7 @@ fn no_plan_spends_quota_when_it_must_not() {
             cert: "www",
             domain: "www.example.com",
             orders: &orders,
+            instances: &[],
             journal: &journal,
             disk: disk.as_ref(),
             now_ms: NOW,

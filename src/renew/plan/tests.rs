@@ -3,7 +3,7 @@
 use super::*;
 use crate::store::Rejected;
 
-const NOW: i64 = 1_800_000_000_000;
+pub(super) const NOW: i64 = 1_800_000_000_000;
 
 fn order(id: i64, status: OrderStatus, end_days: Option<i64>) -> CertificateOrder {
     CertificateOrder {
@@ -15,7 +15,7 @@ fn order(id: i64, status: OrderStatus, end_days: Option<i64>) -> CertificateOrde
     }
 }
 
-fn disk(end_days: i64) -> CertInfo {
+pub(super) fn disk(end_days: i64) -> CertInfo {
     CertInfo {
         der: vec![],
         subject: String::new(),
@@ -55,6 +55,7 @@ fn input<'a>(
         cert: "www",
         domain: "www.example.com",
         orders,
+        instances: &[],
         journal: j,
         disk: d,
         now_ms: NOW,

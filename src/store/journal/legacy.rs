@@ -142,6 +142,7 @@ impl LegacyJournal {
 
     fn attempt_data(&self) -> Option<Attempt> {
         Some(Attempt {
+            instance: None,
             attempt: self.attempt.clone()?,
             source_order_id: self.source_order_id?,
             paid_call: self.paid_call,
@@ -193,6 +194,7 @@ impl LegacyJournal {
 
     fn following(&self, published: Publication) -> Option<Following> {
         Some(Following {
+            instance: None,
             attempt: self.attempt.clone().unwrap_or_else(new_attempt_id),
             new_order_id: self.new_order_id?,
             source_order_id: self.source_order_id,
@@ -210,6 +212,7 @@ impl LegacyJournal {
 
     fn issued(&self) -> Option<Issued> {
         Some(Issued {
+            instance: None,
             attempt: self.attempt.clone().unwrap_or_else(new_attempt_id),
             new_order_id: self.new_order_id?,
             key: self.key()?,
@@ -263,6 +266,7 @@ mod tests {
             product_code: Some("digicert-free-1-free".into()),
             key: key(),
             csr_sha256: "cd".repeat(32),
+            instance: None,
         }
     }
 
@@ -280,6 +284,7 @@ mod tests {
             csr_sha256: Some("cd".repeat(32)),
             published,
             pending_application: pending.map(str::to_owned),
+            instance: None,
         }
     }
 
@@ -407,6 +412,7 @@ mod tests {
                 key: key(),
                 issued_path: "/var/lib/cas-renewd/issued/www-3f9c2a1b7d4e.pem".into(),
                 renewed: true,
+                instance: None,
             })
         );
     }

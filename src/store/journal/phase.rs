@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::stamp;
-use crate::ids::OrderId;
+use crate::ids::{InstanceId, OrderId, Subject};
 
 /// Which paid call a renewal attempt makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -19,6 +19,10 @@ pub enum PaidCall {
     /// CreateCertificateForPackageRequest: a new certificate for a kind CAS does not
     /// renew (`renewal.mode: reapply`).
     Create,
+    /// The re-issue of a V2.0 instance's certificate within its service period:
+    /// UpdateInstance (repeatable), then ApplyCertificate (never repeated blindly).
+    /// Spends no quota, but an application under review cannot be made twice.
+    Reissue,
 }
 
 impl PaidCall {
@@ -26,6 +30,7 @@ impl PaidCall {
         match self {
             PaidCall::Renew => "RenewCertificateOrderForPackageRequest",
             PaidCall::Create => "CreateCertificateForPackageRequest",
+            PaidCall::Reissue => "ApplyCertificate",
         }
     }
 }
@@ -36,6 +41,25 @@ pub struct KeyFile {
     pub key_path: PathBuf,
     /// SHA-256 of the key's SubjectPublicKeyInfo, hex.
     pub key_spki_sha256: String,
+}
+
+/// The V2.0 instance an attempt re-issues (its order fields are [`OrderId::NONE`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRef {
+    pub instance_id: InstanceId,
+    /// The instance's CertificateId before the re-issue: the re-issue's certificate
+    /// is the one with another id.
+    #[serde(default)]
+    pub previous_certificate_id: Option<i64>,
+}
+
+impl InstanceRef {
+    pub fn new(instance_id: &InstanceId, previous_certificate_id: Option<i64>) -> InstanceRef {
+        InstanceRef {
+            instance_id: instance_id.clone(),
+            previous_certificate_id,
+        }
+    }
 }
 
 /// A renewal attempt of ours before its order is known: its id, the order it
@@ -53,6 +77,9 @@ pub struct Attempt {
     #[serde(flatten)]
     pub key: KeyFile,
     pub csr_sha256: String,
+    /// The instance a `reissue` attempt is about; none for an order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceRef>,
 }
 
 /// The paid call is (about to be) made; its outcome may be unknown.
@@ -118,6 +145,10 @@ pub struct Following {
     /// that cas-renewd cannot submit itself.
     #[serde(default)]
     pub pending_application: Option<String>,
+    /// The V2.0 instance followed instead of an order (`new_order_id` is
+    /// [`OrderId::NONE`] then); none for an order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceRef>,
 }
 
 /// The issued certificate passed its checks and is saved with its key.
@@ -132,6 +163,9 @@ pub struct Issued {
     /// Our renewal (a CSR of ours), not an adopted order's certificate.
     #[serde(default)]
     pub renewed: bool,
+    /// The V2.0 instance the certificate came from; none for an order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceRef>,
 }
 
 /// Issued but refused (or the paid call refused); needs an operator (`renew --force`).
@@ -244,6 +278,7 @@ impl RenewRequested {
             csr_sha256: Some(a.csr_sha256),
             published: Publication::default(),
             pending_application: None,
+            instance: a.instance,
         }
     }
 }
@@ -263,6 +298,29 @@ impl Following {
             csr_sha256: None,
             published: Publication::default(),
             pending_application: None,
+            instance: None,
+        }
+    }
+
+    /// An application under review on `instance` made elsewhere (console, another
+    /// host), taken up at `now`: followed until its certificate shows.
+    pub fn adopted_instance(
+        attempt: String,
+        instance: InstanceRef,
+        now: DateTime<Utc>,
+    ) -> Following {
+        Following {
+            paid_call: PaidCall::Reissue,
+            instance: Some(instance),
+            ..Following::adopted(attempt, OrderId::NONE, now)
+        }
+    }
+
+    /// What is followed: the order, or the instance.
+    pub fn subject(&self) -> Subject {
+        match &self.instance {
+            Some(i) => Subject::Instance(i.instance_id.clone()),
+            None => Subject::Order(self.new_order_id),
         }
     }
 }
@@ -309,9 +367,10 @@ impl Phase {
         }
     }
 
-    /// The order this phase is about: the new one when known, else the one renewed.
+    /// The order this phase is about: the new one when known, else the one renewed;
+    /// none for a phase about an instance.
     pub fn order_id(&self) -> Option<OrderId> {
-        match self {
+        let id = match self {
             Phase::KeyReady(a) => Some(a.source_order_id),
             Phase::RenewRequested(r) => Some(r.attempt.source_order_id),
             Phase::OrderCreated(o)
@@ -319,17 +378,32 @@ impl Phase {
             | Phase::ApplicationSubmitted(o) => Some(o.new_order_id),
             Phase::Issued(i) => Some(i.new_order_id),
             Phase::Idle | Phase::Installed | Phase::Rejected(_) => None,
-        }
+        };
+        id.filter(|o| *o != OrderId::NONE)
     }
 
-    /// The new order of the attempt, once known.
+    /// The new order of the attempt, once known (never for an instance).
     pub fn new_order_id(&self) -> Option<OrderId> {
-        match self {
+        let id = match self {
             Phase::OrderCreated(o)
             | Phase::ApplicationRequested(o)
             | Phase::ApplicationSubmitted(o) => Some(o.new_order_id),
             Phase::Issued(i) => Some(i.new_order_id),
             _ => None,
+        };
+        id.filter(|o| *o != OrderId::NONE)
+    }
+
+    /// The V2.0 instance this phase is about, if it is about one.
+    pub fn instance(&self) -> Option<&InstanceRef> {
+        match self {
+            Phase::KeyReady(a) => a.instance.as_ref(),
+            Phase::RenewRequested(r) => r.attempt.instance.as_ref(),
+            Phase::OrderCreated(o)
+            | Phase::ApplicationRequested(o)
+            | Phase::ApplicationSubmitted(o) => o.instance.as_ref(),
+            Phase::Issued(i) => i.instance.as_ref(),
+            Phase::Idle | Phase::Installed | Phase::Rejected(_) => None,
         }
     }
 
@@ -387,6 +461,7 @@ impl Phase {
                 key_spki_sha256: "ab".repeat(32),
             },
             csr_sha256: "cd".repeat(32),
+            instance: None,
         };
         let requested = RenewRequested {
             attempt: attempt.clone(),
@@ -408,6 +483,7 @@ impl Phase {
                 key: attempt.key,
                 issued_path: "/var/lib/cas-renewd/issued/www-3f9c2a1b7d4e.pem".into(),
                 renewed: true,
+                instance: None,
             }),
             PhaseName::Installed => Phase::Installed,
             PhaseName::Rejected => Phase::Rejected(Rejected::default()),
