@@ -150,3 +150,67 @@ async fn three_hosts_started_at_once_make_one_renew_call_and_install_the_same_fi
     }
     let _ = &hosts[0].state;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_with_another_sealing_key_installs_nothing_and_loses_nothing() {
+    let Some(etcd) = EtcdCluster::single() else {
+        return;
+    };
+    let env = fleet_env().await;
+    let keys = [
+        sealing_key(env.dir(), "k0", 7),
+        sealing_key(env.dir(), "k1", 7),
+        sealing_key(env.dir(), "wrong", 8),
+    ];
+    let hosts = hosts(&env, &etcd, &keys);
+    let first = all_at_once(&hosts[..1], &["once"]).await;
+    assert!(first[0].status.success(), "{}", show(&first[0]));
+    let calls = renew_calls(&env);
+    let wrong = all_at_once(&hosts[2..], &["once"]).await;
+    let o = &wrong[0];
+    assert!(!o.status.success(), "{}", show(o));
+    let text = show(o);
+    assert!(
+        text.contains("sealing_key_file is not the fleet's"),
+        "a clear error: {text}"
+    );
+    assert!(!hosts[2].out.join("www/cert.pem").exists(), "nothing installed");
+    assert!(!hosts[2].out.join("www/privkey.pem").exists(), "nothing installed");
+    assert_eq!(renew_calls(&env), calls, "nothing paid");
+    // The fleet's data is intact: a host with the right key installs it.
+    let right = all_at_once(&hosts[1..2], &["once"]).await;
+    assert!(right[0].status.success(), "{}", show(&right[0]));
+    assert_eq!(
+        read(&hosts[1].out.join("www/privkey.pem")),
+        read(&hosts[0].out.join("www/privkey.pem"))
+    );
+    assert_eq!(renew_calls(&env), calls);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_etcd_down_no_paid_call_is_made_and_the_next_pass_converges() {
+    let Some(mut etcd) = EtcdCluster::single() else {
+        return;
+    };
+    let env = fleet_env().await;
+    let keys: Vec<PathBuf> = (0..2).map(|i| sealing_key(env.dir(), &format!("k{i}"), 7)).collect();
+    let hosts = hosts(&env, &etcd, &keys);
+    etcd.stop_all();
+    let down = all_at_once(&hosts, &["once"]).await;
+    for o in &down {
+        assert!(!o.status.success(), "{}", show(o));
+        assert!(show(o).contains("etcd ("), "a clear error: {}", show(o));
+    }
+    assert!(renew_calls(&env).is_empty(), "no paid call: {:?}", renew_calls(&env));
+    etcd.start_all();
+    let up = all_at_once(&hosts, &["once"]).await;
+    for o in &up {
+        assert!(o.status.success(), "{}", show(o));
+    }
+    let calls = renew_calls(&env);
+    assert_eq!(calls.iter().map(|(_, n)| n).sum::<u64>(), 1, "{calls:?}");
+    assert_eq!(
+        read(&hosts[0].out.join("www/cert.pem")),
+        read(&hosts[1].out.join("www/cert.pem"))
+    );
+}
