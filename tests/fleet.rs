@@ -19,7 +19,6 @@ const ONE_ORDER: &str = "orders:\n  - { domain: www.example.com, expires_in: 20d
 struct Host {
     config: PathBuf,
     out: PathBuf,
-    state: PathBuf,
 }
 
 /// Writes a sealing key file (mode 0600) holding `byte` 32 times.
@@ -56,7 +55,6 @@ fn hosts(env: &TestEnv, etcd: &EtcdCluster, keys: &[PathBuf]) -> Vec<Host> {
             Host {
                 config,
                 out: root.join("out"),
-                state: root.join("state"),
             }
         })
         .collect()
@@ -148,7 +146,13 @@ async fn three_hosts_started_at_once_make_one_renew_call_and_install_the_same_fi
     for h in &hosts {
         assert_eq!(read(&h.out.join("www/cert.pem")), cert0);
     }
-    let _ = &hosts[0].state;
+    let status = all_at_once(&hosts[..1], &["status"]).await;
+    let text = String::from_utf8_lossy(&status[0].stdout);
+    assert!(
+        text.contains("fleet: lock free; issued v1; installed: host0 v1, host1 v1, host2 v1"),
+        "{}",
+        show(&status[0])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -307,4 +311,68 @@ async fn a_running_daemon_installs_what_another_host_issued_within_seconds() {
     );
     assert_eq!(renew_calls(&env).len(), 1, "the watching host paid nothing");
     daemon.stop();
+}
+
+/// A host killed at each step of a renewal (its lease then expires): the next
+/// host carries the same attempt on, with the same key and order, and never
+/// orders again; every host ends with the same files.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_killed_mid_renewal_is_taken_over_with_the_same_key_and_order() {
+    for point in [
+        "after-key-ready",
+        "after-renew-call",
+        "after-order-created",
+        "after-issued",
+        "after-install-files",
+    ] {
+        let Some(etcd) = EtcdCluster::single() else {
+            return;
+        };
+        let env = fleet_env().await;
+        let keys: Vec<PathBuf> = (0..2)
+            .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
+            .collect();
+        let hosts = hosts(&env, &etcd, &keys);
+        let mut c = bin_command(&hosts[0].config, &["once"], Some("info"));
+        c.env("CAS_RENEWD_CRASH_AT", point);
+        let crashed = tokio::task::spawn_blocking(move || c.output().expect("runs"))
+            .await
+            .expect("join");
+        assert!(
+            String::from_utf8_lossy(&crashed.stderr).contains(&format!("crash point {point}")),
+            "{point}: {}",
+            show(&crashed)
+        );
+        let paid_before = renew_calls(&env);
+        let taken = all_at_once(&hosts[1..], &["once"]).await;
+        assert!(taken[0].status.success(), "{point}: {}", show(&taken[0]));
+        let again = all_at_once(&hosts[..1], &["once"]).await;
+        assert!(again[0].status.success(), "{point}: {}", show(&again[0]));
+        let calls = renew_calls(&env);
+        assert_eq!(calls.len(), 1, "{point}: {calls:?}");
+        assert_eq!(calls[0].1, 1, "{point}: one renew call: {calls:?}");
+        // Before the paid call (the key made; the first install of the order's
+        // certificate, whose install step comes first) the taking host pays.
+        if !["after-key-ready", "after-install-files"].contains(&point) {
+            assert_eq!(calls, paid_before, "{point}: the taking host paid nothing");
+        }
+        assert_eq!(
+            read(&hosts[0].out.join("www/cert.pem")),
+            read(&hosts[1].out.join("www/cert.pem")),
+            "{point}"
+        );
+        assert_eq!(
+            read(&hosts[0].out.join("www/privkey.pem")),
+            read(&hosts[1].out.join("www/privkey.pem")),
+            "{point}"
+        );
+        let leaf = cas_renewd::pki::read_leaf(&String::from_utf8_lossy(&read(
+            &hosts[1].out.join("www/cert.pem"),
+        )))
+        .expect("leaf");
+        assert!(
+            (leaf.not_after - chrono::Utc::now().timestamp()) / 86_400 > 300,
+            "{point}: renewed"
+        );
+    }
 }
