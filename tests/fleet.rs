@@ -376,3 +376,27 @@ async fn a_host_killed_mid_renewal_is_taken_over_with_the_same_key_and_order() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_one_member_of_three_killed_the_fleet_goes_on() {
+    let Some(mut etcd) = EtcdCluster::three() else {
+        return;
+    };
+    let env = fleet_env().await;
+    let keys: Vec<PathBuf> = (0..3)
+        .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
+        .collect();
+    let hosts = hosts(&env, &etcd, &keys);
+    etcd.kill_member(0);
+    let outs = all_at_once(&hosts, &["once"]).await;
+    for o in &outs {
+        assert!(o.status.success(), "{}", show(o));
+    }
+    let calls = renew_calls(&env);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].1, 1, "{calls:?}");
+    let key0 = read(&hosts[0].out.join("www/privkey.pem"));
+    for h in &hosts[1..] {
+        assert_eq!(read(&h.out.join("www/privkey.pem")), key0);
+    }
+}
