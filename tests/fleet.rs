@@ -400,3 +400,74 @@ async fn with_one_member_of_three_killed_the_fleet_goes_on() {
         assert_eq!(read(&h.out.join("www/privkey.pem")), key0);
     }
 }
+
+/// The library's etcd client for host `host` of a fleet on `etcd`.
+async fn client(etcd: &EtcdCluster, host: &str) -> cas_renewd::fleet::etcd::EtcdFleet {
+    let spec = cas_renewd::fleet::FleetSpec {
+        endpoints: etcd.endpoints(),
+        prefix: "/cas-renewd/fence".into(),
+        ca_file: None,
+        client_cert: None,
+        lease_ttl: std::time::Duration::from_secs(5),
+        sealing_key: cas_renewd::fleet::SealingKey::from_bytes([7; 32]),
+        host_name: host.into(),
+    };
+    cas_renewd::fleet::etcd::EtcdFleet::connect(&spec)
+        .await
+        .expect("connect")
+}
+
+/// The fence: a write needs the lock taken at its revision and the journal as
+/// last read; a lost lock or a journal written meanwhile fails the write; a
+/// lease etcd stopped confirming stops paid calls.
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_writes_are_fenced_by_the_lock_and_the_journal_revision() {
+    use cas_renewd::fleet::FleetError;
+    let Some(mut etcd) = EtcdCluster::single() else {
+        return;
+    };
+    let a = client(&etcd, "a").await;
+    let b = client(&etcd, "b").await;
+    let journal = a.layout().journal("www");
+    let put = |v: &str| vec![(journal.clone(), v.as_bytes().to_vec())];
+    let rev_a = a.try_lock("www").await.expect("etcd").expect("free");
+    let holder = b.try_lock("www").await.expect("etcd").expect_err("held");
+    assert_eq!(holder.host, "a");
+    assert!(matches!(
+        b.fenced_put("www", rev_a + 1, 0, put("b")).await,
+        Err(FleetError::LostLock { .. })
+    ));
+    let j1 = a
+        .fenced_put("www", rev_a, 0, put("a1"))
+        .await
+        .expect("ours");
+    assert!(
+        matches!(
+            a.fenced_put("www", rev_a, 0, put("stale")).await,
+            Err(FleetError::Conflict { .. })
+        ),
+        "a write from a stale read"
+    );
+    a.lease_alive("www").expect("a fresh lease");
+    // The lock moves to b (a's was released, as when its lease expires).
+    a.unlock("www", rev_a).await.expect("unlock");
+    let rev_b = b.try_lock("www").await.expect("etcd").expect("free again");
+    match a.fenced_put("www", rev_a, j1, put("a2")).await {
+        Err(FleetError::LostLock { holder, .. }) => assert_eq!(holder, "b"),
+        other => panic!("a wrote without the lock: {other:?}"),
+    }
+    b.fenced_put("www", rev_b, j1, put("b1"))
+        .await
+        .expect("b's turn");
+    assert_eq!(
+        a.get(&journal).await.expect("get").value.as_deref(),
+        Some(&b"b1"[..])
+    );
+    // etcd gone: within half the TTL the lease is no longer trusted for a paid call.
+    etcd.stop_all();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(matches!(
+        b.lease_alive("www"),
+        Err(FleetError::LeaseUncertain { .. })
+    ));
+}
