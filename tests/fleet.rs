@@ -99,16 +99,22 @@ async fn fleet_env() -> TestEnv {
         .await
 }
 
+/// `n` hosts with the same sealing key on a fresh simulator with one due order.
+async fn same_key_fleet(etcd: &EtcdCluster, n: usize) -> (TestEnv, Vec<Host>) {
+    let env = fleet_env().await;
+    let keys: Vec<PathBuf> = (0..n)
+        .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
+        .collect();
+    let hosts = hosts(&env, etcd, &keys);
+    (env, hosts)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn three_hosts_started_at_once_make_one_renew_call_and_install_the_same_files() {
     let Some(etcd) = EtcdCluster::single() else {
         return;
     };
-    let env = fleet_env().await;
-    let keys: Vec<PathBuf> = (0..3)
-        .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
-        .collect();
-    let hosts = hosts(&env, &etcd, &keys);
+    let (env, hosts) = same_key_fleet(&etcd, 3).await;
     let outs = all_at_once(&hosts, &["once"]).await;
     for o in &outs {
         assert!(o.status.success(), "{}", show(o));
@@ -202,11 +208,7 @@ async fn with_etcd_down_no_paid_call_is_made_and_the_next_pass_converges() {
     let Some(mut etcd) = EtcdCluster::single() else {
         return;
     };
-    let env = fleet_env().await;
-    let keys: Vec<PathBuf> = (0..2)
-        .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
-        .collect();
-    let hosts = hosts(&env, &etcd, &keys);
+    let (env, hosts) = same_key_fleet(&etcd, 2).await;
     etcd.stop_all();
     let down = all_at_once(&hosts, &["once"]).await;
     for o in &down {
@@ -258,11 +260,7 @@ async fn a_running_daemon_installs_what_another_host_issued_within_seconds() {
     let Some(etcd) = EtcdCluster::single() else {
         return;
     };
-    let env = fleet_env().await;
-    let keys: Vec<PathBuf> = (0..2)
-        .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
-        .collect();
-    let hosts = hosts(&env, &etcd, &keys);
+    let (env, hosts) = same_key_fleet(&etcd, 2).await;
     add_to_config(
         &hosts[1],
         &format!(
@@ -328,11 +326,7 @@ async fn a_host_killed_mid_renewal_is_taken_over_with_the_same_key_and_order() {
         let Some(etcd) = EtcdCluster::single() else {
             return;
         };
-        let env = fleet_env().await;
-        let keys: Vec<PathBuf> = (0..2)
-            .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
-            .collect();
-        let hosts = hosts(&env, &etcd, &keys);
+        let (env, hosts) = same_key_fleet(&etcd, 2).await;
         let mut c = bin_command(&hosts[0].config, &["once"], Some("info"));
         c.env("CAS_RENEWD_CRASH_AT", point);
         let crashed = tokio::task::spawn_blocking(move || c.output().expect("runs"))
@@ -382,11 +376,7 @@ async fn with_one_member_of_three_killed_the_fleet_goes_on() {
     let Some(mut etcd) = EtcdCluster::three() else {
         return;
     };
-    let env = fleet_env().await;
-    let keys: Vec<PathBuf> = (0..3)
-        .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
-        .collect();
-    let hosts = hosts(&env, &etcd, &keys);
+    let (env, hosts) = same_key_fleet(&etcd, 3).await;
     etcd.kill_member(0);
     let outs = all_at_once(&hosts, &["once"]).await;
     for o in &outs {
