@@ -392,10 +392,14 @@ async fn with_one_member_of_three_killed_the_fleet_goes_on() {
 }
 
 /// The library's etcd client for host `host` of a fleet on `etcd`.
-async fn client(etcd: &EtcdCluster, host: &str) -> cas_renewd::fleet::etcd::EtcdFleet {
+async fn client(
+    etcd: &EtcdCluster,
+    prefix: &str,
+    host: &str,
+) -> cas_renewd::fleet::etcd::EtcdFleet {
     let spec = cas_renewd::fleet::FleetSpec {
         endpoints: etcd.endpoints(),
-        prefix: "/cas-renewd/fence".into(),
+        prefix: prefix.into(),
         ca_file: None,
         client_cert: None,
         lease_ttl: std::time::Duration::from_secs(5),
@@ -416,8 +420,8 @@ async fn shared_writes_are_fenced_by_the_lock_and_the_journal_revision() {
     let Some(mut etcd) = EtcdCluster::single() else {
         return;
     };
-    let a = client(&etcd, "a").await;
-    let b = client(&etcd, "b").await;
+    let a = client(&etcd, "/cas-renewd/fence", "a").await;
+    let b = client(&etcd, "/cas-renewd/fence", "b").await;
     let journal = a.layout().journal("www");
     let put = |v: &str| vec![(journal.clone(), v.as_bytes().to_vec())];
     let rev_a = a.try_lock("www").await.expect("etcd").expect("free");
@@ -460,4 +464,52 @@ async fn shared_writes_are_fenced_by_the_lock_and_the_journal_revision() {
         b.lease_alive("www"),
         Err(FleetError::LeaseUncertain { .. })
     ));
+}
+
+/// The issued chain in etcd is bound to its sealed key: a chain changed there
+/// does not open, nothing is installed and nothing is paid.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_changed_in_etcd_is_refused() {
+    let Some(etcd) = EtcdCluster::single() else {
+        return;
+    };
+    let (env, hosts) = same_key_fleet(&etcd, 2).await;
+    let first = all_at_once(&hosts[..1], &["once"]).await;
+    assert!(first[0].status.success(), "{}", show(&first[0]));
+    let calls = renew_calls(&env);
+    let c = client(&etcd, "/cas-renewd/test", "intruder").await;
+    let issued_key = c.layout().issued("www");
+    let journal_key = c.layout().journal("www");
+    let mut issued: serde_json::Value = serde_json::from_slice(
+        &c.get(&issued_key)
+            .await
+            .expect("get")
+            .value
+            .expect("issued"),
+    )
+    .expect("json");
+    let chain = issued["fullchain_pem"].as_str().expect("chain").to_owned();
+    issued["fullchain_pem"] = format!("{chain}\n").into();
+    let journal = c.get(&journal_key).await.expect("get");
+    let lock = c.try_lock("www").await.expect("etcd").expect("free");
+    c.fenced_put(
+        "www",
+        lock,
+        journal.mod_revision,
+        vec![
+            (journal_key, journal.value.expect("journal")),
+            (issued_key, serde_json::to_vec(&issued).expect("json")),
+        ],
+    )
+    .await
+    .expect("tampered");
+    c.unlock("www", lock).await.expect("unlock");
+    let o = &all_at_once(&hosts[1..], &["once"]).await[0];
+    assert!(!o.status.success(), "{}", show(o));
+    assert!(show(o).contains("does not open"), "{}", show(o));
+    assert!(
+        !hosts[1].out.join("www/cert.pem").exists(),
+        "nothing installed"
+    );
+    assert_eq!(renew_calls(&env), calls, "nothing paid");
 }

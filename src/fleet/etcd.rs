@@ -14,8 +14,10 @@ use tracing::{info, warn};
 use super::layout::{self, HostRecord, IssuedRecord, Layout, LockRecord};
 use super::{FleetError, FleetSpec, SealingKey};
 
-/// Attempts of one request while etcd answers "unavailable" (a member down).
-const ATTEMPTS: u64 = 3;
+/// Attempts of one request while etcd answers "unavailable" (a member down, a
+/// leader election): waits of 0.1, 0.2, 0.4, 0.8 and 1.6 s between them cover
+/// an election (about a second with etcd's defaults).
+const ATTEMPTS: u32 = 6;
 
 /// Whether `e` says the member asked could not be reached (the request did not
 /// get through): another member may answer.
@@ -130,9 +132,9 @@ impl EtcdFleet {
         }
     }
 
-    /// Calls `f` with a client, again (three attempts in all) while etcd answers
-    /// "unavailable": the balancer then picks another member, so a member that is
-    /// down costs a retry, not an error.
+    /// Calls `f` with a client, again (up to [`ATTEMPTS`] in all) while etcd
+    /// answers "unavailable": the balancer then picks another member, so a member
+    /// that is down or an election costs a retry, not an error.
     async fn retrying<T, F, Fut>(&self, f: F) -> Result<T, FleetError>
     where
         F: Fn(Client) -> Fut,
@@ -144,7 +146,7 @@ impl EtcdFleet {
             match f(self.client.clone()).await {
                 Ok(v) => return Ok(v),
                 Err(e) if attempt < ATTEMPTS && is_unavailable(&e) => {
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    tokio::time::sleep(Duration::from_millis(100 << (attempt - 1))).await;
                 }
                 Err(e) => return Err(self.err(e)),
             }
