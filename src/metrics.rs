@@ -34,6 +34,7 @@ pub struct Metrics {
     pub instance_service_end: GaugeVec,
     pub instance_auto_reissue: GaugeVec,
     pub package: PackageGauges,
+    pub fleet: FleetGauges,
     pub last_pass: Gauge,
     pub config_reload_ok: Gauge,
     pub build_info: GaugeVec,
@@ -123,8 +124,8 @@ pub fn api_code_label(code: &str) -> &str {
 
 mod defs;
 
-pub use defs::PackageGauges;
 use defs::*;
+pub use defs::{FleetGauges, PackageGauges};
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
@@ -156,6 +157,7 @@ impl Metrics {
             instance_service_end: gauge_vec(&r, INSTANCE_SERVICE_END),
             instance_auto_reissue: gauge_vec(&r, INSTANCE_AUTO_REISSUE),
             package: PackageGauges::new(&r),
+            fleet: FleetGauges::new(&r),
             last_pass,
             config_reload_ok,
             build_info: gauge_vec(&r, BUILD_INFO),
@@ -349,6 +351,10 @@ impl PassObserver for Metrics {
         self.instance_auto_reissue
             .with_label_values(&[cert])
             .set(if auto_reissue { 1.0 } else { 0.0 });
+    }
+
+    fn fleet(&self, event: &crate::fleet::FleetEvent<'_>) {
+        self.fleet.record(event);
     }
 
     fn pass_done(&self, certs: &[CertificateConfig], report: &PassReport) {

@@ -4,8 +4,10 @@
 //! code is the Nagios code of the worst row ([`health`]).
 //!
 //! Files: [`health`] (states, thresholds, exit codes), [`last_pass`] (the outcome
-//! of the last pass as a whole, kept for offline use).
+//! of the last pass as a whole, kept for offline use), [`fleet`] (the lock and
+//! the hosts' versions from etcd, with `fleet:`).
 
+pub mod fleet;
 pub mod health;
 pub mod last_pass;
 
@@ -64,6 +66,9 @@ pub struct StatusRow {
     pub service_end: Option<String>,
     /// Whether CAS re-issues the instance itself (AutoReissue; `cas` rows only).
     pub auto_reissue: Option<bool>,
+    /// With `fleet:`: the lock's holder and each host's installed version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<fleet::FleetRow>,
 }
 
 /// What the rows and the last pass say as a whole.
@@ -307,6 +312,7 @@ fn cert_row(
         instance_id: None,
         service_end: None,
         auto_reissue: None,
+        fleet: None,
     };
     if let Some(i) = j
         .phase
@@ -357,6 +363,7 @@ fn blocked_row(b: BlockedTarget) -> StatusRow {
         instance_id: None,
         service_end: None,
         auto_reissue: None,
+        fleet: None,
     }
 }
 
@@ -466,6 +473,9 @@ pub fn table(rows: &[StatusRow]) -> String {
         // The last error often quotes CAS: escaped, on a line of its own.
         if let Some(e) = &r.last_error {
             s.push_str(&format!("{:<w$}  last error: {}\n", "", ControlsEscaped(e)));
+        }
+        if let Some(f) = &r.fleet {
+            s.push_str(&format!("{:<w$}  {}\n", "", ControlsEscaped(&f.line())));
         }
     }
     s

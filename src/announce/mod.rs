@@ -121,6 +121,9 @@ impl PassObserver for Notifying {
     fn instance_service(&self, cert: &str, service_end: Option<i64>, auto_reissue: bool) {
         self.inner.instance_service(cert, service_end, auto_reissue);
     }
+    fn fleet(&self, event: &crate::fleet::FleetEvent<'_>) {
+        self.inner.fleet(event);
+    }
 
     fn package_state(&self, product_code: &str, state: Option<&PackageState>, due: u32) {
         self.inner.package_state(product_code, state, due);

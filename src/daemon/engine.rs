@@ -59,11 +59,19 @@ pub(super) fn start_pass(
             follow_budget: Some(FOLLOW_BUDGET),
             ..PassOptions::default()
         };
-        let result = engine.pass(&opts).await;
-        crate::status::last_pass::record(
-            &engine.config().state_dir,
-            &crate::status::LastPass::of(result.as_ref()),
-        );
+        let result = if trigger == Trigger::Fleet {
+            engine.fleet_install_pass().await
+        } else {
+            engine.pass(&opts).await
+        };
+        // The fleet's install pass is not a pass of the schedule: `status` keeps
+        // reporting the last real one.
+        if trigger != Trigger::Fleet {
+            crate::status::last_pass::record(
+                &engine.config().state_dir,
+                &crate::status::LastPass::of(result.as_ref()),
+            );
+        }
         match result {
             Ok(r) => {
                 for c in &r.certs {

@@ -25,6 +25,7 @@ use crate::renew::{Engine, PassReport};
 use crate::store::StateDir;
 
 mod engine;
+mod fleet;
 mod http;
 pub mod listener;
 pub mod reload_status;
@@ -101,6 +102,8 @@ struct Daemon {
     retry_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Where each reload's outcome goes for `cas-renewd reload`.
     reloads: reload_status::Recorder,
+    /// The fleet's etcd watch (`fleet:` only).
+    fleet_watch: Option<JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -120,7 +123,9 @@ impl Daemon {
         let (schedule, triggers) = Schedule::start(&cfg.schedule.cron, cfg.schedule.jitter).await?;
         metrics.refresh_disk(&cfg.certificates);
         metrics.init_hooks(cfg.hooks.keys().map(String::as_str));
+        let fleet_watch = fleet::watch(&cfg, schedule.sender());
         let daemon = Daemon {
+            fleet_watch,
             pending: cfg.schedule.run_at_start.then_some(Trigger::Start),
             config_path,
             cfg,
@@ -178,6 +183,9 @@ impl Daemon {
             self.pass = Some(engine::start_request(self.engine.clone(), r));
             notify(&[NotifyState::Status(&self.status_line())]);
         } else if let Some(t) = self.pending.take() {
+            // The fleet's install pass renews nothing: like a request, it leaves
+            // the schedule and the backoff alone.
+            self.running_request = t == Trigger::Fleet;
             self.pass = Some(engine::start_pass(
                 self.engine.clone(),
                 t,
@@ -262,6 +270,10 @@ impl Daemon {
         self.metrics.refresh_disk(&new.certificates);
         self.metrics
             .init_hooks(new.hooks.keys().map(String::as_str));
+        if let Some(w) = self.fleet_watch.take() {
+            w.abort();
+        }
+        self.fleet_watch = fleet::watch(&new, self.schedule.sender());
         // The old notifier's queue still drains: its sender lives while a running
         // pass holds the old engine, and its task ends once the queue is empty.
         self.engine = built.engine;
@@ -275,7 +287,12 @@ impl Daemon {
         if self.pass.is_some() {
             info!(trigger = ?t, "a pass is running; this one runs after it");
         }
-        self.pending = self.pending.or(Some(t));
+        // Any pass installs what the fleet issued: the fleet's own only when no
+        // other is pending.
+        self.pending = match self.pending {
+            None | Some(Trigger::Fleet) => Some(t),
+            p => p,
+        };
     }
 
     fn on_pass_done(&mut self, done: Result<Option<PassReport>, JoinError>) {
@@ -358,6 +375,9 @@ impl Daemon {
             // journal resumes the renewal at the next start.
             p.abort();
             let _ = p.await;
+        }
+        if let Some(w) = self.fleet_watch.take() {
+            w.abort();
         }
         self.schedule.shutdown().await;
         // A notification still queued or between retries goes out first (bounded):

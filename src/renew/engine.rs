@@ -38,6 +38,17 @@ pub struct InstanceFacts {
     pub auto_reissue: bool,
 }
 
+/// One certificate's work in a pass: where its journal is, the certificate, the
+/// account's orders and instances, and the pass's options for it.
+#[derive(Clone, Copy)]
+pub(super) struct CertJob<'a> {
+    pub(super) state: &'a dyn JournalStore,
+    pub(super) cert: &'a CertificateConfig,
+    pub(super) inv: &'a Inventory,
+    pub(super) force: bool,
+    pub(super) deadline: Option<tokio::time::Instant>,
+}
+
 /// What the engine talks to: the certificate source, DNS, the journal store and
 /// the clock (see [`super::ports`]).
 #[derive(Clone)]
@@ -82,7 +93,7 @@ impl Engine {
         let ports = Ports {
             source: Arc::new(cas),
             dns: Arc::new(dns),
-            journals: Arc::new(LocalJournals::at(&cfg.state_dir)),
+            journals: journal_store(&cfg, observer.clone())?,
             clock: super::ports::production_clock(),
         };
         Ok(Engine::with_ports(cfg, ports, observer))
@@ -311,6 +322,43 @@ impl Engine {
         deadline: Option<tokio::time::Instant>,
     ) -> CertReport {
         let mut report = unchanged_report(cert, &first);
+        let job = CertJob {
+            state,
+            cert,
+            inv,
+            force,
+            deadline,
+        };
+        let (first, locked, fresh) = match self.fleet_start(job, first, &mut report).await {
+            Ok(s) => (s.plan, s.locked, s.inv),
+            Err(e) => {
+                report.outcome = if super::fleet::is_busy(&e) {
+                    Outcome::Waiting
+                } else {
+                    error!(cert = %cert.name, error = %e, "fleet: no step taken");
+                    Outcome::Failed
+                };
+                report.message = e.to_string();
+                return report;
+            }
+        };
+        let inv = fresh.as_ref().unwrap_or(inv);
+        let job = CertJob { inv, ..job };
+        let mut report = self.run_plan(job, first, report).await;
+        self.fleet_end(job, locked, &mut report).await;
+        report.not_after = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
+        report
+    }
+
+    /// Acts on `first` and the plans that follow it, up to four steps.
+    async fn run_plan(&self, job: CertJob<'_>, first: Plan, mut report: CertReport) -> CertReport {
+        let CertJob {
+            state,
+            cert,
+            inv,
+            force,
+            deadline,
+        } = job;
         let mut run = CertRun {
             e: self,
             state,
@@ -361,7 +409,6 @@ impl Engine {
                 }
             }
         }
-        report.not_after = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
         report
     }
 }
@@ -412,6 +459,31 @@ impl Engine {
         self.verify_served(state, certs, report).await;
         if let Err(e) = state.prune_finished() {
             warn!(error = %e, "old keys and chains in the state directory not pruned");
+        }
+    }
+}
+
+/// The journals of `cfg`: the state directory, shared through etcd in a fleet.
+fn journal_store(
+    cfg: &Config,
+    observer: Arc<dyn PassObserver>,
+) -> Result<Arc<dyn JournalStore>, EngineError> {
+    match &cfg.fleet {
+        None => Ok(Arc::new(LocalJournals::at(&cfg.state_dir))),
+        #[cfg(feature = "fleet")]
+        Some(spec) => Ok(Arc::new(super::fleet_store::FleetJournals::connect(
+            &cfg.state_dir,
+            spec,
+            observer,
+        )?)),
+        // `config` refuses `fleet:` in a build without the feature.
+        #[cfg(not(feature = "fleet"))]
+        Some(_) => {
+            drop(observer);
+            Err(EngineError::Fleet(crate::fleet::FleetError::Etcd {
+                endpoints: String::new(),
+                detail: "this cas-renewd was built without the `fleet` feature".into(),
+            }))
         }
     }
 }

@@ -25,6 +25,9 @@ mod apply;
 pub mod discover;
 mod dry;
 mod engine;
+mod fleet;
+#[cfg(feature = "fleet")]
+mod fleet_store;
 mod follow;
 mod import;
 mod instance;
@@ -64,6 +67,8 @@ pub enum EngineError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
     #[error(transparent)]
     Pki(#[from] PkiError),
     #[error(transparent)]

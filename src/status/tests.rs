@@ -27,6 +27,7 @@ fn row(name: &str, reason: &str) -> StatusRow {
         instance_id: None,
         service_end: None,
         auto_reissue: None,
+        fleet: None,
     }
 }
 

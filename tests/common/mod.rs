@@ -10,6 +10,7 @@
 
 pub mod crash;
 pub mod env;
+pub mod etcd;
 pub mod fake;
 pub mod nginx;
 pub mod process;
