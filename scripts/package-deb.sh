@@ -11,8 +11,10 @@ ASSETS=target/deb-assets
 rm -rf "$ASSETS"
 mkdir -p "$ASSETS"
 
-# The packagers' binary: no simulator, no demo.
-cargo build --release --locked --no-default-features
+# The packagers' binary: no simulator, no demo; with the fleet feature (etcd), so
+# building the package needs protoc and libprotobuf-dev (Debian: protobuf-compiler).
+# Cargo.toml's [package.metadata.deb] names the same features.
+cargo build --release --locked --no-default-features --features fleet
 target/release/cas-renewd generate-assets --dir "$ASSETS" >/dev/null
 gzip -9n "$ASSETS"/*.8
 # The packaged unit: the same file with Debian's paths (/usr/bin, /usr/share/doc)
