@@ -63,6 +63,9 @@ getent group ssl-cert >/dev/null || apt_install ssl-cert
 ensure_tool etcd etcd-server
 ensure_tool protoc protobuf-compiler
 [ -e /usr/include/google/protobuf/timestamp.proto ] || apt_install libprotobuf-dev
+# The fleet scenario of a host whose clock is 10 minutes off runs that daemon under
+# libfaketime (LD_PRELOAD), the whole process's wall clock moved.
+compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || apt_install libfaketime
 
 # A cargo subcommand at a pinned version, built from crates.io when missing or other.
 ensure_cargo_tool() {
