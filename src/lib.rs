@@ -69,6 +69,7 @@ pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod domain;
+pub mod fleet;
 pub mod hooks;
 pub mod ids;
 pub mod listing;

@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 pub use crate::cas::ApiSettings as ApiConfig;
 pub use crate::cas::credentials::{CredentialsSpec as CredentialsConfig, SecretSource};
+pub use crate::fleet::FleetSpec as FleetConfig;
 pub use crate::domain::{ValidationMethod, ValidationSpec as ValidationConfig};
 pub use crate::hooks::DIR_HOOK;
 pub use crate::hooks::HookSpec as HookConfig;
@@ -82,6 +83,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `notify:`, the notification channels (none by default).
     pub notify: Vec<NotifyConfig>,
+    /// `fleet:`, many hosts coordinated through etcd (none: this host alone).
+    pub fleet: Option<FleetConfig>,
 }
 
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@
 //! the same names, so that nothing below has to import `config`.
 
 mod certificates;
+mod fleet;
 mod inherit;
 mod notify;
 mod parse;
@@ -29,7 +30,7 @@ use std::path::Path;
 use crate::settings::DAY;
 pub use crate::settings::{
     ApiConfig, CertificateConfig, CertificateDefaults, Config, CredentialsConfig, DEFAULT_CRON,
-    DIR_HOOK, DiscoverConfig, HookConfig, KeyAlgorithm, KeySpec, LogConfig, LogFormat,
+    DIR_HOOK, DiscoverConfig, FleetConfig, HookConfig, KeyAlgorithm, KeySpec, LogConfig, LogFormat,
     MetricsConfig, NotifyConfig, OutputConfig, RenewalConfig, RenewalMode, ScheduleConfig,
     SecretSource, ValidationConfig, ValidationMethod, VerifyConfig,
 };

@@ -35,6 +35,7 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) notify: Vec<Spanned<super::notify::RawNotify>>,
+    pub(super) fleet: Option<Spanned<super::fleet::RawFleet>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

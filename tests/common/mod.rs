@@ -9,6 +9,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod crash;
+pub mod etcd;
 pub mod env;
 pub mod fake;
 pub mod process;

@@ -1,0 +1,376 @@
+//! The fleet's etcd client: one lease per process kept alive by a task, the
+//! per-certificate lock on it, fenced writes of the shared journal, and reads of
+//! the issued material and the hosts' reports.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
+};
+use tracing::{info, warn};
+
+use super::layout::{self, HostRecord, IssuedRecord, Layout, LockRecord};
+use super::{FleetError, FleetSpec, SealingKey};
+
+/// How long one etcd request may take before it counts as etcd unreachable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The lease and when etcd last confirmed it.
+#[derive(Debug, Default)]
+struct LeaseState {
+    id: Option<i64>,
+    /// The last keepalive answer (or the grant), on the monotonic clock: a wall
+    /// clock that is off changes nothing here.
+    confirmed: Option<Instant>,
+}
+
+/// A connection to the fleet's etcd, for this host.
+pub struct EtcdFleet {
+    client: Client,
+    layout: Layout,
+    host: String,
+    ttl: Duration,
+    sealing_key: SealingKey,
+    endpoints: String,
+    lease: Arc<Mutex<LeaseState>>,
+}
+
+impl std::fmt::Debug for EtcdFleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdFleet")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.layout.prefix())
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The value and revisions of a key, or revision 0 for a missing one.
+#[derive(Debug, Clone, Default)]
+pub struct Versioned {
+    pub value: Option<Vec<u8>>,
+    pub mod_revision: i64,
+    pub create_revision: i64,
+}
+
+impl EtcdFleet {
+    /// A client for `spec`'s members. The connection is made lazily: a member
+    /// down now is no error here.
+    pub async fn connect(spec: &FleetSpec) -> Result<EtcdFleet, FleetError> {
+        let endpoints = spec.endpoints.join(",");
+        let fail = |detail: String| FleetError::Etcd {
+            endpoints: endpoints.clone(),
+            detail,
+        };
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(5), REQUEST_TIMEOUT);
+        if spec.endpoints.iter().any(|e| e.starts_with("https://")) {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &spec.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| fail(format!("{}: {e}", ca.display())))?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let Some((cert, key)) = &spec.client_cert {
+                let c = std::fs::read(cert).map_err(|e| fail(format!("{}: {e}", cert.display())))?;
+                let k = crate::secret::read_secret_text(key)
+                    .map_err(|e| fail(format!("{}: {e}", key.display())))?;
+                tls = tls.identity(Identity::from_pem(c, k.as_bytes()));
+            }
+            options = options.with_tls(tls);
+        }
+        let client = Client::connect(&spec.endpoints, Some(options))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(EtcdFleet {
+            client,
+            layout: Layout::new(&spec.prefix),
+            host: spec.host_name.clone(),
+            ttl: spec.lease_ttl,
+            sealing_key: spec.sealing_key.clone(),
+            endpoints,
+            lease: Arc::default(),
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn sealing_key(&self) -> &SealingKey {
+        &self.sealing_key
+    }
+
+    fn err(&self, e: etcd_client::Error) -> FleetError {
+        FleetError::Etcd {
+            endpoints: self.endpoints.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// One key.
+    pub async fn get(&self, key: &str) -> Result<Versioned, FleetError> {
+        let r = self
+            .client
+            .kv_client()
+            .get(key, None)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(r.kvs().first().map_or_else(Versioned::default, |kv| Versioned {
+            value: Some(kv.value().to_vec()),
+            mod_revision: kv.mod_revision(),
+            create_revision: kv.create_revision(),
+        }))
+    }
+
+    /// Every key under `prefix` with its value.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, FleetError> {
+        let r = self
+            .client
+            .kv_client()
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(r.kvs()
+            .iter()
+            .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()))
+            .collect())
+    }
+
+    /// Makes sure this host's sealing key is the fleet's: the first host seals a
+    /// check value, every other one must open it.
+    pub async fn check_sealing_key(&self) -> Result<(), FleetError> {
+        let key = self.layout.sealing_check();
+        let (cert, version) = layout::CHECK_BINDING;
+        let sealed = self.sealing_key.seal(cert, version, layout::CHECK_TEXT)?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), sealed, None)])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let r = self.client.kv_client().txn(txn).await.map_err(|e| self.err(e))?;
+        if r.succeeded() {
+            info!(key = %key, "this host sealed the fleet's sealing-key check value");
+            return Ok(());
+        }
+        let stored = first_value(&r.op_responses()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&stored);
+        match self.sealing_key.open(cert, version, &text) {
+            Ok(plain) if plain == layout::CHECK_TEXT => Ok(()),
+            _ => Err(FleetError::WrongSealingKey { key }),
+        }
+    }
+
+    /// The lease to attach locks to: the current one while etcd confirms it,
+    /// else a new one with its keepalive task.
+    pub async fn lease(&self) -> Result<i64, FleetError> {
+        if let Some(id) = self.live_lease() {
+            return Ok(id);
+        }
+        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
+        let mut c = self.client.clone();
+        let grant = c.lease_grant(ttl, None).await.map_err(|e| self.err(e))?;
+        let id = grant.id();
+        let (mut keeper, mut stream) = c.lease_keep_alive(id).await.map_err(|e| self.err(e))?;
+        {
+            let mut s = self.lease.lock().expect("the lease state is never poisoned");
+            s.id = Some(id);
+            s.confirmed = Some(Instant::now());
+        }
+        let state = self.lease.clone();
+        let every = self.ttl / 3;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let answer = match keeper.keep_alive().await {
+                    Ok(()) => tokio::time::timeout(REQUEST_TIMEOUT, stream.message()).await,
+                    Err(e) => Ok(Err(e)),
+                };
+                let mut s = state.lock().expect("the lease state is never poisoned");
+                if s.id != Some(id) {
+                    return;
+                }
+                match answer {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => s.confirmed = Some(Instant::now()),
+                    // No answer in time: the lease is not confirmed; try again.
+                    Err(_) => warn!(lease = id, "no answer to the fleet lease's keepalive"),
+                    // Expired (TTL 0), or the stream broke: the lease is gone and
+                    // the next lock asks for a new one.
+                    Ok(other) => {
+                        warn!(lease = id, error = ?other.err(), "the fleet lease ended");
+                        s.id = None;
+                        s.confirmed = None;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(id)
+    }
+
+    /// The lease while its last confirmation is recent enough to trust it for a
+    /// paid call (half the TTL: a keepalive is sent every third).
+    fn live_lease(&self) -> Option<i64> {
+        let s = self.lease.lock().expect("the lease state is never poisoned");
+        let fresh = s.confirmed.is_some_and(|t| t.elapsed() < self.ttl / 2);
+        s.id.filter(|_| fresh)
+    }
+
+    /// Fails unless etcd confirmed our lease within half its TTL.
+    pub fn lease_alive(&self, cert: &str) -> Result<(), FleetError> {
+        if self.live_lease().is_some() {
+            return Ok(());
+        }
+        let s = self.lease.lock().expect("the lease state is never poisoned");
+        Err(FleetError::LeaseUncertain {
+            cert: cert.to_owned(),
+            age: s.confirmed.map_or_else(
+                || "never".to_owned(),
+                |t| humantime::format_duration(Duration::from_secs(t.elapsed().as_secs())).to_string(),
+            ),
+            ttl: humantime::format_duration(self.ttl).to_string(),
+        })
+    }
+
+    /// Takes `cert`'s lock on our lease: `Ok(create_revision)` when ours, or who
+    /// holds it.
+    pub async fn try_lock(&self, cert: &str) -> Result<Result<i64, LockRecord>, FleetError> {
+        let lease = self.lease().await?;
+        let key = self.layout.lock(cert);
+        let record = LockRecord {
+            host: self.host.clone(),
+            since: chrono::Utc::now().to_rfc3339(),
+        };
+        let value = serde_json::to_vec(&record).expect("a lock record serializes");
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(lease))),
+                TxnOp::get(key.clone(), None),
+            ])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let r = self.client.kv_client().txn(txn).await.map_err(|e| self.err(e))?;
+        let kv = first_kv(&r.op_responses());
+        if r.succeeded() {
+            let (_, rev) = kv.ok_or_else(|| self.bad(&key, "the lock just written is missing"))?;
+            return Ok(Ok(rev));
+        }
+        let holder = kv
+            .and_then(|(v, _)| serde_json::from_slice::<LockRecord>(&v).ok())
+            .unwrap_or(LockRecord {
+                host: "(unknown)".into(),
+                since: String::new(),
+            });
+        Ok(Err(holder))
+    }
+
+    /// Releases `cert`'s lock if it is still the one taken at `rev`.
+    pub async fn unlock(&self, cert: &str, rev: i64) -> Result<(), FleetError> {
+        let key = self.layout.lock(cert);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, rev)])
+            .and_then([TxnOp::delete(key, None)]);
+        self.client.kv_client().txn(txn).await.map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Who holds `cert`'s lock now, if anyone.
+    pub async fn lock_holder(&self, cert: &str) -> Result<Option<LockRecord>, FleetError> {
+        let v = self.get(&self.layout.lock(cert)).await?;
+        Ok(v.value.and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    /// Writes `puts` (the journal first) only while `cert`'s lock is still the one
+    /// taken at `lock_rev` and the journal's mod_revision is still `journal_rev`;
+    /// the journal's new mod_revision.
+    pub async fn fenced_put(
+        &self,
+        cert: &str,
+        lock_rev: i64,
+        journal_rev: i64,
+        puts: Vec<(String, Vec<u8>)>,
+    ) -> Result<i64, FleetError> {
+        let lock = self.layout.lock(cert);
+        let journal = self.layout.journal(cert);
+        let ops: Vec<TxnOp> = puts.into_iter().map(|(k, v)| TxnOp::put(k, v, None)).collect();
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(lock.clone(), CompareOp::Equal, lock_rev),
+                Compare::mod_revision(journal, CompareOp::Equal, journal_rev),
+            ])
+            .and_then(ops)
+            .or_else([TxnOp::get(lock.clone(), None)]);
+        let r = self.client.kv_client().txn(txn).await.map_err(|e| self.err(e))?;
+        if r.succeeded() {
+            return r
+                .header()
+                .map(|h| h.revision())
+                .ok_or_else(|| self.bad(&lock, "the answer has no revision"));
+        }
+        match first_kv(&r.op_responses()) {
+            Some((_, rev)) if rev == lock_rev => Err(FleetError::Conflict {
+                cert: cert.to_owned(),
+            }),
+            other => Err(FleetError::LostLock {
+                cert: cert.to_owned(),
+                holder: other
+                    .and_then(|(v, _)| serde_json::from_slice::<LockRecord>(&v).ok())
+                    .map_or_else(|| "nobody".to_owned(), |l| l.host),
+            }),
+        }
+    }
+
+    /// The issued material of `cert`, if any.
+    pub async fn issued(&self, cert: &str) -> Result<Option<IssuedRecord>, FleetError> {
+        let key = self.layout.issued(cert);
+        let v = self.get(&key).await?;
+        v.value
+            .map(|v| serde_json::from_slice(&v).map_err(|e| self.bad(&key, &e.to_string())))
+            .transpose()
+    }
+
+    /// Reports the version this host installed.
+    pub async fn report_installed(&self, cert: &str, r: &HostRecord) -> Result<(), FleetError> {
+        let value = serde_json::to_vec(r).expect("a host record serializes");
+        self.client
+            .kv_client()
+            .put(self.layout.host_cert(&self.host, cert), value, None)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// A watch on every certificate's keys (the daemon installs what is issued).
+    pub async fn watch_certs(&self) -> Result<WatchStream, FleetError> {
+        self.client
+            .watch_client()
+            .watch(self.layout.certs(), Some(WatchOptions::new().with_prefix()))
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    fn bad(&self, key: &str, detail: &str) -> FleetError {
+        FleetError::BadRecord {
+            key: key.to_owned(),
+            detail: detail.to_owned(),
+        }
+    }
+}
+
+/// The value and create_revision of the first key a transaction's gets found.
+fn first_kv(ops: &[TxnOpResponse]) -> Option<(Vec<u8>, i64)> {
+    ops.iter().find_map(|op| match op {
+        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| (kv.value().to_vec(), kv.create_revision())),
+        _ => None,
+    })
+}
+
+fn first_value(ops: &[TxnOpResponse]) -> Option<Vec<u8>> {
+    first_kv(ops).map(|(v, _)| v)
+}

@@ -1,0 +1,189 @@
+//! Throwaway etcd members for the fleet tests: one member or a 3-member cluster
+//! on free loopback ports, each with a temporary data dir, killed on `Drop`.
+//! Without `/usr/bin/etcd` the tests skip with the reason, unless
+//! `CAS_RENEWD_E2E=1` (then a missing etcd is a failure).
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::process::free_port;
+
+pub const ETCD: &str = "/usr/bin/etcd";
+
+/// One member: how to start it again (same name, ports, data dir) and its process.
+pub struct EtcdMember {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// A cluster of throwaway members.
+pub struct EtcdCluster {
+    pub members: Vec<EtcdMember>,
+    initial_cluster: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Whether the fleet tests can run; prints why not (or panics under E2E).
+pub fn etcd_available() -> bool {
+    if Path::new(ETCD).exists() {
+        return true;
+    }
+    if std::env::var("CAS_RENEWD_E2E").as_deref() == Ok("1") {
+        panic!("CAS_RENEWD_E2E=1 but {ETCD} is missing; run scripts/test.sh (it installs etcd-server)");
+    }
+    eprintln!("skipped: {ETCD} is missing (Debian package etcd-server)");
+    false
+}
+
+impl EtcdCluster {
+    /// One member, ready; `None` (after saying why) when etcd is not installed.
+    pub fn single() -> Option<EtcdCluster> {
+        EtcdCluster::start(1)
+    }
+
+    /// Three members, ready (a quorum answers); `None` when etcd is missing.
+    pub fn three() -> Option<EtcdCluster> {
+        EtcdCluster::start(3)
+    }
+
+    fn start(n: usize) -> Option<EtcdCluster> {
+        if !etcd_available() {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let members: Vec<EtcdMember> = (0..n)
+            .map(|i| EtcdMember {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                data_dir: dir.path().join(format!("m{i}")),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = EtcdCluster {
+            members,
+            initial_cluster,
+            _dir: dir,
+        };
+        for i in 0..n {
+            c.start_member(i);
+        }
+        c.wait_ready(Duration::from_secs(30));
+        Some(c)
+    }
+
+    /// The client URLs, for `fleet.etcd.endpoints`.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .collect()
+    }
+
+    /// The endpoints as a YAML flow list.
+    pub fn endpoints_yaml(&self) -> String {
+        let quoted: Vec<String> = self.endpoints().iter().map(|e| format!("{e:?}")).collect();
+        format!("[{}]", quoted.join(", "))
+    }
+
+    /// (Re)starts member `i` with its data dir (a restarted member rejoins).
+    pub fn start_member(&mut self, i: usize) {
+        let m = &self.members[i];
+        let log = std::fs::File::create(self._dir.path().join(format!("{}.log", m.name)))
+            .expect("etcd log");
+        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let child = Command::new(ETCD)
+            .env_clear()
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "cas-renewd-test"])
+            .args(["--logger", "zap", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        self.members[i].child = Some(child);
+    }
+
+    /// Kills member `i` (SIGKILL) and waits for it; its data dir stays.
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills every member.
+    pub fn stop_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill_member(i);
+        }
+    }
+
+    /// Starts every stopped member again and waits until the cluster answers.
+    pub fn start_all(&mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].child.is_none() {
+                self.start_member(i);
+            }
+        }
+        self.wait_ready(Duration::from_secs(30));
+    }
+
+    /// Waits until a running member reports itself healthy (a quorum exists).
+    pub fn wait_ready(&self, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let healthy = self
+                .members
+                .iter()
+                .filter(|m| m.child.is_some())
+                .any(|m| health(m.client_port));
+            if healthy {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("etcd did not become healthy within {limit:?}");
+    }
+}
+
+/// `GET /health` on a member: `{"health":"true"}` once it has a leader.
+fn health(port: u16) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s
+        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.contains("\"health\":\"true\"")
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
