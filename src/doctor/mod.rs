@@ -4,9 +4,12 @@
 //!
 //! Files: `network` (endpoint reachability and clock skew), `api` (each API
 //! permission and the inventory), `host` (secret files, output directories, hooks,
-//! `verify.connect`, the state directory and its lock), [`record`] (`--record`).
+//! `verify.connect`, the state directory and its lock), `fleet` (with `fleet:` and
+//! the `fleet` feature: etcd, a lease, the sealing key), [`record`] (`--record`).
 
 mod api;
+#[cfg(feature = "fleet")]
+mod fleet;
 mod host;
 mod network;
 pub mod record;
@@ -184,6 +187,11 @@ pub async fn run(
     checks.extend(host::hooks(&cfg));
     checks.extend(network::verify_targets(&cfg).await);
     checks.extend(host::state_dir(&cfg));
+    // A build without the feature refuses `fleet:` when loading, so never gets here.
+    #[cfg(feature = "fleet")]
+    if let Some(spec) = &cfg.fleet {
+        checks.extend(fleet::checks(spec).await);
+    }
     checks
 }
 
