@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 pub use crate::cas::ApiSettings as ApiConfig;
 pub use crate::cas::credentials::{CredentialsSpec as CredentialsConfig, SecretSource};
-pub use crate::fleet::FleetSpec as FleetConfig;
 pub use crate::domain::{ValidationMethod, ValidationSpec as ValidationConfig};
+pub use crate::fleet::FleetSpec as FleetConfig;
 pub use crate::hooks::DIR_HOOK;
 pub use crate::hooks::HookSpec as HookConfig;
 pub use crate::notify::ChannelSpec as NotifyConfig;

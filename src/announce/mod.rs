@@ -118,6 +118,9 @@ impl PassObserver for Notifying {
     fn blocked(&self, cert: &str) {
         self.inner.blocked(cert);
     }
+    fn fleet(&self, event: &crate::fleet::FleetEvent<'_>) {
+        self.inner.fleet(event);
+    }
 
     fn package_state(&self, product_code: &str, state: Option<&PackageState>, due: u32) {
         self.inner.package_state(product_code, state, due);

@@ -53,11 +53,19 @@ pub(super) fn fleet(raw: &Spanned<RawFleet>, p: &mut Problems<'_>) -> Option<Fle
         (Some(c), Some(k)) => Some((c.value.0.clone(), k.value.0.clone())),
         (None, None) => None,
         (Some(c), None) => {
-            p.at(c.referenced, "fleet.etcd.cert_file", "cert_file needs key_file beside it");
+            p.at(
+                c.referenced,
+                "fleet.etcd.cert_file",
+                "cert_file needs key_file beside it",
+            );
             None
         }
         (None, Some(k)) => {
-            p.at(k.referenced, "fleet.etcd.key_file", "key_file needs cert_file beside it");
+            p.at(
+                k.referenced,
+                "fleet.etcd.key_file",
+                "key_file needs cert_file beside it",
+            );
             None
         }
     };
@@ -86,7 +94,11 @@ pub(super) fn fleet(raw: &Spanned<RawFleet>, p: &mut Problems<'_>) -> Option<Fle
 
 fn endpoints(raw: &Spanned<Vec<Spanned<String>>>, p: &mut Problems<'_>) -> Option<Vec<String>> {
     if raw.value.is_empty() {
-        p.at(raw.referenced, "fleet.etcd.endpoints", "name at least one etcd endpoint");
+        p.at(
+            raw.referenced,
+            "fleet.etcd.endpoints",
+            "name at least one etcd endpoint",
+        );
         return None;
     }
     let mut out = Vec::new();
@@ -100,7 +112,10 @@ fn endpoints(raw: &Spanned<Vec<Spanned<String>>>, p: &mut Problems<'_>) -> Optio
             Ok(_) => p.at(
                 e.referenced,
                 "fleet.etcd.endpoints",
-                format!("{:?} is not an http:// or https:// URL with a host", e.value),
+                format!(
+                    "{:?} is not an http:// or https:// URL with a host",
+                    e.value
+                ),
             ),
             Err(err) => p.at(
                 e.referenced,
@@ -169,7 +184,9 @@ fn host_name(raw: Option<&Spanned<String>>, p: &mut Problems<'_>) -> Option<Stri
         p.at(
             loc,
             "fleet.host_name",
-            format!("{name:?} may hold only letters, digits, '.', '_' and '-' (set fleet.host_name)"),
+            format!(
+                "{name:?} may hold only letters, digits, '.', '_' and '-' (set fleet.host_name)"
+            ),
         );
         None
     }
@@ -187,7 +204,8 @@ mod tests {
 
     use crate::config::Config;
 
-    const BASE: &str = "state_dir: /tmp/x\ncertificates:\n  - name: www\n    domain: www.example.com\n";
+    const BASE: &str =
+        "state_dir: /tmp/x\ncertificates:\n  - name: www\n    domain: www.example.com\n";
 
     fn key_file(dir: &Path) -> String {
         let p = dir.join("fleet.key");
@@ -229,17 +247,47 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let key = key_file(d.path());
         let cases: Vec<(String, &str)> = vec![
-            (section(&key, "", "").replace("[\"http://127.0.0.1:2379\"]", "[]"), "at least one etcd endpoint"),
-            (section(&key, "", "").replace("http://127.0.0.1:2379", "ftp://x"), "not an http:// or https://"),
-            (section(&key, "", "").replace("[\"http://127.0.0.1:2379\"]", "[\"http://a:1\", \"https://b:2\"]"), "mixes http"),
-            (section(&key, "", "").replace("/cas-renewd/prod", "cas-renewd"), "must be absolute"),
-            (section(&key, "", "").replace("/cas-renewd/prod", "/cas-renewd/"), "must not end with /"),
-            (section(&key, "    cert_file: /etc/c.pem\n", ""), "cert_file needs key_file"),
-            (section(&key, "    key_file: /etc/k.pem\n", ""), "key_file needs cert_file"),
+            (
+                section(&key, "", "").replace("[\"http://127.0.0.1:2379\"]", "[]"),
+                "at least one etcd endpoint",
+            ),
+            (
+                section(&key, "", "").replace("http://127.0.0.1:2379", "ftp://x"),
+                "not an http:// or https://",
+            ),
+            (
+                section(&key, "", "").replace(
+                    "[\"http://127.0.0.1:2379\"]",
+                    "[\"http://a:1\", \"https://b:2\"]",
+                ),
+                "mixes http",
+            ),
+            (
+                section(&key, "", "").replace("/cas-renewd/prod", "cas-renewd"),
+                "must be absolute",
+            ),
+            (
+                section(&key, "", "").replace("/cas-renewd/prod", "/cas-renewd/"),
+                "must not end with /",
+            ),
+            (
+                section(&key, "    cert_file: /etc/c.pem\n", ""),
+                "cert_file needs key_file",
+            ),
+            (
+                section(&key, "    key_file: /etc/k.pem\n", ""),
+                "key_file needs cert_file",
+            ),
             (section(&key, "    lease_ttl: 2s\n", ""), "at least 5s"),
-            (section(&key, "", "").replace("web-3", "web/3"), "only letters, digits"),
+            (
+                section(&key, "", "").replace("web-3", "web/3"),
+                "only letters, digits",
+            ),
             (section("/nonexistent/fleet.key", "", ""), "cannot be read"),
-            (section(&key, "", "").replace("  host_name: web-3\n", "  host: web-3\n"), "unknown field"),
+            (
+                section(&key, "", "").replace("  host_name: web-3\n", "  host: web-3\n"),
+                "unknown field",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(&text).expect_err(want);

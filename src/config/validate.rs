@@ -70,7 +70,10 @@ pub(super) fn validate(
     let metrics = metrics(&raw.metrics, &mut p);
     let log = log(&raw.log, &mut p);
     let notify = super::notify::notify(&raw.notify, &mut p);
-    let fleet = raw.fleet.as_ref().and_then(|f| super::fleet::fleet(f, &mut p));
+    let fleet = raw
+        .fleet
+        .as_ref()
+        .and_then(|f| super::fleet::fleet(f, &mut p));
     p.finish()?;
     Ok(Config {
         source: source.to_owned(),

@@ -75,7 +75,8 @@ impl EtcdFleet {
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
             if let Some((cert, key)) = &spec.client_cert {
-                let c = std::fs::read(cert).map_err(|e| fail(format!("{}: {e}", cert.display())))?;
+                let c =
+                    std::fs::read(cert).map_err(|e| fail(format!("{}: {e}", cert.display())))?;
                 let k = crate::secret::read_secret_text(key)
                     .map_err(|e| fail(format!("{}: {e}", key.display())))?;
                 tls = tls.identity(Identity::from_pem(c, k.as_bytes()));
@@ -123,11 +124,13 @@ impl EtcdFleet {
             .get(key, None)
             .await
             .map_err(|e| self.err(e))?;
-        Ok(r.kvs().first().map_or_else(Versioned::default, |kv| Versioned {
-            value: Some(kv.value().to_vec()),
-            mod_revision: kv.mod_revision(),
-            create_revision: kv.create_revision(),
-        }))
+        Ok(r.kvs()
+            .first()
+            .map_or_else(Versioned::default, |kv| Versioned {
+                value: Some(kv.value().to_vec()),
+                mod_revision: kv.mod_revision(),
+                create_revision: kv.create_revision(),
+            }))
     }
 
     /// Every key under `prefix` with its value.
@@ -140,7 +143,12 @@ impl EtcdFleet {
             .map_err(|e| self.err(e))?;
         Ok(r.kvs()
             .iter()
-            .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()))
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    kv.value().to_vec(),
+                )
+            })
             .collect())
     }
 
@@ -154,7 +162,12 @@ impl EtcdFleet {
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.clone(), sealed, None)])
             .or_else([TxnOp::get(key.clone(), None)]);
-        let r = self.client.kv_client().txn(txn).await.map_err(|e| self.err(e))?;
+        let r = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(|e| self.err(e))?;
         if r.succeeded() {
             info!(key = %key, "this host sealed the fleet's sealing-key check value");
             return Ok(());
@@ -179,7 +192,10 @@ impl EtcdFleet {
         let id = grant.id();
         let (mut keeper, mut stream) = c.lease_keep_alive(id).await.map_err(|e| self.err(e))?;
         {
-            let mut s = self.lease.lock().expect("the lease state is never poisoned");
+            let mut s = self
+                .lease
+                .lock()
+                .expect("the lease state is never poisoned");
             s.id = Some(id);
             s.confirmed = Some(Instant::now());
         }
@@ -217,7 +233,10 @@ impl EtcdFleet {
     /// The lease while its last confirmation is recent enough to trust it for a
     /// paid call (half the TTL: a keepalive is sent every third).
     fn live_lease(&self) -> Option<i64> {
-        let s = self.lease.lock().expect("the lease state is never poisoned");
+        let s = self
+            .lease
+            .lock()
+            .expect("the lease state is never poisoned");
         let fresh = s.confirmed.is_some_and(|t| t.elapsed() < self.ttl / 2);
         s.id.filter(|_| fresh)
     }
@@ -227,12 +246,18 @@ impl EtcdFleet {
         if self.live_lease().is_some() {
             return Ok(());
         }
-        let s = self.lease.lock().expect("the lease state is never poisoned");
+        let s = self
+            .lease
+            .lock()
+            .expect("the lease state is never poisoned");
         Err(FleetError::LeaseUncertain {
             cert: cert.to_owned(),
             age: s.confirmed.map_or_else(
                 || "never".to_owned(),
-                |t| humantime::format_duration(Duration::from_secs(t.elapsed().as_secs())).to_string(),
+                |t| {
+                    humantime::format_duration(Duration::from_secs(t.elapsed().as_secs()))
+                        .to_string()
+                },
             ),
             ttl: humantime::format_duration(self.ttl).to_string(),
         })
@@ -240,6 +265,10 @@ impl EtcdFleet {
 
     /// Takes `cert`'s lock on our lease: `Ok(create_revision)` when ours, or who
     /// holds it.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "`since` only informs `status`; nothing is measured against it"
+    )]
     pub async fn try_lock(&self, cert: &str) -> Result<Result<i64, LockRecord>, FleetError> {
         let lease = self.lease().await?;
         let key = self.layout.lock(cert);
@@ -251,11 +280,20 @@ impl EtcdFleet {
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([
-                TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(lease))),
+                TxnOp::put(
+                    key.clone(),
+                    value,
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
                 TxnOp::get(key.clone(), None),
             ])
             .or_else([TxnOp::get(key.clone(), None)]);
-        let r = self.client.kv_client().txn(txn).await.map_err(|e| self.err(e))?;
+        let r = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(|e| self.err(e))?;
         let kv = first_kv(&r.op_responses());
         if r.succeeded() {
             let (_, rev) = kv.ok_or_else(|| self.bad(&key, "the lock just written is missing"))?;
@@ -276,7 +314,11 @@ impl EtcdFleet {
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, rev)])
             .and_then([TxnOp::delete(key, None)]);
-        self.client.kv_client().txn(txn).await.map_err(|e| self.err(e))?;
+        self.client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -298,7 +340,10 @@ impl EtcdFleet {
     ) -> Result<i64, FleetError> {
         let lock = self.layout.lock(cert);
         let journal = self.layout.journal(cert);
-        let ops: Vec<TxnOp> = puts.into_iter().map(|(k, v)| TxnOp::put(k, v, None)).collect();
+        let ops: Vec<TxnOp> = puts
+            .into_iter()
+            .map(|(k, v)| TxnOp::put(k, v, None))
+            .collect();
         let txn = Txn::new()
             .when([
                 Compare::create_revision(lock.clone(), CompareOp::Equal, lock_rev),
@@ -306,7 +351,12 @@ impl EtcdFleet {
             ])
             .and_then(ops)
             .or_else([TxnOp::get(lock.clone(), None)]);
-        let r = self.client.kv_client().txn(txn).await.map_err(|e| self.err(e))?;
+        let r = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(|e| self.err(e))?;
         if r.succeeded() {
             return r
                 .header()
@@ -366,7 +416,10 @@ impl EtcdFleet {
 /// The value and create_revision of the first key a transaction's gets found.
 fn first_kv(ops: &[TxnOpResponse]) -> Option<(Vec<u8>, i64)> {
     ops.iter().find_map(|op| match op {
-        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| (kv.value().to_vec(), kv.create_revision())),
+        TxnOpResponse::Get(g) => g
+            .kvs()
+            .first()
+            .map(|kv| (kv.value().to_vec(), kv.create_revision())),
         _ => None,
     })
 }

@@ -34,6 +34,17 @@ pub struct FleetSpec {
     pub host_name: String,
 }
 
+/// What the fleet's coordination reports to the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetEvent<'a> {
+    /// etcd answered (or did not) a request of this host.
+    EtcdUp(bool),
+    /// This host took or released the lock of `cert`.
+    LockHeld { cert: &'a str, held: bool },
+    /// The fleet's version of `cert` this host has installed.
+    InstalledVersion { cert: &'a str, version: u64 },
+}
+
 /// The shortest `lease_ttl`: below it a busy host's keepalives could miss.
 pub const MIN_LEASE_TTL: Duration = Duration::from_secs(5);
 
@@ -50,7 +61,11 @@ pub enum FleetError {
     #[error(
         "certificate {cert}: the fleet lease is not known to be alive (last keepalive answer {age} ago, lease_ttl {ttl}); no paid call is made"
     )]
-    LeaseUncertain { cert: String, age: String, ttl: String },
+    LeaseUncertain {
+        cert: String,
+        age: String,
+        ttl: String,
+    },
     #[error(
         "certificate {cert}: the shared journal changed under us (another host wrote it); nothing is paid, the next pass starts from what it says"
     )]

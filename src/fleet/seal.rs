@@ -149,13 +149,18 @@ mod tests {
     #[test]
     fn a_sealed_value_opens_with_the_same_key_cert_and_version_only() {
         let k = key(7);
-        let sealed = k.seal("www", "3", b"-----BEGIN PRIVATE KEY-----").expect("seal");
+        let sealed = k
+            .seal("www", "3", b"-----BEGIN PRIVATE KEY-----")
+            .expect("seal");
         assert!(!sealed.contains("PRIVATE"));
         assert_eq!(
             k.open("www", "3", &sealed).expect("open"),
             b"-----BEGIN PRIVATE KEY-----"
         );
-        assert!(matches!(key(8).open("www", "3", &sealed), Err(FleetError::Unseal { .. })));
+        assert!(matches!(
+            key(8).open("www", "3", &sealed),
+            Err(FleetError::Unseal { .. })
+        ));
         assert!(k.open("api", "3", &sealed).is_err(), "another certificate");
         assert!(k.open("www", "4", &sealed).is_err(), "another version");
         let mut bytes = base64::engine::general_purpose::STANDARD

@@ -148,6 +148,9 @@ impl CertRun<'_> {
             known_order_ids: self.known_order_ids(),
             unclear_since: None,
         };
+        // In a fleet: the lock is ours and the lease alive; the fenced commit
+        // just below proves the lock again the moment before the call.
+        self.fleet_may_spend()?;
         self.commit(Phase::RenewRequested(requested.clone()))?;
         crash_point(CrashPoint::AfterRenewRequested);
         self.report.renew_calls += 1;
@@ -296,6 +299,7 @@ impl CertRun<'_> {
             return self.pending(*stage, o, what);
         }
         *stage = Stage::ApplicationRequested;
+        self.fleet_may_spend()?;
         self.commit(Phase::following(*stage, o.clone()))?;
         crash_point(CrashPoint::AfterApplicationRequested);
         match self.e.cas.apply_certificate(&instance).await {

@@ -69,7 +69,7 @@ impl Engine {
         let ports = Ports {
             source: Arc::new(cas),
             dns: Arc::new(dns),
-            journals: Arc::new(LocalJournals::at(&cfg.state_dir)),
+            journals: journal_store(&cfg, observer.clone())?,
             clock: Arc::new(SystemClock),
         };
         Ok(Engine::with_ports(cfg, ports, observer))
@@ -265,6 +265,47 @@ impl Engine {
         deadline: Option<tokio::time::Instant>,
     ) -> CertReport {
         let mut report = unchanged_report(cert, &first);
+        let start = self
+            .fleet_start(state, cert, first, orders, force, deadline, &mut report)
+            .await;
+        let (first, locked, fresh) = match start {
+            Ok(s) => (s.plan, s.locked, s.orders),
+            Err(e) => {
+                report.outcome = if super::fleet::is_busy(&e) {
+                    Outcome::Waiting
+                } else {
+                    error!(cert = %cert.name, error = %e, "fleet: no step taken");
+                    Outcome::Failed
+                };
+                report.message = e.to_string();
+                return report;
+            }
+        };
+        let orders = fresh.as_deref().unwrap_or(orders);
+        let mut report = self
+            .run_plan(state, cert, first, orders, force, deadline, report)
+            .await;
+        self.fleet_end(state, cert, orders, locked, &mut report)
+            .await;
+        report.not_after = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
+        report
+    }
+
+    /// Acts on `first` and the plans that follow it, up to four steps.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "run_cert's own inputs, passed on"
+    )]
+    async fn run_plan(
+        &self,
+        state: &dyn JournalStore,
+        cert: &CertificateConfig,
+        first: Plan,
+        orders: &[CertificateOrder],
+        force: bool,
+        deadline: Option<tokio::time::Instant>,
+        mut report: CertReport,
+    ) -> CertReport {
         let mut run = CertRun {
             e: self,
             state,
@@ -315,7 +356,6 @@ impl Engine {
                 }
             }
         }
-        report.not_after = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
         report
     }
 }
@@ -336,6 +376,31 @@ impl Engine {
         self.verify_served(state, certs, report).await;
         if let Err(e) = state.prune_finished() {
             warn!(error = %e, "old keys and chains in the state directory not pruned");
+        }
+    }
+}
+
+/// The journals of `cfg`: the state directory, shared through etcd in a fleet.
+fn journal_store(
+    cfg: &Config,
+    observer: Arc<dyn PassObserver>,
+) -> Result<Arc<dyn JournalStore>, EngineError> {
+    match &cfg.fleet {
+        None => Ok(Arc::new(LocalJournals::at(&cfg.state_dir))),
+        #[cfg(feature = "fleet")]
+        Some(spec) => Ok(Arc::new(super::fleet_store::FleetJournals::connect(
+            &cfg.state_dir,
+            spec,
+            observer,
+        )?)),
+        // `config` refuses `fleet:` in a build without the feature.
+        #[cfg(not(feature = "fleet"))]
+        Some(_) => {
+            drop(observer);
+            Err(EngineError::Fleet(crate::fleet::FleetError::Etcd {
+                endpoints: String::new(),
+                detail: "this cas-renewd was built without the `fleet` feature".into(),
+            }))
         }
     }
 }

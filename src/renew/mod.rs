@@ -24,6 +24,9 @@ mod apply;
 pub mod discover;
 mod dry;
 mod engine;
+mod fleet;
+#[cfg(feature = "fleet")]
+mod fleet_store;
 mod follow;
 mod import;
 mod permit;
@@ -61,6 +64,8 @@ pub enum EngineError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
     #[error(transparent)]
     Pki(#[from] PkiError),
     #[error(transparent)]

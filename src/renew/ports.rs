@@ -24,6 +24,9 @@ use crate::cas::api_apply::{
 };
 use crate::cas::client::{ApiError, Response};
 use crate::cas::dns::{Dns, Record};
+use crate::fleet::FleetError;
+use crate::ids::OrderId;
+use crate::secret::Secret;
 use crate::store::{Journal, StateDir, StoreError};
 
 /// What every port call returns: a boxed, sendable future of an API result.
@@ -275,6 +278,60 @@ pub trait JournalStore: Send + Sync {
     /// Removes the keys and chains of finished attempts of every idle certificate
     /// (the rule is in `store::prune`); how many went, for the log.
     fn prune_finished(&self) -> Result<usize, StoreError>;
+
+    /// The fleet this store is shared with (etcd); `None` for a host alone.
+    fn fleet(&self) -> Option<&dyn FleetPort> {
+        None
+    }
+}
+
+/// What every fleet call returns.
+pub type FleetFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, FleetError>> + Send + 'a>>;
+
+/// Material issued in the fleet, opened with this host's sealing key.
+#[derive(Debug, Clone)]
+pub struct SharedIssued {
+    pub version: u64,
+    pub order_id: OrderId,
+    pub fullchain_pem: String,
+    /// The private key (PEM).
+    pub key: Secret,
+    /// The host whose renewal it is.
+    pub host: String,
+}
+
+/// What a pass asks of the fleet beside the journals (`renew::fleet` uses it):
+/// the lock around the steps that can spend, the issued material every host
+/// installs, and the reports of what each host installed.
+pub trait FleetPort: Send + Sync {
+    /// Checks, once, that this host's sealing key is the fleet's.
+    fn ready(&self) -> FleetFuture<'_, ()>;
+
+    /// The newest material issued for `cert` in the fleet, opened.
+    fn shared_issued<'a>(&'a self, cert: &'a str) -> FleetFuture<'a, Option<SharedIssued>>;
+
+    /// Reports that this host installed `version` of `cert` (at `at`).
+    fn report_installed<'a>(
+        &'a self,
+        cert: &'a str,
+        version: u64,
+        leaf_sha256: &'a str,
+        at: DateTime<Utc>,
+    ) -> FleetFuture<'a, ()>;
+
+    /// Takes `cert`'s lock, waiting while another host holds it until `until`.
+    fn lock<'a>(&'a self, cert: &'a str, until: tokio::time::Instant) -> FleetFuture<'a, ()>;
+
+    /// Releases `cert`'s lock if this host holds it.
+    fn unlock<'a>(&'a self, cert: &'a str) -> FleetFuture<'a, ()>;
+
+    /// Writes the key (and chain) the journal's attempt needs to this host's state
+    /// directory from the fleet, when another host made them.
+    fn fetch_attempt<'a>(&'a self, cert: &'a str, journal: &'a Journal) -> FleetFuture<'a, ()>;
+
+    /// Whether a paid call for `cert` may go out now: this host holds the lock and
+    /// etcd confirmed the lease recently.
+    fn may_spend(&self, cert: &str) -> Result<(), FleetError>;
 }
 
 /// The journals as files of the state directory (`state_dir/journal/<name>.json`).

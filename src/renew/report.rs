@@ -51,6 +51,8 @@ pub trait PassObserver: Send + Sync + 'static {
     fn pass_failed(&self, _error: &str) {}
     /// A pass ended: `certs` were acted on, `report` says how.
     fn pass_done(&self, _certs: &[CertificateConfig], _report: &PassReport) {}
+    /// What the fleet's coordination saw (etcd reachable, a lock, an install).
+    fn fleet(&self, _event: &crate::fleet::FleetEvent<'_>) {}
     /// For a caller that knows the concrete recorder (`Engine::metrics`).
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }

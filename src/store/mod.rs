@@ -33,6 +33,9 @@ pub use safe_fs::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The fleet's shared store (etcd) failed or refused a read or write.
+    #[error("{0}")]
+    Shared(String),
     #[error("{path}: {op}: {source}")]
     Io {
         path: PathBuf,

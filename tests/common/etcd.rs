@@ -34,7 +34,9 @@ pub fn etcd_available() -> bool {
         return true;
     }
     if std::env::var("CAS_RENEWD_E2E").as_deref() == Ok("1") {
-        panic!("CAS_RENEWD_E2E=1 but {ETCD} is missing; run scripts/test.sh (it installs etcd-server)");
+        panic!(
+            "CAS_RENEWD_E2E=1 but {ETCD} is missing; run scripts/test.sh (it installs etcd-server)"
+        );
     }
     eprintln!("skipped: {ETCD} is missing (Debian package etcd-server)");
     false
@@ -108,8 +110,18 @@ impl EtcdCluster {
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.data_dir)
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "cas-renewd-test"])
@@ -171,8 +183,7 @@ fn health(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s
-        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         .is_err()
     {
         return false;

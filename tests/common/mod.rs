@@ -9,8 +9,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod crash;
-pub mod etcd;
 pub mod env;
+pub mod etcd;
 pub mod fake;
 pub mod process;
 

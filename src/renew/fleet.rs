@@ -1,0 +1,200 @@
+//! A pass in a fleet: before a certificate's work, install what another host
+//! issued (no lock needed), then take the fleet lock when the plan could spend,
+//! and plan again from the shared journal; the paid-call guard; the lock's release.
+
+use tracing::info;
+
+use super::engine::Engine;
+use super::plan::{Action, Plan};
+use super::ports::{FleetPort, JournalStore};
+use super::report::CertReport;
+use super::steps::{CertRun, check_pair};
+use super::{EngineError, installed_leaf};
+use crate::cas::api::CertificateOrder;
+use crate::fleet::{FleetError, FleetEvent};
+use crate::pki::{Chain, Key};
+use crate::settings::CertificateConfig;
+
+/// How long a pass waits for another host's lock when it has no follow budget.
+const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Whether acting on `action` may spend or move the shared journal: only under
+/// the lock.
+fn needs_lock(action: &Action) -> bool {
+    !matches!(
+        action,
+        Action::Nothing | Action::Blocked | Action::RerunReload
+    )
+}
+
+/// What a certificate's work in a fleet starts from.
+pub(super) struct FleetStart {
+    pub(super) plan: Plan,
+    /// This pass took the certificate's lock (released by [`Engine::fleet_end`]).
+    pub(super) locked: bool,
+    /// The account's orders listed again under the lock.
+    pub(super) orders: Option<Vec<CertificateOrder>>,
+}
+
+impl Engine {
+    /// The plan to act on: `first` for a host alone; in a fleet, the plan after
+    /// installing what the fleet issued and, when it could spend, after taking
+    /// the lock and reading the shared journal again.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "run_cert's own inputs, passed on"
+    )]
+    pub(super) async fn fleet_start(
+        &self,
+        state: &dyn JournalStore,
+        cert: &CertificateConfig,
+        first: Plan,
+        orders: &[CertificateOrder],
+        force: bool,
+        deadline: Option<tokio::time::Instant>,
+        report: &mut CertReport,
+    ) -> Result<FleetStart, EngineError> {
+        let Some(fleet) = state.fleet() else {
+            return Ok(FleetStart {
+                plan: first,
+                locked: false,
+                orders: None,
+            });
+        };
+        fleet.ready().await?;
+        self.fleet_sync(fleet, state, cert, orders, report).await?;
+        let journal = state.load_journal(&cert.name)?;
+        let plan = self.plan_one(cert, orders, &journal, force);
+        if !needs_lock(&plan.action) {
+            return Ok(FleetStart {
+                plan,
+                locked: false,
+                orders: None,
+            });
+        }
+        let until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + DEFAULT_LOCK_WAIT);
+        fleet.lock(&cert.name, until).await?;
+        // What the previous holder did is known only now: its issued material,
+        // its journal (an attempt to carry on with the same key and order).
+        // The pass's listing is older than the lock: another host may have renewed
+        // since, and a plan from it would pay again. List afresh under the lock.
+        let again = async {
+            let orders = self.inventory().await?;
+            self.fleet_sync(fleet, state, cert, &orders, report).await?;
+            let journal = state.load_journal(&cert.name)?;
+            fleet.fetch_attempt(&cert.name, &journal).await?;
+            let plan = self.plan_one(cert, &orders, &journal, force);
+            Ok::<_, EngineError>((plan, orders))
+        };
+        match again.await {
+            Ok((plan, orders)) => Ok(FleetStart {
+                plan,
+                locked: true,
+                orders: Some(orders),
+            }),
+            Err(e) => {
+                let _ = fleet.unlock(&cert.name).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// After a certificate's work: report what is installed, release the lock.
+    pub(super) async fn fleet_end(
+        &self,
+        state: &dyn JournalStore,
+        cert: &CertificateConfig,
+        orders: &[CertificateOrder],
+        locked: bool,
+        report: &mut CertReport,
+    ) {
+        let Some(fleet) = state.fleet() else {
+            return;
+        };
+        if let Err(e) = self.fleet_sync(fleet, state, cert, orders, report).await {
+            tracing::warn!(cert = %cert.name, error = %e, "fleet: the installed version is not reported");
+        }
+        if locked {
+            let _ = fleet.unlock(&cert.name).await;
+        }
+    }
+
+    /// Installs the fleet's issued material of `cert` when it is newer than what
+    /// this host has, through the install every renewal uses (output dir, owner,
+    /// modes, hooks), and reports the version installed. Nothing while a renewal
+    /// of it is under way (its end brings a newer version).
+    pub(super) async fn fleet_sync(
+        &self,
+        fleet: &dyn FleetPort,
+        state: &dyn JournalStore,
+        cert: &CertificateConfig,
+        orders: &[CertificateOrder],
+        report: &mut CertReport,
+    ) -> Result<(), EngineError> {
+        let Some(shared) = fleet.shared_issued(&cert.name).await? else {
+            return Ok(());
+        };
+        let chain = Chain::parse(&shared.fullchain_pem)?;
+        let sha = chain.leaf.sha256.clone();
+        let journal = state.load_journal(&cert.name)?;
+        if journal.installed_sha256.as_deref() == Some(sha.as_str()) {
+            self.observer.fleet(&FleetEvent::InstalledVersion {
+                cert: &cert.name,
+                version: shared.version,
+            });
+            return Ok(fleet
+                .report_installed(&cert.name, shared.version, &sha, self.clock.now())
+                .await?);
+        }
+        let disk = installed_leaf(&cert.output);
+        if journal.phase.in_flight()
+            || matches!(journal.phase, crate::store::Phase::Rejected(_))
+            || disk.is_some_and(|d| d.not_after >= chain.leaf.not_after)
+        {
+            return Ok(());
+        }
+        let key = Key::from_pem(shared.key.expose())?;
+        if chain.leaf.spki_sha256 != key.spki_sha256() {
+            return Err(EngineError::SavedPairMismatch);
+        }
+        check_pair(cert, self.clock.now().timestamp(), &chain, &key)?;
+        let mut run = CertRun {
+            e: self,
+            state,
+            cert,
+            journal,
+            report,
+            deadline: None,
+            force: false,
+            orders,
+        };
+        run.journal.last_order_id = Some(shared.order_id);
+        run.report.order_id = Some(shared.order_id);
+        run.install_chain(&chain, &key, false)?;
+        info!(cert = %cert.name, version = shared.version, from = %shared.host, "installed the fleet's certificate");
+        self.observer.fleet(&FleetEvent::InstalledVersion {
+            cert: &cert.name,
+            version: shared.version,
+        });
+        Ok(fleet
+            .report_installed(&cert.name, shared.version, &sha, self.clock.now())
+            .await?)
+    }
+}
+
+impl CertRun<'_> {
+    /// The paid-call guard: in a fleet, a paid call goes out only while this host
+    /// holds the certificate's lock and etcd confirmed its lease recently.
+    pub(super) fn fleet_may_spend(&self) -> Result<(), EngineError> {
+        match self.state.fleet() {
+            Some(f) => f.may_spend(&self.cert.name).map_err(EngineError::from),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A fleet error that means this host must not act now (another host holds the
+/// lock): the certificate waits, nothing failed.
+pub(super) fn is_busy(e: &EngineError) -> bool {
+    matches!(e, EngineError::Fleet(FleetError::Busy { .. }))
+}

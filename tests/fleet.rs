@@ -1,0 +1,216 @@
+//! Fleets (issue 13): hosts that share certificates through etcd make one paid
+//! call per certificate and install the same certificate and key. The real
+//! binary, the simulator and real throwaway etcd members.
+#![cfg(feature = "fleet")]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::etcd::EtcdCluster;
+use common::{TestEnv, bin_command, show};
+
+const ONE_ORDER: &str = "orders:\n  - { domain: www.example.com, expires_in: 20d }\nissuance: { polls_before_issued: 1 }\n";
+
+/// Host `i` of a fleet: its own state and output directories, the shared
+/// simulator and etcd.
+struct Host {
+    config: PathBuf,
+    out: PathBuf,
+    state: PathBuf,
+}
+
+/// Writes a sealing key file (mode 0600) holding `byte` 32 times.
+fn sealing_key(dir: &Path, name: &str, byte: u8) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, [byte; 32]).expect("write key");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    p
+}
+
+/// `n` hosts of the fleet on `env`'s simulator, each with `key` as its sealing key.
+fn hosts(env: &TestEnv, etcd: &EtcdCluster, keys: &[PathBuf]) -> Vec<Host> {
+    let d = env.dir().display().to_string();
+    let base = env.config_text();
+    keys.iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let root = env.dir().join(format!("host{i}"));
+            std::fs::create_dir_all(&root).expect("host dir");
+            let r = root.display().to_string();
+            let text = base
+                .replace(&format!("{d}/state"), &format!("{r}/state"))
+                .replace(&format!("{d}/out/"), &format!("{r}/out/"))
+                .replace(
+                    "certificates:\n",
+                    &format!(
+                        "fleet:\n  etcd: {{ endpoints: {}, prefix: /cas-renewd/test, lease_ttl: 5s }}\n  sealing_key_file: {}\n  host_name: host{i}\ncertificates:\n",
+                        etcd.endpoints_yaml(),
+                        key.display()
+                    ),
+                );
+            let config = root.join("config.yaml");
+            std::fs::write(&config, text).expect("config");
+            Host {
+                config,
+                out: root.join("out"),
+                state: root.join("state"),
+            }
+        })
+        .collect()
+}
+
+/// `args` on every host at once; their outputs, in host order.
+async fn all_at_once(hosts: &[Host], args: &[&str]) -> Vec<Output> {
+    let tasks: Vec<_> = hosts
+        .iter()
+        .map(|h| {
+            let mut c = bin_command(&h.config, args, Some("info"));
+            tokio::task::spawn_blocking(move || c.output().expect("binary runs"))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("join"));
+    }
+    out
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Renew calls per order, as the simulator counted them.
+fn renew_calls(env: &TestEnv) -> Vec<(String, u64)> {
+    env.renew_calls()
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn fleet_env() -> TestEnv {
+    TestEnv::builder(ONE_ORDER)
+        .cert(common::Cert::new("www", "www.example.com"))
+        .start()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_hosts_started_at_once_make_one_renew_call_and_install_the_same_files() {
+    let Some(etcd) = EtcdCluster::single() else {
+        return;
+    };
+    let env = fleet_env().await;
+    let keys: Vec<PathBuf> = (0..3)
+        .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
+        .collect();
+    let hosts = hosts(&env, &etcd, &keys);
+    let outs = all_at_once(&hosts, &["once"]).await;
+    for o in &outs {
+        assert!(o.status.success(), "{}", show(o));
+    }
+    let calls = renew_calls(&env);
+    assert_eq!(calls.len(), 1, "renew calls per order: {calls:?}");
+    assert_eq!(calls[0].1, 1, "renew calls per order: {calls:?}");
+    let cert0 = read(&hosts[0].out.join("www/cert.pem"));
+    let key0 = read(&hosts[0].out.join("www/privkey.pem"));
+    for h in &hosts[1..] {
+        assert_eq!(read(&h.out.join("www/cert.pem")), cert0, "cert.pem differs");
+        assert_eq!(
+            read(&h.out.join("www/privkey.pem")),
+            key0,
+            "privkey.pem differs"
+        );
+    }
+    let leaf = cas_renewd::pki::read_leaf(&String::from_utf8_lossy(&cert0)).expect("leaf");
+    let key = cas_renewd::pki::Key::from_pem(&String::from_utf8_lossy(&key0)).expect("key");
+    assert_eq!(
+        leaf.spki_sha256,
+        key.spki_sha256(),
+        "the key is the certificate's"
+    );
+    assert!(
+        (leaf.not_after - chrono::Utc::now().timestamp()) / 86_400 > 300,
+        "the renewed certificate is installed"
+    );
+    // A second round changes nothing and pays nothing.
+    let outs = all_at_once(&hosts, &["once"]).await;
+    for o in &outs {
+        assert!(o.status.success(), "{}", show(o));
+    }
+    assert_eq!(renew_calls(&env), calls);
+    for h in &hosts {
+        assert_eq!(read(&h.out.join("www/cert.pem")), cert0);
+    }
+    let _ = &hosts[0].state;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_with_another_sealing_key_installs_nothing_and_loses_nothing() {
+    let Some(etcd) = EtcdCluster::single() else {
+        return;
+    };
+    let env = fleet_env().await;
+    let keys = [
+        sealing_key(env.dir(), "k0", 7),
+        sealing_key(env.dir(), "k1", 7),
+        sealing_key(env.dir(), "wrong", 8),
+    ];
+    let hosts = hosts(&env, &etcd, &keys);
+    let first = all_at_once(&hosts[..1], &["once"]).await;
+    assert!(first[0].status.success(), "{}", show(&first[0]));
+    let calls = renew_calls(&env);
+    let wrong = all_at_once(&hosts[2..], &["once"]).await;
+    let o = &wrong[0];
+    assert!(!o.status.success(), "{}", show(o));
+    let text = show(o);
+    assert!(
+        text.contains("sealing_key_file is not the fleet's"),
+        "a clear error: {text}"
+    );
+    assert!(!hosts[2].out.join("www/cert.pem").exists(), "nothing installed");
+    assert!(!hosts[2].out.join("www/privkey.pem").exists(), "nothing installed");
+    assert_eq!(renew_calls(&env), calls, "nothing paid");
+    // The fleet's data is intact: a host with the right key installs it.
+    let right = all_at_once(&hosts[1..2], &["once"]).await;
+    assert!(right[0].status.success(), "{}", show(&right[0]));
+    assert_eq!(
+        read(&hosts[1].out.join("www/privkey.pem")),
+        read(&hosts[0].out.join("www/privkey.pem"))
+    );
+    assert_eq!(renew_calls(&env), calls);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_etcd_down_no_paid_call_is_made_and_the_next_pass_converges() {
+    let Some(mut etcd) = EtcdCluster::single() else {
+        return;
+    };
+    let env = fleet_env().await;
+    let keys: Vec<PathBuf> = (0..2).map(|i| sealing_key(env.dir(), &format!("k{i}"), 7)).collect();
+    let hosts = hosts(&env, &etcd, &keys);
+    etcd.stop_all();
+    let down = all_at_once(&hosts, &["once"]).await;
+    for o in &down {
+        assert!(!o.status.success(), "{}", show(o));
+        assert!(show(o).contains("etcd ("), "a clear error: {}", show(o));
+    }
+    assert!(renew_calls(&env).is_empty(), "no paid call: {:?}", renew_calls(&env));
+    etcd.start_all();
+    let up = all_at_once(&hosts, &["once"]).await;
+    for o in &up {
+        assert!(o.status.success(), "{}", show(o));
+    }
+    let calls = renew_calls(&env);
+    assert_eq!(calls.iter().map(|(_, n)| n).sum::<u64>(), 1, "{calls:?}");
+    assert_eq!(
+        read(&hosts[0].out.join("www/cert.pem")),
+        read(&hosts[1].out.join("www/cert.pem"))
+    );
+}
