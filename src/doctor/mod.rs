@@ -1,6 +1,7 @@
 //! `cas-renewd doctor`: a read-only check of a real setup, one line per check (ok,
 //! warn or fail, with the fix). It never makes a paid call and never writes: the
-//! API is asked only read-only questions, and the host is only looked at.
+//! API is asked only read-only questions, and the host is only looked at (in a
+//! fleet, an etcd lease that lapses by itself is the one thing it creates).
 //!
 //! Files: `network` (endpoint reachability and clock skew), `api` (each API
 //! permission and the inventory), `host` (secret files, output directories, hooks,
