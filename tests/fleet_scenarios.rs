@@ -601,3 +601,33 @@ async fn doctor_checks_etcd_the_lease_and_the_sealing_key() {
         "skipped without etcd: {d:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fails: after the loss the paying host's lock and shared journal are gone, another host adopts the order without its key, the paying host's next load takes that shared phase over its own attempt, and every host ends blocked (renewed elsewhere, key not available) although the key is in the paying host's state_dir; still one paid call"]
+async fn etcd_data_lost_during_a_pass_spends_once_and_converges() {
+    let Some(mut etcd) = EtcdCluster::single() else {
+        return;
+    };
+    let mut f = Fleet::new(6, 15, 3, etcd.endpoints()).await;
+    f.start_all();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f.renew_total() == 0 {
+        assert!(Instant::now() < deadline, "no renew call within 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every shared journal, sealed key and lock gone, as after losing every
+    // member without a snapshot: a new, empty cluster on the same addresses.
+    etcd.stop_all();
+    let at_loss = f.renew_total();
+    std::fs::remove_dir_all(&etcd.members[0].data_dir).expect("wipe etcd data");
+    etcd.start_all();
+    let back = Instant::now();
+    f.wait_converged(Duration::from_secs(90)).await;
+    println!(
+        "figures: fleet etcd data lost during a pass ({at_loss} of 6 orders renewed then): converged {:.1} s after an empty etcd came up; {} renew calls for {} orders",
+        back.elapsed().as_secs_f64(),
+        f.renew_total(),
+        f.renew_calls().len()
+    );
+    f.assert_one_call_per_order();
+}
