@@ -51,6 +51,10 @@ fn status_report(path: &Path, json: bool, online: bool, t: Thresholds) -> anyhow
     } else {
         offline_status(&cfg, t)
     };
+    let mut report = report;
+    if let Some(spec) = &cfg.fleet {
+        rt.block_on(status::fleet::annotate(spec, &mut report));
+    }
     if !json {
         print!("{}", report.summary());
     }

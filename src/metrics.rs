@@ -31,6 +31,7 @@ pub struct Metrics {
     pub pending_application: GaugeVec,
     pub unclear_paid_call: GaugeVec,
     pub package: PackageGauges,
+    pub fleet: FleetGauges,
     pub last_pass: Gauge,
     pub config_reload_ok: Gauge,
     pub build_info: GaugeVec,
@@ -120,8 +121,8 @@ pub fn api_code_label(code: &str) -> &str {
 
 mod defs;
 
-pub use defs::PackageGauges;
 use defs::*;
+pub use defs::{FleetGauges, PackageGauges};
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
@@ -151,6 +152,7 @@ impl Metrics {
             pending_application: gauge_vec(&r, PENDING_APPLICATION),
             unclear_paid_call: gauge_vec(&r, UNCLEAR_PAID_CALL),
             package: PackageGauges::new(&r),
+            fleet: FleetGauges::new(&r),
             last_pass,
             config_reload_ok,
             build_info: gauge_vec(&r, BUILD_INFO),
@@ -325,6 +327,10 @@ impl PassObserver for Metrics {
 
     fn blocked(&self, cert: &str) {
         self.ready.with_label_values(&[cert]).set(0.0);
+    }
+
+    fn fleet(&self, event: &crate::fleet::FleetEvent<'_>) {
+        self.fleet.record(event);
     }
 
     fn pass_done(&self, certs: &[CertificateConfig], report: &PassReport) {

@@ -4,8 +4,10 @@
 //! code is the Nagios code of the worst row ([`health`]).
 //!
 //! Files: [`health`] (states, thresholds, exit codes), [`last_pass`] (the outcome
-//! of the last pass as a whole, kept for offline use).
+//! of the last pass as a whole, kept for offline use), [`fleet`] (the lock and
+//! the hosts' versions from etcd, with `fleet:`).
 
+pub mod fleet;
 pub mod health;
 pub mod last_pass;
 
@@ -55,6 +57,9 @@ pub struct StatusRow {
     /// Where `next_action` comes from: `cas` (asked this time) or `disk` (the
     /// journal and installed files only).
     pub source: &'static str,
+    /// With `fleet:`: the lock's holder and each host's installed version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<fleet::FleetRow>,
 }
 
 /// What the rows and the last pass say as a whole.
@@ -286,6 +291,7 @@ fn cert_row(
         health: Health::Ok,
         problem: String::new(),
         source,
+        fleet: None,
     };
     (row.health, row.problem) = health::of_row(&row, leaf.map(|l| l.not_after), now, t);
     row
@@ -312,6 +318,7 @@ fn blocked_row(b: BlockedTarget) -> StatusRow {
         health: Health::Critical,
         problem: "blocked: needs the operator (see NEXT)".into(),
         source: "cas",
+        fleet: None,
     }
 }
 
@@ -417,6 +424,9 @@ pub fn table(rows: &[StatusRow]) -> String {
         // The last error often quotes CAS: escaped, on a line of its own.
         if let Some(e) = &r.last_error {
             s.push_str(&format!("{:<w$}  last error: {}\n", "", ControlsEscaped(e)));
+        }
+        if let Some(f) = &r.fleet {
+            s.push_str(&format!("{:<w$}  {}\n", "", ControlsEscaped(&f.line())));
         }
     }
     s

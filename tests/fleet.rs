@@ -19,7 +19,6 @@ const ONE_ORDER: &str = "orders:\n  - { domain: www.example.com, expires_in: 20d
 struct Host {
     config: PathBuf,
     out: PathBuf,
-    state: PathBuf,
 }
 
 /// Writes a sealing key file (mode 0600) holding `byte` 32 times.
@@ -56,7 +55,6 @@ fn hosts(env: &TestEnv, etcd: &EtcdCluster, keys: &[PathBuf]) -> Vec<Host> {
             Host {
                 config,
                 out: root.join("out"),
-                state: root.join("state"),
             }
         })
         .collect()
@@ -148,7 +146,13 @@ async fn three_hosts_started_at_once_make_one_renew_call_and_install_the_same_fi
     for h in &hosts {
         assert_eq!(read(&h.out.join("www/cert.pem")), cert0);
     }
-    let _ = &hosts[0].state;
+    let status = all_at_once(&hosts[..1], &["status"]).await;
+    let text = String::from_utf8_lossy(&status[0].stdout);
+    assert!(
+        text.contains("fleet: lock free; issued v1; installed: host0 v1, host1 v1, host2 v1"),
+        "{}",
+        show(&status[0])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -174,8 +178,14 @@ async fn a_host_with_another_sealing_key_installs_nothing_and_loses_nothing() {
         text.contains("sealing_key_file is not the fleet's"),
         "a clear error: {text}"
     );
-    assert!(!hosts[2].out.join("www/cert.pem").exists(), "nothing installed");
-    assert!(!hosts[2].out.join("www/privkey.pem").exists(), "nothing installed");
+    assert!(
+        !hosts[2].out.join("www/cert.pem").exists(),
+        "nothing installed"
+    );
+    assert!(
+        !hosts[2].out.join("www/privkey.pem").exists(),
+        "nothing installed"
+    );
     assert_eq!(renew_calls(&env), calls, "nothing paid");
     // The fleet's data is intact: a host with the right key installs it.
     let right = all_at_once(&hosts[1..2], &["once"]).await;
@@ -193,7 +203,9 @@ async fn with_etcd_down_no_paid_call_is_made_and_the_next_pass_converges() {
         return;
     };
     let env = fleet_env().await;
-    let keys: Vec<PathBuf> = (0..2).map(|i| sealing_key(env.dir(), &format!("k{i}"), 7)).collect();
+    let keys: Vec<PathBuf> = (0..2)
+        .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
+        .collect();
     let hosts = hosts(&env, &etcd, &keys);
     etcd.stop_all();
     let down = all_at_once(&hosts, &["once"]).await;
@@ -201,7 +213,11 @@ async fn with_etcd_down_no_paid_call_is_made_and_the_next_pass_converges() {
         assert!(!o.status.success(), "{}", show(o));
         assert!(show(o).contains("etcd ("), "a clear error: {}", show(o));
     }
-    assert!(renew_calls(&env).is_empty(), "no paid call: {:?}", renew_calls(&env));
+    assert!(
+        renew_calls(&env).is_empty(),
+        "no paid call: {:?}",
+        renew_calls(&env)
+    );
     etcd.start_all();
     let up = all_at_once(&hosts, &["once"]).await;
     for o in &up {
@@ -213,4 +229,150 @@ async fn with_etcd_down_no_paid_call_is_made_and_the_next_pass_converges() {
         read(&hosts[0].out.join("www/cert.pem")),
         read(&hosts[1].out.join("www/cert.pem"))
     );
+}
+
+/// The time stamp of the first log line holding `needle`.
+fn log_time(log: &str, needle: &str) -> chrono::DateTime<chrono::Utc> {
+    let line = log
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} in:\n{log}"));
+    let stamp = line.split_whitespace().next().expect("a time stamp");
+    chrono::DateTime::parse_from_rfc3339(stamp)
+        .unwrap_or_else(|e| panic!("{stamp}: {e}"))
+        .with_timezone(&chrono::Utc)
+}
+
+/// Adds top-level YAML to a host's configuration.
+fn add_to_config(h: &Host, yaml: &str) {
+    let text = std::fs::read_to_string(&h.config).expect("config");
+    std::fs::write(
+        &h.config,
+        text.replace("fleet:\n", &format!("{yaml}fleet:\n")),
+    )
+    .expect("config");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_daemon_installs_what_another_host_issued_within_seconds() {
+    let Some(etcd) = EtcdCluster::single() else {
+        return;
+    };
+    let env = fleet_env().await;
+    let keys: Vec<PathBuf> = (0..2)
+        .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
+        .collect();
+    let hosts = hosts(&env, &etcd, &keys);
+    add_to_config(
+        &hosts[1],
+        &format!(
+            "schedule: {{ cron: \"0 17 3 1 1 *\", jitter: 0s, run_at_start: false }}\nmetrics: {{ listen: \"127.0.0.1:{}\" }}\n",
+            common::free_port()
+        ),
+    );
+    let mut daemon = common::DaemonProcess::start(
+        bin_command(&hosts[1].config, &["run"], Some("info")),
+        env.dir().join("host1.log"),
+    );
+    // The watch's first pass (no pass at start) installs what the fleet has:
+    // nothing yet; it renews nothing.
+    daemon.wait_log("pass result");
+    assert!(renew_calls(&env).is_empty(), "{}", daemon.log());
+    assert!(!hosts[1].out.join("www/cert.pem").exists());
+    let renewed = all_at_once(&hosts[..1], &["once"]).await;
+    assert!(renewed[0].status.success(), "{}", show(&renewed[0]));
+    assert_eq!(renew_calls(&env).len(), 1);
+    let issued = std::time::Instant::now();
+    let want = read(&hosts[0].out.join("www/cert.pem"));
+    let cert1 = hosts[1].out.join("www/cert.pem");
+    while std::fs::read(&cert1).ok().as_ref() != Some(&want) {
+        assert!(
+            issued.elapsed() < std::time::Duration::from_secs(30),
+            "host1 did not install the new certificate:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let published = log_time(
+        &String::from_utf8_lossy(&renewed[0].stderr),
+        "publishing the issued certificate",
+    );
+    let installed = log_time(
+        &daemon.wait_log("installed the fleet's certificate"),
+        "installed the fleet's certificate",
+    );
+    eprintln!(
+        "published by host0 to installed by the watching host1: {} ms",
+        (installed - published).num_milliseconds()
+    );
+    assert_eq!(
+        read(&hosts[1].out.join("www/privkey.pem")),
+        read(&hosts[0].out.join("www/privkey.pem"))
+    );
+    assert_eq!(renew_calls(&env).len(), 1, "the watching host paid nothing");
+    daemon.stop();
+}
+
+/// A host killed at each step of a renewal (its lease then expires): the next
+/// host carries the same attempt on, with the same key and order, and never
+/// orders again; every host ends with the same files.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_killed_mid_renewal_is_taken_over_with_the_same_key_and_order() {
+    for point in [
+        "after-key-ready",
+        "after-renew-call",
+        "after-order-created",
+        "after-issued",
+        "after-install-files",
+    ] {
+        let Some(etcd) = EtcdCluster::single() else {
+            return;
+        };
+        let env = fleet_env().await;
+        let keys: Vec<PathBuf> = (0..2)
+            .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
+            .collect();
+        let hosts = hosts(&env, &etcd, &keys);
+        let mut c = bin_command(&hosts[0].config, &["once"], Some("info"));
+        c.env("CAS_RENEWD_CRASH_AT", point);
+        let crashed = tokio::task::spawn_blocking(move || c.output().expect("runs"))
+            .await
+            .expect("join");
+        assert!(
+            String::from_utf8_lossy(&crashed.stderr).contains(&format!("crash point {point}")),
+            "{point}: {}",
+            show(&crashed)
+        );
+        let paid_before = renew_calls(&env);
+        let taken = all_at_once(&hosts[1..], &["once"]).await;
+        assert!(taken[0].status.success(), "{point}: {}", show(&taken[0]));
+        let again = all_at_once(&hosts[..1], &["once"]).await;
+        assert!(again[0].status.success(), "{point}: {}", show(&again[0]));
+        let calls = renew_calls(&env);
+        assert_eq!(calls.len(), 1, "{point}: {calls:?}");
+        assert_eq!(calls[0].1, 1, "{point}: one renew call: {calls:?}");
+        // Before the paid call (the key made; the first install of the order's
+        // certificate, whose install step comes first) the taking host pays.
+        if !["after-key-ready", "after-install-files"].contains(&point) {
+            assert_eq!(calls, paid_before, "{point}: the taking host paid nothing");
+        }
+        assert_eq!(
+            read(&hosts[0].out.join("www/cert.pem")),
+            read(&hosts[1].out.join("www/cert.pem")),
+            "{point}"
+        );
+        assert_eq!(
+            read(&hosts[0].out.join("www/privkey.pem")),
+            read(&hosts[1].out.join("www/privkey.pem")),
+            "{point}"
+        );
+        let leaf = cas_renewd::pki::read_leaf(&String::from_utf8_lossy(&read(
+            &hosts[1].out.join("www/cert.pem"),
+        )))
+        .expect("leaf");
+        assert!(
+            (leaf.not_after - chrono::Utc::now().timestamp()) / 86_400 > 300,
+            "{point}: renewed"
+        );
+    }
 }

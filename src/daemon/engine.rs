@@ -51,7 +51,11 @@ pub(super) fn start_pass(
             follow_budget: Some(FOLLOW_BUDGET),
             ..PassOptions::default()
         };
-        let result = engine.pass(&opts).await;
+        let result = if trigger == Trigger::Fleet {
+            engine.fleet_install_pass().await
+        } else {
+            engine.pass(&opts).await
+        };
         crate::status::last_pass::record(
             &engine.config().state_dir,
             &crate::status::LastPass::of(result.as_ref()),

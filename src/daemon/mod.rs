@@ -24,6 +24,7 @@ use crate::renew::{Engine, PassReport};
 use crate::store::StateDir;
 
 mod engine;
+mod fleet;
 mod http;
 pub mod listener;
 pub mod reload_status;
@@ -94,6 +95,8 @@ struct Daemon {
     retry_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Where each reload's outcome goes for `cas-renewd reload`.
     reloads: reload_status::Recorder,
+    /// The fleet's etcd watch (`fleet:` only).
+    fleet_watch: Option<JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -113,7 +116,9 @@ impl Daemon {
         let (schedule, triggers) = Schedule::start(&cfg.schedule.cron, cfg.schedule.jitter).await?;
         metrics.refresh_disk(&cfg.certificates);
         metrics.init_hooks(cfg.hooks.keys().map(String::as_str));
+        let fleet_watch = fleet::watch(&cfg, schedule.sender());
         let daemon = Daemon {
+            fleet_watch,
             pending: cfg.schedule.run_at_start.then_some(Trigger::Start),
             config_path,
             cfg,
@@ -170,6 +175,9 @@ impl Daemon {
             self.pass = Some(engine::start_request(self.engine.clone(), r));
             notify(&[NotifyState::Status(&self.status_line())]);
         } else if let Some(t) = self.pending.take() {
+            // The fleet's install pass renews nothing: like a request, it leaves
+            // the schedule and the backoff alone.
+            self.running_request = t == Trigger::Fleet;
             self.pass = Some(engine::start_pass(
                 self.engine.clone(),
                 t,
@@ -254,6 +262,10 @@ impl Daemon {
         self.metrics.refresh_disk(&new.certificates);
         self.metrics
             .init_hooks(new.hooks.keys().map(String::as_str));
+        if let Some(w) = self.fleet_watch.take() {
+            w.abort();
+        }
+        self.fleet_watch = fleet::watch(&new, self.schedule.sender());
         self.engine = engine;
         self.cfg = new;
         self.metrics.config_reload_ok.set(1.0);
@@ -264,7 +276,12 @@ impl Daemon {
         if self.pass.is_some() {
             info!(trigger = ?t, "a pass is running; this one runs after it");
         }
-        self.pending = self.pending.or(Some(t));
+        // Any pass installs what the fleet issued: the fleet's own only when no
+        // other is pending.
+        self.pending = match self.pending {
+            None | Some(Trigger::Fleet) => Some(t),
+            p => p,
+        };
     }
 
     fn on_pass_done(&mut self, done: Result<Option<PassReport>, JoinError>) {
@@ -347,6 +364,9 @@ impl Daemon {
             // journal resumes the renewal at the next start.
             p.abort();
             let _ = p.await;
+        }
+        if let Some(w) = self.fleet_watch.take() {
+            w.abort();
         }
         self.schedule.shutdown().await;
         self.server.abort();

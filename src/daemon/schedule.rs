@@ -23,6 +23,9 @@ pub(super) enum Trigger {
     FollowUp,
     /// The backoff retry of a failed or incomplete pass.
     Retry,
+    /// Another host of the fleet published an issued certificate (or the fleet's
+    /// watch started again after a failure).
+    Fleet,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,11 @@ impl Schedule {
         let _ = self.sched.remove(&self.job).await;
         self.job = add_job(&self.sched, cron, self.tx.clone()).await?;
         Ok(())
+    }
+
+    /// Where other parts of the daemon send triggers (the fleet's watch).
+    pub(super) fn sender(&self) -> mpsc::Sender<Trigger> {
+        self.tx.clone()
     }
 
     /// Sends [`Trigger::FollowUp`] after `after`, from a task of its own.

@@ -98,6 +98,56 @@ pub(super) const PACKAGE_READ_OK: Def = (
     &["product_code"],
 );
 
+pub(super) const FLEET_ETCD_UP: Def = (
+    "fleet_etcd_up",
+    "1 if the fleet's etcd answered this host's last request, 0 if it did not (only with `fleet:`).",
+    &[],
+);
+pub(super) const FLEET_LOCK_HELD: Def = (
+    "fleet_lock_held",
+    "1 while this host holds the certificate's fleet lock (only with `fleet:`).",
+    &["cert"],
+);
+pub(super) const FLEET_INSTALLED_VERSION: Def = (
+    "fleet_installed_version",
+    "The fleet's version of the certificate this host has installed (only with `fleet:`).",
+    &["cert"],
+);
+
+/// The fleet's gauges; a series appears only once the fleet reports it, so a
+/// host without `fleet:` shows none.
+pub struct FleetGauges {
+    pub etcd_up: GaugeVec,
+    pub lock_held: GaugeVec,
+    pub installed_version: GaugeVec,
+}
+
+impl FleetGauges {
+    pub(super) fn new(r: &Registry) -> FleetGauges {
+        FleetGauges {
+            etcd_up: gauge_vec(r, FLEET_ETCD_UP),
+            lock_held: gauge_vec(r, FLEET_LOCK_HELD),
+            installed_version: gauge_vec(r, FLEET_INSTALLED_VERSION),
+        }
+    }
+
+    pub(super) fn record(&self, e: &crate::fleet::FleetEvent<'_>) {
+        use crate::fleet::FleetEvent;
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        match *e {
+            FleetEvent::EtcdUp(up) => self.etcd_up.with_label_values::<&str>(&[]).set(flag(up)),
+            FleetEvent::LockHeld { cert, held } => {
+                self.lock_held.with_label_values(&[cert]).set(flag(held));
+            }
+            FleetEvent::InstalledVersion { cert, version } => {
+                self.installed_version
+                    .with_label_values(&[cert])
+                    .set(version as f64);
+            }
+        }
+    }
+}
+
 /// The resource plans, per ProductCode, as the last pass read them.
 pub struct PackageGauges {
     pub total: GaugeVec,

@@ -126,3 +126,33 @@ fn renders_every_documented_metric() {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
 }
+
+#[test]
+fn fleet_series_appear_only_once_the_fleet_reports() {
+    use crate::fleet::FleetEvent;
+    use crate::renew::PassObserver as _;
+    let m = Metrics::new();
+    assert!(
+        !m.render().contains("cas_renewd_fleet_"),
+        "no fleet, no series"
+    );
+    m.fleet(&FleetEvent::EtcdUp(false));
+    m.fleet(&FleetEvent::LockHeld {
+        cert: "www",
+        held: true,
+    });
+    m.fleet(&FleetEvent::InstalledVersion {
+        cert: "www",
+        version: 3,
+    });
+    let text = m.render();
+    assert!(text.contains("cas_renewd_fleet_etcd_up 0"), "{text}");
+    assert!(
+        text.contains("cas_renewd_fleet_lock_held{cert=\"www\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cas_renewd_fleet_installed_version{cert=\"www\"} 3"),
+        "{text}"
+    );
+}

@@ -2,12 +2,15 @@
 //! issued (no lock needed), then take the fleet lock when the plan could spend,
 //! and plan again from the shared journal; the paid-call guard; the lock's release.
 
+use std::sync::Arc;
+
 use tracing::info;
 
 use super::engine::Engine;
+use super::engine::unchanged_report;
 use super::plan::{Action, Plan};
 use super::ports::{FleetPort, JournalStore};
-use super::report::CertReport;
+use super::report::{CertReport, Outcome, PassReport};
 use super::steps::{CertRun, check_pair};
 use super::{EngineError, installed_leaf};
 use crate::cas::api::CertificateOrder;
@@ -121,8 +124,7 @@ impl Engine {
 
     /// Installs the fleet's issued material of `cert` when it is newer than what
     /// this host has, through the install every renewal uses (output dir, owner,
-    /// modes, hooks), and reports the version installed. Nothing while a renewal
-    /// of it is under way (its end brings a newer version).
+    /// modes, hooks), and reports the version installed.
     pub(super) async fn fleet_sync(
         &self,
         fleet: &dyn FleetPort,
@@ -146,11 +148,11 @@ impl Engine {
                 .report_installed(&cert.name, shared.version, &sha, self.clock.now())
                 .await?);
         }
+        // Whatever the fleet's journal says (another attempt under way), issued
+        // material newer than this host's is installed: the attempt's end brings
+        // a newer version still.
         let disk = installed_leaf(&cert.output);
-        if journal.phase.in_flight()
-            || matches!(journal.phase, crate::store::Phase::Rejected(_))
-            || disk.is_some_and(|d| d.not_after >= chain.leaf.not_after)
-        {
+        if disk.is_some_and(|d| d.not_after >= chain.leaf.not_after) {
             return Ok(());
         }
         let key = Key::from_pem(shared.key.expose())?;
@@ -179,6 +181,41 @@ impl Engine {
         Ok(fleet
             .report_installed(&cert.name, shared.version, &sha, self.clock.now())
             .await?)
+    }
+}
+
+impl Engine {
+    /// What the fleet's watch asks for: installs every certificate another host
+    /// issued that is newer than this host's, then runs the reload hooks and the
+    /// served checks. Takes no lock and never renews (a renewal waits for a pass
+    /// of the schedule, with its jitter).
+    pub async fn fleet_install_pass(self: &Arc<Self>) -> Result<PassReport, EngineError> {
+        let state = self.journals.clone();
+        let Some(fleet) = state.fleet() else {
+            return Ok(PassReport::default());
+        };
+        let orders = self.inventory().await?;
+        let targets = self.targets(&orders);
+        state.prepare()?;
+        fleet.ready().await?;
+        let mut report = PassReport::default();
+        for cert in &targets.certs {
+            let journal = state.load_journal(&cert.name)?;
+            let plan = self.plan_one(cert, &orders, &journal, false);
+            let mut r = unchanged_report(cert, &plan);
+            if let Err(e) = self
+                .fleet_sync(fleet, state.as_ref(), cert, &orders, &mut r)
+                .await
+            {
+                tracing::error!(cert = %cert.name, error = %e, "fleet: the fleet's certificate is not installed");
+                r.outcome = Outcome::Failed;
+                r.message = e.to_string();
+            }
+            report.certs.push(r);
+        }
+        self.after_installs(state.as_ref(), &targets.certs, &mut report)
+            .await;
+        Ok(report)
     }
 }
 

@@ -231,12 +231,19 @@ impl JournalStore for FleetJournals {
                 s.journal_rev,
             )
         });
-        if !unchanged {
-            let lock_rev = lock_rev.ok_or_else(|| {
-                Self::shared_err(FleetError::NotLocked {
+        // Without the lock this host never writes the fleet's journal: a step
+        // that would start or carry on an attempt is an error; an install of the
+        // fleet's material (idle) is this host's own fact, kept locally.
+        let lock_rev = match lock_rev {
+            Some(rev) => Some(rev),
+            None if !unchanged && shared.phase.in_flight() => {
+                return Err(Self::shared_err(FleetError::NotLocked {
                     cert: j.cert.clone(),
-                })
-            })?;
+                }));
+            }
+            None => None,
+        };
+        if let Some(lock_rev) = lock_rev.filter(|_| !unchanged) {
             let mut puts = vec![(
                 self.etcd.layout().journal(&j.cert),
                 serde_json::to_vec(&shared).expect("a journal serializes"),

@@ -23,6 +23,7 @@ fn row(name: &str, reason: &str) -> StatusRow {
         health: Health::Ok,
         problem: String::new(),
         source: "disk",
+        fleet: None,
     }
 }
 
