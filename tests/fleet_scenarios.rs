@@ -226,15 +226,13 @@ impl Fleet {
     async fn wait_converged(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
-            let state = self.converged();
-            if state.is_ok() {
+            let Err(why) = self.converged() else {
                 return;
-            }
+            };
             if Instant::now() > deadline {
                 let logs: String = self.hosts.iter().map(Host::logs).collect();
                 panic!(
-                    "not converged after {limit:?}: {}\nrenew calls {:?}\n{logs}",
-                    state.unwrap_err(),
+                    "not converged after {limit:?}: {why}\nrenew calls {:?}\n{logs}",
                     self.renew_calls()
                 );
             }
