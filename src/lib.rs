@@ -28,9 +28,12 @@
 //!   (`OutputSpec`), the journal, start-up repair (`store::repair::RepairTarget`).
 //! - [`notify`] (`secret`, `store`): notification channels (webhook, DingTalk,
 //!   Feishu/Lark, WeCom, SMTP), their signing, the daily sent-record, the sender.
+//! - [`fleet`] (`secret`): many hosts through etcd: the `fleet:` settings
+//!   (`FleetSpec`), the sealing of keys (AES-256-GCM), the layout under the
+//!   prefix, and (cargo feature `fleet`) the etcd client: lease, lock, fenced writes.
 //!
 //! The validated settings:
-//! - [`settings`] (`cas`, `domain`, `hooks`, `notify`, `pki`, `store`): `Config`,
+//! - [`settings`] (`cas`, `domain`, `fleet`, `hooks`, `notify`, `pki`, `store`): `Config`,
 //!   `CertificateConfig` and the other types the configuration produces, with the
 //!   services' settings re-exported under their configuration names
 //!   (`settings::OutputConfig` is `store::OutputSpec`). Plain data: no YAML, no
@@ -38,23 +41,23 @@
 //!
 //! The engine and what reports on it (none of them imports `config`):
 //! - [`listing`] (`cas`, `domain`): `cas-renewd list` rendering.
-//! - [`renew`] (`cas`, `domain`, `hooks`, `ids`, `pki`, `secret`, `settings`, `store`, `verify`):
+//! - [`renew`] (`cas`, `domain`, `fleet`, `hooks`, `ids`, `pki`, `secret`, `settings`, `store`, `verify`):
 //!   the renewal engine; it reports through its own `PassObserver` trait.
-//! - [`metrics`] (`cas`, `renew`, `settings`): Prometheus metrics, the engine's
+//! - [`metrics`] (`cas`, `fleet`, `renew`, `settings`): Prometheus metrics, the engine's
 //!   observer.
-//! - [`status`] (`domain`, `ids`, `pki`, `renew`, `settings`, `store`): `cas-renewd status`,
+//! - [`status`] (`domain`, `fleet`, `ids`, `pki`, `renew`, `settings`, `store`): `cas-renewd status`,
 //!   its Nagios health and the last pass's record.
-//! - [`announce`] (`cas`, `notify`, `renew`, `settings`): the observer that turns
+//! - [`announce`] (`cas`, `fleet`, `notify`, `renew`, `settings`): the observer that turns
 //!   passes into notification events, wrapping the metrics.
 //! - [`doctor`] (`accounts`, `cas`, `domain`, `fleet`, `renew`, `settings`, `store`):
 //!   `cas-renewd doctor`, the read-only check of a setup; the caller loads the
 //!   configuration and hands it over.
 //!
 //! The top, beside the binary (only these and the binary import `config`):
-//! - [`config`] (`accounts`, `cas`, `domain`, `notify`, `secret`, `settings`, `store`):
+//! - [`config`] (`accounts`, `cas`, `domain`, `fleet`, `notify`, `secret`, `settings`, `store`):
 //!   the YAML configuration: reads, validates and fills the [`settings`] types,
 //!   re-exported under the same names (`config::Config` is `settings::Config`).
-//! - [`daemon`] (`announce`, `cas`, `config`, `metrics`, `pki`, `renew`, `secret`, `status`, `store`):
+//! - [`daemon`] (`announce`, `cas`, `config`, `fleet`, `metrics`, `pki`, `renew`, `secret`, `status`, `store`):
 //!   `cas-renewd run`.
 //!
 //! Test machinery lives outside this library: the simulator is the workspace

@@ -99,16 +99,22 @@ async fn fleet_env() -> TestEnv {
         .await
 }
 
+/// `n` hosts with the same sealing key on a fresh simulator with one due order.
+async fn same_key_fleet(etcd: &EtcdCluster, n: usize) -> (TestEnv, Vec<Host>) {
+    let env = fleet_env().await;
+    let keys: Vec<PathBuf> = (0..n)
+        .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
+        .collect();
+    let hosts = hosts(&env, etcd, &keys);
+    (env, hosts)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn three_hosts_started_at_once_make_one_renew_call_and_install_the_same_files() {
     let Some(etcd) = EtcdCluster::single() else {
         return;
     };
-    let env = fleet_env().await;
-    let keys: Vec<PathBuf> = (0..3)
-        .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
-        .collect();
-    let hosts = hosts(&env, &etcd, &keys);
+    let (env, hosts) = same_key_fleet(&etcd, 3).await;
     let outs = all_at_once(&hosts, &["once"]).await;
     for o in &outs {
         assert!(o.status.success(), "{}", show(o));
@@ -202,11 +208,7 @@ async fn with_etcd_down_no_paid_call_is_made_and_the_next_pass_converges() {
     let Some(mut etcd) = EtcdCluster::single() else {
         return;
     };
-    let env = fleet_env().await;
-    let keys: Vec<PathBuf> = (0..2)
-        .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
-        .collect();
-    let hosts = hosts(&env, &etcd, &keys);
+    let (env, hosts) = same_key_fleet(&etcd, 2).await;
     etcd.stop_all();
     let down = all_at_once(&hosts, &["once"]).await;
     for o in &down {
@@ -258,11 +260,7 @@ async fn a_running_daemon_installs_what_another_host_issued_within_seconds() {
     let Some(etcd) = EtcdCluster::single() else {
         return;
     };
-    let env = fleet_env().await;
-    let keys: Vec<PathBuf> = (0..2)
-        .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
-        .collect();
-    let hosts = hosts(&env, &etcd, &keys);
+    let (env, hosts) = same_key_fleet(&etcd, 2).await;
     add_to_config(
         &hosts[1],
         &format!(
@@ -328,11 +326,7 @@ async fn a_host_killed_mid_renewal_is_taken_over_with_the_same_key_and_order() {
         let Some(etcd) = EtcdCluster::single() else {
             return;
         };
-        let env = fleet_env().await;
-        let keys: Vec<PathBuf> = (0..2)
-            .map(|i| sealing_key(env.dir(), &format!("k{i}"), 7))
-            .collect();
-        let hosts = hosts(&env, &etcd, &keys);
+        let (env, hosts) = same_key_fleet(&etcd, 2).await;
         let mut c = bin_command(&hosts[0].config, &["once"], Some("info"));
         c.env("CAS_RENEWD_CRASH_AT", point);
         let crashed = tokio::task::spawn_blocking(move || c.output().expect("runs"))
@@ -375,4 +369,147 @@ async fn a_host_killed_mid_renewal_is_taken_over_with_the_same_key_and_order() {
             "{point}: renewed"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_one_member_of_three_killed_the_fleet_goes_on() {
+    let Some(mut etcd) = EtcdCluster::three() else {
+        return;
+    };
+    let (env, hosts) = same_key_fleet(&etcd, 3).await;
+    etcd.kill_member(0);
+    let outs = all_at_once(&hosts, &["once"]).await;
+    for o in &outs {
+        assert!(o.status.success(), "{}", show(o));
+    }
+    let calls = renew_calls(&env);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].1, 1, "{calls:?}");
+    let key0 = read(&hosts[0].out.join("www/privkey.pem"));
+    for h in &hosts[1..] {
+        assert_eq!(read(&h.out.join("www/privkey.pem")), key0);
+    }
+}
+
+/// The library's etcd client for host `host` of a fleet on `etcd`.
+async fn client(
+    etcd: &EtcdCluster,
+    prefix: &str,
+    host: &str,
+) -> cas_renewd::fleet::etcd::EtcdFleet {
+    let spec = cas_renewd::fleet::FleetSpec {
+        endpoints: etcd.endpoints(),
+        prefix: prefix.into(),
+        ca_file: None,
+        client_cert: None,
+        lease_ttl: std::time::Duration::from_secs(5),
+        sealing_key: cas_renewd::fleet::SealingKey::from_bytes([7; 32]),
+        host_name: host.into(),
+    };
+    cas_renewd::fleet::etcd::EtcdFleet::connect(&spec)
+        .await
+        .expect("connect")
+}
+
+/// The fence: a write needs the lock taken at its revision and the journal as
+/// last read; a lost lock or a journal written meanwhile fails the write; a
+/// lease etcd stopped confirming stops paid calls.
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_writes_are_fenced_by_the_lock_and_the_journal_revision() {
+    use cas_renewd::fleet::FleetError;
+    let Some(mut etcd) = EtcdCluster::single() else {
+        return;
+    };
+    let a = client(&etcd, "/cas-renewd/fence", "a").await;
+    let b = client(&etcd, "/cas-renewd/fence", "b").await;
+    let journal = a.layout().journal("www");
+    let put = |v: &str| vec![(journal.clone(), v.as_bytes().to_vec())];
+    let rev_a = a.try_lock("www").await.expect("etcd").expect("free");
+    let holder = b.try_lock("www").await.expect("etcd").expect_err("held");
+    assert_eq!(holder.host, "a");
+    assert!(matches!(
+        b.fenced_put("www", rev_a + 1, 0, put("b")).await,
+        Err(FleetError::LostLock { .. })
+    ));
+    let j1 = a
+        .fenced_put("www", rev_a, 0, put("a1"))
+        .await
+        .expect("ours");
+    assert!(
+        matches!(
+            a.fenced_put("www", rev_a, 0, put("stale")).await,
+            Err(FleetError::Conflict { .. })
+        ),
+        "a write from a stale read"
+    );
+    a.lease_alive("www").expect("a fresh lease");
+    // The lock moves to b (a's was released, as when its lease expires).
+    a.unlock("www", rev_a).await.expect("unlock");
+    let rev_b = b.try_lock("www").await.expect("etcd").expect("free again");
+    match a.fenced_put("www", rev_a, j1, put("a2")).await {
+        Err(FleetError::LostLock { holder, .. }) => assert_eq!(holder, "b"),
+        other => panic!("a wrote without the lock: {other:?}"),
+    }
+    b.fenced_put("www", rev_b, j1, put("b1"))
+        .await
+        .expect("b's turn");
+    assert_eq!(
+        a.get(&journal).await.expect("get").value.as_deref(),
+        Some(&b"b1"[..])
+    );
+    // etcd gone: within half the TTL the lease is no longer trusted for a paid call.
+    etcd.stop_all();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(matches!(
+        b.lease_alive("www"),
+        Err(FleetError::LeaseUncertain { .. })
+    ));
+}
+
+/// The issued chain in etcd is bound to its sealed key: a chain changed there
+/// does not open, nothing is installed and nothing is paid.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_changed_in_etcd_is_refused() {
+    let Some(etcd) = EtcdCluster::single() else {
+        return;
+    };
+    let (env, hosts) = same_key_fleet(&etcd, 2).await;
+    let first = all_at_once(&hosts[..1], &["once"]).await;
+    assert!(first[0].status.success(), "{}", show(&first[0]));
+    let calls = renew_calls(&env);
+    let c = client(&etcd, "/cas-renewd/test", "intruder").await;
+    let issued_key = c.layout().issued("www");
+    let journal_key = c.layout().journal("www");
+    let mut issued: serde_json::Value = serde_json::from_slice(
+        &c.get(&issued_key)
+            .await
+            .expect("get")
+            .value
+            .expect("issued"),
+    )
+    .expect("json");
+    let chain = issued["fullchain_pem"].as_str().expect("chain").to_owned();
+    issued["fullchain_pem"] = format!("{chain}\n").into();
+    let journal = c.get(&journal_key).await.expect("get");
+    let lock = c.try_lock("www").await.expect("etcd").expect("free");
+    c.fenced_put(
+        "www",
+        lock,
+        journal.mod_revision,
+        vec![
+            (journal_key, journal.value.expect("journal")),
+            (issued_key, serde_json::to_vec(&issued).expect("json")),
+        ],
+    )
+    .await
+    .expect("tampered");
+    c.unlock("www", lock).await.expect("unlock");
+    let o = &all_at_once(&hosts[1..], &["once"]).await[0];
+    assert!(!o.status.success(), "{}", show(o));
+    assert!(show(o).contains("does not open"), "{}", show(o));
+    assert!(
+        !hosts[1].out.join("www/cert.pem").exists(),
+        "nothing installed"
+    );
+    assert_eq!(renew_calls(&env), calls, "nothing paid");
 }

@@ -56,10 +56,14 @@ pub(super) fn start_pass(
         } else {
             engine.pass(&opts).await
         };
-        crate::status::last_pass::record(
-            &engine.config().state_dir,
-            &crate::status::LastPass::of(result.as_ref()),
-        );
+        // The fleet's install pass is not a pass of the schedule: `status` keeps
+        // reporting the last real one.
+        if trigger != Trigger::Fleet {
+            crate::status::last_pass::record(
+                &engine.config().state_dir,
+                &crate::status::LastPass::of(result.as_ref()),
+            );
+        }
         match result {
             Ok(r) => {
                 for c in &r.certs {

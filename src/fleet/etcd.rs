@@ -14,6 +14,22 @@ use tracing::{info, warn};
 use super::layout::{self, HostRecord, IssuedRecord, Layout, LockRecord};
 use super::{FleetError, FleetSpec, SealingKey};
 
+/// Attempts of one request while etcd answers "unavailable" (a member down, a
+/// leader election): waits of 0.1, 0.2, 0.4, 0.8 and 1.6 s between them cover
+/// an election (about a second with etcd's defaults).
+const ATTEMPTS: u32 = 6;
+
+/// Whether `e` says the member asked could not be reached (the request did not
+/// get through): another member may answer.
+fn is_unavailable(e: &etcd_client::Error) -> bool {
+    match e {
+        // gRPC code 14: UNAVAILABLE.
+        etcd_client::Error::GRpcStatus(s) => i32::from(s.code()) == 14,
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
+}
+
 /// How long one etcd request may take before it counts as etcd unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -116,14 +132,50 @@ impl EtcdFleet {
         }
     }
 
+    /// Calls `f` with a client, again (up to [`ATTEMPTS`] in all) while etcd
+    /// answers "unavailable": the balancer then picks another member, so a member
+    /// that is down or an election costs a retry, not an error.
+    async fn retrying<T, F, Fut>(&self, f: F) -> Result<T, FleetError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match f(self.client.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < ATTEMPTS && is_unavailable(&e) => {
+                    tokio::time::sleep(Duration::from_millis(100 << (attempt - 1))).await;
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, FleetError> {
+        self.retrying(|mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+    }
+
+    async fn range(
+        &self,
+        key: &str,
+        options: Option<GetOptions>,
+    ) -> Result<etcd_client::GetResponse, FleetError> {
+        self.retrying(|mut c| {
+            let options = options.clone();
+            async move { c.get(key, options).await }
+        })
+        .await
+    }
+
     /// One key.
     pub async fn get(&self, key: &str) -> Result<Versioned, FleetError> {
-        let r = self
-            .client
-            .kv_client()
-            .get(key, None)
-            .await
-            .map_err(|e| self.err(e))?;
+        let r = self.range(key, None).await?;
         Ok(r.kvs()
             .first()
             .map_or_else(Versioned::default, |kv| Versioned {
@@ -136,11 +188,8 @@ impl EtcdFleet {
     /// Every key under `prefix` with its value.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, FleetError> {
         let r = self
-            .client
-            .kv_client()
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(|e| self.err(e))?;
+            .range(prefix, Some(GetOptions::new().with_prefix()))
+            .await?;
         Ok(r.kvs()
             .iter()
             .map(|kv| {
@@ -162,12 +211,7 @@ impl EtcdFleet {
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.clone(), sealed, None)])
             .or_else([TxnOp::get(key.clone(), None)]);
-        let r = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let r = self.txn(txn).await?;
         if r.succeeded() {
             info!(key = %key, "this host sealed the fleet's sealing-key check value");
             return Ok(());
@@ -187,10 +231,13 @@ impl EtcdFleet {
             return Ok(id);
         }
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
-        let mut c = self.client.clone();
-        let grant = c.lease_grant(ttl, None).await.map_err(|e| self.err(e))?;
+        let grant = self
+            .retrying(|mut c| async move { c.lease_grant(ttl, None).await })
+            .await?;
         let id = grant.id();
-        let (mut keeper, mut stream) = c.lease_keep_alive(id).await.map_err(|e| self.err(e))?;
+        let (mut keeper, mut stream) = self
+            .retrying(|mut c| async move { c.lease_keep_alive(id).await })
+            .await?;
         {
             let mut s = self
                 .lease
@@ -288,15 +335,14 @@ impl EtcdFleet {
                 TxnOp::get(key.clone(), None),
             ])
             .or_else([TxnOp::get(key.clone(), None)]);
-        let r = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let r = self.txn(txn).await?;
         let kv = first_kv(&r.op_responses());
         if r.succeeded() {
             let (_, rev) = kv.ok_or_else(|| self.bad(&key, "the lock just written is missing"))?;
+            return Ok(Ok(rev));
+        }
+        // A retried request whose first try went through finds our own lock.
+        if let Some(rev) = lock_on_lease(&r.op_responses(), lease) {
             return Ok(Ok(rev));
         }
         let holder = kv
@@ -314,11 +360,7 @@ impl EtcdFleet {
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, rev)])
             .and_then([TxnOp::delete(key, None)]);
-        self.client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| self.err(e))?;
+        self.txn(txn).await?;
         Ok(())
     }
 
@@ -351,12 +393,7 @@ impl EtcdFleet {
             ])
             .and_then(ops)
             .or_else([TxnOp::get(lock.clone(), None)]);
-        let r = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let r = self.txn(txn).await?;
         if r.succeeded() {
             return r
                 .header()
@@ -388,11 +425,12 @@ impl EtcdFleet {
     /// Reports the version this host installed.
     pub async fn report_installed(&self, cert: &str, r: &HostRecord) -> Result<(), FleetError> {
         let value = serde_json::to_vec(r).expect("a host record serializes");
-        self.client
-            .kv_client()
-            .put(self.layout.host_cert(&self.host, cert), value, None)
-            .await
-            .map_err(|e| self.err(e))?;
+        let txn = Txn::new().and_then([TxnOp::put(
+            self.layout.host_cert(&self.host, cert),
+            value,
+            None,
+        )]);
+        self.txn(txn).await?;
         Ok(())
     }
 
@@ -420,6 +458,19 @@ fn first_kv(ops: &[TxnOpResponse]) -> Option<(Vec<u8>, i64)> {
             .kvs()
             .first()
             .map(|kv| (kv.value().to_vec(), kv.create_revision())),
+        _ => None,
+    })
+}
+
+/// The create_revision of the first key a transaction's gets found, when it is
+/// attached to `lease`.
+fn lock_on_lease(ops: &[TxnOpResponse], lease: i64) -> Option<i64> {
+    ops.iter().find_map(|op| match op {
+        TxnOpResponse::Get(g) => g
+            .kvs()
+            .first()
+            .filter(|kv| kv.lease() == lease)
+            .map(|kv| kv.create_revision()),
         _ => None,
     })
 }

@@ -25,6 +25,17 @@ pub struct Plans {
     pub blocked: Vec<BlockedTarget>,
 }
 
+/// One certificate's work in a pass: where its journal is, the certificate, the
+/// account's orders, and the pass's options for it.
+#[derive(Clone, Copy)]
+pub(super) struct CertJob<'a> {
+    pub(super) state: &'a dyn JournalStore,
+    pub(super) cert: &'a CertificateConfig,
+    pub(super) orders: &'a [CertificateOrder],
+    pub(super) force: bool,
+    pub(super) deadline: Option<tokio::time::Instant>,
+}
+
 /// What the engine talks to: the certificate source, DNS, the journal store and
 /// the clock (see [`super::ports`]).
 #[derive(Clone)]
@@ -265,10 +276,14 @@ impl Engine {
         deadline: Option<tokio::time::Instant>,
     ) -> CertReport {
         let mut report = unchanged_report(cert, &first);
-        let start = self
-            .fleet_start(state, cert, first, orders, force, deadline, &mut report)
-            .await;
-        let (first, locked, fresh) = match start {
+        let job = CertJob {
+            state,
+            cert,
+            orders,
+            force,
+            deadline,
+        };
+        let (first, locked, fresh) = match self.fleet_start(job, first, &mut report).await {
             Ok(s) => (s.plan, s.locked, s.orders),
             Err(e) => {
                 report.outcome = if super::fleet::is_busy(&e) {
@@ -282,30 +297,22 @@ impl Engine {
             }
         };
         let orders = fresh.as_deref().unwrap_or(orders);
-        let mut report = self
-            .run_plan(state, cert, first, orders, force, deadline, report)
-            .await;
-        self.fleet_end(state, cert, orders, locked, &mut report)
-            .await;
+        let job = CertJob { orders, ..job };
+        let mut report = self.run_plan(job, first, report).await;
+        self.fleet_end(job, locked, &mut report).await;
         report.not_after = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
         report
     }
 
     /// Acts on `first` and the plans that follow it, up to four steps.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "run_cert's own inputs, passed on"
-    )]
-    async fn run_plan(
-        &self,
-        state: &dyn JournalStore,
-        cert: &CertificateConfig,
-        first: Plan,
-        orders: &[CertificateOrder],
-        force: bool,
-        deadline: Option<tokio::time::Instant>,
-        mut report: CertReport,
-    ) -> CertReport {
+    async fn run_plan(&self, job: CertJob<'_>, first: Plan, mut report: CertReport) -> CertReport {
+        let CertJob {
+            state,
+            cert,
+            orders,
+            force,
+            deadline,
+        } = job;
         let mut run = CertRun {
             e: self,
             state,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use super::engine::Engine;
 use super::engine::unchanged_report;
+use super::engine::{CertJob, Engine};
 use super::plan::{Action, Plan};
 use super::ports::{FleetPort, JournalStore};
 use super::report::{CertReport, Outcome, PassReport};
@@ -43,20 +43,13 @@ impl Engine {
     /// The plan to act on: `first` for a host alone; in a fleet, the plan after
     /// installing what the fleet issued and, when it could spend, after taking
     /// the lock and reading the shared journal again.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "run_cert's own inputs, passed on"
-    )]
     pub(super) async fn fleet_start(
         &self,
-        state: &dyn JournalStore,
-        cert: &CertificateConfig,
+        job: CertJob<'_>,
         first: Plan,
-        orders: &[CertificateOrder],
-        force: bool,
-        deadline: Option<tokio::time::Instant>,
         report: &mut CertReport,
     ) -> Result<FleetStart, EngineError> {
+        let (state, cert, force) = (job.state, job.cert, job.force);
         let Some(fleet) = state.fleet() else {
             return Ok(FleetStart {
                 plan: first,
@@ -65,9 +58,10 @@ impl Engine {
             });
         };
         fleet.ready().await?;
-        self.fleet_sync(fleet, state, cert, orders, report).await?;
+        self.fleet_sync(fleet, state, cert, job.orders, report)
+            .await?;
         let journal = state.load_journal(&cert.name)?;
-        let plan = self.plan_one(cert, orders, &journal, force);
+        let plan = self.plan_one(cert, job.orders, &journal, force);
         if !needs_lock(&plan.action) {
             return Ok(FleetStart {
                 plan,
@@ -75,11 +69,13 @@ impl Engine {
                 orders: None,
             });
         }
-        let until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + DEFAULT_LOCK_WAIT);
+        let until = job
+            .deadline
+            .unwrap_or_else(|| tokio::time::Instant::now() + DEFAULT_LOCK_WAIT);
         fleet.lock(&cert.name, until).await?;
         // What the previous holder did is known only now: its issued material,
-        // its journal (an attempt to carry on with the same key and order).
-        // The pass's listing is older than the lock: another host may have renewed
+        // its journal (an attempt to carry on with the same key and order). The
+        // pass's listing is older than the lock: another host may have renewed
         // since, and a plan from it would pay again. List afresh under the lock.
         let again = async {
             let orders = self.inventory().await?;
@@ -103,14 +99,8 @@ impl Engine {
     }
 
     /// After a certificate's work: report what is installed, release the lock.
-    pub(super) async fn fleet_end(
-        &self,
-        state: &dyn JournalStore,
-        cert: &CertificateConfig,
-        orders: &[CertificateOrder],
-        locked: bool,
-        report: &mut CertReport,
-    ) {
+    pub(super) async fn fleet_end(&self, job: CertJob<'_>, locked: bool, report: &mut CertReport) {
+        let (state, cert, orders) = (job.state, job.cert, job.orders);
         let Some(fleet) = state.fleet() else {
             return;
         };

@@ -143,7 +143,11 @@ impl FleetJournals {
                     leaf_sha256: chain.leaf.sha256.clone(),
                     fullchain_pem: chain_pem.expose().to_owned(),
                     sealed_key: seal
-                        .seal(cert, &version.to_string(), key_pem.expose().as_bytes())
+                        .seal(
+                            cert,
+                            &issued_binding(version, chain_pem.expose()),
+                            key_pem.expose().as_bytes(),
+                        )
                         .map_err(Self::shared_err)?,
                     host: self.etcd.host().to_owned(),
                 };
@@ -154,6 +158,15 @@ impl FleetJournals {
             _ => Ok(vec![]),
         }
     }
+}
+
+/// What an issued record's sealed key is bound to beside the certificate: its
+/// version and its chain, so a chain changed in etcd does not open.
+fn issued_binding(version: u64, fullchain_pem: &str) -> String {
+    format!(
+        "{version}:{}",
+        crate::cas::sign::sha256_hex(fullchain_pem.as_bytes())
+    )
 }
 
 /// A key or chain of this host's state directory, as a secret.
@@ -298,10 +311,11 @@ impl FleetPort for FleetJournals {
             let Some(r) = self.seen(self.etcd.issued(cert).await)? else {
                 return Ok(None);
             };
-            let key = self
-                .etcd
-                .sealing_key()
-                .open(cert, &r.version.to_string(), &r.sealed_key)?;
+            let key = self.etcd.sealing_key().open(
+                cert,
+                &issued_binding(r.version, &r.fullchain_pem),
+                &r.sealed_key,
+            )?;
             let key = String::from_utf8(key).map_err(|_| FleetError::Unseal {
                 cert: cert.to_owned(),
                 version: r.version.to_string(),
