@@ -1,8 +1,7 @@
 //! The fleet scenarios' harness: hosts (a configuration, state and output of their
 //! own, a daemon that can be killed and started again), the fleet of them around
 //! one simulator and one etcd prefix, and what the tests read back (renew calls,
-//! convergence, install spread, lock holders, doctor's checks), plus libfaketime
-//! and an `etcd grpc-proxy`.
+//! convergence, install spread, lock holders, doctor's checks), and libfaketime.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
@@ -12,7 +11,6 @@ use std::time::{Duration, Instant, SystemTime};
 use cas_renewd::pki::{self, Key};
 use serde_json::Value;
 
-use crate::common::etcd::EtcdCluster;
 use crate::common::{self, DaemonProcess, TestEnv, bin_command, free_port};
 
 pub const PREFIX: &str = "/cas-renewd/test";
@@ -384,63 +382,5 @@ impl Fleet {
             text.replace(&fleet_key, &key.display().to_string()),
         )
         .expect("config");
-    }
-}
-
-/// `etcd grpc-proxy` in front of a cluster (killed on drop): the proxy fails
-/// over between members, which the etcd client does not do by itself.
-pub struct GrpcProxy(std::process::Child);
-
-impl GrpcProxy {
-    pub fn start(cluster: &EtcdCluster, dir: &Path) -> (GrpcProxy, String) {
-        let port = free_port();
-        let members: Vec<String> = cluster
-            .endpoints()
-            .iter()
-            .map(|e| e.trim_start_matches("http://").to_owned())
-            .collect();
-        let log = std::fs::File::create(dir.join("grpc-proxy.log")).expect("proxy log");
-        let child = std::process::Command::new(common::etcd::ETCD)
-            .args(["grpc-proxy", "start"])
-            .arg(format!("--endpoints={}", members.join(",")))
-            .arg(format!("--listen-addr=127.0.0.1:{port}"))
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("grpc-proxy starts");
-        (GrpcProxy(child), format!("http://127.0.0.1:{port}"))
-    }
-}
-
-impl GrpcProxy {
-    /// The member the proxy is talking to (`ss` shows its connections), so the
-    /// kill forces a failover; member 0 when that cannot be told.
-    pub fn member_in_use(&self, cluster: &EtcdCluster) -> usize {
-        let pid = format!("pid={},", self.0.id());
-        let out = std::process::Command::new("ss")
-            .args(["-tnpH", "state", "established"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        out.lines()
-            .filter(|l| l.contains(&pid))
-            .filter_map(|l| {
-                l.split_whitespace()
-                    .nth(3)?
-                    .rsplit(':')
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .find_map(|port: u16| cluster.members.iter().position(|m| m.client_port == port))
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for GrpcProxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
