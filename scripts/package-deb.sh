@@ -11,8 +11,10 @@ ASSETS=target/deb-assets
 rm -rf "$ASSETS"
 mkdir -p "$ASSETS"
 
-# The packagers' binary: no simulator, no demo.
-cargo build --release --locked --no-default-features
+# The packagers' binary: no simulator, no demo; with the fleet feature (etcd), so
+# building the package needs protoc and libprotobuf-dev (Debian: protobuf-compiler).
+# Cargo.toml's [package.metadata.deb] names the same features.
+cargo build --release --locked --no-default-features --features fleet
 target/release/cas-renewd generate-assets --dir "$ASSETS" >/dev/null
 gzip -9n "$ASSETS"/*.8
 # The packaged unit: the same file with Debian's paths (/usr/bin, /usr/share/doc)
@@ -57,6 +59,12 @@ if "$root/usr/bin/cas-renewd" demo --help >/dev/null 2>&1; then
     echo "package-deb: the packaged binary has the demo (built with the sim feature)" >&2
     exit 1
 fi
+# Built with the fleet feature: a `fleet:` section is checked key by key (here the
+# missing sealing key is named), not refused whole as a feature left out.
+printf 'fleet:\n  etcd: { endpoints: ["http://127.0.0.1:2379"], prefix: /cas-renewd/check }\n  sealing_key_file: /nonexistent/fleet.key\n' > "$root/fleet.yaml"
+fleet_check=$("$root/usr/bin/cas-renewd" --config "$root/fleet.yaml" check-config 2>&1 || true)
+grep -q 'fleet.sealing_key_file' <<<"$fleet_check" \
+    || { echo "package-deb: the packaged binary was built without the fleet feature: $fleet_check" >&2; exit 1; }
 zcat "$root/usr/share/man/man8/cas-renewd.8.gz" | grep -q '^\.TH cas-renewd 8' \
     || { echo "package-deb: cas-renewd.8 is not a section 8 man page" >&2; exit 1; }
 echo "package-deb: ok (${#want[@]} files checked in a scratch root)"

@@ -24,8 +24,11 @@ apt_install() {
     [ -e /usr/sbin/policy-rc.d ] && had_policy=1
     [ -n "$had_policy" ] || printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
     chmod +x /usr/sbin/policy-rc.d
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    # A failed install must not leave the machine forbidding every service start.
+    local rc=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null || rc=$?
     [ -n "$had_policy" ] || rm -f /usr/sbin/policy-rc.d
+    [ "$rc" = 0 ] || { echo "test.sh: apt-get install $* failed ($rc)" >&2; exit "$rc"; }
 }
 
 ensure_sdk() {
@@ -53,6 +56,16 @@ ensure_tool systemd-analyze systemd      # verify and security of the unit
 ensure_tool nginx nginx                  # the end-to-end tests' own nginx instances
 # The example configuration gives keys to the ssl-cert group; loading checks it exists.
 getent group ssl-cert >/dev/null || apt_install ssl-cert
+# The `fleet` feature: etcd-client's build compiles etcd's protos (protoc and the
+# well-known types of libprotobuf-dev), and the fleet tests start throwaway etcd
+# members of their own on loopback ports (tests/common/etcd.rs). apt_install keeps
+# the package's own etcd service from starting; the tests never use it.
+ensure_tool etcd etcd-server
+ensure_tool protoc protobuf-compiler
+[ -e /usr/include/google/protobuf/timestamp.proto ] || apt_install libprotobuf-dev
+# The fleet scenario of a host whose clock is 10 minutes off runs that daemon under
+# libfaketime (LD_PRELOAD), the whole process's wall clock moved.
+compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || apt_install libfaketime
 
 # A cargo subcommand at a pinned version, built from crates.io when missing or other.
 ensure_cargo_tool() {
@@ -64,10 +77,11 @@ ensure_cargo_tool() {
 }
 # Builds from source, once per machine: 193 s of CPU (7 min wall on a busy 2-core machine).
 ensure_cargo_tool cargo-deny 0.20.2
-# Licences, banned crates and sources of the dependency tree (deny.toml). The
-# advisories check is left out: it needs the RustSec database, a git repository on
-# GitHub that these machines cannot fetch (only the package registries are reachable).
-cargo deny --locked check --hide-inclusion-graph licenses bans sources
+# Licences, banned crates and sources of the dependency tree (deny.toml), with the
+# fleet feature's crates in it (the packaged build has them). The advisories check
+# is left out: it needs the RustSec database, a git repository on GitHub that these
+# machines cannot fetch (only the package registries are reachable).
+cargo deny --locked --features fleet check --hide-inclusion-graph licenses bans sources
 
 # The Debian package (scripts/package-deb.sh), pinned like cargo-deny.
 ensure_cargo_tool cargo-deb 3.8.0
@@ -82,7 +96,11 @@ export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
 # The packagers' build: no simulator, no demo; proves production code never imports
 # cas-sim (a check is enough for that proof and costs far less than a build).
 cargo check --locked --no-default-features
-cargo test --locked --workspace --all-targets
+# One test build, with the fleet feature: a second full test build without it would
+# double the time (.ci/run's clippy and the check above cover the other builds).
+# Clippy first: a check build, so a lint stops the script before the long test run.
+cargo clippy --locked --workspace --all-targets --features fleet -- -D warnings
+cargo test --locked --workspace --all-targets --features fleet
 
 # Last, so a failing test shows first: the .deb, unpacked in a scratch root and checked.
 scripts/package-deb.sh

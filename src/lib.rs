@@ -49,7 +49,7 @@
 //!   its Nagios health and the last pass's record.
 //! - [`announce`] (`cas`, `fleet`, `notify`, `renew`, `settings`): the observer that turns
 //!   passes into notification events, wrapping the metrics.
-//! - [`doctor`] (`accounts`, `cas`, `domain`, `renew`, `settings`, `store`):
+//! - [`doctor`] (`accounts`, `cas`, `domain`, `fleet`, `renew`, `settings`, `store`):
 //!   `cas-renewd doctor`, the read-only check of a setup; the caller loads the
 //!   configuration and hands it over.
 //!

@@ -3,6 +3,7 @@
 //! and their unit tests. Skipped with a reason when the tools are missing, unless
 //! CAS_RENEWD_E2E=1.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -107,17 +108,21 @@ fn alert_rules_check_and_pass_their_unit_tests() {
         return;
     };
     assert!(c.status.success(), "promtool check rules:\n{}", text(&c));
-    assert!(text(&c).contains("SUCCESS: 15 rules found"), "{}", text(&c));
-    // Every alert has a unit test of its own.
+    assert!(text(&c).contains("SUCCESS: 18 rules found"), "{}", text(&c));
     let rules = std::fs::read_to_string(dir.join("cas-renewd.rules.yml")).expect("rules");
     let tests = std::fs::read_to_string(dir.join("cas-renewd.rules.test.yml")).expect("tests");
+    let (fires, silent) = alert_cases(&tests);
     for name in rules
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
     {
         assert!(
-            tests.contains(&format!("alertname: {name}\n")),
-            "alert {name} has no promtool unit test"
+            fires.contains(name),
+            "alert {name} has no promtool unit test where it fires"
+        );
+        assert!(
+            silent.contains(name),
+            "alert {name} has no promtool unit test where it stays silent (exp_alerts: [])"
         );
     }
     let Some(t) = run(
@@ -128,4 +133,34 @@ fn alert_rules_check_and_pass_their_unit_tests() {
         return;
     };
     assert!(t.status.success(), "promtool test rules:\n{}", text(&t));
+}
+
+/// The alert names of the promtool tests: those with an evaluation that expects
+/// the alert to fire, and those with one that expects it silent.
+fn alert_cases(tests: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let doc: serde_json::Value = serde_saphyr::from_str(tests).expect("the promtool tests parse");
+    let (mut fires, mut silent) = (BTreeSet::new(), BTreeSet::new());
+    let cases = doc["tests"].as_array().expect("a tests list");
+    for eval in cases.iter().flat_map(|t| {
+        t["alert_rule_test"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }) {
+        let name = eval["alertname"].as_str().expect("alertname").to_owned();
+        match eval["exp_alerts"].as_array() {
+            Some(a) if !a.is_empty() => fires.insert(name),
+            _ => silent.insert(name),
+        };
+    }
+    (fires, silent)
+}
+
+#[test]
+fn alert_cases_tell_firing_from_silent_evaluations() {
+    let (fires, silent) = alert_cases(
+        "tests:\n  - alert_rule_test:\n      - alertname: A\n        exp_alerts: []\n      - alertname: B\n        exp_alerts:\n          - exp_labels: { severity: warning }\n",
+    );
+    assert_eq!(fires.into_iter().collect::<Vec<_>>(), ["B"]);
+    assert_eq!(silent.into_iter().collect::<Vec<_>>(), ["A"]);
 }

@@ -1,12 +1,16 @@
 //! `cas-renewd doctor`: a read-only check of a real setup, one line per check (ok,
 //! warn or fail, with the fix). It never makes a paid call and never writes: the
-//! API is asked only read-only questions, and the host is only looked at.
+//! API is asked only read-only questions, and the host is only looked at (in a
+//! fleet, an etcd lease that lapses by itself is the one thing it creates).
 //!
 //! Files: `network` (endpoint reachability and clock skew), `api` (each API
 //! permission and the inventory), `host` (secret files, output directories, hooks,
-//! `verify.connect`, the state directory and its lock), [`record`] (`--record`).
+//! `verify.connect`, the state directory and its lock), `fleet` (with `fleet:` and
+//! the `fleet` feature: etcd, a lease, the sealing key), [`record`] (`--record`).
 
 mod api;
+#[cfg(feature = "fleet")]
+mod fleet;
 mod host;
 mod network;
 pub mod record;
@@ -184,6 +188,11 @@ pub async fn run(
     checks.extend(host::hooks(&cfg));
     checks.extend(network::verify_targets(&cfg).await);
     checks.extend(host::state_dir(&cfg));
+    // A build without the feature refuses `fleet:` when loading, so never gets here.
+    #[cfg(feature = "fleet")]
+    if let Some(spec) = &cfg.fleet {
+        checks.extend(fleet::checks(spec).await);
+    }
     checks
 }
 
