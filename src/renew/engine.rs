@@ -1,6 +1,7 @@
 //! The engine: inventory, plans, and a pass over every certificate (bounded
 //! concurrency), then the reload hooks once each and the served-certificate checks.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -120,10 +121,10 @@ impl Engine {
 
     /// The plan for one certificate from the account's `orders`, its journal and
     /// what is on disk now.
-    pub(super) fn plan_one(
+    pub(super) fn plan_one<'o>(
         &self,
         cert: &CertificateConfig,
-        orders: &[CertificateOrder],
+        orders: impl IntoIterator<Item = &'o CertificateOrder>,
         journal: &Journal,
         force: bool,
     ) -> Plan {
@@ -132,16 +133,16 @@ impl Engine {
 
     /// Calls `f` with what the plan for `cert` depends on: its orders among the
     /// account's `orders`, its journal, what is on disk now, the clock.
-    pub(super) fn with_plan_input<R>(
+    pub(super) fn with_plan_input<'o, R>(
         &self,
         cert: &CertificateConfig,
-        orders: &[CertificateOrder],
+        orders: impl IntoIterator<Item = &'o CertificateOrder>,
         journal: &Journal,
         force: bool,
         f: impl FnOnce(&PlanInput<'_>) -> R,
     ) -> R {
         let mine: Vec<CertificateOrder> = orders
-            .iter()
+            .into_iter()
             .filter(|o| o.is_for(&cert.domain))
             .cloned()
             .collect();
@@ -167,13 +168,20 @@ impl Engine {
     ) -> Result<Plans, EngineError> {
         let wanted = |name: &str| opts.only.as_deref().is_none_or(|o| o == name);
         let targets = self.targets(orders);
+        let by_domain = by_domain(orders);
         let mut out = Plans::default();
         for cert in targets.certs {
             if !wanted(&cert.name) {
                 continue;
             }
             let journal = self.read_journal(&cert.name)?;
-            let p = self.plan_one(&cert, orders, &journal, opts.force);
+            let mine = by_domain.get(&cert.domain.to_ascii_lowercase());
+            let p = self.plan_one(
+                &cert,
+                mine.into_iter().flatten().copied(),
+                &journal,
+                opts.force,
+            );
             out.certs.push((cert, p));
         }
         out.blocked = targets
@@ -206,38 +214,27 @@ impl Engine {
         self.read_quota(&self.journaled(&plans), &orders).await;
         let orders = Arc::new(orders);
         let sem = Arc::new(Semaphore::new(self.cfg.renewal.concurrency));
-        let mut tasks = tokio::task::JoinSet::new();
-        for (i, (cert, p)) in plans.into_iter().enumerate() {
-            // The permit before the task: at most `concurrency` certificates are
-            // in memory at once, however many the pass has.
-            let permit = sem
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the pass's semaphore is never closed");
+        let mut results = Vec::new();
+        let force = opts.force;
+        let budget = opts.follow_budget;
+        let task = |i: usize, (cert, p): (CertificateConfig, Plan)| {
+            // Each certificate's budget starts when it gets its permit.
+            let deadline = budget.map(|b| tokio::time::Instant::now() + b);
             let engine = self.clone();
             let orders = orders.clone();
             let state = state.clone();
-            let force = opts.force;
-            let deadline = opts.follow_budget.map(|b| tokio::time::Instant::now() + b);
             // Every log line of this certificate's work, API calls included, carries
             // the certificate's name and domain.
             let span = tracing::info_span!("renewal", cert = %cert.name, domain = %cert.domain);
-            let work = async move {
+            async move {
                 let report = engine
                     .run_cert(state.as_ref(), &cert, p, &orders, force, deadline)
                     .await;
                 (i, cert, report)
-            };
-            tasks.spawn(super::permit::holding(sem.clone(), permit, work).instrument(span));
-        }
-        let mut results = Vec::new();
-        while let Some(r) = tasks.join_next().await {
-            match r {
-                Ok(x) => results.push(x),
-                Err(e) => error!(error = %e, "a certificate task panicked"),
             }
-        }
+            .instrument(span)
+        };
+        super::permit::each_holding(sem, plans, task, |r| results.push(r)).await;
         results.sort_by_key(|(i, _, _)| *i);
         let mut report = PassReport::default();
         let mut certs: Vec<CertificateConfig> = Vec::new();
@@ -282,6 +279,8 @@ impl Engine {
             force,
             orders,
         };
+        // A pass with nothing to do leaves the installed leaf as it was read.
+        let untouched = first.action == plan::Action::Nothing;
         let mut p = first;
         // A pass may take several steps for one certificate: install what is issued,
         // then renew it if it is due.
@@ -315,7 +314,9 @@ impl Engine {
                 }
             }
         }
-        report.not_after = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
+        if !untouched {
+            report.not_after = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
+        }
         report
     }
 }
@@ -358,6 +359,18 @@ pub(super) fn unchanged_report(cert: &CertificateConfig, plan: &Plan) -> CertRep
     }
 }
 
+/// `orders` by domain, ASCII lower case (as [`CertificateOrder::is_for`] compares):
+/// each plan then looks at its own orders, not at the whole account.
+fn by_domain(orders: &[CertificateOrder]) -> HashMap<String, Vec<&CertificateOrder>> {
+    let mut out: HashMap<String, Vec<&CertificateOrder>> = HashMap::new();
+    for o in orders {
+        if let Some(d) = o.domain_name() {
+            out.entry(d.to_ascii_lowercase()).or_default().push(o);
+        }
+    }
+    out
+}
+
 /// The orders that have an OrderId; each one without is left out with a warning.
 fn with_order_ids(mut orders: Vec<CertificateOrder>) -> Vec<CertificateOrder> {
     orders.retain(|o| {
@@ -376,6 +389,39 @@ fn with_order_ids(mut orders: Vec<CertificateOrder>) -> Vec<CertificateOrder> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orders_by_domain_are_those_each_domain_is_for() {
+        let orders: Vec<CertificateOrder> = serde_json::from_value(serde_json::json!([
+            { "OrderId": 1, "Domain": "WWW.example.com" },
+            { "OrderId": 2, "CommonName": "www.EXAMPLE.com" },
+            { "OrderId": 3, "Domain": "api.example.com" },
+            { "OrderId": 4 },
+            { "OrderId": 5, "Domain": "www.example.com" },
+        ]))
+        .expect("orders");
+        let groups = by_domain(&orders);
+        for domain in ["www.example.com", "api.example.com", "x.example.com"] {
+            let mine: Vec<Option<i64>> = groups
+                .get(&domain.to_ascii_lowercase())
+                .into_iter()
+                .flatten()
+                .map(|o| o.order_id)
+                .collect();
+            let filtered: Vec<Option<i64>> = orders
+                .iter()
+                .filter(|o| o.is_for(domain))
+                .map(|o| o.order_id)
+                .collect();
+            assert_eq!(mine, filtered, "{domain}");
+        }
+        assert_eq!(groups["www.example.com"].len(), 3, "in the listing's order");
+        assert_eq!(
+            groups.values().map(Vec::len).sum::<usize>(),
+            4,
+            "no domain, no group"
+        );
+    }
 
     #[test]
     fn orders_without_an_order_id_are_left_out_of_the_inventory() {
