@@ -196,8 +196,12 @@ pub struct QuotaRow {
 
 /// The product codes of the managed certificates' orders, and how many of them are
 /// due (their plan is a paid call) per product code.
+/// A plan with its certificate (borrowed from the pass's plans: a copy of all
+/// of them was ~1.5 KiB per certificate) and the journal the quota reads.
+type Journaled<'p> = (&'p CertificateConfig, &'p Plan, Journal);
+
 fn codes_and_due(
-    certs: &[(CertificateConfig, Plan, Journal)],
+    certs: &[Journaled<'_>],
     orders: &[CertificateOrder],
     due_by_ms: i64,
 ) -> (BTreeSet<String>, BTreeMap<String, u32>) {
@@ -231,10 +235,10 @@ impl Engine {
     /// pass reports it when it acts). Only a resumed renewal's journal says
     /// anything to [`paid_product_code`]: the others are not read again (10,000
     /// reads at the start of every pass).
-    pub(super) fn journaled(
+    pub(super) fn journaled<'p>(
         &self,
-        plans: &[(CertificateConfig, Plan)],
-    ) -> Vec<(CertificateConfig, Plan, Journal)> {
+        plans: &'p [(CertificateConfig, Plan)],
+    ) -> Vec<Journaled<'p>> {
         plans
             .iter()
             .map(|(c, p)| {
@@ -242,7 +246,7 @@ impl Engine {
                     Action::Resume { .. } => self.read_journal(&c.name).unwrap_or_default(),
                     _ => Journal::default(),
                 };
-                (c.clone(), p.clone(), j)
+                (c, p, j)
             })
             .collect()
     }
@@ -261,7 +265,7 @@ impl Engine {
     /// certificates' orders use (once), and reports each with its due certificates.
     pub(super) async fn read_quota(
         &self,
-        certs: &[(CertificateConfig, Plan, Journal)],
+        certs: &[Journaled<'_>],
         orders: &[CertificateOrder],
     ) -> Vec<QuotaRow> {
         self.quota.clear().await;
@@ -441,7 +445,7 @@ mod tests {
             order(None, None, "none"),
             order(Some("a.example.com"), None, ""),
         ];
-        let certs: Vec<_> = cfg
+        let plans: Vec<(CertificateConfig, Plan)> = cfg
             .certificates
             .iter()
             .map(|c| {
@@ -450,8 +454,12 @@ mod tests {
                     action: Action::Nothing,
                     reason: String::new(),
                 };
-                (c.clone(), plan, Journal::default())
+                (c.clone(), plan)
             })
+            .collect();
+        let certs: Vec<Journaled<'_>> = plans
+            .iter()
+            .map(|(c, p)| (c, p, Journal::default()))
             .collect();
         let (codes, due) = codes_and_due(&certs, &orders, 0);
         assert_eq!(codes.into_iter().collect::<Vec<_>>(), ["pa", "pb"]);
