@@ -50,6 +50,11 @@ struct Args {
     /// Python with the official SDK (scripts/test.sh builds target/sdk-venv).
     #[arg(long, default_value = "target/sdk-venv/bin/python")]
     python: PathBuf,
+    /// A profiler to run the daemon under, split on spaces (e.g. `heaptrack -o
+    /// /tmp/ht` or `perf record -g -o /tmp/perf.data --`); its figures then include
+    /// the profiler's own.
+    #[arg(long)]
+    wrap: Option<String>,
 }
 
 /// Server-side limits of the scenario, per second (ListUserCertificateOrder as CAS
@@ -166,13 +171,22 @@ async fn once(
     config: &Path,
     sim: &Simulator,
     slow_fsync_ms: u64,
+    wrap: Option<&str>,
 ) -> anyhow::Result<Run> {
     let before: BTreeMap<String, u64> = serde_json::from_value(sim.state()["calls"].clone())?;
     let throttled_before = sim.state()["throttled"].as_u64().unwrap_or(0);
     let sim_cpu = || misc::cpu_seconds("/proc/self/stat").unwrap_or(0.0);
     let sim_cpu_before = sim_cpu();
     let log = config.with_file_name("once.log");
-    let mut cmd = Command::new(bin);
+    let mut words = wrap.unwrap_or_default().split_whitespace();
+    let mut cmd = match words.next() {
+        Some(profiler) => {
+            let mut c = Command::new(profiler);
+            c.args(words).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     cmd.arg("--config")
         .arg(config)
         .arg("once")
@@ -344,6 +358,7 @@ async fn run_shape(
     shape: &Shape,
     fsync_s: f64,
     then_steady: Option<String>,
+    wrap: Option<&str>,
 ) -> anyhow::Result<Vec<Row>> {
     let sim = Simulator::start(
         &scenario(shape.orders, shape.expiring, &shape.algorithm)?,
@@ -361,7 +376,7 @@ async fn run_shape(
     };
     let config = write_config(dir.path(), &sim.url(), &certs, &extra)?;
     let slow_s = shape.slow_fsync_ms as f64 / 1000.0;
-    let run = once(bin, &config, &sim, shape.slow_fsync_ms).await?;
+    let run = once(bin, &config, &sim, shape.slow_fsync_ms, wrap).await?;
     let mut rows = vec![report(shape, &run, fsync_s + slow_s)];
     if let Some(name) = then_steady {
         let steady = Shape {
@@ -372,7 +387,7 @@ async fn run_shape(
             algorithm: shape.algorithm.clone(),
             slow_fsync_ms: 0,
         };
-        let run = once(bin, &config, &sim, 0).await?;
+        let run = once(bin, &config, &sim, 0, wrap).await?;
         rows.push(report(&steady, &run, fsync_s));
     }
     Ok(rows)
@@ -451,7 +466,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut rows = Vec::new();
     for (shape, steady) in shapes(&args) {
-        rows.extend(run_shape(&bin, &shape, fsync_s, steady).await?);
+        rows.extend(run_shape(&bin, &shape, fsync_s, steady, args.wrap.as_deref()).await?);
     }
     println!(
         "\n| shape | wall | bound: rate limits | bound: disk | wall / bound | calls made / needed | peak RSS | CPU cas-renewd | CPU simulator |\n|---|---|---|---|---|---|---|---|---|"

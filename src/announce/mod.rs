@@ -153,6 +153,20 @@ impl PassObserver for Notifying {
 
     fn pass_done(&self, certs: &[CertificateConfig], report: &PassReport) {
         self.inner.pass_done(certs, report);
+        // Without a channel every event would be dropped: none is built (one per
+        // installed certificate, at the peak of a first run's memory).
+        if self
+            .tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+        {
+            self.quota
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+            return;
+        }
         let quota: Vec<Event> =
             std::mem::take(&mut *self.quota.lock().unwrap_or_else(PoisonError::into_inner));
         for mut e in quota {

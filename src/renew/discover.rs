@@ -2,7 +2,7 @@
 //! which name and output directory, and which are refused (invalid) or blocked
 //! (their name or directory is another certificate's).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
@@ -100,12 +100,14 @@ fn targets_from<'a>(cfg: &Config, domains: impl Iterator<Item = &'a str>) -> Tar
             (dom, name, dir)
         })
         .collect();
-    for (domain, name, dir) in &candidates {
+    let sharing = Sharing::of(&candidates);
+    for (i, (domain, name, dir)) in candidates.iter().enumerate() {
         let path = child_dir(&d.output_root, dir);
+        let others = sharing.others(i, name, dir);
         let why = collisions(
             d,
             configured,
-            &candidates,
+            others.iter().map(|&j| &candidates[j]),
             (domain, name, dir),
             path.as_ref(),
         );
@@ -166,6 +168,41 @@ pub fn installed_discovered(cfg: &Config) -> Vec<CertificateConfig> {
 /// A discovered domain with its certificate name and directory name.
 type Candidate = (Domain, String, String);
 
+/// The candidates by certificate name and by directory, so each one meets only
+/// those it may collide with (comparing every pair took seconds at 10,000).
+struct Sharing<'a> {
+    by_name: HashMap<&'a str, Vec<usize>>,
+    by_dir: HashMap<&'a str, Vec<usize>>,
+}
+
+impl<'a> Sharing<'a> {
+    fn of(candidates: &'a [Candidate]) -> Self {
+        let mut s = Sharing {
+            by_name: HashMap::new(),
+            by_dir: HashMap::new(),
+        };
+        for (i, (_, name, dir)) in candidates.iter().enumerate() {
+            s.by_name.entry(name).or_default().push(i);
+            s.by_dir.entry(dir).or_default().push(i);
+        }
+        s
+    }
+
+    /// The other candidates with candidate `i`'s `name` or `dir`, in candidate order.
+    fn others(&self, i: usize, name: &str, dir: &str) -> Vec<usize> {
+        let mut out: Vec<usize> = [self.by_name.get(name), self.by_dir.get(dir)]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .copied()
+            .filter(|&j| j != i)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
 /// The valid `domains` that contain `keyword` (ASCII case-insensitive); each
 /// invalid one is logged (escaped) and left out.
 fn matching_domains<'a>(domains: impl Iterator<Item = &'a str>, keyword: &str) -> BTreeSet<Domain> {
@@ -194,10 +231,10 @@ fn matching_domains<'a>(domains: impl Iterator<Item = &'a str>, keyword: &str) -
 /// Why the candidate (`domain`, `name`, `dir`), whose directory is `path`, cannot
 /// be managed: an unusable directory, or a name or directory another configured
 /// certificate or discovered candidate already has. Empty when it can.
-fn collisions(
+fn collisions<'a>(
     d: &DiscoverConfig,
     configured: &[CertificateConfig],
-    candidates: &[Candidate],
+    candidates: impl Iterator<Item = &'a Candidate>,
     (domain, name, dir): (&Domain, &String, &String),
     path: Option<&PathBuf>,
 ) -> Vec<String> {
@@ -476,6 +513,27 @@ mod tests {
                 .contains("output.dir of the configured certificate shop"),
             "{t:?}"
         );
+    }
+
+    #[test]
+    fn each_candidate_meets_only_those_sharing_its_name_or_directory() {
+        let candidates: Vec<Candidate> = ["*.x.com", "a.x.com", "wildcard.x.com", "b.x.com"]
+            .into_iter()
+            .map(|d| {
+                let dom = dom(d);
+                let (name, dir) = discovered_names(&dom);
+                (dom, name, dir)
+            })
+            .collect();
+        let s = Sharing::of(&candidates);
+        let others = |i: usize| s.others(i, &candidates[i].1, &candidates[i].2);
+        assert_eq!(others(0), [2], "*.x.com and wildcard.x.com share a name");
+        assert_eq!(others(2), [0]);
+        assert!(others(1).is_empty() && others(3).is_empty());
+        // A candidate sharing both name and directory with another is met once.
+        let twice = vec![candidates[1].clone(), candidates[1].clone()];
+        let s = Sharing::of(&twice);
+        assert_eq!(s.others(0, &twice[0].1, &twice[0].2), [1]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The engine: inventory, plans, and a pass over every certificate (bounded
 //! concurrency), then the reload hooks once each and the served-certificate checks.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -12,10 +13,11 @@ use super::ports::{CertificateSource, Clock, DnsApi, JournalStore, LocalJournals
 use super::report::{CertReport, Outcome, PassObserver, PassReport, blocked_report};
 use super::steps::{CertRun, Step};
 use super::{EngineError, PassOptions, installed_leaf};
+use crate::cas::api::Instance;
 use crate::cas::api::{CertificateOrder, OrderFilter};
 use crate::cas::client::ApiError;
 use crate::cas::credentials::CredentialsProvider;
-use crate::cas::inventory::Inventory;
+use crate::cas::inventory::{Entry, Inventory};
 use crate::ids::InstanceId;
 use crate::settings::{CertificateConfig, Config};
 use crate::store::{Journal, StoreError};
@@ -185,8 +187,8 @@ impl Engine {
             .for_domain(&cert.domain)
             .into_iter()
             .filter_map(|e| match e {
-                crate::cas::inventory::Entry::Instance(i) => Some(i.clone()),
-                crate::cas::inventory::Entry::Order(_) => None,
+                Entry::Instance(i) => Some(i.clone()),
+                Entry::Order(_) => None,
             })
             .collect();
         let disk = installed_leaf(&cert.output);
@@ -223,13 +225,24 @@ impl Engine {
     pub fn plans_for(&self, inv: &Inventory, opts: &PassOptions) -> Result<Plans, EngineError> {
         let wanted = |name: &str| opts.only.as_deref().is_none_or(|o| o == name);
         let targets = self.targets(inv);
+        let by_domain = by_domain(inv);
         let mut out = Plans::default();
         for cert in targets.certs {
             if !wanted(&cert.name) {
                 continue;
             }
             let journal = self.read_journal(&cert.name)?;
-            let p = self.plan_one(&cert, inv, &journal, opts.force);
+            // The orders and instances of this domain only: looking them up in the
+            // whole account for each certificate is quadratic (10^8 comparisons at
+            // 10,000 certificates).
+            let mine = by_domain
+                .get(&cert.domain.to_ascii_lowercase())
+                .map(|(orders, instances)| Inventory {
+                    orders: orders.iter().map(|o| (*o).clone()).collect(),
+                    instances: instances.iter().map(|i| (*i).clone()).collect(),
+                })
+                .unwrap_or_default();
+            let p = self.plan_one(&cert, &mine, &journal, opts.force);
             out.certs.push((cert, p));
         }
         out.blocked = targets
@@ -263,38 +276,27 @@ impl Engine {
         self.read_quota(&self.journaled(&plans), &inv.orders).await;
         let orders = Arc::new(inv);
         let sem = Arc::new(Semaphore::new(self.cfg.renewal.concurrency));
-        let mut tasks = tokio::task::JoinSet::new();
-        for (i, (cert, p)) in plans.into_iter().enumerate() {
-            // The permit before the task: at most `concurrency` certificates are
-            // in memory at once, however many the pass has.
-            let permit = sem
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the pass's semaphore is never closed");
+        let mut results = Vec::new();
+        let force = opts.force;
+        let budget = opts.follow_budget;
+        let task = |i: usize, (cert, p): (CertificateConfig, Plan)| {
+            // Each certificate's budget starts when it gets its permit.
+            let deadline = budget.map(|b| tokio::time::Instant::now() + b);
             let engine = self.clone();
             let orders = orders.clone();
             let state = state.clone();
-            let force = opts.force;
-            let deadline = opts.follow_budget.map(|b| tokio::time::Instant::now() + b);
             // Every log line of this certificate's work, API calls included, carries
             // the certificate's name and domain.
             let span = tracing::info_span!("renewal", cert = %cert.name, domain = %cert.domain);
-            let work = async move {
+            async move {
                 let report = engine
                     .run_cert(state.as_ref(), &cert, p, &orders, force, deadline)
                     .await;
                 (i, cert, report)
-            };
-            tasks.spawn(super::permit::holding(sem.clone(), permit, work).instrument(span));
-        }
-        let mut results = Vec::new();
-        while let Some(r) = tasks.join_next().await {
-            match r {
-                Ok(x) => results.push(x),
-                Err(e) => error!(error = %e, "a certificate task panicked"),
             }
-        }
+            .instrument(span)
+        };
+        super::permit::each_holding(sem, plans, task, |r| results.push(r)).await;
         results.sort_by_key(|(i, _, _)| *i);
         let mut report = PassReport::default();
         let mut certs: Vec<CertificateConfig> = Vec::new();
@@ -376,6 +378,8 @@ impl Engine {
             force,
             orders: &inv.orders,
         };
+        // A pass with nothing to do leaves the installed leaf as it was read.
+        let untouched = first.action == plan::Action::Nothing;
         let mut p = first;
         // A pass may take several steps for one certificate: install what is issued,
         // then renew it if it is due.
@@ -408,6 +412,9 @@ impl Engine {
                     break;
                 }
             }
+        }
+        if !untouched {
+            report.not_after = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());
         }
         report
     }
@@ -506,6 +513,31 @@ pub(super) fn unchanged_report(cert: &CertificateConfig, plan: &Plan) -> CertRep
     }
 }
 
+/// The orders and the instances of one domain.
+type DomainEntries<'a> = (Vec<&'a CertificateOrder>, Vec<&'a Instance>);
+
+/// The inventory by domain, ASCII lower case (as [`CertificateOrder::is_for`] and
+/// [`Inventory::for_domain`] compare), each in the listing's order: each plan then
+/// looks at its own orders and instances, not at the whole account.
+fn by_domain(inv: &Inventory) -> HashMap<String, DomainEntries<'_>> {
+    let mut out: HashMap<String, DomainEntries<'_>> = HashMap::new();
+    for o in &inv.orders {
+        if let Some(d) = o.domain_name() {
+            out.entry(d.to_ascii_lowercase()).or_default().0.push(o);
+        }
+    }
+    for i in &inv.instances {
+        let mut names = Entry::Instance(i).names();
+        names.iter_mut().for_each(|n| n.make_ascii_lowercase());
+        names.sort();
+        names.dedup();
+        for n in names {
+            out.entry(n).or_default().1.push(i);
+        }
+    }
+    out
+}
+
 /// The orders that have an OrderId; each one without is left out with a warning.
 fn with_order_ids(mut orders: Vec<CertificateOrder>) -> Vec<CertificateOrder> {
     orders.retain(|o| {
@@ -524,6 +556,65 @@ fn with_order_ids(mut orders: Vec<CertificateOrder>) -> Vec<CertificateOrder> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_inventory_by_domain_is_what_each_domain_is_for() {
+        let orders: Vec<CertificateOrder> = serde_json::from_value(serde_json::json!([
+            { "OrderId": 1, "Domain": "WWW.example.com" },
+            { "OrderId": 2, "CommonName": "www.EXAMPLE.com" },
+            { "OrderId": 3, "Domain": "api.example.com" },
+            { "OrderId": 4 },
+            { "OrderId": 5, "Domain": "www.example.com" },
+        ]))
+        .expect("orders");
+        let instances: Vec<Instance> = serde_json::from_value(serde_json::json!([
+            { "InstanceId": "cas-a", "Domain": "www.example.com, API.example.com" },
+            { "InstanceId": "cas-b", "Domain": "x.example.com", "CertificateDomain": "X.example.com" },
+            { "InstanceId": "cas-c" },
+        ]))
+        .expect("instances");
+        let inv = Inventory { orders, instances };
+        let groups = by_domain(&inv);
+        for domain in [
+            "www.example.com",
+            "api.example.com",
+            "x.example.com",
+            "y.example.com",
+        ] {
+            let (orders, instances) = groups
+                .get(&domain.to_ascii_lowercase())
+                .cloned()
+                .unwrap_or_default();
+            let mine: Vec<Option<i64>> = orders.iter().map(|o| o.order_id).collect();
+            let filtered: Vec<Option<i64>> = inv
+                .orders
+                .iter()
+                .filter(|o| o.is_for(domain))
+                .map(|o| o.order_id)
+                .collect();
+            assert_eq!(mine, filtered, "{domain}");
+            let mine: Vec<_> = instances.iter().map(|i| i.instance_id.clone()).collect();
+            let filtered: Vec<_> = inv
+                .for_domain(domain)
+                .into_iter()
+                .filter_map(|e| match e {
+                    Entry::Instance(i) => Some(i.instance_id.clone()),
+                    Entry::Order(_) => None,
+                })
+                .collect();
+            assert_eq!(mine, filtered, "{domain}");
+        }
+        assert_eq!(
+            groups["www.example.com"].0.len(),
+            3,
+            "in the listing's order"
+        );
+        assert_eq!(
+            groups["x.example.com"].1.len(),
+            1,
+            "an instance once per name, whichever field names it"
+        );
+    }
 
     #[test]
     fn orders_without_an_order_id_are_left_out_of_the_inventory() {

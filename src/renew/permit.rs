@@ -52,9 +52,89 @@ pub(super) async fn sleep_without_permit(d: Duration) {
     }
 }
 
+/// Spawns `task(i, item)` for each of `items`, each holding a permit of `sem`
+/// (taken before it is spawned, so at most the permits' number of tasks exist
+/// besides those lending theirs), and hands each result to `done` as soon as it is
+/// joined. A finished task keeps its whole allocation (sized for its future, ~8 KiB
+/// for a certificate's, not for its small output) until it is joined: joining only
+/// after the last spawn held 10,000 of them at the end of a pass.
+pub(super) async fn each_holding<I, F, T>(
+    sem: Arc<Semaphore>,
+    items: impl IntoIterator<Item = I>,
+    mut task: impl FnMut(usize, I) -> F,
+    mut done: impl FnMut(T),
+) where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut joined = |r: Result<T, tokio::task::JoinError>| match r {
+        Ok(x) => done(x),
+        Err(e) => tracing::error!(error = %e, "a certificate task panicked"),
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the pass's semaphore is never closed");
+        while let Some(r) = tasks.try_join_next() {
+            joined(r);
+        }
+        tasks.spawn(holding(sem.clone(), permit, task(i, item)));
+    }
+    while let Some(r) = tasks.join_next().await {
+        joined(r);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts the results not yet handed on.
+    struct Unjoined(Arc<AtomicUsize>);
+
+    impl Drop for Unjoined {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn finished_tasks_are_joined_while_later_ones_are_spawned() {
+        let unjoined = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let mut seen = Vec::new();
+        each_holding(
+            Arc::new(Semaphore::new(2)),
+            0..200,
+            |i, _| {
+                let (unjoined, most) = (unjoined.clone(), most.clone());
+                async move {
+                    most.fetch_max(
+                        unjoined.fetch_add(1, Ordering::SeqCst) + 1,
+                        Ordering::SeqCst,
+                    );
+                    (i, Unjoined(unjoined))
+                }
+            },
+            |(i, _)| seen.push(i),
+        )
+        .await;
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (0..200).collect::<Vec<_>>(),
+            "every result handed on once"
+        );
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            most <= 8,
+            "{most} finished tasks waited to be joined (2 permits)"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_waiting_task_lends_its_permit_and_takes_it_back() {
