@@ -15,7 +15,7 @@ use tracing::info;
 
 use super::ports::{FleetFuture, FleetPort, JournalStore, LocalJournals, SharedIssued};
 use super::report::PassObserver;
-use crate::fleet::etcd::EtcdFleet;
+use crate::fleet::etcd::{EtcdFleet, LockHeld};
 use crate::fleet::layout::{HostRecord, IssuedRecord, attempt_binding};
 use crate::fleet::{FleetError, FleetEvent, FleetSpec};
 use crate::ids::OrderId;
@@ -30,8 +30,8 @@ struct Shared {
     journal_rev: i64,
     /// The shared phase as this host sees it (local paths), serialized.
     phase: Option<String>,
-    /// The lock's create_revision while this host holds it.
-    lock_rev: Option<i64>,
+    /// The lock while this host holds it: its create_revision and its lease.
+    lock: Option<LockHeld>,
 }
 
 pub struct FleetJournals {
@@ -240,7 +240,7 @@ impl JournalStore for FleetJournals {
         let (unchanged, lock_rev, journal_rev) = self.with_cert(&j.cert, |s| {
             (
                 s.phase.as_deref() == Some(text.as_str()),
-                s.lock_rev,
+                s.lock.map(|l| l.rev),
                 s.journal_rev,
             )
         });
@@ -353,8 +353,8 @@ impl FleetPort for FleetJournals {
             let mut told = false;
             loop {
                 match self.seen(self.etcd.try_lock(cert).await)? {
-                    Ok(rev) => {
-                        self.with_cert(cert, |s| s.lock_rev = Some(rev));
+                    Ok(held) => {
+                        self.with_cert(cert, |s| s.lock = Some(held));
                         self.observer
                             .fleet(&FleetEvent::LockHeld { cert, held: true });
                         return Ok(());
@@ -383,12 +383,12 @@ impl FleetPort for FleetJournals {
 
     fn unlock<'a>(&'a self, cert: &'a str) -> FleetFuture<'a, ()> {
         Box::pin(async move {
-            let Some(rev) = self.with_cert(cert, |s| s.lock_rev.take()) else {
+            let Some(held) = self.with_cert(cert, |s| s.lock.take()) else {
                 return Ok(());
             };
             self.observer
                 .fleet(&FleetEvent::LockHeld { cert, held: false });
-            self.seen(self.etcd.unlock(cert, rev).await)
+            self.seen(self.etcd.unlock(cert, held.rev).await)
         })
     }
 
@@ -397,12 +397,12 @@ impl FleetPort for FleetJournals {
     }
 
     fn may_spend(&self, cert: &str) -> Result<(), FleetError> {
-        if self.with_cert(cert, |s| s.lock_rev.is_none()) {
+        let Some(held) = self.with_cert(cert, |s| s.lock) else {
             return Err(FleetError::NotLocked {
                 cert: cert.to_owned(),
             });
-        }
-        self.etcd.lease_alive(cert)
+        };
+        self.etcd.lease_alive(cert, held.lease)
     }
 }
 
