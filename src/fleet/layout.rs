@@ -77,6 +77,14 @@ impl Layout {
             .filter(|c| !c.contains('/'))
     }
 
+    /// The certificate a `journal` key names.
+    pub fn cert_of_journal<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix("/certs/")?
+            .strip_suffix("/journal")
+            .filter(|c| !c.contains('/'))
+    }
+
     /// The host and certificate a `hosts/<host>/<cert>` key names.
     pub fn host_cert_of<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
         let rest = key
@@ -134,6 +142,9 @@ mod tests {
         assert_eq!(l.cert_of_issued(&l.issued("www")), Some("www"));
         assert_eq!(l.cert_of_issued(&l.journal("www")), None);
         assert_eq!(l.cert_of_issued("/other/certs/www/issued"), None);
+        assert_eq!(l.cert_of_journal(&l.journal("www")), Some("www"));
+        assert_eq!(l.cert_of_journal(&l.issued("www")), None);
+        assert_eq!(l.cert_of_journal(&l.attempt_key("www", "journal")), None);
         assert_eq!(
             l.host_cert_of(&l.host_cert("web-3", "www")),
             Some(("web-3", "www"))
