@@ -581,3 +581,56 @@ async fn a_dropped_client_lets_its_locks_go() {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
+
+/// The sealed keys of finished attempts leave etcd; the key of the attempt in
+/// flight stays, and nothing is deleted once the journal moved on.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sealed_keys_of_finished_attempts_are_pruned() {
+    let Some(etcd) = EtcdCluster::single() else {
+        return;
+    };
+    let a = client(&etcd, "/cas-renewd/prune", "a").await;
+    let l = a.layout().clone();
+    let held = a.try_lock("www").await.expect("etcd").expect("free");
+    let puts = vec![
+        (l.journal("www"), b"j1".to_vec()),
+        (l.attempt_key("www", "old"), b"sealed-old".to_vec()),
+        (l.attempt_key("www", "cur"), b"sealed-cur".to_vec()),
+    ];
+    let j1 = a.fenced_put("www", held.rev, 0, puts).await.expect("ours");
+    // A journal read before it moved on deletes nothing.
+    let j2 = a
+        .fenced_put(
+            "www",
+            held.rev,
+            j1,
+            vec![(l.journal("www"), b"j2".to_vec())],
+        )
+        .await
+        .expect("ours");
+    assert_eq!(
+        a.prune_attempt_keys("www", j1, Some("cur"))
+            .await
+            .expect("etcd"),
+        0
+    );
+    assert_eq!(
+        a.prune_attempt_keys("www", j2, Some("cur"))
+            .await
+            .expect("etcd"),
+        1
+    );
+    let left = a.list(&l.attempt_keys("www")).await.expect("list");
+    let names: Vec<&str> = left.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, [l.attempt_key("www", "cur")]);
+    assert_eq!(
+        a.prune_attempt_keys("www", j2, None).await.expect("etcd"),
+        1
+    );
+    assert!(
+        a.list(&l.attempt_keys("www"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}

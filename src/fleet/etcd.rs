@@ -467,6 +467,49 @@ impl EtcdFleet {
         }
     }
 
+    /// Deletes the sealed keys of `cert`'s attempts but `keep` (the attempt in
+    /// flight) while the journal is still at `journal_rev`: a new attempt's key is
+    /// written with the journal, so it is never taken for a finished one. How
+    /// many went.
+    pub async fn prune_attempt_keys(
+        &self,
+        cert: &str,
+        journal_rev: i64,
+        keep: Option<&str>,
+    ) -> Result<usize, FleetError> {
+        let keep = keep.map(|a| self.layout.attempt_key(cert, a));
+        let listed = self
+            .range(
+                &self.layout.attempt_keys(cert),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await?;
+        let gone: Vec<TxnOp> = listed
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+            .filter(|k| keep.as_deref() != Some(k.as_str()))
+            .map(|k| TxnOp::delete(k, None))
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let n = gone.len();
+        let journal = self.layout.journal(cert);
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                journal,
+                CompareOp::Equal,
+                journal_rev,
+            )])
+            .and_then(gone);
+        Ok(if self.txn(txn).await?.succeeded() {
+            n
+        } else {
+            0
+        })
+    }
+
     /// The issued material of `cert`, if any.
     pub async fn issued(&self, cert: &str) -> Result<Option<IssuedRecord>, FleetError> {
         let key = self.layout.issued(cert);

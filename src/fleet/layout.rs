@@ -52,6 +52,11 @@ impl Layout {
         format!("{}/certs/{cert}/journal", self.prefix)
     }
 
+    /// Every attempt's sealed key of `cert`.
+    pub fn attempt_keys(&self, cert: &str) -> String {
+        format!("{}/certs/{cert}/keys/", self.prefix)
+    }
+
     pub fn attempt_key(&self, cert: &str, attempt: &str) -> String {
         format!("{}/certs/{cert}/keys/{attempt}", self.prefix)
     }

@@ -324,8 +324,17 @@ impl JournalStore for FleetJournals {
         self.local.issued_path(cert, attempt)
     }
 
+    /// This host's files, and in etcd the sealed keys of the finished attempts
+    /// of the certificates this host knows (an outage leaves them for later).
     fn prune_finished(&self) -> Result<usize, StoreError> {
-        self.local.prune_finished()
+        let mut n = self.local.prune_finished()?;
+        for (cert, _) in self.local.journals() {
+            match self.prune_shared_keys(&cert) {
+                Ok(k) => n += k,
+                Err(e) => warn!(cert, error = %e, "fleet: old sealed keys are not pruned"),
+            }
+        }
+        Ok(n)
     }
 
     fn fleet(&self) -> Option<&dyn FleetPort> {
@@ -446,6 +455,22 @@ impl FleetPort for FleetJournals {
 }
 
 impl FleetJournals {
+    /// Deletes `cert`'s sealed keys in etcd but the one of the attempt the
+    /// fleet's journal has in flight.
+    fn prune_shared_keys(&self, cert: &str) -> Result<usize, FleetError> {
+        let key = self.etcd.layout().journal(cert);
+        let v = self.seen(self.block(self.etcd.get(&key)))?;
+        let Some(data) = v.value else {
+            return Ok(0);
+        };
+        let j = Journal::from_json(&data).map_err(|e| FleetError::BadRecord {
+            key,
+            detail: e.to_string(),
+        })?;
+        let keep = j.phase.attempt().filter(|_| j.phase.in_flight());
+        self.seen(self.block(self.etcd.prune_attempt_keys(cert, v.mod_revision, keep)))
+    }
+
     /// Writes the attempt's key (and, once issued, its chain) from etcd when this
     /// host's state directory does not have them (another host made them).
     async fn fetch(&self, cert: &str, j: &Journal) -> Result<(), FleetError> {
