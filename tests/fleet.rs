@@ -425,6 +425,8 @@ async fn shared_writes_are_fenced_by_the_lock_and_the_journal_revision() {
     let journal = a.layout().journal("www");
     let put = |v: &str| vec![(journal.clone(), v.as_bytes().to_vec())];
     let rev_a = a.try_lock("www").await.expect("etcd").expect("free");
+    let lease_a = rev_a.lease;
+    let rev_a = rev_a.rev;
     let holder = b.try_lock("www").await.expect("etcd").expect_err("held");
     assert_eq!(holder.host, "a");
     assert!(matches!(
@@ -442,10 +444,11 @@ async fn shared_writes_are_fenced_by_the_lock_and_the_journal_revision() {
         ),
         "a write from a stale read"
     );
-    a.lease_alive("www").expect("a fresh lease");
+    a.lease_alive("www", lease_a).expect("a fresh lease");
     // The lock moves to b (a's was released, as when its lease expires).
     a.unlock("www", rev_a).await.expect("unlock");
-    let rev_b = b.try_lock("www").await.expect("etcd").expect("free again");
+    let held_b = b.try_lock("www").await.expect("etcd").expect("free again");
+    let rev_b = held_b.rev;
     match a.fenced_put("www", rev_a, j1, put("a2")).await {
         Err(FleetError::LostLock { holder, .. }) => assert_eq!(holder, "b"),
         other => panic!("a wrote without the lock: {other:?}"),
@@ -461,7 +464,7 @@ async fn shared_writes_are_fenced_by_the_lock_and_the_journal_revision() {
     etcd.stop_all();
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert!(matches!(
-        b.lease_alive("www"),
+        b.lease_alive("www", held_b.lease),
         Err(FleetError::LeaseUncertain { .. })
     ));
 }
@@ -491,7 +494,7 @@ async fn a_chain_changed_in_etcd_is_refused() {
     let chain = issued["fullchain_pem"].as_str().expect("chain").to_owned();
     issued["fullchain_pem"] = format!("{chain}\n").into();
     let journal = c.get(&journal_key).await.expect("get");
-    let lock = c.try_lock("www").await.expect("etcd").expect("free");
+    let lock = c.try_lock("www").await.expect("etcd").expect("free").rev;
     c.fenced_put(
         "www",
         lock,
@@ -512,4 +515,122 @@ async fn a_chain_changed_in_etcd_is_refused() {
         "nothing installed"
     );
     assert_eq!(renew_calls(&env), calls, "nothing paid");
+}
+
+/// The lease the lock of `cert` under `prefix` sits on, read straight from etcd.
+async fn lock_lease(etcd: &EtcdCluster, key: &str) -> i64 {
+    let mut c = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .expect("connect");
+    let r = c.get(key, None).await.expect("get");
+    r.kvs().first().expect("the lock").lease()
+}
+
+/// A paid call is guarded by the lease the certificate's lock sits on, not by
+/// whatever lease the process holds now: once that lease ended, a new lease
+/// granted for another certificate's lock does not vouch for this one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_lease_does_not_vouch_for_a_lock_on_an_ended_one() {
+    let Some(etcd) = EtcdCluster::single() else {
+        return;
+    };
+    let a = client(&etcd, "/cas-renewd/lease", "a").await;
+    let held = a.try_lock("www").await.expect("etcd").expect("free");
+    let l1 = lock_lease(&etcd, &a.layout().lock("www")).await;
+    let mut raw = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .expect("connect");
+    raw.lease_revoke(l1).await.expect("revoke");
+    // The keepalive (every third of the 5 s TTL) sees the lease gone.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    a.try_lock("api").await.expect("etcd").expect("free");
+    let l2 = lock_lease(&etcd, &a.layout().lock("api")).await;
+    assert_ne!(l1, l2, "a new lease for the new lock");
+    assert!(
+        matches!(
+            a.lease_alive("www", held.lease),
+            Err(cas_renewd::fleet::FleetError::LostLock { .. })
+        ),
+        "the lock of www sat on a lease that ended"
+    );
+    a.lease_alive("api", l2).expect("api's lease is fresh");
+}
+
+/// A client dropped (the daemon's store replaced on reload) stops keeping its
+/// lease alive: its locks go within the TTL instead of never.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_client_lets_its_locks_go() {
+    let Some(etcd) = EtcdCluster::single() else {
+        return;
+    };
+    let a = client(&etcd, "/cas-renewd/drop", "a").await;
+    let b = client(&etcd, "/cas-renewd/drop", "b").await;
+    a.try_lock("www").await.expect("etcd").expect("free");
+    drop(a);
+    // TTL 5 s: the lock must be free by then (plus a margin for etcd's expiry).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    loop {
+        match b.try_lock("www").await.expect("etcd") {
+            Ok(_) => break,
+            Err(holder) => assert!(
+                std::time::Instant::now() < until,
+                "the dropped client's lock is still held by {}",
+                holder.host
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// The sealed keys of finished attempts leave etcd; the key of the attempt in
+/// flight stays, and nothing is deleted once the journal moved on.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sealed_keys_of_finished_attempts_are_pruned() {
+    let Some(etcd) = EtcdCluster::single() else {
+        return;
+    };
+    let a = client(&etcd, "/cas-renewd/prune", "a").await;
+    let l = a.layout().clone();
+    let held = a.try_lock("www").await.expect("etcd").expect("free");
+    let puts = vec![
+        (l.journal("www"), b"j1".to_vec()),
+        (l.attempt_key("www", "old"), b"sealed-old".to_vec()),
+        (l.attempt_key("www", "cur"), b"sealed-cur".to_vec()),
+    ];
+    let j1 = a.fenced_put("www", held.rev, 0, puts).await.expect("ours");
+    // A journal read before it moved on deletes nothing.
+    let j2 = a
+        .fenced_put(
+            "www",
+            held.rev,
+            j1,
+            vec![(l.journal("www"), b"j2".to_vec())],
+        )
+        .await
+        .expect("ours");
+    assert_eq!(
+        a.prune_attempt_keys("www", j1, Some("cur"))
+            .await
+            .expect("etcd"),
+        0
+    );
+    assert_eq!(
+        a.prune_attempt_keys("www", j2, Some("cur"))
+            .await
+            .expect("etcd"),
+        1
+    );
+    let left = a.list(&l.attempt_keys("www")).await.expect("list");
+    let names: Vec<&str> = left.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, [l.attempt_key("www", "cur")]);
+    assert_eq!(
+        a.prune_attempt_keys("www", j2, None).await.expect("etcd"),
+        1
+    );
+    assert!(
+        a.list(&l.attempt_keys("www"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }

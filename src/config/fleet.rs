@@ -103,8 +103,18 @@ fn endpoints(raw: &Spanned<Vec<Spanned<String>>>, p: &mut Problems<'_>) -> Optio
     }
     let mut out = Vec::new();
     let mut schemes = std::collections::BTreeSet::new();
-    for e in &raw.value {
+    for (i, e) in raw.value.iter().enumerate() {
         match reqwest::Url::parse(&e.value) {
+            // The URL would be repeated in every etcd error and log line; the
+            // message names the entry, not the text.
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => p.at(
+                e.referenced,
+                "fleet.etcd.endpoints",
+                format!(
+                    "entry {} holds a user name or password (user:pass@): etcd credentials are not taken from URLs; use cert_file and key_file",
+                    i + 1
+                ),
+            ),
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
                 schemes.insert(u.scheme().to_owned());
                 out.push(e.value.trim_end_matches('/').to_owned());
@@ -263,6 +273,13 @@ mod tests {
                 "mixes http",
             ),
             (
+                section(&key, "", "").replace(
+                    "http://127.0.0.1:2379",
+                    "http://root:hunter2@127.0.0.1:2379",
+                ),
+                "user name or password",
+            ),
+            (
                 section(&key, "", "").replace("/cas-renewd/prod", "cas-renewd"),
                 "must be absolute",
             ),
@@ -292,6 +309,7 @@ mod tests {
         for (text, want) in cases {
             let err = parse(&text).expect_err(want);
             assert!(err.contains(want), "{want:?} not in {err}");
+            assert!(!err.contains("hunter2"), "a password repeated: {err}");
         }
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let err = parse(&section(&key, "", "")).expect_err("readable key");

@@ -51,6 +51,39 @@ pub struct EtcdFleet {
     sealing_key: SealingKey,
     endpoints: String,
     lease: Arc<Mutex<LeaseState>>,
+    /// The task keeping the lease alive: it must end with this client, or a
+    /// replaced client (a reload) would keep its lease, and any lock left on
+    /// it, alive for ever.
+    keepalive: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A lock this host holds: its create_revision (the fence of shared writes)
+/// and the lease it sits on (a paid call needs that very lease alive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockHeld {
+    pub rev: i64,
+    pub lease: i64,
+}
+
+impl Drop for EtcdFleet {
+    /// Stops the keepalive and revokes the lease in the background (Drop must
+    /// not block): this client's locks go now, or at the latest with the TTL.
+    fn drop(&mut self) {
+        let task = self
+            .keepalive
+            .get_mut()
+            .map_or_else(|p| p.into_inner().take(), Option::take);
+        if let Some(task) = task {
+            task.abort();
+        }
+        let id = self.lease.lock().map_or(None, |mut s| s.id.take());
+        if let (Some(id), Ok(rt)) = (id, tokio::runtime::Handle::try_current()) {
+            let mut client = self.client.clone();
+            rt.spawn(async move {
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, client.lease_revoke(id)).await;
+            });
+        }
+    }
 }
 
 impl std::fmt::Debug for EtcdFleet {
@@ -110,6 +143,7 @@ impl EtcdFleet {
             sealing_key: spec.sealing_key.clone(),
             endpoints,
             lease: Arc::default(),
+            keepalive: Mutex::default(),
         })
     }
 
@@ -248,7 +282,7 @@ impl EtcdFleet {
         }
         let state = self.lease.clone();
         let every = self.ttl / 3;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 let answer = match keeper.keep_alive().await {
@@ -274,6 +308,16 @@ impl EtcdFleet {
                 }
             }
         });
+        let old = self
+            .keepalive
+            .lock()
+            .expect("the keepalive slot is never poisoned")
+            .replace(task);
+        // The previous task keeps a lease that ended (it returned already) or
+        // one no longer used.
+        if let Some(old) = old {
+            old.abort();
+        }
         Ok(id)
     }
 
@@ -288,15 +332,25 @@ impl EtcdFleet {
         s.id.filter(|_| fresh)
     }
 
-    /// Fails unless etcd confirmed our lease within half its TTL.
-    pub fn lease_alive(&self, cert: &str) -> Result<(), FleetError> {
-        if self.live_lease().is_some() {
+    /// Fails unless `lease` (the one `cert`'s lock sits on) is still our lease
+    /// and etcd confirmed it within half its TTL: a newer lease of ours does not
+    /// vouch for a lock on one that ended (that lock may be another host's now).
+    pub fn lease_alive(&self, cert: &str, lease: i64) -> Result<(), FleetError> {
+        if self.live_lease() == Some(lease) {
             return Ok(());
         }
         let s = self
             .lease
             .lock()
             .expect("the lease state is never poisoned");
+        // Another lease now: the one the lock sat on ended for sure. No lease
+        // (the keepalive broke): not known, as with an old confirmation.
+        if s.id.is_some_and(|id| id != lease) {
+            return Err(FleetError::LostLock {
+                cert: cert.to_owned(),
+                holder: "nobody known (the lease it sat on ended)".to_owned(),
+            });
+        }
         Err(FleetError::LeaseUncertain {
             cert: cert.to_owned(),
             age: s.confirmed.map_or_else(
@@ -310,13 +364,13 @@ impl EtcdFleet {
         })
     }
 
-    /// Takes `cert`'s lock on our lease: `Ok(create_revision)` when ours, or who
-    /// holds it.
+    /// Takes `cert`'s lock on our lease: `Ok` with its revision and lease when
+    /// ours, or who holds it.
     #[allow(
         clippy::disallowed_methods,
         reason = "`since` only informs `status`; nothing is measured against it"
     )]
-    pub async fn try_lock(&self, cert: &str) -> Result<Result<i64, LockRecord>, FleetError> {
+    pub async fn try_lock(&self, cert: &str) -> Result<Result<LockHeld, LockRecord>, FleetError> {
         let lease = self.lease().await?;
         let key = self.layout.lock(cert);
         let record = LockRecord {
@@ -339,11 +393,11 @@ impl EtcdFleet {
         let kv = first_kv(&r.op_responses());
         if r.succeeded() {
             let (_, rev) = kv.ok_or_else(|| self.bad(&key, "the lock just written is missing"))?;
-            return Ok(Ok(rev));
+            return Ok(Ok(LockHeld { rev, lease }));
         }
         // A retried request whose first try went through finds our own lock.
         if let Some(rev) = lock_on_lease(&r.op_responses(), lease) {
-            return Ok(Ok(rev));
+            return Ok(Ok(LockHeld { rev, lease }));
         }
         let holder = kv
             .and_then(|(v, _)| serde_json::from_slice::<LockRecord>(&v).ok())
@@ -411,6 +465,49 @@ impl EtcdFleet {
                     .map_or_else(|| "nobody".to_owned(), |l| l.host),
             }),
         }
+    }
+
+    /// Deletes the sealed keys of `cert`'s attempts but `keep` (the attempt in
+    /// flight) while the journal is still at `journal_rev`: a new attempt's key is
+    /// written with the journal, so it is never taken for a finished one. How
+    /// many went.
+    pub async fn prune_attempt_keys(
+        &self,
+        cert: &str,
+        journal_rev: i64,
+        keep: Option<&str>,
+    ) -> Result<usize, FleetError> {
+        let keep = keep.map(|a| self.layout.attempt_key(cert, a));
+        let listed = self
+            .range(
+                &self.layout.attempt_keys(cert),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await?;
+        let gone: Vec<TxnOp> = listed
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+            .filter(|k| keep.as_deref() != Some(k.as_str()))
+            .map(|k| TxnOp::delete(k, None))
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let n = gone.len();
+        let journal = self.layout.journal(cert);
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                journal,
+                CompareOp::Equal,
+                journal_rev,
+            )])
+            .and_then(gone);
+        Ok(if self.txn(txn).await?.succeeded() {
+            n
+        } else {
+            0
+        })
     }
 
     /// The issued material of `cert`, if any.

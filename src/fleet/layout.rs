@@ -52,6 +52,11 @@ impl Layout {
         format!("{}/certs/{cert}/journal", self.prefix)
     }
 
+    /// Every attempt's sealed key of `cert`.
+    pub fn attempt_keys(&self, cert: &str) -> String {
+        format!("{}/certs/{cert}/keys/", self.prefix)
+    }
+
     pub fn attempt_key(&self, cert: &str, attempt: &str) -> String {
         format!("{}/certs/{cert}/keys/{attempt}", self.prefix)
     }
@@ -74,6 +79,14 @@ impl Layout {
         key.strip_prefix(self.prefix.as_str())?
             .strip_prefix("/certs/")?
             .strip_suffix("/issued")
+            .filter(|c| !c.contains('/'))
+    }
+
+    /// The certificate a `journal` key names.
+    pub fn cert_of_journal<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix("/certs/")?
+            .strip_suffix("/journal")
             .filter(|c| !c.contains('/'))
     }
 
@@ -134,6 +147,9 @@ mod tests {
         assert_eq!(l.cert_of_issued(&l.issued("www")), Some("www"));
         assert_eq!(l.cert_of_issued(&l.journal("www")), None);
         assert_eq!(l.cert_of_issued("/other/certs/www/issued"), None);
+        assert_eq!(l.cert_of_journal(&l.journal("www")), Some("www"));
+        assert_eq!(l.cert_of_journal(&l.issued("www")), None);
+        assert_eq!(l.cert_of_journal(&l.attempt_key("www", "journal")), None);
         assert_eq!(
             l.host_cert_of(&l.host_cert("web-3", "www")),
             Some(("web-3", "www"))

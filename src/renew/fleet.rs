@@ -164,7 +164,14 @@ impl Engine {
         };
         run.journal.last_order_id = Some(shared.order_id);
         run.report.order_id = Some(shared.order_id);
-        run.install_chain(&chain, &key, false)?;
+        // An attempt in flight (its paid call may be made) stays in the journal:
+        // under the lock, moving it to idle would erase it in etcd, and the next
+        // plan would pay again.
+        if run.journal.phase.in_flight() {
+            run.install_chain_keeping_phase(&chain, &key)?;
+        } else {
+            run.install_chain(&chain, &key, false)?;
+        }
         info!(cert = %cert.name, version = shared.version, from = %shared.host, "installed the fleet's certificate");
         self.observer.fleet(&FleetEvent::InstalledVersion {
             cert: &cert.name,

@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::ports::{FleetFuture, FleetPort, JournalStore, LocalJournals, SharedIssued};
 use super::report::PassObserver;
-use crate::fleet::etcd::EtcdFleet;
+use crate::fleet::etcd::{EtcdFleet, LockHeld};
 use crate::fleet::layout::{HostRecord, IssuedRecord, attempt_binding};
 use crate::fleet::{FleetError, FleetEvent, FleetSpec};
 use crate::ids::OrderId;
@@ -30,8 +30,8 @@ struct Shared {
     journal_rev: i64,
     /// The shared phase as this host sees it (local paths), serialized.
     phase: Option<String>,
-    /// The lock's create_revision while this host holds it.
-    lock_rev: Option<i64>,
+    /// The lock while this host holds it: its create_revision and its lease.
+    lock: Option<LockHeld>,
 }
 
 pub struct FleetJournals {
@@ -193,6 +193,33 @@ fn shared_form(j: &Journal) -> Journal {
     s
 }
 
+/// Lays the fleet's journal of a certificate over this host's: another host's
+/// attempt, or its end, is the truth; a reload still pending here (`Installed`)
+/// stays while the fleet is idle.
+fn overlay(j: &mut Journal, shared: Journal) {
+    if shared.phase.in_flight() || !matches!(j.phase, Phase::Installed) {
+        j.phase = shared.phase;
+    }
+    j.last_order_id = shared.last_order_id.or(j.last_order_id);
+}
+
+/// [`overlay`] for every certificate; one only the fleet knows is taken as is.
+fn overlay_all(
+    local: Vec<(String, Journal)>,
+    shared: impl Iterator<Item = (String, Journal)>,
+) -> Vec<(String, Journal)> {
+    let mut all: std::collections::BTreeMap<String, Journal> = local.into_iter().collect();
+    for (cert, s) in shared {
+        match all.get_mut(&cert) {
+            Some(j) => overlay(j, s),
+            None => {
+                all.insert(cert, s);
+            }
+        }
+    }
+    all.into_iter().collect()
+}
+
 fn phase_text(p: &Phase) -> String {
     serde_json::to_string(p).expect("a phase serializes")
 }
@@ -220,12 +247,7 @@ impl JournalStore for FleetJournals {
         let mut shared =
             Journal::from_json(&data).map_err(|e| StoreError::Shared(format!("{key}: {e}")))?;
         self.localize(cert, &mut shared.phase);
-        // Another host's attempt, or its end, is the truth; a reload still
-        // pending here (`Installed`) stays while the fleet is idle.
-        if shared.phase.in_flight() || !matches!(j.phase, Phase::Installed) {
-            j.phase = shared.phase;
-        }
-        j.last_order_id = shared.last_order_id.or(j.last_order_id);
+        overlay(&mut j, shared);
         let text = phase_text(&shared_form(&j).phase);
         self.with_cert(cert, |s| {
             s.journal_rev = v.mod_revision;
@@ -240,7 +262,7 @@ impl JournalStore for FleetJournals {
         let (unchanged, lock_rev, journal_rev) = self.with_cert(&j.cert, |s| {
             (
                 s.phase.as_deref() == Some(text.as_str()),
-                s.lock_rev,
+                s.lock.map(|l| l.rev),
                 s.journal_rev,
             )
         });
@@ -273,8 +295,25 @@ impl JournalStore for FleetJournals {
         self.local.save_journal(j)
     }
 
+    /// This host's journals with the fleet's laid over them, and the
+    /// journals of certificates only other hosts have written here: the orders
+    /// other hosts' attempts follow are claimed too. Without etcd, this host's.
     fn journals(&self) -> Vec<(String, Journal)> {
-        self.local.journals()
+        let layout = self.etcd.layout();
+        let listed = match self.seen(self.block(self.etcd.list(&layout.certs()))) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "fleet: the shared journals are not read; this host's stand");
+                return self.local.journals();
+            }
+        };
+        let shared = listed.into_iter().filter_map(|(key, data)| {
+            let cert = layout.cert_of_journal(&key)?;
+            let mut j = Journal::from_json(&data).ok()?;
+            self.localize(cert, &mut j.phase);
+            Some((cert.to_owned(), j))
+        });
+        overlay_all(self.local.journals(), shared)
     }
 
     fn key_path(&self, cert: &str, attempt: &str) -> std::path::PathBuf {
@@ -285,8 +324,17 @@ impl JournalStore for FleetJournals {
         self.local.issued_path(cert, attempt)
     }
 
+    /// This host's files, and in etcd the sealed keys of the finished attempts
+    /// of the certificates this host knows (an outage leaves them for later).
     fn prune_finished(&self) -> Result<usize, StoreError> {
-        self.local.prune_finished()
+        let mut n = self.local.prune_finished()?;
+        for (cert, _) in self.local.journals() {
+            match self.prune_shared_keys(&cert) {
+                Ok(k) => n += k,
+                Err(e) => warn!(cert, error = %e, "fleet: old sealed keys are not pruned"),
+            }
+        }
+        Ok(n)
     }
 
     fn fleet(&self) -> Option<&dyn FleetPort> {
@@ -353,8 +401,8 @@ impl FleetPort for FleetJournals {
             let mut told = false;
             loop {
                 match self.seen(self.etcd.try_lock(cert).await)? {
-                    Ok(rev) => {
-                        self.with_cert(cert, |s| s.lock_rev = Some(rev));
+                    Ok(held) => {
+                        self.with_cert(cert, |s| s.lock = Some(held));
                         self.observer
                             .fleet(&FleetEvent::LockHeld { cert, held: true });
                         return Ok(());
@@ -383,12 +431,12 @@ impl FleetPort for FleetJournals {
 
     fn unlock<'a>(&'a self, cert: &'a str) -> FleetFuture<'a, ()> {
         Box::pin(async move {
-            let Some(rev) = self.with_cert(cert, |s| s.lock_rev.take()) else {
+            let Some(held) = self.with_cert(cert, |s| s.lock.take()) else {
                 return Ok(());
             };
             self.observer
                 .fleet(&FleetEvent::LockHeld { cert, held: false });
-            self.seen(self.etcd.unlock(cert, rev).await)
+            self.seen(self.etcd.unlock(cert, held.rev).await)
         })
     }
 
@@ -397,16 +445,32 @@ impl FleetPort for FleetJournals {
     }
 
     fn may_spend(&self, cert: &str) -> Result<(), FleetError> {
-        if self.with_cert(cert, |s| s.lock_rev.is_none()) {
+        let Some(held) = self.with_cert(cert, |s| s.lock) else {
             return Err(FleetError::NotLocked {
                 cert: cert.to_owned(),
             });
-        }
-        self.etcd.lease_alive(cert)
+        };
+        self.etcd.lease_alive(cert, held.lease)
     }
 }
 
 impl FleetJournals {
+    /// Deletes `cert`'s sealed keys in etcd but the one of the attempt the
+    /// fleet's journal has in flight.
+    fn prune_shared_keys(&self, cert: &str) -> Result<usize, FleetError> {
+        let key = self.etcd.layout().journal(cert);
+        let v = self.seen(self.block(self.etcd.get(&key)))?;
+        let Some(data) = v.value else {
+            return Ok(0);
+        };
+        let j = Journal::from_json(&data).map_err(|e| FleetError::BadRecord {
+            key,
+            detail: e.to_string(),
+        })?;
+        let keep = j.phase.attempt().filter(|_| j.phase.in_flight());
+        self.seen(self.block(self.etcd.prune_attempt_keys(cert, v.mod_revision, keep)))
+    }
+
     /// Writes the attempt's key (and, once issued, its chain) from etcd when this
     /// host's state directory does not have them (another host made them).
     async fn fetch(&self, cert: &str, j: &Journal) -> Result<(), FleetError> {
@@ -479,5 +543,45 @@ impl FleetJournals {
             return Ok(None);
         }
         self.shared_issued(cert).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(cert: &str, phase: Phase, last: Option<i64>) -> (String, Journal) {
+        let mut j = Journal::new(cert);
+        j.phase = phase;
+        j.last_order_id = last.map(OrderId::new);
+        (cert.to_owned(), j)
+    }
+
+    /// Reconciliation sees the orders other hosts' attempts follow: the fleet's
+    /// journals are laid over this host's, and a certificate only the fleet has
+    /// written is listed too.
+    #[test]
+    fn the_fleet_journals_are_laid_over_this_hosts() {
+        let local = vec![
+            journal("www", Phase::Idle, Some(1)),
+            journal("api", Phase::Installed, Some(2)),
+        ];
+        let shared = vec![
+            journal("www", Phase::Idle, Some(5)),
+            journal("api", Phase::Idle, None),
+            journal("mail", Phase::Idle, Some(9)),
+        ];
+        let all = overlay_all(local, shared.into_iter());
+        let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["api", "mail", "www"]);
+        let by = |n: &str| &all.iter().find(|(c, _)| c == n).expect(n).1;
+        assert_eq!(by("www").last_order_id, Some(OrderId::new(5)));
+        assert_eq!(
+            by("api").phase,
+            Phase::Installed,
+            "a reload pending here stays"
+        );
+        assert_eq!(by("api").last_order_id, Some(OrderId::new(2)));
+        assert_eq!(by("mail").last_order_id, Some(OrderId::new(9)));
     }
 }

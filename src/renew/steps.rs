@@ -254,6 +254,40 @@ impl CertRun<'_> {
         key: &Key,
         renewed: bool,
     ) -> Result<(), EngineError> {
+        let written = self.put_files(chain, key)?;
+        let next = if self.journal.reload_pending.is_empty() {
+            self.journal.last_success = Some(self.e.clock.now());
+            Phase::Idle
+        } else {
+            Phase::Installed
+        };
+        self.commit(next)?;
+        crash_point(CrashPoint::AfterInstalled);
+        self.installed(chain, renewed, written);
+        Ok(())
+    }
+
+    /// Installs a chain while the journal's attempt goes on (a fleet's issued
+    /// material arriving while another host's attempt is in flight): the files
+    /// and their fingerprint are recorded, the phase stays, since moving it would
+    /// erase an attempt that may have made its paid call.
+    pub(super) fn install_chain_keeping_phase(
+        &mut self,
+        chain: &Chain,
+        key: &Key,
+    ) -> Result<(), EngineError> {
+        let written = self.put_files(chain, key)?;
+        self.save()?;
+        self.installed(chain, false, written);
+        Ok(())
+    }
+
+    /// Writes the output files and records them in the journal (not saved yet).
+    fn put_files(
+        &mut self,
+        chain: &Chain,
+        key: &Key,
+    ) -> Result<Vec<std::path::PathBuf>, EngineError> {
         let files = CertificateFiles {
             cert_pem: chain.leaf_pem(),
             chain_pem: chain.chain_pem(),
@@ -269,15 +303,11 @@ impl CertRun<'_> {
         crash_point(CrashPoint::AfterInstallFiles);
         self.journal.installed_sha256 = Some(chain.leaf.sha256.clone());
         self.journal.reload_pending = self.cert.reload.clone();
-        let next = if self.journal.reload_pending.is_empty() {
-            self.journal.last_success = Some(self.e.clock.now());
-            Phase::Idle
-        } else {
-            Phase::Installed
-        };
         self.journal.last_error = None;
-        self.commit(next)?;
-        crash_point(CrashPoint::AfterInstalled);
+        Ok(written)
+    }
+
+    fn installed(&mut self, chain: &Chain, renewed: bool, written: Vec<std::path::PathBuf>) {
         info!(cert = %self.cert.name, serial = %chain.leaf.serial_hex, not_after = %chain.leaf.not_after_rfc3339(), dir = %self.cert.output.dir.display(), "installed");
         self.report.outcome = if renewed {
             Outcome::Renewed
@@ -294,7 +324,6 @@ impl CertRun<'_> {
             chain.leaf.not_after_rfc3339()
         );
         self.report.files = written;
-        Ok(())
     }
 
     /// Installs the certificate an existing issued order holds (first install, or a
