@@ -142,6 +142,17 @@ impl CertRun<'_> {
                 "the journal's re-issue names no instance; run `cas-renewd renew --force`".into(),
             ));
         };
+        let mut inst = inst;
+        if inst.previous_certificate_id.is_none() {
+            // Without it the instance's current certificate would pass for the new
+            // one (then refused for its key, and re-issued again at --force).
+            let d = self
+                .e
+                .cas
+                .get_instance_detail(inst.instance_id.as_str())
+                .await?;
+            inst.previous_certificate_id = d.body.instance.certificate_id;
+        }
         let key = self.load_key(&a.key)?;
         let update = self.application(inst.instance_id.as_str(), &key)?;
         self.e.cas.update_instance(&update).await?;

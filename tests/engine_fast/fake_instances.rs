@@ -73,6 +73,8 @@ struct Inner {
     polls_before_issued: u32,
     /// `hidden_reads` of the review an accepted ApplyCertificate starts.
     pending_after_polls: u32,
+    /// ListInstances gives no CertificateId (GetInstanceDetail still does).
+    listing_without_certificate_id: bool,
 }
 
 /// The instances of the fake account.
@@ -234,7 +236,18 @@ impl FakeInstances {
 
     pub fn listing(&self) -> Vec<Value> {
         let inner = self.lock();
-        inner.map.iter().map(|(id, i)| Self::entry(id, i)).collect()
+        let mut all: Vec<Value> = inner.map.iter().map(|(id, i)| Self::entry(id, i)).collect();
+        if inner.listing_without_certificate_id {
+            for v in &mut all {
+                v["CertificateId"] = Value::Null;
+            }
+        }
+        all
+    }
+
+    /// ListInstances leaves CertificateId out from now on.
+    pub fn list_without_certificate_id(&self) {
+        self.lock().listing_without_certificate_id = true;
     }
 
     /// Whether the review's validation is visible (DNS record or file).

@@ -459,3 +459,21 @@ fn an_unclear_apply_not_taken_waits_for_the_ceiling_and_says_when() {
         );
     });
 }
+
+#[test]
+fn a_reissue_listed_without_certificate_id_waits_for_the_new_certificate() {
+    run(async {
+        let w = instance_world(Setup::default(), 700, 20, false);
+        // The current certificate is only in GetInstanceDetail: it must not count
+        // as the re-issue's new one when the first reads after the application do
+        // not show it under review yet.
+        w.cas.instances.list_without_certificate_id();
+        w.cas.instances.lag_reviews(2);
+        let r = w.ok_pass("no CertificateId listed").await;
+        assert_eq!(r.certs[0].outcome, Outcome::Renewed, "{}", r.render(false));
+        assert_eq!(w.cas.calls("ApplyCertificate"), 1, "{}", calls(&w));
+        assert_eq!(w.cas.instances.certificates(INSTANCE), 2);
+        let (days, matches) = w.installed().expect("installed");
+        assert!(matches && days > 80, "the re-issued pair: {days} days");
+    });
+}
