@@ -112,7 +112,11 @@ fn an_unclear_paid_call_whose_order_also_shows_as_an_instance_is_adopted_not_pai
         // then paid again after the ceiling.
         let r = w.pass(PassOptions::default()).await.expect("a pass");
         assert_eq!(r.certs[0].outcome, Outcome::Renewed, "{}", r.render(false));
-        assert_eq!(w.cas.calls(RENEW), 1, "the order is found, never paid again");
+        assert_eq!(
+            w.cas.calls(RENEW),
+            1,
+            "the order is found, never paid again"
+        );
         w.assert_renewed("reconciled");
     });
 }

@@ -6,9 +6,9 @@
 
 use tracing::{error, info, warn};
 
-use super::{EngineError, RECONCILE_GRACE};
 use super::plan::Action;
 use super::steps::{CertRun, Next, Step};
+use super::{EngineError, RECONCILE_GRACE};
 use crate::cas::api::InstanceStatus;
 use crate::cas::api::{CertificateState, CertificateStateResponse, DomainValidation};
 use crate::cas::api_apply::UpdateInstanceParams;
@@ -292,7 +292,9 @@ impl CertRun<'_> {
                 // A second call that did not clearly succeed (refused, say, because
                 // the first one was taken after all, or lost in a crash) is left to
                 // the operator, with the instance still followed.
-                if o.pending_application.is_some() && o.pending_application != self.reapply_waiting(o) {
+                if o.pending_application.is_some()
+                    && o.pending_application != self.reapply_waiting(o)
+                {
                     return Ok(());
                 }
                 let what = self.reapplied_message(&id, o, "its outcome is unknown");
@@ -335,7 +337,9 @@ impl CertRun<'_> {
     /// again: V1's ceiling for an unclear paid call, from the first call.
     fn reapply_at(&self, o: &Following) -> chrono::DateTime<chrono::Utc> {
         let r = &self.e.cfg.renewal;
-        let ceiling = r.unclear_retry_after.max(RECONCILE_GRACE.max(r.poll_interval * 2));
+        let ceiling = r
+            .unclear_retry_after
+            .max(RECONCILE_GRACE.max(r.poll_interval * 2));
         o.requested_at + chrono::Duration::from_std(ceiling).unwrap_or(chrono::Duration::MAX)
     }
 

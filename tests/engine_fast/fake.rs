@@ -472,7 +472,12 @@ impl CertificateSource for FakeCas {
     fn list_all_instances(&self, _page_size: u32) -> ApiFuture<'_, Vec<Instance>> {
         self.count("ListInstances");
         let mut all: Vec<Value> = self.instances.listing();
-        if self.script.lock().unwrap_or_else(|e| e.into_inner()).renewals_in_instances {
+        if self
+            .script
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .renewals_in_instances
+        {
             let inner = self.lock();
             all.extend(inner.orders.iter().filter(|(id, _)| **id != SOURCE).map(
                 |(_, o)| json!({ "InstanceId": o.instance_id, "Domain": "", "Status": "inactive" }),
