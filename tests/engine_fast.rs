@@ -101,6 +101,27 @@ fn an_unclear_paid_call_whose_order_shows_is_followed_without_paying_again() {
 }
 
 #[test]
+fn an_unclear_paid_call_whose_order_also_shows_as_an_instance_is_adopted_not_paid_again() {
+    run(async {
+        let script = Script {
+            renewals_in_instances: true,
+            ..unclear(Paid::Unclear(1))
+        };
+        let w = World::new(script, Setup::default());
+        // Before the fix the reconciliation's listing left the order out: blocked,
+        // then paid again after the ceiling.
+        let r = w.pass(PassOptions::default()).await.expect("a pass");
+        assert_eq!(r.certs[0].outcome, Outcome::Renewed, "{}", r.render(false));
+        assert_eq!(
+            w.cas.calls(RENEW),
+            1,
+            "the order is found, never paid again"
+        );
+        w.assert_renewed("reconciled");
+    });
+}
+
+#[test]
 fn an_unclear_paid_call_without_an_order_blocks_then_pays_again_after_the_ceiling() {
     run(async {
         let w = World::new(unclear(Paid::Unclear(0)), Setup::default());

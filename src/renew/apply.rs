@@ -52,7 +52,9 @@ impl CertRun<'_> {
         verdict
     }
 
-    /// Orders that an unclear paid call may have made are those not in this list.
+    /// Orders that an unclear paid call may have made are those not in this list:
+    /// the pass's orders, and those it keeps as V2.0 instances only (the
+    /// reconciliation lists every order, so these must count as known too).
     fn known_order_ids(&self) -> Vec<OrderId> {
         let mut ids: Vec<OrderId> = self
             .orders
@@ -60,6 +62,14 @@ impl CertRun<'_> {
             .filter(|o| domain_is_ours_or_empty(o, &self.cert.domain).is_some())
             .filter_map(|o| o.order_id.map(OrderId::new))
             .collect();
+        ids.extend(
+            self.e
+                .listed_as_instances
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .copied(),
+        );
         ids.sort_unstable();
         ids.dedup();
         ids

@@ -57,6 +57,7 @@ impl CertRun<'_> {
             self.e
                 .observer
                 .order_state(&self.cert.name, s.state.as_str());
+            self.on_instance_review(&mut stage, &o, s.state)?;
             match s.state {
                 CertificateState::Certificate => break s,
                 CertificateState::VerifyFail => {

@@ -6,9 +6,9 @@
 
 use tracing::{error, info, warn};
 
-use super::EngineError;
 use super::plan::Action;
 use super::steps::{CertRun, Next, Step};
+use super::{EngineError, RECONCILE_GRACE};
 use crate::cas::api::InstanceStatus;
 use crate::cas::api::{CertificateState, CertificateStateResponse, DomainValidation};
 use crate::cas::api_apply::UpdateInstanceParams;
@@ -142,6 +142,17 @@ impl CertRun<'_> {
                 "the journal's re-issue names no instance; run `cas-renewd renew --force`".into(),
             ));
         };
+        let mut inst = inst;
+        if inst.previous_certificate_id.is_none() {
+            // Without it the instance's current certificate would pass for the new
+            // one (then refused for its key, and re-issued again at --force).
+            let d = self
+                .e
+                .cas
+                .get_instance_detail(inst.instance_id.as_str())
+                .await?;
+            inst.previous_certificate_id = d.body.instance.certificate_id;
+        }
         let key = self.load_key(&a.key)?;
         let update = self.application(inst.instance_id.as_str(), &key)?;
         self.e.cas.update_instance(&update).await?;
@@ -158,6 +169,7 @@ impl CertRun<'_> {
             published: store::Publication::default(),
             pending_application: None,
             instance: Some(inst.clone()),
+            reapplied_at: None,
         };
         let mut stage = Stage::ApplicationRequested;
         let r = self
@@ -200,9 +212,9 @@ impl CertRun<'_> {
     /// Where the followed instance stands, in the shape of DescribeCertificateState:
     /// a CertificateId other than the one before the re-issue is the new
     /// certificate (with its chain and CAS's key, if CAS made it); `pending` with a
-    /// DomainValidationList waits for validation; any other status with no new
-    /// certificate has no application under review (`payed`: applied for by
-    /// nobody).
+    /// DomainValidationList waits for validation; an unknown (or missing) status
+    /// may be under review (`unknow`); any other status with no new certificate
+    /// has no application under review (`payed`: applied for by nobody).
     pub(super) async fn instance_state(
         &self,
         inst: &InstanceRef,
@@ -231,15 +243,43 @@ impl CertRun<'_> {
                 s.cert_id = Some(cert_id.to_string());
                 s
             }
+            // A status this version does not know (or none) may be a review CAS
+            // runs asynchronously: waited on, never taken for "not applied".
+            (InstanceStatus::Unknown, None) => state(CertificateState::Unknow),
             _ => state(CertificateState::Payed),
         };
         Ok((s, d.request_id))
     }
 
+    /// The followed instance shows an application under review (or a status that
+    /// may be one) while the journal is at application-requested after an
+    /// unclear call: that call was taken, so it is journaled as submitted and
+    /// never made again.
+    pub(super) fn on_instance_review(
+        &mut self,
+        stage: &mut Stage,
+        o: &Following,
+        state: CertificateState,
+    ) -> Result<(), EngineError> {
+        let idle = matches!(
+            state,
+            CertificateState::Payed | CertificateState::Certificate | CertificateState::VerifyFail
+        );
+        if o.instance.is_none() || *stage != Stage::ApplicationRequested || idle {
+            return Ok(());
+        }
+        info!(cert = %self.cert.name, followed = %o.subject(), state = state.as_str(), "the unclear ApplyCertificate was taken: the instance shows a review");
+        *stage = Stage::ApplicationSubmitted;
+        self.commit(Phase::following(*stage, o.clone()))
+    }
+
     /// An instance followed after ApplyCertificate shows no application under
     /// review and no new certificate. After an unclear (or never sent) call the
-    /// application was not taken, so it is made now, journaled as the first was;
-    /// after an accepted one it ended without a certificate: the operator looks.
+    /// application may still be taken up late (CAS may review asynchronously), so
+    /// it is made again only after `renewal.unclear_retry_after` from the first
+    /// call, and once at most: the second call is journaled (`reapplied_at`)
+    /// before it goes out. After an accepted one it ended without a certificate:
+    /// the operator looks.
     pub(super) async fn on_instance_idle(
         &mut self,
         stage: &mut Stage,
@@ -247,30 +287,41 @@ impl CertRun<'_> {
         inst: InstanceRef,
     ) -> Result<(), EngineError> {
         let id = inst.instance_id.clone();
-        // Made again once at most: a second call that does not clearly succeed
-        // (refused, say, because the first one was taken after all) is left to the
-        // operator, with the instance still followed.
-        let first_retry = o.pending_application.is_none();
         match (*stage, o.key.clone()) {
-            (Stage::ApplicationRequested, Some(key_file)) if first_retry => {
-                info!(cert = %self.cert.name, instance_id = %id, "the journaled ApplyCertificate was not taken (no application under review, no new certificate); applying now");
+            (Stage::ApplicationRequested, Some(_)) if o.reapplied_at.is_some() => {
+                // A second call that did not clearly succeed (refused, say, because
+                // the first one was taken after all, or lost in a crash) is left to
+                // the operator, with the instance still followed.
+                if o.pending_application.is_some()
+                    && o.pending_application != self.reapply_waiting(o)
+                {
+                    return Ok(());
+                }
+                let what = self.reapplied_message(&id, o, "its outcome is unknown");
+                self.pending(*stage, o, what)
+            }
+            (Stage::ApplicationRequested, Some(key_file)) => {
+                let now = self.e.clock.now();
+                if now < self.reapply_at(o) {
+                    let what = self.reapply_waiting(o).unwrap_or_default();
+                    return self.pending(*stage, o, what);
+                }
+                info!(cert = %self.cert.name, instance_id = %id, "the journaled ApplyCertificate was not taken (no application under review, no new certificate, renewal.unclear_retry_after passed); applying once more");
                 let key = self.load_key(&key_file)?;
                 self.e
                     .cas
                     .update_instance(&self.application(id.as_str(), &key)?)
                     .await?;
+                // Journaled by apply_journaled's commit before the call goes out.
+                o.reapplied_at = Some(now);
                 match self.apply_journaled(stage, o, id.as_str()).await? {
                     Ok(()) => Ok(()),
                     Err(e) => {
-                        let what = format!(
-                            "instance {id}: ApplyCertificate was not taken the first time and the second call did not clearly succeed ({e}); it is not made again: check the instance in the CAS console (cas-renewd keeps following it), or run `cas-renewd renew --cert {} --force`",
-                            self.cert.name
-                        );
+                        let what = self.reapplied_message(&id, o, &e.to_string());
                         self.pending(*stage, o, what)
                     }
                 }
             }
-            (Stage::ApplicationRequested, _) if !first_retry => Ok(()),
             _ => {
                 let what = format!(
                     "instance {id} shows no application under review and no new certificate after its application ({}); it is not applied again: check the instance in the CAS console, then run `cas-renewd renew --cert {} --force`",
@@ -280,6 +331,36 @@ impl CertRun<'_> {
                 self.pending(*stage, o, what)
             }
         }
+    }
+
+    /// When an unclear first ApplyCertificate that shows no review may be made
+    /// again: V1's ceiling for an unclear paid call, from the first call.
+    fn reapply_at(&self, o: &Following) -> chrono::DateTime<chrono::Utc> {
+        let r = &self.e.cfg.renewal;
+        let ceiling = r
+            .unclear_retry_after
+            .max(RECONCILE_GRACE.max(r.poll_interval * 2));
+        o.requested_at + chrono::Duration::from_std(ceiling).unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// What the operator reads while the second ApplyCertificate waits.
+    fn reapply_waiting(&self, o: &Following) -> Option<String> {
+        let id = o.instance.as_ref()?.instance_id.clone();
+        Some(format!(
+            "ApplyCertificate of instance {id} at {} had an unclear outcome and the instance shows no application under review yet; CAS may still take it up, so cas-renewd waits and applies again by itself at {} (renewal.unclear_retry_after), or now with `cas-renewd renew --cert {} --force` once the console shows no application",
+            o.requested_at.to_rfc3339(),
+            self.reapply_at(o).to_rfc3339(),
+            self.cert.name
+        ))
+    }
+
+    /// What the operator reads once the second ApplyCertificate did not clearly succeed.
+    fn reapplied_message(&self, id: &InstanceId, o: &Following, why: &str) -> String {
+        format!(
+            "instance {id}: ApplyCertificate was not taken the first time and the second call ({}) did not clearly succeed ({why}); it is not made again: check the instance in the CAS console (cas-renewd keeps following it), or run `cas-renewd renew --cert {} --force`",
+            o.reapplied_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            self.cert.name
+        )
     }
 
     /// Installs certificate `cert_id` of `instance` (CAS's managed re-issue, the

@@ -6,7 +6,7 @@ use tracing::{error, info, warn};
 
 use super::steps::{CertRun, Next};
 use super::{EngineError, RECONCILE_GRACE};
-use crate::cas::api::{CertificateOrder, OrderStatus};
+use crate::cas::api::{CertificateOrder, OrderFilter, OrderStatus};
 use crate::ids::OrderId;
 use crate::store::faults::{CrashPoint, crash_point};
 use crate::store::{Phase, RenewRequested};
@@ -140,9 +140,15 @@ impl CertRun<'_> {
         let ceiling = r.unclear_retry_after.max(grace);
         let call = req.attempt.paid_call.action();
         loop {
-            // Every order, not a Keyword search: a new order's Domain may be empty;
-            // never a V2.0 instance the V1 listing also shows.
-            let orders = self.e.inventory().await?;
+            // Every order, not a Keyword search: a new order's Domain may be empty.
+            // Unfiltered: the renewal order may also show in ListInstances, and
+            // reconciling only adopts (what the pass already knew is in the
+            // journal's known_order_ids), it never pays for what it lists.
+            let orders = self
+                .e
+                .cas
+                .list_all_orders(OrderFilter::default(), self.e.cfg.api.page_size)
+                .await?;
             let waited = (self.e.clock.now() - requested)
                 .to_std()
                 .unwrap_or_default();

@@ -60,6 +60,9 @@ pub struct Script {
     /// The ListUserCertificateOrder `Domain` of a new order before it is issued
     /// (the documented PAYED sample has `""`).
     pub empty_domain_until_issued: bool,
+    /// ListInstances also shows every renewal order's instance (the V1 order of a
+    /// renewal listed by both operations).
+    pub renewals_in_instances: bool,
 }
 
 impl Default for Script {
@@ -69,6 +72,7 @@ impl Default for Script {
             needs_application: false,
             paid: VecDeque::new(),
             empty_domain_until_issued: false,
+            renewals_in_instances: false,
         }
     }
 }
@@ -467,7 +471,19 @@ impl CertificateSource for FakeCas {
 
     fn list_all_instances(&self, _page_size: u32) -> ApiFuture<'_, Vec<Instance>> {
         self.count("ListInstances");
-        let all = self.instances.listing().into_iter().map(parse).collect();
+        let mut all: Vec<Value> = self.instances.listing();
+        if self
+            .script
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .renewals_in_instances
+        {
+            let inner = self.lock();
+            all.extend(inner.orders.iter().filter(|(id, _)| **id != SOURCE).map(
+                |(_, o)| json!({ "InstanceId": o.instance_id, "Domain": "", "Status": "inactive" }),
+            ));
+        }
+        let all = all.into_iter().map(parse).collect();
         Box::pin(async move { Ok(all) })
     }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cas_renewd::cas::client::ApiError;
+use cas_renewd::store::faults::{CrashPoint, SimulatedCrash};
 use cas_sim::ca::{Ca, Twist};
 use serde_json::{Value, json};
 
@@ -29,6 +30,9 @@ pub enum Apply {
     UnclearLost,
     /// Refused without taking it (an error code).
     Refused,
+    /// Lost like `UnclearLost`, then the process is killed before it reads the
+    /// answer (a SIGKILL between the call and the journal's commit).
+    LostThenKilled,
 }
 
 /// One certificate of an instance.
@@ -45,6 +49,9 @@ struct Cert {
 struct Review {
     token: String,
     polls_left: u32,
+    /// GetInstanceDetail reads that still show the instance as before the
+    /// application (CAS taking it up asynchronously).
+    hidden_reads: u32,
 }
 
 #[derive(Debug)]
@@ -64,6 +71,10 @@ struct Inner {
     apply: VecDeque<Apply>,
     next_cert_id: i64,
     polls_before_issued: u32,
+    /// `hidden_reads` of the review an accepted ApplyCertificate starts.
+    pending_after_polls: u32,
+    /// ListInstances gives no CertificateId (GetInstanceDetail still does).
+    listing_without_certificate_id: bool,
 }
 
 /// The instances of the fake account.
@@ -172,8 +183,15 @@ impl FakeInstances {
             i.review = Some(Review {
                 token: format!("itoken-{id}"),
                 polls_left: polls,
+                hidden_reads: 0,
             });
         }
+    }
+
+    /// After an accepted ApplyCertificate the instance shows as before it for
+    /// `reads` GetInstanceDetail reads (CAS takes the application up later).
+    pub fn lag_reviews(&self, reads: u32) {
+        self.lock().pending_after_polls = reads;
     }
 
     /// How the next ApplyCertificate calls are answered (then `Ok`).
@@ -218,7 +236,18 @@ impl FakeInstances {
 
     pub fn listing(&self) -> Vec<Value> {
         let inner = self.lock();
-        inner.map.iter().map(|(id, i)| Self::entry(id, i)).collect()
+        let mut all: Vec<Value> = inner.map.iter().map(|(id, i)| Self::entry(id, i)).collect();
+        if inner.listing_without_certificate_id {
+            for v in &mut all {
+                v["CertificateId"] = Value::Null;
+            }
+        }
+        all
+    }
+
+    /// ListInstances leaves CertificateId out from now on.
+    pub fn list_without_certificate_id(&self) {
+        self.lock().listing_without_certificate_id = true;
     }
 
     /// Whether the review's validation is visible (DNS record or file).
@@ -236,6 +265,22 @@ impl FakeInstances {
     /// GetInstanceDetail: a poll moves an application under review on (after its
     /// validation shows, `polls_before_issued` polls, then the certificate).
     pub fn detail(&self, id: &str) -> Result<Value, ApiError> {
+        {
+            let mut inner = self.lock();
+            let i = inner
+                .map
+                .get_mut(id)
+                .ok_or_else(|| super::fake::not_found(0))?;
+            if let Some(r) = i.review.as_mut().filter(|r| r.hidden_reads > 0) {
+                r.hidden_reads -= 1;
+                let review = i.review.take();
+                let mut v = Self::entry(id, i);
+                i.review = review;
+                v["RequestId"] = json!("fake-detail");
+                v["DomainValidationList"] = json!([]);
+                return Ok(v);
+            }
+        }
         let (review, method, csr, domain, end) = {
             let inner = self.lock();
             let i = inner.map.get(id).ok_or_else(|| super::fake::not_found(0))?;
@@ -285,6 +330,7 @@ impl FakeInstances {
         let mut inner = self.lock();
         let answer = inner.apply.pop_front().unwrap_or(Apply::Ok);
         let polls = inner.polls_before_issued;
+        let lag = inner.pending_after_polls;
         let i = inner.map.get_mut(id)?;
         if i.review.is_some() {
             return Some(Err(ApiError::Service(Box::new(
@@ -312,15 +358,20 @@ impl FakeInstances {
                 },
             ))));
         }
-        if answer != Apply::UnclearLost {
+        if !matches!(answer, Apply::UnclearLost | Apply::LostThenKilled) {
             i.review = Some(Review {
                 token: format!("itoken-{id}-{}", i.certs.len()),
                 polls_left: polls,
+                hidden_reads: lag,
             });
+        }
+        drop(inner);
+        if answer == Apply::LostThenKilled {
+            std::panic::panic_any(SimulatedCrash(CrashPoint::AfterApplicationRequested));
         }
         Some(match answer {
             Apply::Ok => Ok(()),
-            Apply::Refused => unreachable!("answered above"),
+            Apply::Refused | Apply::LostThenKilled => unreachable!("answered above"),
             Apply::UnclearTaken | Apply::UnclearLost => Err(ApiError::Ambiguous {
                 action: "ApplyCertificate".into(),
                 cause: Box::new(ApiError::Transport {

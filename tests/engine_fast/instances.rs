@@ -155,16 +155,28 @@ fn an_unclear_apply_that_was_taken_is_followed_not_repeated() {
     });
 }
 
+/// `renewal.unclear_retry_after` within the world's one-hour issuance timeout,
+/// so a second ApplyCertificate may come within one pass.
+const RETRY_AFTER: Duration = Duration::from_secs(1800);
+
+fn short_retry(mut w: World) -> World {
+    w.cfg.renewal.unclear_retry_after = RETRY_AFTER;
+    w
+}
+
 #[test]
 fn an_unclear_apply_that_was_lost_is_made_again_only_after_the_instance_shows_none() {
     run(async {
-        let w = instance_world(Setup::default(), 700, 20, false);
+        let w = short_retry(instance_world(Setup::default(), 700, 20, false));
         w.cas.instances.script_apply(&[Apply::UnclearLost]);
+        let started = w.now();
         let r = w.ok_pass("unclear, lost").await;
         assert_eq!(r.certs[0].outcome, Outcome::Renewed, "{}", r.render(false));
-        // Two GetInstanceDetail answers (a poll interval apart) showed nothing
-        // under review before the second call.
+        // GetInstanceDetail showed nothing under review until V1's ceiling for an
+        // unclear paid call passed, and only then was the second call made.
         assert_eq!(w.cas.calls("ApplyCertificate"), 2);
+        let waited = (w.now() - started).to_std().unwrap_or_default();
+        assert!(waited >= RETRY_AFTER, "made again after {waited:?}");
         assert!(w.cas.calls("GetInstanceDetail") >= 3, "{}", calls(&w));
         assert_eq!(w.cas.instances.certificates(INSTANCE), 2, "one re-issue");
         let (_, matches) = w.installed().expect("installed");
@@ -176,7 +188,7 @@ fn an_unclear_apply_that_was_lost_is_made_again_only_after_the_instance_shows_no
 fn an_apply_made_again_that_fails_too_is_left_to_the_operator_not_repeated() {
     run(async {
         for second in [Apply::UnclearLost, Apply::Refused] {
-            let w = instance_world(Setup::default(), 700, 20, false);
+            let w = short_retry(instance_world(Setup::default(), 700, 20, false));
             w.cas.instances.script_apply(&[Apply::UnclearLost, second]);
             let r = w.pass(PassOptions::default()).await.expect("a pass");
             let c = &r.certs[0];
@@ -305,7 +317,7 @@ fn a_mixed_account_renews_an_order_and_reissues_an_instance_in_one_pass() {
 /// `point`, then restarts until the pass succeeds; `None` when the re-issue
 /// never reaches the point.
 async fn crash_reissue_at(point: CrashPoint) -> Option<World> {
-    let w = instance_world(
+    let w = short_retry(instance_world(
         Setup {
             hook: true,
             ..Setup::default()
@@ -313,7 +325,7 @@ async fn crash_reissue_at(point: CrashPoint) -> Option<World> {
         700,
         60,
         false,
-    );
+    ));
     w.ok_pass("the instance's certificate installed").await;
     tokio::time::advance(31 * DAY).await;
     let label = point.name();
@@ -379,5 +391,89 @@ fn a_crash_at_every_point_of_a_reissue_resumes_with_one_application_and_a_matchi
                 must.name()
             );
         }
+    });
+}
+
+#[test]
+fn a_second_apply_killed_before_its_answer_is_journaled_is_never_made_a_third_time() {
+    run(async {
+        let w = short_retry(instance_world(Setup::default(), 700, 20, false));
+        w.cas
+            .instances
+            .script_apply(&[Apply::UnclearLost, Apply::LostThenKilled]);
+        // The killed certificate's task ends the pass without a report of it.
+        let first = w.pass(PassOptions::default()).await;
+        assert!(
+            first.as_ref().is_ok_and(|r| r.certs.is_empty()),
+            "killed after the second call: {first:?}"
+        );
+        assert_eq!(w.cas.calls("ApplyCertificate"), 2, "{}", calls(&w));
+        for restart in 0..3 {
+            w.repair();
+            let r = w.pass(PassOptions::default()).await.expect("a pass");
+            assert_ne!(r.certs[0].outcome, Outcome::Renewed, "{restart}");
+            assert_eq!(
+                w.cas.calls("ApplyCertificate"),
+                2,
+                "restart {restart}: {}",
+                calls(&w)
+            );
+            tokio::time::advance(DAY).await;
+        }
+        let j = w.journal();
+        assert!(
+            j.contains("\"reapplied_at\"") && j.contains("it is not made again"),
+            "{j}"
+        );
+    });
+}
+
+#[test]
+fn an_application_cas_takes_up_late_is_not_made_again_during_the_lag() {
+    run(async {
+        let w = instance_world(Setup::default(), 700, 20, false);
+        // Taken, but the answer lost, and the instance shows as before the call
+        // for five GetInstanceDetail reads.
+        w.cas.instances.script_apply(&[Apply::UnclearTaken]);
+        w.cas.instances.lag_reviews(5);
+        let r = w.ok_pass("taken late").await;
+        assert_eq!(r.certs[0].outcome, Outcome::Renewed, "{}", r.render(false));
+        assert_eq!(w.cas.calls("ApplyCertificate"), 1, "{}", calls(&w));
+        assert_eq!(w.cas.instances.certificates(INSTANCE), 2);
+    });
+}
+
+#[test]
+fn an_unclear_apply_not_taken_waits_for_the_ceiling_and_says_when() {
+    run(async {
+        // The world's ceiling (6h) is beyond its issuance timeout (1h).
+        let w = instance_world(Setup::default(), 700, 20, false);
+        w.cas.instances.script_apply(&[Apply::UnclearLost]);
+        let r = w.pass(PassOptions::default()).await.expect("a pass");
+        assert_ne!(r.certs[0].outcome, Outcome::Renewed, "{}", r.render(false));
+        assert_eq!(w.cas.calls("ApplyCertificate"), 1, "{}", calls(&w));
+        let j = w.journal();
+        assert!(
+            j.contains("applies again by itself at") && j.contains("unclear_retry_after"),
+            "{j}"
+        );
+    });
+}
+
+#[test]
+fn a_reissue_listed_without_certificate_id_waits_for_the_new_certificate() {
+    run(async {
+        let w = instance_world(Setup::default(), 700, 20, false);
+        // The current certificate is only in GetInstanceDetail: it must not count
+        // as the re-issue's new one when the first reads after the application do
+        // not show it under review yet.
+        w.cas.instances.list_without_certificate_id();
+        w.cas.instances.lag_reviews(2);
+        let r = w.ok_pass("no CertificateId listed").await;
+        assert_eq!(r.certs[0].outcome, Outcome::Renewed, "{}", r.render(false));
+        assert_eq!(w.cas.calls("ApplyCertificate"), 1, "{}", calls(&w));
+        assert_eq!(w.cas.instances.certificates(INSTANCE), 2);
+        let (days, matches) = w.installed().expect("installed");
+        assert!(matches && days > 80, "the re-issued pair: {days} days");
     });
 }

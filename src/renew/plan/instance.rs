@@ -119,10 +119,19 @@ fn reissue_when_due(
     end: Option<i64>,
 ) -> Plan {
     let window = i64::try_from(i.renew_before.as_millis()).unwrap_or(i64::MAX);
-    let flagged = matches!(
-        inst.certificate_status,
-        Some(CertificateStatus::WillExpire | CertificateStatus::Expired)
-    );
+    // CAS's flag is about the certificate it lists: it counts only when that one
+    // is not older than the installed one (a stale listing, or a newer
+    // certificate installed from another host or by AutoReissue, is not due).
+    let listed_current = match (ms(inst.certificate_not_after), i.disk) {
+        (_, None) => true,
+        (Some(listed), Some(d)) => listed + NEWER_SLACK_MS >= d.not_after * 1000,
+        (None, Some(_)) => false,
+    };
+    let flagged = listed_current
+        && matches!(
+            inst.certificate_status,
+            Some(CertificateStatus::WillExpire | CertificateStatus::Expired)
+        );
     let due = flagged || end.is_none_or(|e| e - i.now_ms <= window);
     if !due && !i.force {
         let e = end.unwrap_or(i.now_ms);

@@ -207,6 +207,7 @@ impl LegacyJournal {
             csr_sha256: self.csr_sha256.clone(),
             published,
             pending_application: self.pending_application.clone(),
+            reapplied_at: None,
         })
     }
 
@@ -285,6 +286,7 @@ mod tests {
             published,
             pending_application: pending.map(str::to_owned),
             instance: None,
+            reapplied_at: None,
         }
     }
 

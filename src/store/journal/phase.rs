@@ -149,6 +149,11 @@ pub struct Following {
     /// [`OrderId::NONE`] then); none for an order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<InstanceRef>,
+    /// When an instance's ApplyCertificate was sent a second time (after the first
+    /// one's unclear outcome), journaled before that call goes out: a second call
+    /// is made once at most, crash or not.
+    #[serde(default, with = "stamp", skip_serializing_if = "Option::is_none")]
+    pub reapplied_at: Option<DateTime<Utc>>,
 }
 
 /// The issued certificate passed its checks and is saved with its key.
@@ -279,6 +284,7 @@ impl RenewRequested {
             published: Publication::default(),
             pending_application: None,
             instance: a.instance,
+            reapplied_at: None,
         }
     }
 }
@@ -299,6 +305,7 @@ impl Following {
             published: Publication::default(),
             pending_application: None,
             instance: None,
+            reapplied_at: None,
         }
     }
 

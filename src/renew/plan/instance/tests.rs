@@ -78,6 +78,17 @@ fn will_expire_makes_it_due_before_renew_before() {
 }
 
 #[test]
+fn will_expire_of_a_listed_certificate_older_than_the_installed_one_is_not_due() {
+    // A stale listing: the installed certificate (from another host, or CAS's
+    // AutoReissue) is newer than the one flagged willExpire.
+    let mut i = instance(700, Some(20), "normal", false);
+    i.certificate_status = Some(CertificateStatus::WillExpire);
+    let p = run(&[i], &[], Some(&disk(80)));
+    assert_eq!(p.action, Action::Nothing, "{}", p.reason);
+    assert!(p.reason.contains("due from"), "{}", p.reason);
+}
+
+#[test]
 fn a_service_period_over_or_too_short_blocks_with_the_renewal_hint() {
     for (service, why) in [(-1, "ended"), (25, "too soon"), (26, "too soon")] {
         let p = run(
