@@ -332,7 +332,16 @@ fn renew_when_due(
     let window = i64::try_from(i.renew_before.as_millis()).unwrap_or(i64::MAX);
     let status = current.status.unwrap_or(OrderStatus::Unknown);
     let left = end.map(|e| e - i.now_ms);
-    let due = status == OrderStatus::Willexpired || left.is_some_and(|l| l <= window);
+    // WILLEXPIRED speaks of the order's certificate: when the installed one is newer
+    // (the renewal's order missing from this listing: a listing lag, or an entry
+    // kept as a V2.0 instance), it does not make the certificate due, or the same
+    // renewal would be paid twice.
+    let disk_newer = matches!(
+        (disk_end, current.not_after_ms()),
+        (Some(d), Some(c)) if d > c + NEWER_SLACK_MS
+    );
+    let flagged = status == OrderStatus::Willexpired && !disk_newer;
+    let due = flagged || left.is_some_and(|l| l <= window);
 
     let kind = not_renewable(current);
     let replace = |why: String| replace_order(i, out, current, current_id, kind.as_ref(), why);

@@ -595,3 +595,21 @@ fn the_quota_guard_and_a_failing_install_end_the_chain_as_the_pass_would() {
         assert_eq!(look.paid.len(), asked, "{phase}");
     }
 }
+
+#[test]
+fn a_willexpired_order_older_than_the_installed_certificate_is_not_due() {
+    // The renewal's new order is missing from this listing (a listing lag, or an
+    // entry left out as a V2.0 instance) while its certificate is installed: the
+    // source order's WILLEXPIRED speaks of the old certificate and must not pay again.
+    let source = order(1, OrderStatus::Willexpired, Some(20));
+    let p = run(
+        &[source.clone()],
+        &Journal::new("www"),
+        Some(&disk(365)),
+        false,
+    );
+    assert_eq!(p.action, Action::Nothing, "{p:?}");
+    // The same order with its own certificate installed is due, as before.
+    let p = run(&[source], &Journal::new("www"), Some(&disk(20)), false);
+    assert!(matches!(p.action, Action::Renew { .. }), "{p:?}");
+}
