@@ -603,7 +603,7 @@ fn a_willexpired_order_older_than_the_installed_certificate_is_not_due() {
     // source order's WILLEXPIRED speaks of the old certificate and must not pay again.
     let source = order(1, OrderStatus::Willexpired, Some(20));
     let p = run(
-        &[source.clone()],
+        std::slice::from_ref(&source),
         &Journal::new("www"),
         Some(&disk(365)),
         false,
