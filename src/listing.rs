@@ -223,6 +223,7 @@ mod tests {
             .expect("date");
         let secs = now.timestamp();
         let inv = Inventory {
+            listed_as_instances: vec![],
             orders: vec![order(
                 "www.example.com",
                 7,

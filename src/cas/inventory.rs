@@ -82,6 +82,10 @@ impl Entry<'_> {
 pub struct Inventory {
     pub orders: Vec<CertificateOrder>,
     pub instances: Vec<Instance>,
+    /// The OrderIds of the listing's orders kept only as instances (see
+    /// [`Inventory::new`]): known before a paid call all the same, so an unclear
+    /// call's reconciliation never takes one for the call's new order.
+    pub listed_as_instances: Vec<i64>,
 }
 
 impl Inventory {
@@ -109,6 +113,11 @@ impl Inventory {
     /// only as the instance, so it is never renewed as a V1 order.
     pub fn new(mut orders: Vec<CertificateOrder>, instances: Vec<Instance>) -> Inventory {
         let before = orders.len();
+        let listed_as_instances = orders
+            .iter()
+            .filter(|o| lists_an_instance(o, &instances))
+            .filter_map(|o| o.order_id)
+            .collect();
         orders.retain(|o| !lists_an_instance(o, &instances));
         if orders.len() < before {
             tracing::debug!(
@@ -116,7 +125,11 @@ impl Inventory {
                 "V2.0 instances also listed as V1 orders are kept as instances only"
             );
         }
-        Inventory { orders, instances }
+        Inventory {
+            orders,
+            instances,
+            listed_as_instances,
+        }
     }
 
     /// Orders first, then instances.
@@ -178,6 +191,7 @@ mod tests {
                 certificate_not_after: Some(1_781_675_381),
                 ..Default::default()
             }],
+            listed_as_instances: vec![],
         }
     }
 

@@ -57,18 +57,17 @@ impl CertRun<'_> {
     /// reconciliation lists every order, so these must count as known too).
     fn known_order_ids(&self) -> Vec<OrderId> {
         let mut ids: Vec<OrderId> = self
+            .inv
             .orders
             .iter()
             .filter(|o| domain_is_ours_or_empty(o, &self.cert.domain).is_some())
             .filter_map(|o| o.order_id.map(OrderId::new))
             .collect();
         ids.extend(
-            self.e
+            self.inv
                 .listed_as_instances
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
                 .iter()
-                .copied(),
+                .map(|&id| OrderId::new(id)),
         );
         ids.sort_unstable();
         ids.dedup();
@@ -100,7 +99,8 @@ impl CertRun<'_> {
 
     /// The ProductCode of order `source` in this pass's listing, if it has one.
     fn product_code_of(&self, source: OrderId) -> Option<String> {
-        self.orders
+        self.inv
+            .orders
             .iter()
             .find(|o| o.order_id == Some(source.get()))
             .and_then(|o| o.product_code.clone())

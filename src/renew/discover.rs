@@ -421,6 +421,7 @@ mod tests {
     fn discover_covers_instances_beside_orders() {
         use crate::cas::api::Instance;
         let inv = Inventory {
+            listed_as_instances: vec![],
             orders: orders(&["www.example.com", "shop.example.com"]),
             instances: vec![
                 Instance {

@@ -17,8 +17,8 @@ use crate::cas::api::Instance;
 use crate::cas::api::{CertificateOrder, OrderFilter};
 use crate::cas::client::ApiError;
 use crate::cas::credentials::CredentialsProvider;
-use crate::cas::inventory::{Entry, Inventory, lists_an_instance};
-use crate::ids::{InstanceId, OrderId};
+use crate::cas::inventory::{Entry, Inventory};
+use crate::ids::InstanceId;
 use crate::settings::{CertificateConfig, Config};
 use crate::store::{Journal, StoreError};
 
@@ -71,10 +71,6 @@ pub struct Engine {
     pub(super) observer: Arc<dyn PassObserver>,
     /// The resource plans of the current pass.
     pub(super) quota: super::quota::QuotaCache,
-    /// The OrderIds the last listing showed that the inventory keeps as
-    /// instances only: known before a paid call all the same, so an unclear
-    /// call's reconciliation never takes one for the call's new order.
-    pub(super) listed_as_instances: std::sync::Mutex<Vec<OrderId>>,
 }
 
 impl Engine {
@@ -116,7 +112,6 @@ impl Engine {
             clock: ports.clock,
             observer,
             quota: super::quota::QuotaCache::default(),
-            listed_as_instances: std::sync::Mutex::default(),
         }
     }
 
@@ -146,15 +141,6 @@ impl Engine {
             .list_all_orders(OrderFilter::default(), self.cfg.api.page_size)
             .await?;
         let instances = self.cas.list_all_instances(self.cfg.api.page_size).await?;
-        let hidden = orders
-            .iter()
-            .filter(|o| lists_an_instance(o, &instances))
-            .filter_map(|o| o.order_id.map(OrderId::new))
-            .collect();
-        *self
-            .listed_as_instances
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = hidden;
         Ok(Inventory::new(with_order_ids(orders), instances))
     }
 
@@ -229,7 +215,7 @@ impl Engine {
     ) -> Result<Plans, EngineError> {
         let inv = Inventory {
             orders: orders.to_vec(),
-            instances: vec![],
+            ..Inventory::default()
         };
         self.plans_for(&inv, opts)
     }
@@ -254,6 +240,7 @@ impl Engine {
                 .map(|(orders, instances)| Inventory {
                     orders: orders.iter().map(|o| (*o).clone()).collect(),
                     instances: instances.iter().map(|i| (*i).clone()).collect(),
+                    listed_as_instances: vec![],
                 })
                 .unwrap_or_default();
             let p = self.plan_one(&cert, &mine, &journal, opts.force);
@@ -390,7 +377,7 @@ impl Engine {
             report: &mut report,
             deadline,
             force,
-            orders: &inv.orders,
+            inv,
         };
         // A pass with nothing to do leaves the installed leaf as it was read.
         let untouched = first.action == plan::Action::Nothing;
@@ -587,7 +574,11 @@ mod tests {
             { "InstanceId": "cas-c" },
         ]))
         .expect("instances");
-        let inv = Inventory { orders, instances };
+        let inv = Inventory {
+            orders,
+            instances,
+            listed_as_instances: vec![],
+        };
         let groups = by_domain(&inv);
         for domain in [
             "www.example.com",

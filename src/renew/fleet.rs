@@ -13,7 +13,6 @@ use super::ports::{FleetPort, JournalStore};
 use super::report::{CertReport, Outcome, PassReport};
 use super::steps::{CertRun, check_pair};
 use super::{EngineError, installed_leaf};
-use crate::cas::api::CertificateOrder;
 use crate::cas::inventory::Inventory;
 use crate::fleet::{FleetError, FleetEvent};
 use crate::pki::{Chain, Key};
@@ -59,8 +58,7 @@ impl Engine {
             });
         };
         fleet.ready().await?;
-        self.fleet_sync(fleet, state, cert, &job.inv.orders, report)
-            .await?;
+        self.fleet_sync(fleet, state, cert, job.inv, report).await?;
         let journal = state.load_journal(&cert.name)?;
         let plan = self.plan_one(cert, job.inv, &journal, force);
         if !needs_lock(&plan.action) {
@@ -80,8 +78,7 @@ impl Engine {
         // since, and a plan from it would pay again. List afresh under the lock.
         let again = async {
             let inv = self.inventory_all().await?;
-            self.fleet_sync(fleet, state, cert, &inv.orders, report)
-                .await?;
+            self.fleet_sync(fleet, state, cert, &inv, report).await?;
             let journal = state.load_journal(&cert.name)?;
             fleet.fetch_attempt(&cert.name, &journal).await?;
             let plan = self.plan_one(cert, &inv, &journal, force);
@@ -102,11 +99,11 @@ impl Engine {
 
     /// After a certificate's work: report what is installed, release the lock.
     pub(super) async fn fleet_end(&self, job: CertJob<'_>, locked: bool, report: &mut CertReport) {
-        let (state, cert, orders) = (job.state, job.cert, &job.inv.orders);
+        let (state, cert, inv) = (job.state, job.cert, job.inv);
         let Some(fleet) = state.fleet() else {
             return;
         };
-        if let Err(e) = self.fleet_sync(fleet, state, cert, orders, report).await {
+        if let Err(e) = self.fleet_sync(fleet, state, cert, inv, report).await {
             tracing::warn!(cert = %cert.name, error = %e, "fleet: the installed version is not reported");
         }
         if locked {
@@ -122,7 +119,7 @@ impl Engine {
         fleet: &dyn FleetPort,
         state: &dyn JournalStore,
         cert: &CertificateConfig,
-        orders: &[CertificateOrder],
+        inv: &Inventory,
         report: &mut CertReport,
     ) -> Result<(), EngineError> {
         let Some(shared) = fleet.shared_issued(&cert.name).await? else {
@@ -160,7 +157,7 @@ impl Engine {
             report,
             deadline: None,
             force: false,
-            orders,
+            inv,
         };
         run.journal.last_order_id = Some(shared.order_id);
         run.report.order_id = Some(shared.order_id);
@@ -203,7 +200,7 @@ impl Engine {
             let plan = self.plan_one(cert, &inv, &journal, false);
             let mut r = unchanged_report(cert, &plan);
             if let Err(e) = self
-                .fleet_sync(fleet, state.as_ref(), cert, &inv.orders, &mut r)
+                .fleet_sync(fleet, state.as_ref(), cert, &inv, &mut r)
                 .await
             {
                 tracing::error!(cert = %cert.name, error = %e, "fleet: the fleet's certificate is not installed");

@@ -54,7 +54,7 @@ impl Engine {
             report: &mut report,
             deadline: None,
             force: false,
-            orders,
+            inv: &inv,
         };
         run.import_order(order, key).await?;
         report.not_after = installed_leaf(&cert.output).map(|l| l.not_after_rfc3339());

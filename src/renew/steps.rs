@@ -9,7 +9,8 @@ use super::plan::{Action, Plan};
 use super::ports::JournalStore;
 use super::report::{CertReport, Outcome};
 use super::{EngineError, installed_leaf};
-use crate::cas::api::{CertificateOrder, CertificateState};
+use crate::cas::api::CertificateState;
+use crate::cas::inventory::Inventory;
 use crate::ids::{OrderId, Subject};
 use crate::pki::{self, Chain, Expectations, Key, PkiError};
 use crate::secret::Secret;
@@ -53,7 +54,8 @@ pub(super) struct CertRun<'a> {
     /// `renew --force`: the operator allows paying again after an unclear call.
     pub(super) force: bool,
     /// The account's orders as this pass listed them.
-    pub(super) orders: &'a [CertificateOrder],
+    /// The pass's listing (orders and instances).
+    pub(super) inv: &'a Inventory,
 }
 
 impl CertRun<'_> {
