@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::process::free_port;
+use std::net::TcpListener;
 
 pub const ETCD: &str = "/usr/bin/etcd";
 
@@ -53,16 +53,36 @@ impl EtcdCluster {
         EtcdCluster::start(3)
     }
 
+    /// Starts `n` members; a start that does not become healthy (a port taken
+    /// between our check and etcd's bind, a slow machine) is retried on other
+    /// ports with new data dirs, and the last failure shows the members' logs.
     fn start(n: usize) -> Option<EtcdCluster> {
         if !etcd_available() {
             return None;
         }
+        let mut last = String::new();
+        for _attempt in 0..3 {
+            let mut c = EtcdCluster::spawn(n);
+            match c.try_wait_ready(Duration::from_secs(30)) {
+                Ok(()) => return Some(c),
+                Err(why) => {
+                    c.stop_all();
+                    last = format!("{why}\n{}", c.logs());
+                    eprintln!("etcd start failed, retrying on other ports: {why}");
+                }
+            }
+        }
+        panic!("etcd did not start after 3 attempts: {last}");
+    }
+
+    fn spawn(n: usize) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("tempdir");
+        let ports = unused_ports(2 * n);
         let members: Vec<EtcdMember> = (0..n)
             .map(|i| EtcdMember {
                 name: format!("m{i}"),
-                client_port: free_port(),
-                peer_port: free_port(),
+                client_port: ports[2 * i],
+                peer_port: ports[2 * i + 1],
                 data_dir: dir.path().join(format!("m{i}")),
                 child: None,
             })
@@ -80,8 +100,28 @@ impl EtcdCluster {
         for i in 0..n {
             c.start_member(i);
         }
-        c.wait_ready(Duration::from_secs(30));
-        Some(c)
+        c
+    }
+
+    /// Every member's log, for a failure message.
+    fn logs(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| {
+                let path = self._dir.path().join(format!("{}.log", m.name));
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!(
+                    "--- {} (client {}, peer {}) ---\n{}",
+                    m.name,
+                    m.client_port,
+                    m.peer_port,
+                    tail.join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The client URLs, for `fleet.etcd.endpoints`.
@@ -160,21 +200,54 @@ impl EtcdCluster {
     }
 
     /// Waits until a running member reports itself healthy (a quorum exists).
-    pub fn wait_ready(&self, limit: Duration) {
+    pub fn wait_ready(&mut self, limit: Duration) {
+        if let Err(why) = self.try_wait_ready(limit) {
+            panic!("{why}\n{}", self.logs());
+        }
+    }
+
+    /// Like `wait_ready`, but says why instead of panicking; a member that has
+    /// exited (its port taken, say) ends the wait at once.
+    fn try_wait_ready(&mut self, limit: Duration) -> Result<(), String> {
         let start = Instant::now();
         while start.elapsed() < limit {
+            for m in &mut self.members {
+                if let Some(child) = m.child.as_mut() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        m.child = None;
+                        return Err(format!("etcd member {} exited: {status}", m.name));
+                    }
+                }
+            }
             let healthy = self
                 .members
                 .iter()
                 .filter(|m| m.child.is_some())
                 .any(|m| health(m.client_port));
             if healthy {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("etcd did not become healthy within {limit:?}");
+        Err(format!("etcd did not become healthy within {limit:?}"))
     }
+}
+
+/// `count` distinct ports that are free now, chosen below the kernel's ephemeral
+/// range: the daemons' and simulator's outgoing connections take local ports from
+/// that range, so a port picked there could be taken before etcd binds it, or
+/// while a member is stopped and must come back on the same port.
+fn unused_ports(count: usize) -> Vec<u16> {
+    let mut held: Vec<TcpListener> = Vec::with_capacity(count);
+    while held.len() < count {
+        let port: u16 = rand::random_range(10_000..32_000);
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    held.iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
 }
 
 /// `GET /health` on a member: `{"health":"true"}` once it has a leader.
