@@ -212,11 +212,11 @@ impl EtcdCluster {
         let start = Instant::now();
         while start.elapsed() < limit {
             for m in &mut self.members {
-                if let Some(child) = m.child.as_mut() {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        m.child = None;
-                        return Err(format!("etcd member {} exited: {status}", m.name));
-                    }
+                if let Some(child) = m.child.as_mut()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    m.child = None;
+                    return Err(format!("etcd member {} exited: {status}", m.name));
                 }
             }
             let healthy = self
