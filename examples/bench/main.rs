@@ -130,7 +130,7 @@ fn cas_renewd_bin() -> anyhow::Result<PathBuf> {
 
 /// The daemon's configuration: client limits at 95 % of the server's for the
 /// actions CAS documents no limit for; ListUserCertificateOrder left to the
-/// client's default (90 % of the documented 10/s).
+/// client's default (95 % of the documented 10/s: 10 calls in every 1.05 s).
 fn write_config(dir: &Path, endpoint: &str, certs: &str, extra: &str) -> anyhow::Result<PathBuf> {
     let cfg = format!(
         "api:\n  endpoint: \"{endpoint}\"\n  dns_endpoint: \"{endpoint}\"\n  page_size: {PAGE}\n  rate_limit_per_second: 95\n  rate_limits: {{ DescribeCertificateState: {}, RenewCertificateOrderForPackageRequest: {} }}\ncredentials: {{ access_key_id: bench, access_key_secret: bench-secret }}\nstate_dir: {d}/state\nrenewal: {{ poll_interval: 1s, poll_max_interval: 4s, concurrency: {CONCURRENCY} }}\nlog: {{ level: warn }}\n{extra}{certs}",

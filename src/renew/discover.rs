@@ -101,6 +101,7 @@ fn targets_from<'a>(cfg: &Config, domains: impl Iterator<Item = &'a str>) -> Tar
         })
         .collect();
     let sharing = Sharing::of(&candidates);
+    out.certs.reserve_exact(candidates.len());
     for (i, (domain, name, dir)) in candidates.iter().enumerate() {
         let path = child_dir(&d.output_root, dir);
         let others = sharing.others(i, name, dir);

@@ -10,6 +10,7 @@ use tracing::error;
 
 use super::engine::Engine;
 use super::installed_leaf;
+use super::plan::Action;
 use super::ports::JournalStore;
 use super::report::{HookReport, Outcome, PassReport};
 use crate::hooks::{self, DIR_HOOK, HookContext, HookError};
@@ -18,13 +19,18 @@ use crate::store::faults::{CrashPoint, crash_point};
 use crate::store::{self, Journal, Phase};
 
 /// Each hook that any of `certs` still needs after an install, with the index in
-/// `certs` and the hook context of every certificate that needs it.
+/// `certs` and the hook context of every certificate that needs it; the journals
+/// of the certificates `idle` says this pass left alone are not read.
 pub(super) fn pending_hooks(
     state: &dyn JournalStore,
     certs: &[CertificateConfig],
+    idle: impl Fn(usize) -> bool,
 ) -> BTreeMap<String, Vec<(usize, HookContext)>> {
     let mut wanted: BTreeMap<String, Vec<(usize, HookContext)>> = BTreeMap::new();
     for (i, cert) in certs.iter().enumerate() {
+        if idle(i) {
+            continue;
+        }
         let Ok(j) = state.load_journal(&cert.name) else {
             continue;
         };
@@ -72,7 +78,18 @@ impl Engine {
         certs: &[CertificateConfig],
         report: &mut PassReport,
     ) {
-        let mut pending: Vec<_> = pending_hooks(state, certs).into_iter().collect();
+        // A plan of nothing means no reload was pending (it would have planned the
+        // reload), and nothing of the pass wrote that journal since; with a fleet,
+        // the fleet's step may have installed and asked for one all the same.
+        let idle = |i: usize| {
+            state.fleet().is_none()
+                && report.certs.get(i).is_some_and(|r| {
+                    r.name == certs[i].name
+                        && r.outcome == Outcome::Unchanged
+                        && r.plan.action == Action::Nothing
+                })
+        };
+        let mut pending: Vec<_> = pending_hooks(state, certs, idle).into_iter().collect();
         pending.sort_by_key(|(hook, _)| hook == DIR_HOOK);
         for (hook, users) in pending {
             let per_cert =

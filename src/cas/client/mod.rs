@@ -1,6 +1,6 @@
 //! The one place that talks HTTP to Alibaba Cloud: signing every attempt afresh,
 //! classifying errors by `Code`, retrying with full-jitter backoff, and a
-//! client-side token bucket.
+//! client-side rate limit (per action, so many calls in any window of about a second).
 //!
 //! One job per file: `error` (what a call fails with), `advice` (the likely
 //! causes of an authentication refusal), `request` (signing one
