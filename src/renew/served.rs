@@ -27,9 +27,16 @@ impl Engine {
         certs: &[CertificateConfig],
         report: &mut PassReport,
     ) {
-        for cert in certs {
+        for (i, cert) in certs.iter().enumerate() {
             let Some(v) = &cert.verify else { continue };
-            let Some(r) = report.certs.iter_mut().find(|r| r.name == cert.name) else {
+            // A pass reports its certificates in `certs`' order: the search is
+            // for an import's report, and would be quadratic over a whole pass.
+            let at = if report.certs.get(i).is_some_and(|r| r.name == cert.name) {
+                Some(i)
+            } else {
+                report.certs.iter().position(|r| r.name == cert.name)
+            };
+            let Some(r) = at.and_then(|i| report.certs.get_mut(i)) else {
                 continue;
             };
             if matches!(r.outcome, Outcome::Blocked | Outcome::Planned) {
