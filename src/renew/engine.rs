@@ -378,7 +378,8 @@ impl Engine {
             deadline,
         } = job;
         // Nothing to do (most certificates of a pass): no journal to read, and the
-        // leaf stays as the report read it.
+        // leaf stays as the report read it. A pending reload is never "nothing"
+        // (it plans RerunReload), which `pending_hooks` relies on too.
         if first.action == plan::Action::Nothing {
             info!(cert = %cert.name, action = %first.action, reason = %first.reason, "plan");
             return report;

@@ -121,7 +121,16 @@ impl Engine {
             error!(hook = %hook, certs = %names.join(","), error = %e, "reload hook failed; it is retried on the next pass without renewing again");
         }
         for (i, _) in users {
-            apply_hook_result(state, &certs[*i], hook, &result, report, self.clock.now());
+            let at = report_index(report, *i, &certs[*i].name);
+            apply_hook_result(
+                state,
+                &certs[*i],
+                at,
+                hook,
+                &result,
+                report,
+                self.clock.now(),
+            );
         }
         report.hooks.push(HookReport {
             hook: hook.to_owned(),
@@ -174,11 +183,23 @@ async fn run_dir(dir: &Path, ctx: &HookContext) -> Result<(), HookError> {
         .map(|_| ())
 }
 
-/// Records one hook's result in `cert`'s journal and report: done hooks leave
+/// Where `name`'s report is in `report`: a pass reports its certificates in the
+/// order of `certs`, so at `i`; otherwise (an import's report) found by name. A
+/// search per certificate would be quadratic when 10,000 installs share a hook.
+pub(super) fn report_index(report: &PassReport, i: usize, name: &str) -> Option<usize> {
+    if report.certs.get(i).is_some_and(|r| r.name == name) {
+        Some(i)
+    } else {
+        report.certs.iter().position(|r| r.name == name)
+    }
+}
+
+/// Records one hook's result in `cert`'s journal and report (`at`, its index): done hooks leave
 /// the journal, and the last one brings an installed certificate to `Idle`.
 fn apply_hook_result(
     state: &dyn JournalStore,
     cert: &CertificateConfig,
+    at: Option<usize>,
     hook: &str,
     result: &Result<(), HookError>,
     report: &mut PassReport,
@@ -197,7 +218,7 @@ fn apply_hook_result(
         }
     } else {
         j.last_error = result.as_ref().err().map(ToString::to_string);
-        if let Some(r) = report.certs.iter_mut().find(|r| r.name == cert.name) {
+        if let Some(r) = at.and_then(|i| report.certs.get_mut(i)) {
             r.outcome = Outcome::Failed;
             r.message = format!(
                 "installed, but reload failed: {}",
@@ -210,7 +231,7 @@ fn apply_hook_result(
     }
     if ok && j.phase == Phase::Idle {
         crash_point(CrashPoint::AfterReload);
-        if let Some(r) = report.certs.iter_mut().find(|r| r.name == cert.name)
+        if let Some(r) = at.and_then(|i| report.certs.get_mut(i))
             && r.outcome == Outcome::Unchanged
         {
             r.outcome = Outcome::Reloaded;

@@ -29,13 +29,7 @@ impl Engine {
     ) {
         for (i, cert) in certs.iter().enumerate() {
             let Some(v) = &cert.verify else { continue };
-            // A pass reports its certificates in `certs`' order: the search is
-            // for an import's report, and would be quadratic over a whole pass.
-            let at = if report.certs.get(i).is_some_and(|r| r.name == cert.name) {
-                Some(i)
-            } else {
-                report.certs.iter().position(|r| r.name == cert.name)
-            };
+            let at = super::reload::report_index(report, i, &cert.name);
             let Some(r) = at.and_then(|i| report.certs.get_mut(i)) else {
                 continue;
             };

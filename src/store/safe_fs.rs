@@ -91,9 +91,10 @@ pub fn read_file(
     if meta.len() > max {
         return Err(too_large(meta.len()));
     }
-    // Sized from the stat (one byte more, to see the end in the same read): an
-    // empty Vec made `read_to_end` start at 32 bytes and double, seven reads for
-    // a certificate. The bound holds even for a file that grows after the stat.
+    // Sized from the stat (one byte more, so the read that finds the end needs no
+    // growth): an empty Vec made `read_to_end` start at 32 bytes and double, seven
+    // reads for a certificate, now two. The bound holds even for a file that grows
+    // after the stat.
     let mut data = Vec::with_capacity(usize::try_from(meta.len() + 1).unwrap_or(0));
     file.take(max + 1)
         .read_to_end(&mut data)

@@ -238,13 +238,25 @@ impl EtcdCluster {
 /// that range, so a port picked there could be taken before etcd binds it, or
 /// while a member is stopped and must come back on the same port.
 fn unused_ports(count: usize) -> Vec<u16> {
+    // The ephemeral range's first port (Linux default 32768); 10,000 below it
+    // leaves room for parallel clusters.
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let low = ephemeral_low.saturating_sub(10_000).max(1_024);
+    let high = ephemeral_low.max(low + 1_000);
     let mut held: Vec<TcpListener> = Vec::with_capacity(count);
-    while held.len() < count {
-        let port: u16 = rand::random_range(10_000..32_000);
+    for _ in 0..10_000 {
+        if held.len() == count {
+            break;
+        }
+        let port: u16 = rand::random_range(low..high);
         if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
             held.push(l);
         }
     }
+    assert_eq!(held.len(), count, "no {count} free ports in {low}..{high}");
     held.iter()
         .map(|l| l.local_addr().expect("addr").port())
         .collect()

@@ -13,14 +13,21 @@ const DOCUMENTED: [(&str, f64); 2] = [
 ];
 
 /// The share of a documented limit the client uses by default. The limiter never
-/// puts more than the limit's calls into any one second, however the server's
-/// windows are aligned, so the margin is left for other tools of the account (the
-/// limit is per user) and for network jitter between our sends and CAS's count.
+/// puts more than ⌈rate⌉ calls into any one second, however the server's windows
+/// are aligned, so the margin is left for other tools of the account (the limit is
+/// per user) and for network jitter between our sends and CAS's count. It is a
+/// margin on the average: at 9.5/s a second can still hold all 10 calls the limit
+/// allows (a burst of ⌈rate⌉), leaving no room in it for another tool.
 pub const SAFETY_MARGIN: f64 = 0.95;
 
-/// The most calls one window may hold: a rate beyond it gets a shorter window, so
-/// the record of sends stays small whatever rate is configured.
+/// The most calls one window may hold, so the record of sends stays small. The
+/// configuration caps rates at 1,000/s, so only a direct caller with a higher rate
+/// gets a shorter window (and up to twice its rate in one second).
 const MAX_WINDOW_CALLS: usize = 1_000;
+
+/// The longest window: a rate below one call an hour is held to one call an hour
+/// (a window of a larger span does not fit tokio's clock for absurd rates).
+const MAX_WINDOW: Duration = Duration::from_secs(3_600);
 
 /// Client-side rate limits, one window per action (CAS limits each action
 /// separately: ListUserCertificateOrder 10/s, most others 100/s). Shared by every
@@ -58,8 +65,10 @@ impl SlidingWindow {
         } else {
             1
         };
+        // No rate (0, NaN: the configuration refuses both) means one call a second.
         let window = if rate.is_finite() && rate > 0.0 {
-            Duration::from_secs_f64(calls as f64 / rate)
+            Duration::try_from_secs_f64(calls as f64 / rate)
+                .map_or(MAX_WINDOW, |w| w.min(MAX_WINDOW))
         } else {
             Duration::from_secs(1)
         };
@@ -71,7 +80,7 @@ impl SlidingWindow {
     }
 
     async fn acquire(&self) {
-        let at = {
+        let (at, now) = {
             let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
             let now = tokio::time::Instant::now();
             // Reservations never go backwards, so the oldest of the last `calls`
@@ -84,9 +93,12 @@ impl SlidingWindow {
             while sent.len() > self.calls {
                 sent.pop_front();
             }
-            at
+            (at, now)
         };
-        tokio::time::sleep_until(at).await;
+        // A call that fits now goes out now, not at the timer's next tick.
+        if at > now {
+            tokio::time::sleep_until(at).await;
+        }
     }
 }
 
@@ -228,6 +240,33 @@ mod tests {
         let took = at[109];
         assert!(took >= Duration::from_millis(10_520), "{took:?}");
         assert!(took <= Duration::from_millis(10_540), "{took:?}");
+    }
+
+    /// Waiters go in the order they asked: a certificate that asked first is
+    /// never overtaken by one that asked later.
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_the_order_they_asked() {
+        let l = Arc::new(RateLimiter::new(2.0));
+        let start = tokio::time::Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..9u32 {
+            let l = l.clone();
+            tasks.push(tokio::spawn(async move {
+                l.acquire("X").await;
+                (i, start.elapsed())
+            }));
+            // Let task i ask before task i + 1 exists.
+            tokio::task::yield_now().await;
+        }
+        let mut done = Vec::new();
+        for t in tasks {
+            done.push(t.await.expect("task"));
+        }
+        for pair in done.windows(2) {
+            assert!(pair[0].1 <= pair[1].1, "{done:?}");
+        }
+        // 2 calls a second: the 9th goes out in the 5th window.
+        assert_eq!(done[8].1, Duration::from_secs(4));
     }
 
     /// Callers that arrive while others wait (the concurrent polls of a pass) keep

@@ -203,8 +203,10 @@ impl ApiClient {
         params: &[(String, String)],
         attempt: u32,
     ) -> Result<(serde_json::Value, String), ApiError> {
-        self.limiter.acquire(action).await;
+        // Credentials first (an STS or metadata fetch may take a while): the
+        // limiter's reserved time is then the time the call goes out.
         let cred = self.credentials.get().await?;
+        self.limiter.acquire(action).await;
         let signed = self.signed_request(action, params, &cred);
         let started = Instant::now();
         let result = self.exchange(action, signed.request).await;

@@ -123,6 +123,11 @@ fn no_plan_spends_quota_when_it_must_not() {
             "case {case}: {orders:?} {journal:?} {mode:?} -> {}",
             p.reason
         );
+        // The hooks' scan after a pass skips the journals planned `Nothing`
+        // (`reload::pending_hooks`): a pending reload must never plan nothing.
+        if p.action == Action::Nothing {
+            assert!(journal.reload_pending.is_empty(), "{ctx}");
+        }
         let source_of = |id: OrderId| orders.iter().find(|o| o.order_id == Some(id.get()));
         let source_order_id = match &p.action {
             Action::Renew { source_order_id } => {
