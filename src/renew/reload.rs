@@ -121,7 +121,7 @@ impl Engine {
             error!(hook = %hook, certs = %names.join(","), error = %e, "reload hook failed; it is retried on the next pass without renewing again");
         }
         for (i, _) in users {
-            let at = report_index(report, *i, &certs[*i].name);
+            let at = report.index_of(*i, &certs[*i].name);
             apply_hook_result(
                 state,
                 &certs[*i],
@@ -181,17 +181,6 @@ async fn run_dir(dir: &Path, ctx: &HookContext) -> Result<(), HookError> {
     hooks::dir::run(dir, hooks::HookSpec::DEFAULT_TIMEOUT, ctx)
         .await
         .map(|_| ())
-}
-
-/// Where `name`'s report is in `report`: a pass reports its certificates in the
-/// order of `certs`, so at `i`; otherwise (an import's report) found by name. A
-/// search per certificate would be quadratic when 10,000 installs share a hook.
-pub(super) fn report_index(report: &PassReport, i: usize, name: &str) -> Option<usize> {
-    if report.certs.get(i).is_some_and(|r| r.name == name) {
-        Some(i)
-    } else {
-        report.certs.iter().position(|r| r.name == name)
-    }
 }
 
 /// Records one hook's result in `cert`'s journal and report (`at`, its index): done hooks leave

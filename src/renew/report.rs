@@ -136,6 +136,17 @@ impl PassReport {
             .all(|c| !matches!(c.outcome, Outcome::Failed | Outcome::Blocked))
             && self.hooks.iter().all(|h| h.ok)
     }
+
+    /// Where `name`'s report is: a pass reports its certificates in the order of
+    /// the pass's list, so at `i`; otherwise (an import's report) found by name. A
+    /// search per certificate would be quadratic over a pass of 10,000.
+    pub(super) fn index_of(&self, i: usize, name: &str) -> Option<usize> {
+        if self.certs.get(i).is_some_and(|r| r.name == name) {
+            Some(i)
+        } else {
+            self.certs.iter().position(|r| r.name == name)
+        }
+    }
 }
 
 impl PassReport {

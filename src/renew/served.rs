@@ -29,7 +29,7 @@ impl Engine {
     ) {
         for (i, cert) in certs.iter().enumerate() {
             let Some(v) = &cert.verify else { continue };
-            let at = super::reload::report_index(report, i, &cert.name);
+            let at = report.index_of(i, &cert.name);
             let Some(r) = at.and_then(|i| report.certs.get_mut(i)) else {
                 continue;
             };
